@@ -1,0 +1,11 @@
+//! PLB's REST API v1 wire types: the JSON shapes that the balancer, the agent, the CLI
+//! and the runtime exchange. Plain serde structs, no I/O; `ToSchema` feeds `/v1/openapi.json`.
+#![deny(missing_docs)]
+
+mod outcome;
+mod probe;
+mod wire;
+
+pub use outcome::{Blame, Outcome};
+pub use probe::{ProbeSettings, SettingsError, Tier};
+pub use wire::*;
