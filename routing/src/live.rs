@@ -1,0 +1,520 @@
+//! Per-node live state updated on every request and every feedback, without locks:
+//! requests in flight, a peak-EWMA latency estimate, a decaying error rate and counters.
+//!
+//! Time is a parameter everywhere (`now`, seconds on any clock the caller likes), so the
+//! live balancer, the proxy and the simulator share this code. Latencies are seconds too.
+//!
+//! The estimators pack an `f32` value and a `u32` millisecond timestamp into one
+//! `AtomicU64` and update it with a compare-and-swap loop, so a reader never sees a value
+//! from one update with the time of another. The timestamp wraps every 49.7 days and the
+//! difference of two is read as a signed 32-bit count, so gaps up to 24.8 days decay
+//! correctly; a longer gap reads as "no time passed" (harmless: the value is stale anyway).
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// The packed word of an estimator that has never been fed (an `f32` NaN pattern that
+/// [`pack`] never produces, since only finite values are stored).
+const EMPTY: u64 = u64::MAX;
+
+fn millis(now: f64) -> u32 {
+    // Truncating to u32 is the wrap-around described in the module docs. A non-finite or
+    // negative clock maps to 0 (`as` saturates), which only disables decay.
+    ((now * 1000.0) as u64) as u32
+}
+
+fn pack(value: f32, t_ms: u32) -> u64 {
+    (u64::from(value.to_bits()) << 32) | u64::from(t_ms)
+}
+
+fn unpack(word: u64) -> (f32, u32) {
+    (f32::from_bits((word >> 32) as u32), word as u32)
+}
+
+/// Seconds from `then` to `now` (both wrapped milliseconds), never negative.
+fn elapsed(then_ms: u32, now_ms: u32) -> f64 {
+    (now_ms.wrapping_sub(then_ms) as i32).max(0) as f64 / 1000.0
+}
+
+/// Later of two wrapped millisecond stamps.
+fn later(a: u32, b: u32) -> u32 {
+    if (b.wrapping_sub(a) as i32) > 0 { b } else { a }
+}
+
+/// Peak-sensitive EWMA of latency (Finagle's `PeakEwma`, linkerd's `PeakEwma`): a new
+/// observation above the estimate replaces it at once; one below it is blended in with
+/// weight `1 - exp(-dt / tau)` where `dt` is the time since the previous observation; and
+/// while nothing arrives, reads decay the estimate toward zero with the same time
+/// constant, so a node that stopped being chosen is eventually tried again.
+#[derive(Debug)]
+pub struct PeakEwma {
+    word: AtomicU64,
+    tau: f64,
+}
+
+impl PeakEwma {
+    /// An empty estimator with decay time constant `tau` seconds (clamped to at least 1 ms).
+    pub fn new(tau: f64) -> Self {
+        let tau = if tau.is_finite() {
+            tau.max(0.001)
+        } else {
+            10.0
+        };
+        PeakEwma {
+            word: AtomicU64::new(EMPTY),
+            tau,
+        }
+    }
+
+    /// The decay time constant in seconds.
+    pub fn tau(&self) -> f64 {
+        self.tau
+    }
+
+    /// Feeds one observed latency (seconds) at time `now`. Non-finite values are ignored;
+    /// negative ones count as zero.
+    pub fn observe(&self, latency: f64, now: f64) {
+        if !latency.is_finite() {
+            return;
+        }
+        let x = latency.max(0.0);
+        let t = millis(now);
+        let mut cur = self.word.load(Ordering::Relaxed);
+        loop {
+            let next = if cur == EMPTY {
+                pack(x as f32, t)
+            } else {
+                let (v, t0) = unpack(cur);
+                let v = f64::from(v);
+                let value = if x >= v {
+                    x
+                } else {
+                    let w = (-elapsed(t0, t) / self.tau).exp();
+                    v * w + x * (1.0 - w)
+                };
+                pack(value as f32, later(t0, t))
+            };
+            match self
+                .word
+                .compare_exchange_weak(cur, next, Ordering::AcqRel, Ordering::Relaxed)
+            {
+                Ok(_) => return,
+                Err(actual) => cur = actual,
+            }
+        }
+    }
+
+    /// The estimate at time `now`, decayed for the time since the last observation, or
+    /// `None` if nothing was ever observed.
+    pub fn get(&self, now: f64) -> Option<f64> {
+        let word = self.word.load(Ordering::Acquire);
+        if word == EMPTY {
+            return None;
+        }
+        let (v, t0) = unpack(word);
+        Some(f64::from(v) * (-elapsed(t0, millis(now)) / self.tau).exp())
+    }
+}
+
+/// Fraction of failed requests: each outcome moves the estimate by `alpha` toward 0 or 1,
+/// and between outcomes it decays toward 0 with time constant `tau`, so a node that
+/// failed and was then left alone is forgiven and tried again.
+#[derive(Debug)]
+pub struct ErrorRate {
+    word: AtomicU64,
+    alpha: f64,
+    tau: f64,
+}
+
+impl ErrorRate {
+    /// A zero error rate; `alpha` in (0, 1], `tau` seconds.
+    pub fn new(alpha: f64, tau: f64) -> Self {
+        let alpha = if alpha.is_finite() {
+            alpha.clamp(1e-6, 1.0)
+        } else {
+            0.1
+        };
+        let tau = if tau.is_finite() {
+            tau.max(0.001)
+        } else {
+            30.0
+        };
+        ErrorRate {
+            word: AtomicU64::new(EMPTY),
+            alpha,
+            tau,
+        }
+    }
+
+    /// Feeds one outcome at time `now`.
+    pub fn observe(&self, ok: bool, now: f64) {
+        let x = if ok { 0.0 } else { 1.0 };
+        let t = millis(now);
+        let mut cur = self.word.load(Ordering::Relaxed);
+        loop {
+            let e = if cur == EMPTY {
+                0.0
+            } else {
+                let (v, t0) = unpack(cur);
+                f64::from(v) * (-elapsed(t0, t) / self.tau).exp()
+            };
+            let t_new = if cur == EMPTY {
+                t
+            } else {
+                later(unpack(cur).1, t)
+            };
+            let next = pack((e + self.alpha * (x - e)) as f32, t_new);
+            match self
+                .word
+                .compare_exchange_weak(cur, next, Ordering::AcqRel, Ordering::Relaxed)
+            {
+                Ok(_) => return,
+                Err(actual) => cur = actual,
+            }
+        }
+    }
+
+    /// The error rate at time `now`, in 0..=1.
+    pub fn get(&self, now: f64) -> f64 {
+        let word = self.word.load(Ordering::Acquire);
+        if word == EMPTY {
+            return 0.0;
+        }
+        let (v, t0) = unpack(word);
+        (f64::from(v) * (-elapsed(t0, millis(now)) / self.tau).exp()).clamp(0.0, 1.0)
+    }
+}
+
+/// Time constants of the live estimators.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LiveConfig {
+    /// Peak-EWMA latency decay time constant, seconds (Finagle and linkerd use 10 s).
+    pub latency_tau: f64,
+    /// Weight of one outcome in the error rate.
+    pub error_alpha: f64,
+    /// Decay of the error rate toward zero while no outcome arrives, seconds.
+    pub error_tau: f64,
+}
+
+impl Default for LiveConfig {
+    fn default() -> Self {
+        LiveConfig {
+            latency_tau: 10.0,
+            error_alpha: 0.05,
+            error_tau: 30.0,
+        }
+    }
+}
+
+/// The live state of one node.
+#[derive(Debug)]
+pub struct NodeLive {
+    in_flight: AtomicI64,
+    started: AtomicU64,
+    completed: AtomicU64,
+    errors: AtomicU64,
+    latency: PeakEwma,
+    error_rate: ErrorRate,
+}
+
+impl NodeLive {
+    /// Fresh state: nothing in flight, no latency known.
+    pub fn new(config: &LiveConfig) -> Self {
+        NodeLive {
+            in_flight: AtomicI64::new(0),
+            started: AtomicU64::new(0),
+            completed: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            latency: PeakEwma::new(config.latency_tau),
+            error_rate: ErrorRate::new(config.error_alpha, config.error_tau),
+        }
+    }
+
+    /// A request was sent to this node.
+    pub fn begin(&self) {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.started.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A request sent with [`NodeLive::begin`] finished after `latency` seconds.
+    pub fn end(&self, latency: f64, ok: bool, now: f64) {
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.observe(latency, ok, now);
+    }
+
+    /// A request that was not counted in flight here finished (e.g. feedback from a
+    /// caller that routed on its own): updates the estimates only.
+    pub fn observe(&self, latency: f64, ok: bool, now: f64) {
+        self.completed.fetch_add(1, Ordering::Relaxed);
+        if !ok {
+            self.errors.fetch_add(1, Ordering::Relaxed);
+        }
+        self.latency.observe(latency, now);
+        self.error_rate.observe(ok, now);
+    }
+
+    /// Gives back an in-flight slot without an observation (a cancelled request).
+    pub fn abandon(&self) {
+        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Requests in flight (never negative, even if a caller ended more than it began).
+    pub fn in_flight(&self) -> u64 {
+        self.in_flight.load(Ordering::Relaxed).max(0) as u64
+    }
+
+    /// Peak-EWMA latency in seconds at `now`, `None` before the first response.
+    pub fn latency(&self, now: f64) -> Option<f64> {
+        self.latency.get(now)
+    }
+
+    /// Recent error rate at `now`, 0..=1.
+    pub fn error_rate(&self, now: f64) -> f64 {
+        self.error_rate.get(now)
+    }
+
+    /// Requests begun.
+    pub fn started(&self) -> u64 {
+        self.started.load(Ordering::Relaxed)
+    }
+
+    /// Outcomes observed.
+    pub fn completed(&self) -> u64 {
+        self.completed.load(Ordering::Relaxed)
+    }
+
+    /// Failed outcomes observed.
+    pub fn errors(&self) -> u64 {
+        self.errors.load(Ordering::Relaxed)
+    }
+
+    /// Counts a request in flight and returns a guard that gives the slot back when
+    /// dropped unless [`InFlight::finish`] reported the outcome first.
+    pub fn start(self: &Arc<Self>) -> InFlight {
+        self.begin();
+        InFlight {
+            node: Some(Arc::clone(self)),
+        }
+    }
+}
+
+/// One request in flight to a node (see [`NodeLive::start`]).
+#[derive(Debug)]
+pub struct InFlight {
+    node: Option<Arc<NodeLive>>,
+}
+
+impl InFlight {
+    /// Reports the outcome and releases the slot.
+    pub fn finish(mut self, latency: f64, ok: bool, now: f64) {
+        if let Some(node) = self.node.take() {
+            node.end(latency, ok, now);
+        }
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if let Some(node) = self.node.take() {
+            node.abandon();
+        }
+    }
+}
+
+/// Live state of every node one balancer instance routes to, keyed by node id, so it
+/// survives snapshot swaps. Only [`crate::Snapshot::new`] and feedback by id touch the
+/// map's lock; a route decision reads the handles the snapshot bound at build time.
+#[derive(Debug, Default)]
+pub struct LiveSet {
+    config: LiveConfig,
+    nodes: Mutex<HashMap<String, Arc<NodeLive>>>,
+}
+
+impl LiveSet {
+    /// An empty set whose nodes use `config`.
+    pub fn new(config: LiveConfig) -> Self {
+        LiveSet {
+            config,
+            nodes: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The estimators' configuration.
+    pub fn config(&self) -> &LiveConfig {
+        &self.config
+    }
+
+    /// The node's live state, created fresh if it is new.
+    pub fn get_or_insert(&self, id: &str) -> Arc<NodeLive> {
+        let mut nodes = self.lock();
+        if let Some(node) = nodes.get(id) {
+            return Arc::clone(node);
+        }
+        let node = Arc::new(NodeLive::new(&self.config));
+        nodes.insert(id.to_owned(), Arc::clone(&node));
+        node
+    }
+
+    /// The node's live state if it has one.
+    pub fn get(&self, id: &str) -> Option<Arc<NodeLive>> {
+        self.lock().get(id).cloned()
+    }
+
+    /// Drops the state of every node not in `keep` (a node that left and comes back
+    /// later starts fresh). Requests still in flight keep their own handle.
+    pub fn retain<'a>(&self, keep: impl IntoIterator<Item = &'a str>) {
+        let keep: std::collections::HashSet<&str> = keep.into_iter().collect();
+        self.lock().retain(|id, _| keep.contains(id.as_str()));
+    }
+
+    /// Number of nodes with state.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Whether no node has state.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<NodeLive>>> {
+        // The map holds no invariant a panicking holder could break half-way.
+        self.nodes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn close(a: f64, b: f64) -> bool {
+        (a - b).abs() <= 1e-4 * b.abs().max(1e-3)
+    }
+
+    #[test]
+    fn peak_ewma_is_empty_until_fed() {
+        let e = PeakEwma::new(10.0);
+        assert_eq!(e.get(0.0), None);
+        e.observe(f64::NAN, 0.0);
+        assert_eq!(e.get(0.0), None);
+        e.observe(0.05, 1.0);
+        assert!(close(e.get(1.0).expect("fed"), 0.05));
+    }
+
+    #[test]
+    fn peak_ewma_jumps_to_peaks_at_once() {
+        let e = PeakEwma::new(10.0);
+        e.observe(0.010, 0.0);
+        e.observe(0.500, 0.001);
+        assert!(close(e.get(0.001).expect("fed"), 0.5));
+    }
+
+    #[test]
+    fn peak_ewma_falls_with_the_time_constant_on_a_virtual_clock() {
+        let tau = 10.0;
+        let e = PeakEwma::new(tau);
+        e.observe(1.0, 100.0);
+        // One observation of 0 after exactly tau: weight of the old value is e^-1.
+        e.observe(0.0, 100.0 + tau);
+        let v = e.get(100.0 + tau).expect("fed");
+        assert!(close(v, (-1.0f64).exp()), "{v}");
+        // Many low observations close together move it little; spread over time a lot.
+        let slow = PeakEwma::new(tau);
+        slow.observe(1.0, 0.0);
+        for i in 1..=100 {
+            slow.observe(0.1, f64::from(i) * 0.001);
+        }
+        let after_100ms = slow.get(0.1).expect("fed");
+        assert!(after_100ms > 0.98, "{after_100ms}");
+        for i in 1..=100 {
+            slow.observe(0.1, 0.1 + f64::from(i));
+        }
+        let after_100s = slow.get(100.1).expect("fed");
+        assert!((after_100s - 0.1).abs() < 0.01, "{after_100s}");
+    }
+
+    #[test]
+    fn peak_ewma_decays_toward_zero_while_idle() {
+        let e = PeakEwma::new(5.0);
+        e.observe(0.2, 0.0);
+        let a = e.get(0.0).expect("fed");
+        let b = e.get(5.0).expect("fed");
+        let c = e.get(50.0).expect("fed");
+        assert!(close(a, 0.2));
+        assert!(close(b, 0.2 * (-1.0f64).exp()), "{b}");
+        assert!(c < 0.2 * 1e-4, "{c}");
+        // A clock that went backwards (another thread's older `now`) does not inflate it.
+        assert!(close(e.get(-3.0).expect("fed"), 0.2));
+    }
+
+    #[test]
+    fn error_rate_tracks_failures_and_forgives_over_time() {
+        let r = ErrorRate::new(0.1, 10.0);
+        assert_eq!(r.get(0.0), 0.0);
+        for i in 0..200 {
+            r.observe(i % 2 == 0, 0.0);
+        }
+        let half = r.get(0.0);
+        assert!((half - 0.5).abs() < 0.06, "{half}");
+        assert!(r.get(100.0) < 0.001);
+        for _ in 0..200 {
+            r.observe(true, 100.0);
+        }
+        assert!(r.get(100.0) < 0.001);
+    }
+
+    #[test]
+    fn in_flight_counts_and_guard_gives_back_on_drop() {
+        let set = LiveSet::new(LiveConfig::default());
+        let n = set.get_or_insert("a");
+        let g1 = n.start();
+        let g2 = n.start();
+        assert_eq!(n.in_flight(), 2);
+        g1.finish(0.02, true, 1.0);
+        assert_eq!(n.in_flight(), 1);
+        drop(g2);
+        assert_eq!(n.in_flight(), 0);
+        assert_eq!(n.started(), 2);
+        assert_eq!(n.completed(), 1);
+        // More ends than begins never reads as negative.
+        n.end(0.01, false, 2.0);
+        assert_eq!(n.in_flight(), 0);
+        assert_eq!(n.errors(), 1);
+    }
+
+    #[test]
+    fn live_set_keeps_state_by_id_and_retains() {
+        let set = LiveSet::new(LiveConfig::default());
+        let a = set.get_or_insert("a");
+        a.begin();
+        assert_eq!(set.get_or_insert("a").in_flight(), 1);
+        set.get_or_insert("b");
+        assert_eq!(set.len(), 2);
+        set.retain(["b"]);
+        assert!(set.get("a").is_none());
+        assert_eq!(set.get_or_insert("a").in_flight(), 0);
+    }
+
+    #[test]
+    fn concurrent_updates_lose_nothing() {
+        let n = Arc::new(NodeLive::new(&LiveConfig::default()));
+        std::thread::scope(|s| {
+            for t in 0..4 {
+                let n = Arc::clone(&n);
+                s.spawn(move || {
+                    for i in 0..10_000 {
+                        n.begin();
+                        n.end(0.001 * f64::from(t + 1), i % 10 != 0, f64::from(i) * 1e-3);
+                    }
+                });
+            }
+        });
+        assert_eq!(n.in_flight(), 0);
+        assert_eq!(n.completed(), 40_000);
+        assert_eq!(n.errors(), 4_000);
+        let l = n.latency(10.0).expect("fed");
+        assert!(l > 0.0 && l <= 0.004 + 1e-6, "{l}");
+    }
+}

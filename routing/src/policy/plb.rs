@@ -1,0 +1,758 @@
+//! `plb`: PLB's predictive policy. Weighted power of two choices over forecast-shaped
+//! weights, a recovery floor for shed nodes, and rendezvous hashing with bounded load
+//! for keyed requests. See the crate docs for the reasoning behind each part.
+use plb_api::NodeState;
+use rand::Rng;
+use xxhash_rust::xxh3::{xxh3_64, xxh3_64_with_seed};
+
+use super::{
+    Candidates, Decision, Facts, KeyMiss, KeyNote, Policy, PolicyConfig, PolicyKind, Reason,
+    RouteRequest, Rule, p2c_on, score_of,
+};
+use crate::snapshot::Snapshot;
+
+/// Most rendezvous candidates a keyed request may try.
+const MAX_KEY_CANDIDATES: usize = 8;
+/// Weighted draws tried before slow-start rejection gives up and takes the last draw.
+const MAX_DRAWS: usize = 16;
+/// Seed that derives a key's shed and ramp draws from its rendezvous hash.
+const KEY_DRAW_SEED: u64 = 0x9e37_79b9_7f4a_7c15;
+/// Least latency used in a cost, seconds: keeps in-flight counts meaningful when an
+/// idle node's estimate has decayed to almost nothing.
+const MIN_LATENCY: f64 = 1e-6;
+
+/// The `plb` policy.
+#[derive(Debug, Clone)]
+pub struct Plb {
+    config: PolicyConfig,
+}
+
+impl Plb {
+    /// The policy with `config`.
+    pub fn new(config: PolicyConfig) -> Self {
+        Plb { config }
+    }
+
+    /// The node's cost for `work` more units at `now` with latency `lat` (lower wins):
+    /// `latency × (1 + max(0, in flight + work − 1) / weight) × exp(error_penalty × error rate)`.
+    /// For a typical request on a node of weight 1 this is Finagle's
+    /// `latency × (in flight + 1)`; dividing the load by the weight makes in-flight
+    /// counts settle in proportion to weight; and an idle node costs its latency alone
+    /// whatever its weight, so idle candidates tie and the weighted draw decides (shares
+    /// proportional to weight at low load, instead of the lighter node always losing).
+    fn cost(&self, snap: &Snapshot, i: usize, lat: f64, work: f64, now: f64) -> f64 {
+        let live = snap.live_at(i);
+        let penalty = (self.config.error_penalty.max(0.0) * live.error_rate(now)).exp();
+        let w = snap.weight_at(i, now).max(1e-12);
+        let queue = (live.in_flight() as f64 + work - 1.0).max(0.0);
+        lat.max(MIN_LATENCY) * (1.0 + queue / w) * penalty
+    }
+
+    /// One weighted draw among eligible nodes: alias table on the static weight, slow
+    /// start applied by rejection so the draw is proportional to weight × ramp.
+    fn draw<R: Rng + ?Sized>(&self, snap: &Snapshot, now: f64, rng: &mut R) -> Option<usize> {
+        let shaping = snap.shaping();
+        let mut last = None;
+        for _ in 0..MAX_DRAWS {
+            let i = snap.eligible()[snap.alias().sample(rng)?];
+            let ramp = shaping.ramp(snap.nodes()[i].ready_since, now);
+            if ramp >= 1.0 || rng.random::<f64>() < ramp {
+                return Some(i);
+            }
+            last = Some(i);
+        }
+        last
+    }
+
+    fn unkeyed<R: Rng + ?Sized>(
+        &self,
+        snap: &Snapshot,
+        work: f64,
+        now: f64,
+        rng: &mut R,
+        key: Option<KeyNote>,
+    ) -> Option<Decision> {
+        let decision = |index: usize, cost: f64, rule: Rule| Decision {
+            index,
+            score: score_of(cost),
+            reason: Reason {
+                policy: PolicyKind::Plb,
+                rule,
+                chosen: Facts::read(snap, index, now),
+                key: key.clone(),
+                best_effort: false,
+            },
+        };
+        let u: f64 = rng.random();
+        if u < snap.floor_total() {
+            let i = snap.floor_pick(u)?;
+            let lat = snap.live_at(i).latency(now).unwrap_or(1.0);
+            return Some(decision(
+                i,
+                self.cost(snap, i, lat, work, now),
+                Rule::RecoveryFloor,
+            ));
+        }
+        let a = self.draw(snap, now, rng)?;
+        let b = self.draw(snap, now, rng)?;
+        let la = snap.live_at(a).latency(now);
+        if a == b {
+            let cost = self.cost(snap, a, la.unwrap_or(1.0), work, now);
+            return Some(decision(a, cost, Rule::DrawnTwice));
+        }
+        // A node with no latency yet is compared at the other's latency: neutral, so
+        // neither an unknown nor a known node is favoured for that alone.
+        let lb = snap.live_at(b).latency(now);
+        let (la, lb) = match (la, lb) {
+            (Some(x), Some(y)) => (x, y),
+            (Some(x), None) => (x, x),
+            (None, Some(y)) => (y, y),
+            (None, None) => (1.0, 1.0),
+        };
+        let (ca, cb) = (
+            self.cost(snap, a, la, work, now),
+            self.cost(snap, b, lb, work, now),
+        );
+        let (win, lose, c) = if cb < ca { (b, a, cb) } else { (a, b, ca) };
+        let mut d = decision(
+            win,
+            c,
+            Rule::PowerOfTwo {
+                other: Facts::read(snap, lose, now),
+            },
+        );
+        d.reason.key = key;
+        Some(d)
+    }
+
+    /// Rendezvous hashing with bounded load: the first of the key's top candidates (in
+    /// weighted HRW order) that may take it, or the note for the fallback.
+    fn keyed(&self, snap: &Snapshot, key: &str, work: f64, now: f64) -> Result<Decision, KeyNote> {
+        let kb = xxh3_64(key.as_bytes()).to_le_bytes();
+        let k = self.config.key_candidates.clamp(1, MAX_KEY_CANDIDATES);
+        let uniform = snap.key_uniform();
+        let mut top = [(f64::NEG_INFINITY, usize::MAX, 0u64); MAX_KEY_CANDIDATES];
+        let mut total_in_flight = 0u64;
+        for &i in snap.eligible() {
+            total_in_flight += snap.live_at(i).in_flight();
+            let d = snap.derived(i);
+            let h = xxh3_64_with_seed(&kb, d.key_seed);
+            let score = if uniform {
+                h as f64
+            } else {
+                // Weighted rendezvous: -w / ln(u), u uniform in (0, 1).
+                let u = ((h >> 11) as f64 + 0.5) * (1.0 / (1u64 << 53) as f64);
+                -d.base / u.ln()
+            };
+            if score > top[k - 1].0 {
+                let mut pos = k - 1;
+                while pos > 0 && score > top[pos - 1].0 {
+                    top[pos] = top[pos - 1];
+                    pos -= 1;
+                }
+                top[pos] = (score, i, h);
+            }
+        }
+        let owner = top[0].1;
+        let mut note = KeyNote {
+            owner,
+            owner_miss: None,
+            rank: None,
+        };
+        if owner == usize::MAX {
+            return Err(note);
+        }
+        for (rank, &(_, i, h)) in top[..k].iter().enumerate() {
+            if i == usize::MAX {
+                break;
+            }
+            match self.key_miss(snap, i, h, total_in_flight, work, now) {
+                None => {
+                    note.rank = Some(rank);
+                    let lat = snap.live_at(i).latency(now).unwrap_or(1.0);
+                    return Ok(Decision {
+                        index: i,
+                        score: score_of(self.cost(snap, i, lat, work, now)),
+                        reason: Reason {
+                            policy: PolicyKind::Plb,
+                            rule: Rule::Key,
+                            chosen: Facts::read(snap, i, now),
+                            key: Some(note),
+                            best_effort: false,
+                        },
+                    });
+                }
+                Some(miss) if rank == 0 => note.owner_miss = Some(miss),
+                Some(_) => {}
+            }
+        }
+        Err(note)
+    }
+
+    /// Why node `i` may not take the key whose rendezvous hash with it is `h`, if so.
+    /// The shed and slow-start tests use draws fixed by the key, so the same keys move
+    /// as a node degrades and the same keys come back as it ramps up.
+    fn key_miss(
+        &self,
+        snap: &Snapshot,
+        i: usize,
+        h: u64,
+        total_in_flight: u64,
+        work: f64,
+        now: f64,
+    ) -> Option<KeyMiss> {
+        let node = &snap.nodes()[i];
+        let d = snap.derived(i);
+        if node.state == NodeState::Unhealthy || d.base <= 0.0 {
+            return Some(KeyMiss::Ineligible);
+        }
+        if d.headroom.is_some_and(|h| h <= 0.0) {
+            return Some(KeyMiss::NoHeadroom);
+        }
+        let draws = xxh3_64_with_seed(&h.to_le_bytes(), KEY_DRAW_SEED);
+        let u_shed = (draws >> 32) as f64 / (1u64 << 32) as f64;
+        let u_ramp = (draws & 0xffff_ffff) as f64 / (1u64 << 32) as f64;
+        if u_shed >= d.health {
+            return Some(KeyMiss::Shed);
+        }
+        if u_ramp >= snap.shaping().ramp(node.ready_since, now) {
+            return Some(KeyMiss::SlowStart);
+        }
+        let share = d.base / snap.key_base_total();
+        let eps = self.config.key_epsilon.max(0.0);
+        let limit = ((1.0 + eps) * (total_in_flight as f64 + work) * share)
+            .ceil()
+            .max(work);
+        if snap.live_at(i).in_flight() as f64 + work > limit {
+            return Some(KeyMiss::Loaded);
+        }
+        None
+    }
+}
+
+impl Policy for Plb {
+    fn kind(&self) -> PolicyKind {
+        PolicyKind::Plb
+    }
+
+    fn pick<R: Rng + ?Sized>(
+        &self,
+        snap: &Snapshot,
+        req: &RouteRequest<'_>,
+        now: f64,
+        rng: &mut R,
+    ) -> Option<Decision> {
+        if snap.is_empty() {
+            return None;
+        }
+        let work = req.work(self.config.size_unit);
+        if snap.eligible().is_empty() {
+            // Every node unhealthy or drained: best effort on load and errors alone.
+            let penalty = self.config.error_penalty.max(0.0);
+            return Some(p2c_on(
+                PolicyKind::Plb,
+                snap,
+                Candidates::All(snap.len()),
+                true,
+                now,
+                rng,
+                |i| {
+                    let live = snap.live_at(i);
+                    (live.in_flight() as f64 + work) * (penalty * live.error_rate(now)).exp()
+                },
+            ));
+        }
+        let note = match req.key {
+            Some(key) => match self.keyed(snap, key, work, now) {
+                Ok(d) => return Some(d),
+                Err(note) => Some(note),
+            },
+            None => None,
+        };
+        self.unkeyed(snap, work, now, rng, note)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+
+    use rand::SeedableRng;
+    use rand::rngs::SmallRng;
+
+    use super::*;
+    use crate::{LiveSet, NodeView, Shaping};
+
+    fn build(live: &LiveSet, nodes: Vec<NodeView>) -> Snapshot {
+        Snapshot::new(nodes, live, Shaping::default(), 0.0).expect("builds")
+    }
+
+    fn healthy(n: usize) -> Vec<NodeView> {
+        (0..n)
+            .map(|i| NodeView::new(format!("n{i}"), format!("10.0.0.{i}:80")))
+            .collect()
+    }
+
+    /// Traffic shares at zero load (decisions not counted in flight).
+    fn idle_shares(snap: &Snapshot, draws: usize, seed: u64, now: f64) -> Vec<f64> {
+        let p = Plb::new(PolicyConfig::default());
+        let mut rng = SmallRng::seed_from_u64(seed);
+        let mut counts = vec![0usize; snap.len()];
+        for _ in 0..draws {
+            counts[p
+                .pick(snap, &RouteRequest::default(), now, &mut rng)
+                .expect("some")
+                .index] += 1;
+        }
+        counts.iter().map(|&c| c as f64 / draws as f64).collect()
+    }
+
+    /// Traffic shares with `window` requests kept in flight, completing oldest first
+    /// after latency `lat(node)`.
+    fn loaded_shares(
+        snap: &Snapshot,
+        draws: usize,
+        window: usize,
+        lat: impl Fn(usize) -> f64,
+    ) -> Vec<f64> {
+        let p = Plb::new(PolicyConfig::default());
+        let mut rng = SmallRng::seed_from_u64(11);
+        let mut counts = vec![0usize; snap.len()];
+        let mut open = VecDeque::new();
+        for step in 0..draws {
+            let now = step as f64 * 0.001;
+            let d = p
+                .pick(snap, &RouteRequest::default(), now, &mut rng)
+                .expect("some");
+            counts[d.index] += 1;
+            snap.live(d.index).expect("bound").begin();
+            open.push_back(d.index);
+            if open.len() > window {
+                let i = open.pop_front().expect("non-empty");
+                snap.live(i).expect("bound").end(lat(i), true, now);
+            }
+        }
+        counts.iter().map(|&c| c as f64 / draws as f64).collect()
+    }
+
+    #[test]
+    fn unhealthy_gets_nothing_unless_all_are_unhealthy() {
+        let live = LiveSet::default();
+        let mut nodes = healthy(4);
+        nodes[1].state = NodeState::Unhealthy;
+        let snap = build(&live, nodes);
+        let shares = idle_shares(&snap, 20_000, 1, 0.0);
+        assert_eq!(shares[1], 0.0);
+        let mut keyed = vec![0usize; 4];
+        let p = Plb::new(PolicyConfig::default());
+        let mut rng = SmallRng::seed_from_u64(2);
+        for k in 0..2_000 {
+            let key = format!("user-{k}");
+            keyed[p
+                .pick(&snap, &RouteRequest::with_key(&key), 0.0, &mut rng)
+                .expect("some")
+                .index] += 1;
+        }
+        assert_eq!(keyed[1], 0, "{keyed:?}");
+
+        let live = LiveSet::default();
+        let mut nodes = healthy(3);
+        for n in &mut nodes {
+            n.state = NodeState::Unhealthy;
+        }
+        let snap = build(&live, nodes);
+        let mut rng = SmallRng::seed_from_u64(3);
+        let d = p
+            .pick(&snap, &RouteRequest::default(), 0.0, &mut rng)
+            .expect("best effort");
+        assert!(d.reason.best_effort);
+        assert!(
+            d.explain(&snap).starts_with("every node is unhealthy"),
+            "{}",
+            d.explain(&snap)
+        );
+        assert!(
+            p.pick(&Snapshot::empty(), &RouteRequest::default(), 0.0, &mut rng)
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn idle_shares_follow_weight_and_capacity() {
+        let live = LiveSet::default();
+        let mut nodes = healthy(3);
+        nodes[0].capacity = Some(100.0);
+        nodes[1].capacity = Some(100.0);
+        nodes[2].capacity = Some(200.0);
+        let snap = build(&live, nodes);
+        let shares = idle_shares(&snap, 100_000, 4, 0.0);
+        assert!((shares[2] - 0.5).abs() < 0.02, "{shares:?}");
+        assert!((shares[0] - 0.25).abs() < 0.02, "{shares:?}");
+    }
+
+    #[test]
+    fn degrading_share_is_small_nonzero_and_falls_smoothly() {
+        let mut prev_idle = f64::INFINITY;
+        let mut prev_loaded = f64::INFINITY;
+        let fair = 0.25;
+        for step in 0..=10 {
+            let score = f64::from(step) / 10.0;
+            let live = LiveSet::default();
+            let mut nodes = healthy(4);
+            nodes[0].degrade_score = score;
+            if score >= 0.5 {
+                nodes[0].state = NodeState::Degrading;
+            }
+            let snap = build(&live, nodes);
+            let idle = idle_shares(&snap, 60_000, 5, 0.0)[0];
+            let loaded = loaded_shares(&snap, 60_000, 12, |_| 0.010)[0];
+            // Falls as the score rises (allowing sampling noise), by no cliff.
+            assert!(
+                idle <= prev_idle + 0.006,
+                "idle {score}: {idle} after {prev_idle}"
+            );
+            assert!(
+                loaded <= prev_loaded + 0.006,
+                "loaded {score}: {loaded} after {prev_loaded}"
+            );
+            if prev_idle.is_finite() {
+                assert!(
+                    prev_idle - idle < 0.08,
+                    "cliff at {score}: {prev_idle} -> {idle}"
+                );
+            }
+            // Never below the floor of 5 % of a fair share.
+            assert!(idle >= 0.05 * fair, "idle {score}: {idle}");
+            assert!(loaded >= 0.05 * fair, "loaded {score}: {loaded}");
+            if step == 10 {
+                assert!(
+                    idle < 0.15 * fair,
+                    "fully degraded keeps only a little: {idle}"
+                );
+                assert!(
+                    loaded < 0.3 * fair,
+                    "fully degraded keeps only a little: {loaded}"
+                );
+            }
+            prev_idle = idle;
+            prev_loaded = loaded;
+        }
+    }
+
+    #[test]
+    fn recovery_floor_reason_is_given() {
+        let live = LiveSet::default();
+        let mut nodes = healthy(2);
+        nodes[1].state = NodeState::Degrading;
+        nodes[1].degrade_score = 1.0;
+        let snap = build(&live, nodes);
+        let p = Plb::new(PolicyConfig::default());
+        let mut rng = SmallRng::seed_from_u64(8);
+        let floor = (0..5_000)
+            .filter_map(|_| p.pick(&snap, &RouteRequest::default(), 0.0, &mut rng))
+            .find(|d| d.reason.rule == Rule::RecoveryFloor)
+            .expect("some floor decisions");
+        assert_eq!(floor.index, 1);
+        let words = floor.explain(&snap);
+        assert!(
+            words.contains("node n1 (degrading, weight 5% of normal)"),
+            "{words}"
+        );
+        assert!(words.contains("recovery"), "{words}");
+    }
+
+    #[test]
+    fn slow_start_ramps_a_new_node_up() {
+        let shaping = Shaping {
+            slow_start_window: 60.0,
+            slow_start_min: 0.1,
+            ..Shaping::default()
+        };
+        let live = LiveSet::default();
+        let mut nodes = healthy(4);
+        nodes[3].ready_since = Some(1_000.0);
+        let snap = Snapshot::new(nodes, &live, shaping, 1_000.0).expect("builds");
+        let mut prev = 0.0;
+        for (t, lo, hi) in [
+            (0.0, 0.02, 0.05),
+            (30.0, 0.13, 0.18),
+            (60.0, 0.23, 0.27),
+            (90.0, 0.23, 0.27),
+        ] {
+            let share = idle_shares(&snap, 60_000, 6, 1_000.0 + t)[3];
+            assert!(share >= prev - 0.01, "ramps up: {share} after {prev}");
+            assert!((lo..=hi).contains(&share), "t+{t}: {share}");
+            prev = share;
+        }
+    }
+
+    #[test]
+    fn unknown_nodes_are_treated_cautiously() {
+        let live = LiveSet::default();
+        let mut nodes = healthy(2);
+        nodes[1].state = NodeState::Unknown;
+        let snap = build(&live, nodes);
+        let share = idle_shares(&snap, 60_000, 7, 0.0)[1];
+        assert!(share > 0.25 && share < 0.45, "{share}");
+    }
+
+    #[test]
+    fn fast_failing_node_gets_no_more_than_its_healthy_share() {
+        let live = LiveSet::default();
+        let snap = build(&live, healthy(4));
+        // n0 answers fast but half of its answers are errors.
+        let p = Plb::new(PolicyConfig::default());
+        let mut rng = SmallRng::seed_from_u64(12);
+        let mut counts = [0usize; 4];
+        let mut open = VecDeque::new();
+        for step in 0..40_000u32 {
+            let now = f64::from(step) * 0.001;
+            let d = p
+                .pick(&snap, &RouteRequest::default(), now, &mut rng)
+                .expect("some");
+            counts[d.index] += 1;
+            let live = snap.live(d.index).expect("bound");
+            live.begin();
+            open.push_back((d.index, step));
+            if open.len() > 12 {
+                let (i, s) = open.pop_front().expect("non-empty");
+                let (lat, ok) = if i == 0 {
+                    (0.001, s % 2 == 0)
+                } else {
+                    (0.010, true)
+                };
+                snap.live(i).expect("bound").end(lat, ok, now);
+            }
+        }
+        let share = counts[0] as f64 / 40_000.0;
+        assert!(share <= 0.25, "{share} {counts:?}");
+    }
+
+    #[test]
+    fn slower_node_gets_less_under_load() {
+        let live = LiveSet::default();
+        let snap = build(&live, healthy(4));
+        let shares = loaded_shares(&snap, 40_000, 16, |i| if i == 0 { 0.050 } else { 0.010 });
+        assert!(shares[0] < 0.15, "{shares:?}");
+    }
+
+    #[test]
+    fn keys_stick_to_their_owner_and_move_without_headroom() {
+        let p = Plb::new(PolicyConfig::default());
+        let mut rng = SmallRng::seed_from_u64(13);
+        let live = LiveSet::default();
+        let mut nodes = healthy(8);
+        for n in &mut nodes {
+            n.capacity = Some(100.0);
+            n.forecast_load = Some(40.0);
+        }
+        let snap = build(&live, nodes.clone());
+        let key = "tenant-42";
+        let first = p
+            .pick(&snap, &RouteRequest::with_key(key), 0.0, &mut rng)
+            .expect("some");
+        assert_eq!(first.reason.key.as_ref().expect("keyed").rank, Some(0));
+        for _ in 0..200 {
+            let d = p
+                .pick(&snap, &RouteRequest::with_key(key), 0.0, &mut rng)
+                .expect("some");
+            assert_eq!(d.index, first.index, "sticky");
+        }
+        assert!(
+            first.explain(&snap).contains("owns the key"),
+            "{}",
+            first.explain(&snap)
+        );
+        // Keys spread over the pool.
+        let mut owners = std::collections::HashSet::new();
+        for k in 0..400 {
+            let key = format!("k{k}");
+            owners.insert(
+                p.pick(&snap, &RouteRequest::with_key(&key), 0.0, &mut rng)
+                    .expect("some")
+                    .index,
+            );
+        }
+        assert_eq!(owners.len(), 8);
+
+        // The owner's forecast reaches its capacity: the key moves, always to the same
+        // next node in rendezvous order.
+        let mut nodes2 = nodes.clone();
+        nodes2[first.index].forecast_load = Some(100.0);
+        let snap2 = build(&live, nodes2);
+        let moved = p
+            .pick(&snap2, &RouteRequest::with_key(key), 0.0, &mut rng)
+            .expect("some");
+        assert_ne!(moved.index, first.index);
+        let note = moved.reason.key.clone().expect("keyed");
+        assert_eq!(
+            (note.owner, note.owner_miss, note.rank),
+            (first.index, Some(KeyMiss::NoHeadroom), Some(1))
+        );
+        for _ in 0..50 {
+            assert_eq!(
+                p.pick(&snap2, &RouteRequest::with_key(key), 0.0, &mut rng)
+                    .expect("some")
+                    .index,
+                moved.index
+            );
+        }
+        assert!(
+            moved.explain(&snap2).contains("no forecast headroom"),
+            "{}",
+            moved.explain(&snap2)
+        );
+
+        // Headroom back: the key comes home.
+        let snap3 = build(&live, nodes.clone());
+        assert_eq!(
+            p.pick(&snap3, &RouteRequest::with_key(key), 0.0, &mut rng)
+                .expect("some")
+                .index,
+            first.index
+        );
+
+        // The owner far above its bounded-load share: the key moves too.
+        for _ in 0..20 {
+            snap3.live(first.index).expect("bound").begin();
+        }
+        let loaded = p
+            .pick(&snap3, &RouteRequest::with_key(key), 0.0, &mut rng)
+            .expect("some");
+        assert_ne!(loaded.index, first.index);
+        assert_eq!(
+            loaded.reason.key.expect("keyed").owner_miss,
+            Some(KeyMiss::Loaded)
+        );
+    }
+
+    #[test]
+    fn keys_move_gradually_as_the_owner_degrades() {
+        let p = Plb::new(PolicyConfig::default());
+        let mut rng = SmallRng::seed_from_u64(14);
+        let keys: Vec<String> = (0..4_000).map(|k| format!("key-{k}")).collect();
+        let mut prev = usize::MAX;
+        let mut prev_set: Option<std::collections::HashSet<usize>> = None;
+        for step in 0..=4 {
+            let live = LiveSet::default();
+            let mut nodes = healthy(4);
+            nodes[0].degrade_score = f64::from(step) / 4.0;
+            let snap = build(&live, nodes);
+            let kept: std::collections::HashSet<usize> = keys
+                .iter()
+                .enumerate()
+                .filter(|(_, k)| {
+                    p.pick(&snap, &RouteRequest::with_key(k), 0.0, &mut rng)
+                        .expect("some")
+                        .index
+                        == 0
+                })
+                .map(|(i, _)| i)
+                .collect();
+            assert!(kept.len() <= prev, "falls: {} after {prev}", kept.len());
+            if let Some(prev_set) = &prev_set {
+                assert!(kept.is_subset(prev_set), "only keys it had are kept");
+            }
+            prev = kept.len();
+            prev_set = Some(kept);
+        }
+        assert!(
+            prev > 0 && prev < 4_000 / 4 / 10,
+            "a few keys stay at the floor: {prev}"
+        );
+    }
+
+    #[test]
+    fn weighted_rendezvous_follows_capacity() {
+        let p = Plb::new(PolicyConfig::default());
+        let mut rng = SmallRng::seed_from_u64(15);
+        let live = LiveSet::default();
+        let mut nodes = healthy(2);
+        nodes[0].capacity = Some(100.0);
+        nodes[1].capacity = Some(300.0);
+        let snap = build(&live, nodes);
+        let big = (0..8_000)
+            .filter(|k| {
+                let key = format!("k{k}");
+                p.pick(&snap, &RouteRequest::with_key(&key), 0.0, &mut rng)
+                    .expect("some")
+                    .index
+                    == 1
+            })
+            .count();
+        let share = big as f64 / 8_000.0;
+        assert!((share - 0.75).abs() < 0.03, "{share}");
+    }
+
+    #[test]
+    fn big_requests_prefer_big_nodes() {
+        let live = LiveSet::default();
+        let mut nodes = healthy(2);
+        nodes[0].capacity = Some(100.0);
+        nodes[1].capacity = Some(400.0);
+        let snap = build(&live, nodes);
+        for _ in 0..3 {
+            snap.live(0).expect("bound").begin();
+        }
+        for _ in 0..10 {
+            snap.live(1).expect("bound").begin();
+        }
+        snap.live(0).expect("bound").observe(0.01, true, 0.0);
+        snap.live(1).expect("bound").observe(0.01, true, 0.0);
+        let p = Plb::new(PolicyConfig::default());
+        // Per unit weight: small node (3 + 1) / 0.25 = 16 vs big (10 + 1) / 1 = 11 ->
+        // big; so both draws decide for the big one whenever they differ.
+        let mut rng = SmallRng::seed_from_u64(16);
+        let small = RouteRequest::default();
+        let huge = RouteRequest {
+            cost: 50.0,
+            ..RouteRequest::default()
+        };
+        let mut wins = [0usize; 2];
+        for _ in 0..2_000 {
+            let d = p.pick(&snap, &small, 0.0, &mut rng).expect("some");
+            if let Rule::PowerOfTwo { .. } = d.reason.rule {
+                wins[0] += usize::from(d.index == 1);
+            }
+            let d = p.pick(&snap, &huge, 0.0, &mut rng).expect("some");
+            if let Rule::PowerOfTwo { .. } = d.reason.rule {
+                wins[1] += usize::from(d.index == 1);
+            }
+        }
+        assert!(wins[0] > 0 && wins[1] >= wins[0], "{wins:?}");
+    }
+
+    #[test]
+    fn explains_a_power_of_two_choice_in_words() {
+        let live = LiveSet::default();
+        let mut nodes = healthy(2);
+        nodes[0].id = "a".into();
+        nodes[1].id = "b".into();
+        nodes[0].capacity = Some(100.0);
+        nodes[0].forecast_load = Some(90.0);
+        nodes[0].state = NodeState::Degrading;
+        nodes[0].degrade_score = 0.6;
+        nodes[1].capacity = Some(100.0);
+        nodes[1].forecast_load = Some(38.0);
+        let snap = build(&live, nodes);
+        for _ in 0..3 {
+            snap.live(1).expect("bound").begin();
+        }
+        snap.live(1).expect("bound").observe(0.0123, true, 0.0);
+        snap.live(0).expect("bound").begin();
+        snap.live(0).expect("bound").observe(0.040, true, 0.0);
+        let p = Plb::new(PolicyConfig::default());
+        let mut rng = SmallRng::seed_from_u64(17);
+        let d = (0..10_000)
+            .filter_map(|_| p.pick(&snap, &RouteRequest::default(), 0.0, &mut rng))
+            .find(|d| matches!(d.reason.rule, Rule::PowerOfTwo { .. }))
+            .expect("a p2c decision");
+        let words = d.explain(&snap);
+        assert_eq!(d.index, 1, "{words}");
+        assert!(
+            words.starts_with("node b (healthy): 62% forecast headroom, 3 in flight, 12.3 ms; plb power of two choices over a (degrading, weight "),
+            "{words}"
+        );
+        assert!(d.score > 0.0 && d.score <= 1.0);
+    }
+}
