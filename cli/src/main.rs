@@ -1,1 +1,54 @@
-fn main() {}
+//! The `plb` command: one binary for the balancer, the node agent, probe tools,
+//! offline forecasting, benchmarks and the local dev cluster. Each subcommand's
+//! config is one typed clap struct with `PLB_*` environment fallbacks.
+#![forbid(unsafe_code)]
+
+mod logging;
+mod probe;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(name = "plb", version, about = "PLB, the predictive load balancer")]
+struct Cli {
+    #[command(flatten)]
+    log: logging::LogArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Work with probes: run one locally, upload, list.
+    Probe {
+        #[command(subcommand)]
+        command: probe::ProbeCommand,
+    },
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    logging::init(&cli.log);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("plb: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Probe { command } => probe::run(command).await,
+        }
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("plb: {e:#}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,103 @@
+//! The wasmtime engines (fuel metering on and off: a precompiled artifact only loads into
+//! an engine with the same settings), their linkers, and the epoch ticker thread.
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use wasmtime::component::{HasSelf, Linker};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+use crate::bindings::Probe as ProbeWorld;
+use crate::host::RunState;
+use crate::{RuntimeConfig, RuntimeError};
+
+/// One engine with its linker; `metered` says whether it consumes fuel.
+pub(crate) struct EngineSlot {
+    pub engine: Engine,
+    pub linker: Linker<RunState>,
+    /// Hex of the engine's precompile-compatibility hash: part of every cache key.
+    pub compat: String,
+    /// One permit per pool slot: runs wait here instead of failing on a full pool.
+    pub permits: tokio::sync::Semaphore,
+}
+
+impl EngineSlot {
+    pub(crate) fn new(cfg: &RuntimeConfig, metered: bool) -> Result<Self, RuntimeError> {
+        let runs = cfg.max_concurrent_runs;
+        let mut pool = PoolingAllocationConfig::new();
+        pool.total_component_instances(runs)
+            .total_core_instances(runs.saturating_mul(16))
+            .total_memories(runs.saturating_mul(4))
+            .total_tables(runs.saturating_mul(16))
+            .total_stacks(runs)
+            .max_core_instances_per_component(64)
+            .max_memories_per_component(8)
+            .max_tables_per_component(32)
+            .max_memory_size((cfg.max_memory_mib as usize) << 20)
+            .table_elements(100_000)
+            .max_core_instance_size(4 << 20)
+            .max_component_instance_size(4 << 20)
+            .max_unused_warm_slots(runs.min(16));
+
+        let mut config = Config::new();
+        config
+            .wasm_component_model(true)
+            .epoch_interruption(true)
+            .consume_fuel(metered)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool))
+            // Smaller reservations than the 4 GiB default keep the pool's virtual
+            // footprint proportional to the configured memory limit.
+            .memory_reservation((cfg.max_memory_mib as u64) << 20)
+            .memory_guard_size(2 << 20)
+            .memory_reservation_for_growth(0)
+            .max_wasm_stack(1 << 20)
+            .async_stack_size(2 << 20);
+        let engine = Engine::new(&config).map_err(RuntimeError::engine)?;
+
+        let mut linker = Linker::new(&engine);
+        // Every WASI p2 interface is linked (a componentize-py probe imports sockets even
+        // if it never uses them); what a probe may actually do is decided per run by its
+        // WasiCtx, which grants nothing.
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(RuntimeError::engine)?;
+        ProbeWorld::add_to_linker::<RunState, HasSelf<RunState>>(&mut linker, |s| s)
+            .map_err(RuntimeError::engine)?;
+
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        engine.precompile_compatibility_hash().hash(&mut hasher);
+        let compat = format!("{:016x}", hasher.finish());
+        Ok(EngineSlot {
+            engine,
+            linker,
+
+            compat,
+            permits: tokio::sync::Semaphore::new(runs as usize),
+        })
+    }
+}
+
+/// Increments the engines' epochs every tick until every engine is dropped.
+pub(crate) fn start_ticker(engines: Vec<Weak<EngineSlot>>, tick: Duration) {
+    let spawned = std::thread::Builder::new()
+        .name("plb-epoch-ticker".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(tick);
+                let mut alive = false;
+                for slot in engines.iter().filter_map(Weak::upgrade) {
+                    slot.engine.increment_epoch();
+                    alive = true;
+                }
+                if !alive {
+                    return;
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::error!(
+            "could not start the epoch ticker: {e}; CPU-bound probes are stopped by fuel and timeouts only"
+        );
+    }
+}
+
+/// Shorthand for the engines of a runtime.
+pub(crate) type Slots = [Arc<EngineSlot>; 2];
