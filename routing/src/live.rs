@@ -210,6 +210,8 @@ impl Default for LiveConfig {
 #[derive(Debug)]
 pub struct NodeLive {
     in_flight: AtomicI64,
+    /// The pool-wide in-flight count this node adds to (shared with its [`LiveSet`]).
+    pool_in_flight: Arc<AtomicI64>,
     started: AtomicU64,
     completed: AtomicU64,
     errors: AtomicU64,
@@ -218,10 +220,16 @@ pub struct NodeLive {
 }
 
 impl NodeLive {
-    /// Fresh state: nothing in flight, no latency known.
+    /// Fresh state of a node on its own (not counted in any pool): nothing in flight,
+    /// no latency known.
     pub fn new(config: &LiveConfig) -> Self {
+        NodeLive::in_pool(config, Arc::new(AtomicI64::new(0)))
+    }
+
+    fn in_pool(config: &LiveConfig, pool_in_flight: Arc<AtomicI64>) -> Self {
         NodeLive {
             in_flight: AtomicI64::new(0),
+            pool_in_flight,
             started: AtomicU64::new(0),
             completed: AtomicU64::new(0),
             errors: AtomicU64::new(0),
@@ -233,12 +241,13 @@ impl NodeLive {
     /// A request was sent to this node.
     pub fn begin(&self) {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.pool_in_flight.fetch_add(1, Ordering::Relaxed);
         self.started.fetch_add(1, Ordering::Relaxed);
     }
 
     /// A request sent with [`NodeLive::begin`] finished after `latency` seconds.
     pub fn end(&self, latency: f64, ok: bool, now: f64) {
-        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.release();
         self.observe(latency, ok, now);
     }
 
@@ -255,10 +264,24 @@ impl NodeLive {
 
     /// Gives back an in-flight slot without an observation (a cancelled request).
     pub fn abandon(&self) {
-        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.release();
     }
 
-    /// Requests in flight (never negative, even if a caller ended more than it began).
+    /// Gives back one slot, never taking the counts below zero (an end without a begin
+    /// is ignored rather than hiding a later request).
+    fn release(&self) {
+        let took = self
+            .in_flight
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
+                (v > 0).then(|| v - 1)
+            })
+            .is_ok();
+        if took {
+            self.pool_in_flight.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Requests in flight.
     pub fn in_flight(&self) -> u64 {
         self.in_flight.load(Ordering::Relaxed).max(0) as u64
     }
@@ -324,10 +347,14 @@ impl Drop for InFlight {
 /// Live state of every node one balancer instance routes to, keyed by node id, so it
 /// survives snapshot swaps. Only [`crate::Snapshot::new`] and feedback by id touch the
 /// map's lock; a route decision reads the handles the snapshot bound at build time.
+///
+/// One `LiveSet` per pool per balancer instance: it also keeps the pool's total of
+/// requests in flight, which keyed routing's bounded-load rule reads.
 #[derive(Debug, Default)]
 pub struct LiveSet {
     config: LiveConfig,
     nodes: Mutex<HashMap<String, Arc<NodeLive>>>,
+    in_flight: Arc<AtomicI64>,
 }
 
 impl LiveSet {
@@ -336,6 +363,7 @@ impl LiveSet {
         LiveSet {
             config,
             nodes: Mutex::new(HashMap::new()),
+            in_flight: Arc::new(AtomicI64::new(0)),
         }
     }
 
@@ -350,7 +378,7 @@ impl LiveSet {
         if let Some(node) = nodes.get(id) {
             return Arc::clone(node);
         }
-        let node = Arc::new(NodeLive::new(&self.config));
+        let node = Arc::new(NodeLive::in_pool(&self.config, Arc::clone(&self.in_flight)));
         nodes.insert(id.to_owned(), Arc::clone(&node));
         node
     }
@@ -365,6 +393,17 @@ impl LiveSet {
     pub fn retain<'a>(&self, keep: impl IntoIterator<Item = &'a str>) {
         let keep: std::collections::HashSet<&str> = keep.into_iter().collect();
         self.lock().retain(|id, _| keep.contains(id.as_str()));
+    }
+
+    /// Requests in flight to all nodes of the set (including nodes dropped by
+    /// [`LiveSet::retain`] whose requests have not finished yet).
+    pub fn in_flight(&self) -> u64 {
+        self.in_flight.load(Ordering::Relaxed).max(0) as u64
+    }
+
+    /// The shared counter behind [`LiveSet::in_flight`].
+    pub(crate) fn in_flight_counter(&self) -> Arc<AtomicI64> {
+        Arc::clone(&self.in_flight)
     }
 
     /// Number of nodes with state.
@@ -478,9 +517,14 @@ mod tests {
         assert_eq!(n.in_flight(), 0);
         assert_eq!(n.started(), 2);
         assert_eq!(n.completed(), 1);
-        // More ends than begins never reads as negative.
+        // An end without a begin is not counted against a later request.
         n.end(0.01, false, 2.0);
         assert_eq!(n.in_flight(), 0);
+        n.begin();
+        assert_eq!(n.in_flight(), 1);
+        assert_eq!(set.in_flight(), 1);
+        n.abandon();
+        assert_eq!(set.in_flight(), 0);
         assert_eq!(n.errors(), 1);
     }
 
@@ -490,7 +534,8 @@ mod tests {
         let a = set.get_or_insert("a");
         a.begin();
         assert_eq!(set.get_or_insert("a").in_flight(), 1);
-        set.get_or_insert("b");
+        set.get_or_insert("b").begin();
+        assert_eq!(set.in_flight(), 2);
         assert_eq!(set.len(), 2);
         set.retain(["b"]);
         assert!(set.get("a").is_none());

@@ -4,6 +4,7 @@
 //! predictions change and swapped whole ([`SharedSnapshot`]); never mutated.
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 
 use arc_swap::ArcSwap;
 use plb_api::NodeState;
@@ -250,6 +251,10 @@ pub struct Snapshot {
     floor: Vec<(usize, f64)>,
     key_base_total: f64,
     key_uniform: bool,
+    /// (rendezvous seed, base weight, node index) of each eligible node, contiguous for
+    /// the per-request hashing loop.
+    key_table: Vec<(u64, f64, usize)>,
+    pool_in_flight: Arc<AtomicI64>,
     shaping: Shaping,
     built_at: f64,
 }
@@ -352,6 +357,10 @@ impl Snapshot {
         let key_uniform = eligible
             .windows(2)
             .all(|w| derived[w[0]].base == derived[w[1]].base);
+        let key_table = eligible
+            .iter()
+            .map(|&i| (derived[i].key_seed, derived[i].base, i))
+            .collect();
 
         // Recovery floor: a node shed to health h keeps at least
         // floor × (1 - h) × its fair share, drawn before the power-of-two choice.
@@ -379,6 +388,8 @@ impl Snapshot {
             floor,
             key_base_total,
             key_uniform,
+            key_table,
+            pool_in_flight: live.in_flight_counter(),
             shaping,
             built_at,
         })
@@ -396,6 +407,8 @@ impl Snapshot {
             floor: Vec::new(),
             key_base_total: 0.0,
             key_uniform: true,
+            key_table: Vec::new(),
+            pool_in_flight: Arc::new(AtomicI64::new(0)),
             shaping: Shaping::default(),
             built_at: 0.0,
         }
@@ -502,6 +515,15 @@ impl Snapshot {
 
     pub(crate) fn key_uniform(&self) -> bool {
         self.key_uniform
+    }
+
+    pub(crate) fn key_table(&self) -> &[(u64, f64, usize)] {
+        &self.key_table
+    }
+
+    /// Requests in flight to the whole pool (this balancer instance's count).
+    pub fn pool_in_flight(&self) -> u64 {
+        self.pool_in_flight.load(Ordering::Relaxed).max(0) as u64
     }
 }
 

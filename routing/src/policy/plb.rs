@@ -132,17 +132,20 @@ impl Plb {
         let k = self.config.key_candidates.clamp(1, MAX_KEY_CANDIDATES);
         let uniform = snap.key_uniform();
         let mut top = [(f64::NEG_INFINITY, usize::MAX, 0u64); MAX_KEY_CANDIDATES];
-        let mut total_in_flight = 0u64;
-        for &i in snap.eligible() {
-            total_in_flight += snap.live_at(i).in_flight();
-            let d = snap.derived(i);
-            let h = xxh3_64_with_seed(&kb, d.key_seed);
+        let total_in_flight = snap.pool_in_flight();
+        for &(seed, base, i) in snap.key_table() {
+            let h = xxh3_64_with_seed(&kb, seed);
             let score = if uniform {
                 h as f64
             } else {
-                // Weighted rendezvous: -w / ln(u), u uniform in (0, 1).
+                // Weighted rendezvous: -w / ln(u), u uniform in (0, 1). Since
+                // -ln(u) >= 1 - u, w / (1 - u) bounds the score from above: skip the
+                // logarithm for a node that cannot enter the top k.
                 let u = ((h >> 11) as f64 + 0.5) * (1.0 / (1u64 << 53) as f64);
-                -d.base / u.ln()
+                if base / (1.0 - u) <= top[k - 1].0 {
+                    continue;
+                }
+                -base / u.ln()
             };
             if score > top[k - 1].0 {
                 let mut pos = k - 1;
@@ -682,6 +685,35 @@ mod tests {
             .count();
         let share = big as f64 / 8_000.0;
         assert!((share - 0.75).abs() < 0.03, "{share}");
+    }
+
+    #[test]
+    fn weighted_rendezvous_owner_matches_a_brute_force_ranking() {
+        let p = Plb::new(PolicyConfig::default());
+        let mut rng = SmallRng::seed_from_u64(18);
+        let live = LiveSet::default();
+        let mut nodes = healthy(50);
+        for (i, n) in nodes.iter_mut().enumerate() {
+            n.capacity = Some(50.0 + (i * 37 % 100) as f64);
+        }
+        let snap = build(&live, nodes);
+        for k in 0..500 {
+            let key = format!("key-{k}");
+            let kb = xxh3_64(key.as_bytes()).to_le_bytes();
+            let want = (0..snap.len())
+                .map(|i| {
+                    let h = xxh3_64_with_seed(&kb, snap.derived(i).key_seed);
+                    let u = ((h >> 11) as f64 + 0.5) * (1.0 / (1u64 << 53) as f64);
+                    (-snap.derived(i).base / u.ln(), i)
+                })
+                .max_by(|a, b| a.0.total_cmp(&b.0))
+                .expect("non-empty")
+                .1;
+            let d = p
+                .pick(&snap, &RouteRequest::with_key(&key), 0.0, &mut rng)
+                .expect("some");
+            assert_eq!(d.reason.key.expect("keyed").owner, want, "{key}");
+        }
     }
 
     #[test]
