@@ -182,7 +182,10 @@ mod tests {
         assert_eq!(ctx.config_parse::<u64>("missing", 5), Ok(5));
         match ctx.config_parse::<u32>("bad", 1) {
             Err(Failure::Broken(message)) => {
-                assert!(message.starts_with("config `bad`: cannot parse \"-3\""), "{message}");
+                assert!(
+                    message.starts_with("config `bad`: cannot parse \"-3\""),
+                    "{message}"
+                );
             }
             other => panic!("expected Broken, got {other:?}"),
         }

@@ -137,7 +137,10 @@ mod tests {
     #[test]
     fn result_ext_wraps_with_context() {
         let r: Result<(), &str> = Err("boom");
-        assert_eq!(r.or_unhealthy("check"), Err(Failure::unhealthy("check: boom")));
+        assert_eq!(
+            r.or_unhealthy("check"),
+            Err(Failure::unhealthy("check: boom"))
+        );
         let r: Result<u8, &str> = Ok(3);
         assert_eq!(r.or_broken("check"), Ok(3));
     }

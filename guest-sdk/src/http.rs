@@ -199,9 +199,16 @@ mod tests {
     fn outside_the_sandbox_send_is_an_error_naming_the_request() {
         let err = get("/health").expect_err("no host outside the sandbox");
         match err {
-            Error::Http { method, path, message } => {
+            Error::Http {
+                method,
+                path,
+                message,
+            } => {
                 assert_eq!((method.as_str(), path.as_str()), ("GET", "/health"));
-                assert!(message.contains("only available inside the PLB sandbox"), "{message}");
+                assert!(
+                    message.contains("only available inside the PLB sandbox"),
+                    "{message}"
+                );
             }
             other => panic!("unexpected {other:?}"),
         }
@@ -218,6 +225,12 @@ mod tests {
         };
         assert!(response.is_success());
         assert_eq!(response.text(), "ok \u{fffd}");
-        assert!(!Response { status: 302, ..response }.is_success());
+        assert!(
+            !Response {
+                status: 302,
+                ..response
+            }
+            .is_success()
+        );
     }
 }

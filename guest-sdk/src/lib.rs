@@ -144,7 +144,7 @@ macro_rules! export_probe {
                 }
             }
 
-            $crate::wit::__plb_export_probe_world!(__PlbProbeExport with_types_in $crate::wit);
+    $crate::wit::__plb_export_probe_world!(__PlbProbeExport with_types_in $crate::wit);
         };
     };
 }

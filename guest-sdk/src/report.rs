@@ -151,6 +151,12 @@ mod tests {
         assert!(!is_kebab_case("latency--ms"));
         assert!(!is_kebab_case("-ms"));
         assert!(!is_kebab_case("9-ms"));
-        assert!(Metric { name: "ok-count".into(), value: 1.0 }.has_conventional_name());
+        assert!(
+            Metric {
+                name: "ok-count".into(),
+                value: 1.0
+            }
+            .has_conventional_name()
+        );
     }
 }
