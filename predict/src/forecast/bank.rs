@@ -1,0 +1,510 @@
+//! A bank of exponential-smoothing members run side by side, each scored per horizon
+//! by the exponentially weighted absolute error of its own past forecasts.
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use super::{Forecast, INTERVAL_Z};
+use crate::error::{PredictError, Result};
+use crate::num::{acceptable, clean, clean_or};
+
+/// sqrt(pi / 2): the standard deviation of a normal error per unit of mean absolute error.
+const MAE_TO_SIGMA: f64 = 1.253_314_137_315_500_3;
+
+/// Model families, for display and for choosing between them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Family {
+    /// The last value.
+    Naive,
+    /// Simple exponential smoothing.
+    Ses,
+    /// Holt's linear trend with damping.
+    Holt,
+}
+
+impl Family {
+    /// Display name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Family::Naive => "naive",
+            Family::Ses => "ses",
+            Family::Holt => "holt",
+        }
+    }
+}
+
+/// One smoothing model with fixed parameters.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub enum Member {
+    /// Forecast = last value.
+    Naive,
+    /// Level `l += alpha (y - l)`; forecast = level.
+    Ses {
+        /// Level smoothing, in (0, 1].
+        alpha: f64,
+    },
+    /// Damped-trend Holt: forecast(h) = level + (phi + ... + phi^h) trend.
+    Holt {
+        /// Level smoothing, in (0, 1].
+        alpha: f64,
+        /// Trend smoothing, in (0, 1].
+        beta: f64,
+        /// Trend damping, in (0, 1).
+        phi: f64,
+    },
+}
+
+impl Member {
+    /// The member's family.
+    pub fn family(&self) -> Family {
+        match self {
+            Member::Naive => Family::Naive,
+            Member::Ses { .. } => Family::Ses,
+            Member::Holt { .. } => Family::Holt,
+        }
+    }
+
+    /// A short label with the parameters, e.g. `holt(0.5,0.1,0.9)`.
+    pub fn label(&self) -> String {
+        match self {
+            Member::Naive => "naive".to_string(),
+            Member::Ses { alpha } => format!("ses({alpha})"),
+            Member::Holt { alpha, beta, phi } => format!("holt({alpha},{beta},{phi})"),
+        }
+    }
+
+    fn validate(&self) -> Result<()> {
+        let unit = |name: &'static str, v: f64, open_top: bool| {
+            let ok = v > 0.0 && if open_top { v < 1.0 } else { v <= 1.0 };
+            if ok {
+                Ok(())
+            } else {
+                Err(PredictError::InvalidParam {
+                    name,
+                    message: format!("{v} is outside its range"),
+                })
+            }
+        };
+        match *self {
+            Member::Naive => Ok(()),
+            Member::Ses { alpha } => unit("alpha", alpha, false),
+            Member::Holt { alpha, beta, phi } => {
+                unit("alpha", alpha, false)?;
+                unit("beta", beta, false)?;
+                unit("phi", phi, true)
+            }
+        }
+    }
+
+    /// Sum phi + phi^2 + ... + phi^h (0 for members without a trend).
+    fn damp_sum(&self, h: u64) -> f64 {
+        match *self {
+            Member::Holt { phi, .. } => {
+                let h = i32::try_from(h).unwrap_or(i32::MAX);
+                phi * (1.0 - phi.powi(h)) / (1.0 - phi)
+            }
+            _ => 0.0,
+        }
+    }
+}
+
+/// How the forecasters score and remember.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ForecastParams {
+    /// Largest horizon scored separately (1..=64); longer horizons reuse its errors,
+    /// scaled by sqrt(h / max_horizon) for the interval.
+    pub max_horizon: u32,
+    /// Weight of the newest error in the exponentially weighted errors (0 < decay <= 1);
+    /// 0.02 remembers about the last 50 forecasts.
+    pub decay: f64,
+}
+
+impl Default for ForecastParams {
+    fn default() -> Self {
+        ForecastParams {
+            max_horizon: 6,
+            decay: 0.02,
+        }
+    }
+}
+
+impl ForecastParams {
+    /// Checks the ranges.
+    pub fn validate(&self) -> Result<()> {
+        if !(1..=64).contains(&self.max_horizon) {
+            return Err(PredictError::InvalidParam {
+                name: "max_horizon",
+                message: format!("must be 1..=64, got {}", self.max_horizon),
+            });
+        }
+        if !(self.decay > 0.0 && self.decay <= 1.0) {
+            return Err(PredictError::InvalidParam {
+                name: "decay",
+                message: format!("must be in (0, 1], got {}", self.decay),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// The fixed part of a bank, shared by every series that uses it: members, labels and
+/// precomputed damping sums.
+#[derive(Debug)]
+pub struct BankSpec {
+    members: Vec<Member>,
+    labels: Vec<String>,
+    hmax: usize,
+    decay: f64,
+    /// `damp[m * hmax + h - 1]` = phi + ... + phi^h of member m.
+    damp: Vec<f64>,
+    naive: Option<usize>,
+}
+
+/// SES smoothing constants of the default banks.
+const SES_ALPHAS: [f64; 6] = [0.05, 0.1, 0.2, 0.35, 0.6, 0.85];
+/// Holt (alpha, beta, phi) of the default banks.
+const HOLT_PARAMS: [(f64, f64, f64); 6] = [
+    (0.2, 0.05, 0.9),
+    (0.5, 0.05, 0.9),
+    (0.8, 0.05, 0.9),
+    (0.2, 0.2, 0.9),
+    (0.5, 0.2, 0.8),
+    (0.35, 0.1, 0.98),
+];
+
+impl BankSpec {
+    /// A bank of the given members (1..=255 of them).
+    pub fn new(members: Vec<Member>, params: ForecastParams) -> Result<Arc<BankSpec>> {
+        params.validate()?;
+        if members.is_empty() || members.len() > usize::from(u8::MAX) {
+            return Err(PredictError::InvalidParam {
+                name: "members",
+                message: format!("need 1..=255 members, got {}", members.len()),
+            });
+        }
+        for m in &members {
+            m.validate()?;
+        }
+        let hmax = params.max_horizon as usize;
+        let mut damp = Vec::with_capacity(members.len() * hmax);
+        for m in &members {
+            for h in 1..=hmax as u64 {
+                damp.push(m.damp_sum(h));
+            }
+        }
+        Ok(Arc::new(BankSpec {
+            labels: members.iter().map(Member::label).collect(),
+            naive: members.iter().position(|m| *m == Member::Naive),
+            members,
+            hmax,
+            decay: params.decay,
+            damp,
+        }))
+    }
+
+    /// The default members of one family (or of all of them with `None`).
+    pub fn default_members(family: Option<Family>) -> Vec<Member> {
+        let mut out = Vec::new();
+        if matches!(family, None | Some(Family::Naive)) {
+            out.push(Member::Naive);
+        }
+        if matches!(family, None | Some(Family::Ses)) {
+            out.extend(SES_ALPHAS.iter().map(|&alpha| Member::Ses { alpha }));
+        }
+        if matches!(family, None | Some(Family::Holt)) {
+            out.extend(
+                HOLT_PARAMS
+                    .iter()
+                    .map(|&(alpha, beta, phi)| Member::Holt { alpha, beta, phi }),
+            );
+        }
+        out
+    }
+
+    /// The members.
+    pub fn members(&self) -> &[Member] {
+        &self.members
+    }
+
+    /// Member labels, in member order.
+    pub fn labels(&self) -> &[String] {
+        &self.labels
+    }
+
+    /// Largest separately scored horizon.
+    pub fn max_horizon(&self) -> u32 {
+        self.hmax as u32
+    }
+
+    /// Index of the naive member, if the bank has one.
+    pub fn naive_index(&self) -> Option<usize> {
+        self.naive
+    }
+
+    fn damp(&self, m: usize, h: u64) -> f64 {
+        if h >= 1 && h <= self.hmax as u64 {
+            self.damp[m * self.hmax + h as usize - 1]
+        } else {
+            self.members[m].damp_sum(h)
+        }
+    }
+}
+
+/// The running state of one bank over one series.
+#[derive(Debug, Clone)]
+pub struct Bank {
+    spec: Arc<BankSpec>,
+    /// Values seen.
+    n: u64,
+    /// Current level and trend per member, interleaved `[l0, b0, l1, b1, ...]`.
+    state: Box<[f64]>,
+    /// Ring of past states: slot `k % hmax` holds the state after value k (1-based).
+    hist: Box<[f64]>,
+    /// `err[(h - 1) * members + m]`: EW mean absolute h-step error of member m.
+    err: Box<[f64]>,
+    /// Ring of choices: `chosen[slot * hmax + h - 1]` = member chosen for h after value `slot`.
+    chosen: Box<[u8]>,
+    /// EW mean absolute error of the forecasts the bank actually gave, per horizon.
+    emitted: Box<[f64]>,
+    last: f64,
+}
+
+impl Bank {
+    /// An empty bank.
+    pub fn new(spec: Arc<BankSpec>) -> Bank {
+        let m = spec.members.len();
+        let h = spec.hmax;
+        Bank {
+            n: 0,
+            state: vec![0.0; 2 * m].into_boxed_slice(),
+            hist: vec![0.0; 2 * m * h].into_boxed_slice(),
+            err: vec![0.0; m * h].into_boxed_slice(),
+            chosen: vec![0; h * h].into_boxed_slice(),
+            emitted: vec![0.0; h].into_boxed_slice(),
+            last: 0.0,
+            spec,
+        }
+    }
+
+    /// The shared spec.
+    pub fn spec(&self) -> &Arc<BankSpec> {
+        &self.spec
+    }
+
+    /// Values seen.
+    pub fn count(&self) -> u64 {
+        self.n
+    }
+
+    /// The last value seen (0 before any).
+    pub fn last(&self) -> f64 {
+        self.last
+    }
+
+    /// Bytes on the heap owned by this series (the spec is shared and not counted).
+    pub fn heap_bytes(&self) -> usize {
+        8 * (self.state.len() + self.hist.len() + self.err.len() + self.emitted.len())
+            + self.chosen.len()
+    }
+
+    /// Feeds one value; unacceptable values (NaN, infinite, beyond ±1e300) are ignored.
+    pub fn update(&mut self, y: f64) {
+        if !acceptable(y) {
+            return;
+        }
+        let spec = Arc::clone(&self.spec);
+        let nm = spec.members.len();
+        let hmax = spec.hmax;
+        let n = self.n;
+        // Score every forecast made for this step: the one made h steps ago, h = 1..=hmax.
+        let scored = (n as usize).min(hmax);
+        for h in 1..=scored {
+            let made_after = n + 1 - h as u64; // 1-based index of the value it was made after
+            let count = made_after; // errors at h so far, this one included
+            let w = spec.decay.max(1.0 / count as f64);
+            let slot = (made_after % hmax as u64) as usize;
+            let past = &self.hist[slot * 2 * nm..(slot + 1) * 2 * nm];
+            let errs = &mut self.err[(h - 1) * nm..h * nm];
+            for m in 0..nm {
+                let pred = past[2 * m] + spec.damp[m * hmax + h - 1] * past[2 * m + 1];
+                let e = (y - pred).abs();
+                errs[m] += w * (e - errs[m]);
+            }
+            let c = usize::from(self.chosen[slot * hmax + h - 1]).min(nm - 1);
+            let pred = past[2 * c] + spec.damp[c * hmax + h - 1] * past[2 * c + 1];
+            self.emitted[h - 1] += w * ((y - pred).abs() - self.emitted[h - 1]);
+        }
+        // Advance every member.
+        for (m, member) in spec.members.iter().enumerate() {
+            let (l, b) = (self.state[2 * m], self.state[2 * m + 1]);
+            let (nl, nb) = if n == 0 {
+                (y, 0.0)
+            } else {
+                match *member {
+                    Member::Naive => (y, 0.0),
+                    Member::Ses { alpha } => (l + alpha * (y - l), 0.0),
+                    Member::Holt { alpha, beta, phi } => {
+                        let nl = alpha * y + (1.0 - alpha) * (l + phi * b);
+                        (nl, beta * (nl - l) + (1.0 - beta) * phi * b)
+                    }
+                }
+            };
+            // Cannot happen for inputs within ±1e300, but a member must never go bad.
+            let (nl, nb) = if nl.is_finite() && nb.is_finite() {
+                (nl, nb)
+            } else {
+                (y, 0.0)
+            };
+            self.state[2 * m] = nl;
+            self.state[2 * m + 1] = nb;
+        }
+        self.n = n + 1;
+        self.last = y;
+        let slot = (self.n % hmax as u64) as usize;
+        self.hist[slot * 2 * nm..(slot + 1) * 2 * nm].copy_from_slice(&self.state);
+        for h in 1..=hmax {
+            let c = self.choose(h as u64) as u8;
+            self.chosen[slot * hmax + h - 1] = c;
+        }
+    }
+
+    /// The largest horizon (<= `h`, <= max horizon) with at least one scored error; 0 if none.
+    fn scored_horizon(&self, h: u64) -> usize {
+        let h = h.clamp(1, self.spec.hmax as u64);
+        h.min(self.n.saturating_sub(1)) as usize
+    }
+
+    /// The member used for horizon `h`: the lowest recent error at `h` (or at the
+    /// largest horizon scored so far). Ties go to the earlier member.
+    pub fn choose(&self, h: u64) -> usize {
+        let nm = self.spec.members.len();
+        let hs = self.scored_horizon(h);
+        if hs == 0 {
+            return self.spec.naive.unwrap_or(0);
+        }
+        let errs = &self.err[(hs - 1) * nm..hs * nm];
+        let mut best = 0;
+        for m in 1..nm {
+            if errs[m] < errs[best] {
+                best = m;
+            }
+        }
+        best
+    }
+
+    /// Member `m`'s point forecast `h` steps ahead.
+    pub fn member_mean(&self, m: usize, h: u64) -> f64 {
+        let l = self.state[2 * m];
+        let b = self.state[2 * m + 1];
+        clean_or(l + self.spec.damp(m, h.max(1)) * b, l)
+    }
+
+    /// Member `m`'s recent mean absolute error at horizon `h` (`None` before any is scored).
+    pub fn member_mae(&self, m: usize, h: u64) -> Option<f64> {
+        let hs = self.scored_horizon(h);
+        (hs > 0 && m < self.spec.members.len())
+            .then(|| clean(self.err[(hs - 1) * self.spec.members.len() + m]))
+    }
+
+    /// Recent mean absolute error of the forecasts this bank gave at horizon `h`.
+    pub fn emitted_mae(&self, h: u64) -> Option<f64> {
+        let hs = self.scored_horizon(h);
+        (hs > 0).then(|| clean(self.emitted[hs - 1]))
+    }
+
+    /// Number of scored forecasts behind the errors at horizon `h`.
+    pub fn scored_count(&self, h: u64) -> u64 {
+        let hs = self.scored_horizon(h) as u64;
+        if hs == 0 { 0 } else { self.n - hs }
+    }
+
+    /// Member `m`'s forecast with its interval: sigma from its recent error at the
+    /// horizon, scaled by sqrt for horizons beyond those scored.
+    pub fn member_forecast(&self, m: usize, h: u64) -> Forecast {
+        if self.n == 0 {
+            return Forecast::default();
+        }
+        let h = h.max(1);
+        let mean = self.member_mean(m, h);
+        let hs = self.scored_horizon(h);
+        let sigma = if hs == 0 {
+            0.0
+        } else {
+            let base = self.err[(hs - 1) * self.spec.members.len() + m] * MAE_TO_SIGMA;
+            base * (h as f64 / hs as f64).sqrt()
+        };
+        let half = clean(INTERVAL_Z * sigma);
+        Forecast {
+            mean,
+            lo: clean_or(mean - half, mean),
+            hi: clean_or(mean + half, mean),
+        }
+    }
+
+    /// The bank's forecast: the chosen member's.
+    pub fn forecast(&self, h: u32) -> Forecast {
+        let h = u64::from(h.max(1));
+        self.member_forecast(self.choose(h), h)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bank(family: Option<Family>) -> Bank {
+        let spec = BankSpec::new(BankSpec::default_members(family), ForecastParams::default())
+            .expect("spec");
+        Bank::new(spec)
+    }
+
+    #[test]
+    fn empty_bank_forecasts_zero() {
+        let b = bank(None);
+        assert_eq!(b.forecast(3), Forecast::default());
+        assert_eq!(b.member_mae(0, 1), None);
+    }
+
+    #[test]
+    fn bad_params_are_refused() {
+        let p = ForecastParams::default();
+        assert!(BankSpec::new(vec![Member::Ses { alpha: 0.0 }], p).is_err());
+        assert!(BankSpec::new(vec![Member::Holt { alpha: 0.5, beta: 0.1, phi: 1.0 }], p).is_err());
+        assert!(BankSpec::new(vec![], p).is_err());
+        let p = ForecastParams { max_horizon: 0, ..p };
+        assert!(BankSpec::new(vec![Member::Naive], p).is_err());
+    }
+
+    #[test]
+    fn member_errors_match_a_hand_computation() {
+        // Naive alone: the h-step error on a ramp of slope 2 is exactly 2h.
+        let spec = BankSpec::new(
+            vec![Member::Naive],
+            ForecastParams { max_horizon: 3, decay: 0.5 },
+        )
+        .expect("spec");
+        let mut b = Bank::new(spec);
+        for i in 0..20 {
+            b.update(2.0 * i as f64);
+        }
+        for h in 1..=3 {
+            assert_eq!(b.member_mae(0, h), Some(2.0 * h as f64));
+            assert_eq!(b.emitted_mae(h), Some(2.0 * h as f64));
+        }
+        assert_eq!(b.scored_count(1), 19);
+        assert_eq!(b.scored_count(3), 17);
+    }
+
+    #[test]
+    fn unacceptable_values_are_ignored() {
+        let mut b = bank(None);
+        for v in [f64::NAN, f64::INFINITY, 1e301] {
+            b.update(v);
+        }
+        assert_eq!(b.count(), 0);
+        b.update(1.0);
+        assert_eq!(b.count(), 1);
+        assert_eq!(b.forecast(1).mean, 1.0);
+    }
+}

@@ -1,0 +1,51 @@
+//! Forecasting behind one trait: naive, simple exponential smoothing, damped-trend Holt,
+//! and the automatic choice between them, all self-tuning online.
+//!
+//! Every model is a [`Bank`] of smoothing members with fixed parameters, run side by
+//! side. Each member's own forecasts are scored against what then happened, per
+//! horizon, by an exponentially weighted mean absolute error; the forecast for horizon
+//! `h` comes from the member with the lowest recent error at `h`. So `Ses` tunes its
+//! alpha, `Holt` its (alpha, beta, phi), and [`AutoForecaster`] its model family, with
+//! no hand tuning per series. Intervals come from the same errors.
+//! More families (seasonal, ARIMA-like) slot in as new [`Member`] kinds.
+mod bank;
+mod models;
+
+pub use bank::{Bank, BankSpec, Family, ForecastParams, Member};
+pub use models::{AutoForecaster, FamilyError, Holt, Naive, Ses};
+
+use serde::{Deserialize, Serialize};
+
+/// Interval half-width in standard deviations (about 95 % if errors were normal).
+pub const INTERVAL_Z: f64 = 1.96;
+
+/// A point forecast with its prediction interval. Always finite.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+pub struct Forecast {
+    /// Expected value.
+    pub mean: f64,
+    /// Lower end of the interval.
+    pub lo: f64,
+    /// Upper end of the interval.
+    pub hi: f64,
+}
+
+impl Forecast {
+    /// The standard deviation implied by the interval.
+    pub fn sigma(&self) -> f64 {
+        ((self.hi - self.lo) / (2.0 * INTERVAL_Z)).max(0.0)
+    }
+}
+
+/// A model that is fed a series one value at a time and forecasts `h` steps ahead.
+pub trait Forecaster {
+    /// Feeds the next value. NaN, infinite and out-of-range values (beyond
+    /// [`crate::num::MAX_INPUT`]) are ignored: validate at ingest with
+    /// [`crate::num::check_input`] to refuse them with an error instead.
+    fn update(&mut self, y: f64);
+    /// The forecast `h` steps after the last value (`h = 0` is treated as 1).
+    /// Before any value it is all zeros.
+    fn forecast(&self, h: u32) -> Forecast;
+    /// The model's name, e.g. `holt`.
+    fn name(&self) -> &str;
+}
