@@ -3,9 +3,11 @@
 #![deny(missing_docs)]
 
 mod outcome;
+mod prediction;
 mod probe;
 mod wire;
 
 pub use outcome::{Blame, Outcome};
+pub use prediction::*;
 pub use probe::{ProbeSettings, SettingsError, Tier};
 pub use wire::*;
