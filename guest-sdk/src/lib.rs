@@ -119,7 +119,7 @@ pub trait Probe {
 ///
 /// A type that does not implement [`Probe`] is a compile error that says so:
 ///
-/// ```compile_fail
+/// ```compile_fail,E0277
 /// struct NotAProbe;
 /// plb_guest_sdk::export_probe!(NotAProbe);
 /// ```
@@ -164,3 +164,8 @@ pub mod __private {
         }
     }
 }
+
+/// The Rust examples of `README.md` (the guide to writing probes), compiled as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
