@@ -24,6 +24,17 @@ enum Command {
         #[command(subcommand)]
         command: probe::ProbeCommand,
     },
+    /// Benchmarks: `plb bench lb`, the load-balancing scenarios (live and simulated).
+    Bench {
+        #[command(subcommand)]
+        command: BenchCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum BenchCommand {
+    /// The load-balancing benchmark: every routing policy on scripted scenarios.
+    Lb(plb_bench::LbArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -42,6 +53,12 @@ fn main() -> std::process::ExitCode {
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Probe { command } => probe::run(command).await,
+            Command::Bench {
+                command: BenchCommand::Lb(args),
+            } => plb_bench::lb::run(args)
+                .await
+                .map(|_| ())
+                .map_err(anyhow::Error::from),
         }
     });
     match result {

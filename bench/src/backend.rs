@@ -1,0 +1,305 @@
+//! The live backends: real HTTP/1.1 servers on loopback (hyper), many in one process.
+//! Each is a FIFO queue with its own workers (a fair semaphore) and lognormal service
+//! times simulated by async sleeps, scaled by the scenario's scripted speed, so CPU is
+//! not the limit. Besides `/` (the work) each serves what a node's probes measure:
+//! `/health` (a small fixed piece of work at the node's current speed, not queued) and
+//! `/status` (JSON: queued, busy, workers, recent mean service time).
+//!
+//! Like the simulator's nodes: the work of a request whose client gave up still runs
+//! (it is a detached task), a node that is not up accepts connections and never
+//! answers, and a fast 503 takes no worker.
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::BenchError;
+use crate::scenario::{Condition, Scenario, mix, std_normal};
+use crate::sim::STATUS_EWMA_ALPHA;
+
+/// What `/status` answers.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Status {
+    /// Requests waiting for a worker.
+    pub queued: u64,
+    /// Requests being served.
+    pub busy: u64,
+    /// Workers.
+    pub workers: u64,
+    /// Recent mean service time (EWMA over completions), ms; `None` before the first.
+    pub service_ms: Option<f64>,
+}
+
+struct State {
+    node: usize,
+    scenario: Arc<Scenario>,
+    start: Instant,
+    workers: Arc<Semaphore>,
+    queued: AtomicU64,
+    busy: AtomicU64,
+    service: Mutex<Option<f64>>,
+    rng: Mutex<SmallRng>,
+}
+
+impl State {
+    fn now(&self) -> f64 {
+        self.start.elapsed().as_secs_f64()
+    }
+
+    fn condition(&self) -> Condition {
+        self.scenario.condition(self.node, self.now())
+    }
+
+    fn draw(&self) -> (f64, f64) {
+        let mut rng = self.rng.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        (rng.random::<f64>(), std_normal(&mut *rng))
+    }
+
+    fn status(&self) -> Status {
+        Status {
+            queued: self.queued.load(Ordering::Relaxed),
+            busy: self.busy.load(Ordering::Relaxed),
+            workers: u64::from(self.scenario.profile.workers),
+            service_ms: self
+                .service
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .map(|s| s * 1000.0),
+        }
+    }
+}
+
+/// A running backend; stops accepting when dropped.
+#[derive(Debug)]
+pub struct Backend {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    accept: JoinHandle<()>,
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        self.accept.abort();
+    }
+}
+
+/// Starts the backend of node `node` of `scenario` on an ephemeral loopback port; its
+/// script's time 0 is `start`.
+pub async fn spawn(
+    node: usize,
+    scenario: Arc<Scenario>,
+    start: Instant,
+    seed: u64,
+) -> Result<Backend, BenchError> {
+    let listener = TcpListener::bind(("127.0.0.1", 0))
+        .await
+        .map_err(|e| BenchError::Live(format!("binding a backend: {e}")))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| BenchError::Live(format!("backend address: {e}")))?;
+    let state = Arc::new(State {
+        node,
+        workers: Arc::new(Semaphore::new(scenario.profile.workers as usize)),
+        scenario,
+        start,
+        queued: AtomicU64::new(0),
+        busy: AtomicU64::new(0),
+        service: Mutex::new(None),
+        rng: Mutex::new(SmallRng::seed_from_u64(mix(seed, 0xbac, node as u64))),
+    });
+    let accept = tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                // Out of descriptors or similar: back off instead of spinning.
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            let state = Arc::clone(&state);
+            tokio::spawn(async move {
+                let svc = service_fn(move |req| handle(Arc::clone(&state), req));
+                let _ = http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    Ok(Backend { addr, accept })
+}
+
+fn reply(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(body.into()));
+    *r.status_mut() = status;
+    r
+}
+
+/// Never answers in time: the client's timeout ends it.
+async fn hang(state: &State) -> Response<Full<Bytes>> {
+    tokio::time::sleep(Duration::from_secs_f64(state.scenario.timeout + 1.0)).await;
+    reply(StatusCode::SERVICE_UNAVAILABLE, "hung")
+}
+
+async fn handle(
+    state: Arc<State>,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let c = state.condition();
+    if !c.present {
+        return Ok(reply(StatusCode::SERVICE_UNAVAILABLE, "not in service"));
+    }
+    if !c.up {
+        return Ok(hang(&state).await);
+    }
+    Ok(match req.uri().path() {
+        "/health" => {
+            let work = state.scenario.profile.health_work / c.speed.max(1e-3);
+            tokio::time::sleep(Duration::from_secs_f64(work)).await;
+            reply(StatusCode::OK, "ok")
+        }
+        "/status" => match serde_json::to_vec(&state.status()) {
+            Ok(body) => reply(StatusCode::OK, body),
+            Err(e) => reply(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        },
+        _ => work(state, c).await,
+    })
+}
+
+async fn work(state: Arc<State>, c: Condition) -> Response<Full<Bytes>> {
+    let (u, z) = state.draw();
+    if c.error_rate > 0.0 && u < c.error_rate {
+        return reply(StatusCode::SERVICE_UNAVAILABLE, "fast failure");
+    }
+    // Detached: the work goes on if the client gives up.
+    let task = {
+        let state = Arc::clone(&state);
+        tokio::spawn(async move {
+            state.queued.fetch_add(1, Ordering::Relaxed);
+            let permit = Arc::clone(&state.workers).acquire_owned().await;
+            state.queued.fetch_sub(1, Ordering::Relaxed);
+            state.busy.fetch_add(1, Ordering::Relaxed);
+            let began = Instant::now();
+            let speed = state.condition().speed.max(1e-3);
+            let dur = state.scenario.profile.service_time(z) / speed;
+            tokio::time::sleep(Duration::from_secs_f64(dur)).await;
+            state.busy.fetch_sub(1, Ordering::Relaxed);
+            drop(permit);
+            let svc = began.elapsed().as_secs_f64();
+            {
+                let mut e = state
+                    .service
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                *e = Some(match *e {
+                    None => svc,
+                    Some(v) => v + STATUS_EWMA_ALPHA * (svc - v),
+                });
+            }
+            // A node that stopped answering meanwhile never sends the reply.
+            state.condition().up
+        })
+    };
+    match task.await {
+        Ok(true) => reply(StatusCode::OK, "done"),
+        _ => hang(&state).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use http_body_util::{BodyExt, Empty};
+    use hyper_util::client::legacy::Client;
+    use hyper_util::rt::TokioExecutor;
+
+    use super::*;
+    use crate::scenario::select;
+
+    async fn get(
+        client: &Client<hyper_util::client::legacy::connect::HttpConnector, Empty<Bytes>>,
+        addr: SocketAddr,
+        path: &str,
+    ) -> (StatusCode, Bytes, f64) {
+        let t = Instant::now();
+        let uri: hyper::Uri = format!("http://{addr}{path}").parse().expect("uri");
+        let resp = client.get(uri).await.expect("answers");
+        let status = resp.status();
+        let body = resp.into_body().collect().await.expect("body").to_bytes();
+        (status, body, t.elapsed().as_secs_f64())
+    }
+
+    #[tokio::test]
+    async fn serves_work_health_and_status_with_a_queue() {
+        let def = select("heterogeneous").expect("known")[0];
+        let sc = Arc::new(Scenario::new(def, 16, 1, 1.0));
+        let start = Instant::now();
+        // Node 0 runs at 0.25x: mean service 160 ms.
+        let slow = spawn(0, Arc::clone(&sc), start, 1).await.expect("starts");
+        let fast = spawn(2, Arc::clone(&sc), start, 1).await.expect("starts");
+        let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
+        let (s, _, _) = get(&client, fast.addr, "/").await;
+        assert_eq!(s, StatusCode::OK);
+        let (s, _, lat) = get(&client, slow.addr, "/health").await;
+        assert_eq!(s, StatusCode::OK);
+        assert!(lat >= 0.016, "health at 0.25x takes 4 ms / 0.25: {lat}");
+        // Eight requests at once on four workers: four wait in the queue.
+        let mut tasks = Vec::new();
+        for _ in 0..8 {
+            let client = client.clone();
+            let addr = slow.addr;
+            tasks.push(tokio::spawn(async move { get(&client, addr, "/").await }));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let (_, body, _) = get(&client, slow.addr, "/status").await;
+        let st: Status = serde_json::from_slice(&body).expect("json");
+        assert_eq!((st.busy, st.queued, st.workers), (4, 4, 4), "{st:?}");
+        for t in tasks {
+            assert_eq!(t.await.expect("joins").0, StatusCode::OK);
+        }
+        let (_, body, _) = get(&client, slow.addr, "/status").await;
+        let st: Status = serde_json::from_slice(&body).expect("json");
+        let svc = st.service_ms.expect("served");
+        assert!(svc > 40.0, "{svc}");
+    }
+
+    #[tokio::test]
+    async fn fast_errors_and_hangs() {
+        let def = select("fast-errors").expect("known")[0];
+        let sc = Arc::new(Scenario::new(def, 16, 1, 1.0));
+        let b = spawn(0, Arc::clone(&sc), Instant::now(), 9).await.expect("starts");
+        let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
+        let mut errors = 0;
+        for _ in 0..40 {
+            let (s, _, lat) = get(&client, b.addr, "/").await;
+            if s == StatusCode::SERVICE_UNAVAILABLE {
+                errors += 1;
+                assert!(lat < 0.01, "fast: {lat}");
+            }
+        }
+        assert!((8..=32).contains(&errors), "{errors}");
+
+        // Leak then crash at scale 0.1: node 0 hangs from 6.5 s to 8 s; start the
+        // script 7 s in the past.
+        let def = select("leak-then-crash").expect("known")[0];
+        let sc = Arc::new(Scenario::new(def, 16, 1, 0.1));
+        let past = Instant::now() - Duration::from_secs(7);
+        let b = spawn(0, sc, past, 9).await.expect("starts");
+        let uri: hyper::Uri = format!("http://{}/health", b.addr).parse().expect("uri");
+        let r = tokio::time::timeout(Duration::from_millis(300), client.get(uri)).await;
+        assert!(r.is_err(), "a hung node does not answer");
+    }
+}

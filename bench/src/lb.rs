@@ -1,0 +1,232 @@
+//! `plb bench lb`: the arguments and the run. For each scenario, live repetitions run
+//! every policy at once; simulated repetitions run every contender (the oracle too) in
+//! turn, repetition-major, so slow drift of the machine touches every contender alike.
+//! A progress line goes to stderr, each scenario's tables to stdout as soon as they
+//! are done, then the summary; the whole [`Report`] to `--json`.
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use plb_routing::PolicyKind;
+
+use crate::policies::{Contender, HarnessConfig};
+use crate::report::{Report, Where};
+use crate::scenario::{self, Scenario, mix};
+use crate::{BenchError, live, sim};
+
+/// Where to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Mode {
+    /// Real HTTP backends on loopback.
+    Live,
+    /// The discrete-event simulator.
+    Sim,
+    /// Both; the simulator also runs at the live pool size to check itself.
+    Both,
+}
+
+/// The load-balancing benchmark: every routing policy on scripted scenarios, live on
+/// loopback and in the discrete-event simulator.
+#[derive(Debug, Clone, clap::Args)]
+pub struct LbArgs {
+    /// Scenario name, a comma-separated list, or `all`.
+    #[arg(long, default_value = "all")]
+    pub scenario: String,
+    /// Length of a standard scenario in seconds (nominal 30); every script scales with
+    /// it (gradual-degradation is 4x as long as a standard one).
+    #[arg(long)]
+    pub duration: Option<f64>,
+    /// Base seed; each repetition derives its own.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// live, sim or both.
+    #[arg(long, value_enum, default_value = "both")]
+    pub mode: Mode,
+    /// Pool sizes for the simulator, comma-separated (default 1000).
+    #[arg(long, value_delimiter = ',')]
+    pub nodes: Vec<usize>,
+    /// Pool size of the live run.
+    #[arg(long, default_value_t = 16)]
+    pub live_nodes: usize,
+    /// Repetitions per cell (default 3, 2 with --quick).
+    #[arg(long)]
+    pub reps: Option<usize>,
+    /// Independent balancer instances (sidecars) per policy.
+    #[arg(long, default_value_t = 4)]
+    pub sidecars: usize,
+    /// Write the whole report as JSON here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// A short run: standard scenario 6 s, 2 repetitions.
+    #[arg(long)]
+    pub quick: bool,
+    /// Print no progress line.
+    #[arg(long)]
+    pub no_progress: bool,
+}
+
+impl Default for LbArgs {
+    fn default() -> Self {
+        LbArgs {
+            scenario: "all".into(),
+            duration: None,
+            seed: 1,
+            mode: Mode::Both,
+            nodes: Vec::new(),
+            live_nodes: 16,
+            reps: None,
+            sidecars: 4,
+            json: None,
+            quick: false,
+            no_progress: false,
+        }
+    }
+}
+
+/// The policies that run live; the simulator adds the oracle.
+pub const POLICIES: [PolicyKind; 5] = PolicyKind::ALL;
+
+/// A standard scenario's nominal length, seconds.
+const STANDARD: f64 = 30.0;
+
+struct Progress {
+    on: bool,
+    began: Instant,
+}
+
+impl Progress {
+    fn line(&self, text: &str) {
+        if self.on {
+            let mut err = std::io::stderr().lock();
+            let _ = write!(
+                err,
+                "\r\x1b[K[{:>4.0} s] {text}",
+                self.began.elapsed().as_secs_f64()
+            );
+            let _ = err.flush();
+        }
+    }
+
+    fn clear(&self) {
+        if self.on {
+            let mut err = std::io::stderr().lock();
+            let _ = write!(err, "\r\x1b[K");
+            let _ = err.flush();
+        }
+    }
+}
+
+/// Runs the benchmark `args` describe, printing tables to stdout as it goes; returns
+/// the report (also written to `--json` if given).
+pub async fn run(args: LbArgs) -> Result<Report, BenchError> {
+    let defs = scenario::select(&args.scenario)?;
+    let seconds = args.duration.unwrap_or(if args.quick { 6.0 } else { STANDARD });
+    if !(seconds.is_finite() && seconds >= 1.0) {
+        return Err(BenchError::InvalidArgument(format!(
+            "--duration must be at least 1 s, not {seconds}"
+        )));
+    }
+    let scale = seconds / STANDARD;
+    let reps = args.reps.unwrap_or(if args.quick { 2 } else { 3 });
+    if reps == 0 || args.sidecars == 0 || args.live_nodes < 2 {
+        return Err(BenchError::InvalidArgument(
+            "--reps and --sidecars must be at least 1, --live-nodes at least 2".into(),
+        ));
+    }
+    let mut sizes = if args.nodes.is_empty() {
+        vec![1000]
+    } else {
+        args.nodes.clone()
+    };
+    if sizes.iter().any(|&n| n < 2) {
+        return Err(BenchError::InvalidArgument("--nodes must be at least 2".into()));
+    }
+    let (do_live, do_sim) = match args.mode {
+        Mode::Live => (true, false),
+        Mode::Sim => (false, true),
+        Mode::Both => (true, true),
+    };
+    if args.mode == Mode::Both && !sizes.contains(&args.live_nodes) {
+        sizes.insert(0, args.live_nodes);
+    }
+    let harness = HarnessConfig {
+        sidecars: args.sidecars,
+        ..HarnessConfig::default()
+    };
+    let mut report = Report::new(args.seed, scale, reps, harness);
+    let progress = Progress {
+        on: !args.no_progress,
+        began: Instant::now(),
+    };
+    for (si, def) in defs.iter().enumerate() {
+        let rep_seed = |rep: usize| mix(args.seed, si as u64, rep as u64);
+        if do_live {
+            let sc = Arc::new(Scenario::new(def, args.live_nodes, args.seed, scale));
+            for rep in 0..reps {
+                let label = format!("live {} {} rep {}/{}", sc.nodes, def.name, rep + 1, reps);
+                progress.line(&label);
+                let total = sc.duration();
+                let stats = live::run_rep(
+                    Arc::clone(&sc),
+                    &POLICIES,
+                    &harness,
+                    rep_seed(rep),
+                    |t| progress.line(&format!("{label}: {t:.0}/{total:.0} s")),
+                )
+                .await?;
+                for (kind, st) in POLICIES.iter().zip(stats) {
+                    report.add(&sc, Where::Live, Contender::Policy(*kind), st.summarize(&sc));
+                }
+            }
+            progress.clear();
+            print_now(&report.conclude(&sc, Where::Live));
+        }
+        if do_sim {
+            for &n in &sizes {
+                let sc = Arc::new(Scenario::new(def, n, args.seed, scale));
+                let contenders: Vec<Contender> = POLICIES
+                    .iter()
+                    .map(|&k| Contender::Policy(k))
+                    .chain([Contender::Oracle])
+                    .collect();
+                for rep in 0..reps {
+                    for &who in &contenders {
+                        progress.line(&format!(
+                            "sim {n} {} rep {}/{} {}",
+                            def.name,
+                            rep + 1,
+                            reps,
+                            who.name()
+                        ));
+                        let sc2 = Arc::clone(&sc);
+                        let seed = rep_seed(rep);
+                        let summary = tokio::task::spawn_blocking(move || {
+                            sim::run(&sc2, who, &harness, seed).map(|st| st.summarize(&sc2))
+                        })
+                        .await
+                        .map_err(|e| BenchError::Task(e.to_string()))??;
+                        report.add(&sc, Where::Sim, who, summary);
+                    }
+                }
+                progress.clear();
+                print_now(&report.conclude(&sc, Where::Sim));
+            }
+        }
+    }
+    print_now(&report.summary());
+    if let Some(path) = &args.json {
+        let body = serde_json::to_vec_pretty(&report)?;
+        std::fs::write(path, body).map_err(|source| BenchError::Write {
+            path: path.display().to_string(),
+            source,
+        })?;
+    }
+    Ok(report)
+}
+
+fn print_now(text: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes());
+    let _ = out.flush();
+}

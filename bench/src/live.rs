@@ -1,0 +1,315 @@
+//! One live repetition of a scenario: every policy at once, each on its own set of
+//! loopback backends (a "lane") so that no policy's load touches another's queues, all
+//! on the same script clock and the same seeded arrival schedule. Per lane: the
+//! backends, a [`Control`] fed by probe-like polling of every backend's `/health` and
+//! `/status` (as an agent's sample probe would, with the same interval, timeout and
+//! report delay as the simulator), a publisher of node views, several sidecars that
+//! rebuild their snapshots on their own staggered ticks, and the open-loop generator.
+//! Each request goes to a random sidecar, which routes it; the response (or the
+//! timeout) feeds that sidecar's live state and the control.
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper::{StatusCode, Uri};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use plb_routing::{NodeView, PolicyKind};
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::BenchError;
+use crate::backend::{self, Backend, Status};
+use crate::loadgen;
+use crate::metrics::RunStats;
+use crate::policies::{Control, HarnessConfig, ProbeSample, Sidecar};
+use crate::scenario::{Scenario, mix};
+
+type HttpClient = Client<HttpConnector, Empty<Bytes>>;
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+struct Lane {
+    scenario: Arc<Scenario>,
+    cfg: HarnessConfig,
+    start: Instant,
+    client: HttpClient,
+    work: Vec<Uri>,
+    health: Vec<Uri>,
+    status: Vec<Uri>,
+    control: Mutex<Control>,
+    views: ArcSwap<Vec<NodeView>>,
+    sidecars: Vec<Sidecar>,
+    stats: Mutex<RunStats>,
+}
+
+impl Lane {
+    fn now(&self) -> f64 {
+        self.start.elapsed().as_secs_f64()
+    }
+}
+
+/// Runs one repetition of `scenario` for every policy in `kinds` at once and returns
+/// each one's record, in the order of `kinds`. `progress` gets the run time about once
+/// a second.
+pub async fn run_rep(
+    scenario: Arc<Scenario>,
+    kinds: &[PolicyKind],
+    cfg: &HarnessConfig,
+    seed: u64,
+    progress: impl FnMut(f64),
+) -> Result<Vec<RunStats>, BenchError> {
+    let n = scenario.nodes;
+    // Time 0 of the script, a little ahead so that every lane is ready.
+    let start = Instant::now() + Duration::from_millis(200 + 20 * n as u64 * kinds.len() as u64 / 16);
+    let mut backends: Vec<Vec<Backend>> = Vec::new();
+    let mut lanes = Vec::new();
+    for &kind in kinds {
+        let mut set = Vec::with_capacity(n);
+        for i in 0..n {
+            set.push(backend::spawn(i, Arc::clone(&scenario), start, seed).await?);
+        }
+        lanes.push(Arc::new(lane(&scenario, cfg, kind, start, &set)?));
+        backends.push(set);
+    }
+    let mut tasks: Vec<JoinHandle<()>> = Vec::new();
+    for lane in &lanes {
+        tasks.extend(spawn_probes(lane, seed));
+        tasks.extend(spawn_publishing(lane, seed));
+    }
+    // Every other lane's generator on its own task; the first one here, with the
+    // progress callback.
+    let others: Vec<JoinHandle<u64>> = lanes[1..]
+        .iter()
+        .map(|lane| {
+            let lane = Arc::clone(lane);
+            tokio::spawn(async move {
+                let mut rng = SmallRng::seed_from_u64(mix(seed, 0xa11, 0));
+                let sc = Arc::clone(&lane.scenario);
+                loadgen::drive(&sc, &mut rng, lane.start, |t0| request(Arc::clone(&lane), t0), |_| {})
+                    .await
+            })
+        })
+        .collect();
+    if let Some(first) = lanes.first() {
+        let mut rng = SmallRng::seed_from_u64(mix(seed, 0xa11, 0));
+        let lane = Arc::clone(first);
+        loadgen::drive(
+            &scenario,
+            &mut rng,
+            lane.start,
+            |t0| request(Arc::clone(&lane), t0),
+            progress,
+        )
+        .await;
+    }
+    for d in others {
+        d.await.map_err(|e| BenchError::Live(format!("load generator: {e}")))?;
+    }
+    // Let the last requests answer or time out.
+    tokio::time::sleep(Duration::from_secs_f64(scenario.timeout + 0.3)).await;
+    for t in &tasks {
+        t.abort();
+    }
+    drop(backends);
+    Ok(lanes.iter().map(|l| lock(&l.stats).clone()).collect())
+}
+
+fn lane(
+    scenario: &Arc<Scenario>,
+    cfg: &HarnessConfig,
+    kind: PolicyKind,
+    start: Instant,
+    set: &[Backend],
+) -> Result<Lane, BenchError> {
+    let uri = |addr: std::net::SocketAddr, path: &str| -> Result<Uri, BenchError> {
+        format!("http://{addr}{path}")
+            .parse()
+            .map_err(|e| BenchError::Live(format!("backend uri: {e}")))
+    };
+    let ids: Vec<(String, String)> = set
+        .iter()
+        .enumerate()
+        .map(|(i, b)| (format!("n{i}"), b.addr.to_string()))
+        .collect();
+    let mut control = Control::new(kind, &ids);
+    for i in 0..set.len() {
+        control.set_member(i, scenario.condition(i, 0.0).present, 0.0);
+    }
+    let views = control.views(0.0);
+    let sidecars = (0..cfg.sidecars.max(1))
+        .map(|_| Sidecar::new(kind, views.clone(), 0.0))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    Ok(Lane {
+        scenario: Arc::clone(scenario),
+        cfg: *cfg,
+        start,
+        client: Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build(connector),
+        work: set.iter().map(|b| uri(b.addr, "/")).collect::<Result<_, _>>()?,
+        health: set.iter().map(|b| uri(b.addr, "/health")).collect::<Result<_, _>>()?,
+        status: set.iter().map(|b| uri(b.addr, "/status")).collect::<Result<_, _>>()?,
+        control: Mutex::new(control),
+        views: ArcSwap::from_pointee(views),
+        sidecars,
+        stats: Mutex::new(RunStats::new(scenario)),
+    })
+}
+
+/// GET `uri`, reading the whole body; the status and body.
+async fn get(client: &HttpClient, uri: Uri) -> Option<(StatusCode, Bytes)> {
+    let resp = client.get(uri).await.ok()?;
+    let status = resp.status();
+    let body = resp.into_body().collect().await.ok()?.to_bytes();
+    Some((status, body))
+}
+
+/// One request intended at `t0`: route, send, measure from `t0`, feed back.
+async fn request(lane: Arc<Lane>, t0: f64) {
+    let now = lane.now();
+    let s = rand::rng().random_range(0..lane.sidecars.len());
+    let sidecar = &lane.sidecars[s];
+    let picked = sidecar.pick(now, &mut rand::rng());
+    let Some((node, live)) = picked.and_then(|i| Some((i, sidecar.live(i)?))) else {
+        lock(&lane.stats).done(t0, 0.0, false, false);
+        return;
+    };
+    let guard = live.start();
+    lock(&lane.stats).routed(node, t0);
+    let timeout = lane.scenario.timeout;
+    let deadline = lane.start + Duration::from_secs_f64(t0 + timeout);
+    let answer = tokio::time::timeout_at(deadline, get(&lane.client, lane.work[node].clone())).await;
+    let end = lane.now();
+    let (latency, ok, timed_out) = match answer {
+        Ok(Some((status, _))) => (end - t0, status == StatusCode::OK, false),
+        Ok(None) => (end - t0, false, false),
+        Err(_) => (timeout, false, true),
+    };
+    guard.finish(latency, ok, end);
+    lock(&lane.control).on_feedback(node, latency, ok, end);
+    lock(&lane.stats).done(t0, latency, ok, timed_out);
+}
+
+/// One probe task per node: `/health` timed and `/status` read every probe interval,
+/// the sample delivered to the control after the report delay.
+fn spawn_probes(lane: &Arc<Lane>, seed: u64) -> Vec<JoinHandle<()>> {
+    let mut rng = SmallRng::seed_from_u64(mix(seed, 0x9b0be, 0));
+    (0..lane.scenario.nodes)
+        .map(|node| {
+            let lane = Arc::clone(lane);
+            let phase = rng.random::<f64>() * lane.cfg.probe_interval;
+            tokio::spawn(async move {
+                let interval = Duration::from_secs_f64(lane.cfg.probe_interval);
+                let limit = Duration::from_secs_f64(lane.cfg.probe_timeout);
+                let mut next = lane.start + Duration::from_secs_f64(phase);
+                loop {
+                    tokio::time::sleep_until(next).await;
+                    next += interval;
+                    let taken_at = lane.now();
+                    if !lane.scenario.condition(node, taken_at).present {
+                        continue;
+                    }
+                    let t = Instant::now();
+                    let health =
+                        tokio::time::timeout(limit, get(&lane.client, lane.health[node].clone()))
+                            .await;
+                    let ok = matches!(health, Ok(Some((StatusCode::OK, _))));
+                    let health_latency = if ok {
+                        t.elapsed().as_secs_f64()
+                    } else {
+                        lane.cfg.probe_timeout
+                    };
+                    let status = if ok {
+                        match tokio::time::timeout(
+                            limit,
+                            get(&lane.client, lane.status[node].clone()),
+                        )
+                        .await
+                        {
+                            Ok(Some((StatusCode::OK, body))) => {
+                                serde_json::from_slice::<Status>(&body).ok()
+                            }
+                            _ => None,
+                        }
+                    } else {
+                        None
+                    };
+                    let sample = ProbeSample {
+                        node,
+                        taken_at,
+                        ok,
+                        health_latency,
+                        queued: status.map(|s| s.queued as f64),
+                        busy: status.map(|s| s.busy as f64),
+                        workers: status.map(|s| s.workers as f64),
+                        service: status.and_then(|s| s.service_ms).map(|ms| ms / 1000.0),
+                    };
+                    let lane = Arc::clone(&lane);
+                    tokio::spawn(async move {
+                        tokio::time::sleep(Duration::from_secs_f64(lane.cfg.report_delay)).await;
+                        lock(&lane.control).on_sample(&sample);
+                    });
+                }
+            })
+        })
+        .collect()
+}
+
+/// The publisher (membership from the script, then views) and each sidecar's rebuild
+/// loop on its own phase.
+fn spawn_publishing(lane: &Arc<Lane>, seed: u64) -> Vec<JoinHandle<()>> {
+    let every = Duration::from_secs_f64(lane.cfg.publish_interval);
+    let mut tasks = Vec::new();
+    {
+        let lane = Arc::clone(lane);
+        tasks.push(tokio::spawn(async move {
+            let mut member: Vec<bool> = (0..lane.scenario.nodes)
+                .map(|i| lane.scenario.condition(i, 0.0).present)
+                .collect();
+            let mut next = lane.start + every;
+            loop {
+                tokio::time::sleep_until(next).await;
+                next += every;
+                let now = lane.now();
+                let views = {
+                    let mut control = lock(&lane.control);
+                    for &i in lane.scenario.affected() {
+                        let m = lane.scenario.condition(i, now).present;
+                        if m != member[i] {
+                            member[i] = m;
+                            control.set_member(i, m, now);
+                        }
+                    }
+                    control.views(now)
+                };
+                lane.views.store(Arc::new(views));
+            }
+        }));
+    }
+    let mut rng = SmallRng::seed_from_u64(mix(seed, 0x5ebd, 0));
+    for s in 0..lane.sidecars.len() {
+        let lane = Arc::clone(lane);
+        let phase = rng.random::<f64>() * lane.cfg.publish_interval;
+        tasks.push(tokio::spawn(async move {
+            let mut next = lane.start + every + Duration::from_secs_f64(phase);
+            loop {
+                tokio::time::sleep_until(next).await;
+                next += every;
+                let views = (**lane.views.load()).clone();
+                // Same nodes in the same order every time: the build cannot fail.
+                let _ = lane.sidecars[s].rebuild(views, lane.now());
+            }
+        }));
+    }
+    tasks
+}

@@ -1,0 +1,373 @@
+//! What one run measures: a log-bucketed latency histogram, error and SLO counts, where
+//! traffic went, and the affected nodes' traffic over time, then the [`RunSummary`]
+//! (percentiles, traffic against capacity share, lead time of the shift) drawn from it.
+use serde::Serialize;
+
+use crate::scenario::Scenario;
+
+/// Smallest latency bucket, seconds.
+const HIST_MIN: f64 = 1e-5;
+/// Bucket growth: 1 % resolution.
+const HIST_GROWTH: f64 = 1.01;
+/// Buckets up to ~100 s.
+const HIST_BUCKETS: usize = 1700;
+/// Width of a traffic-over-time bin, seconds.
+const BIN: f64 = 0.25;
+/// Window over which the affected nodes' traffic share is judged, seconds.
+const SHARE_WINDOW: f64 = 2.0;
+/// The traffic has "shifted off" the affected nodes once their share over the window is
+/// below this fraction of their fair share.
+const SHIFTED: f64 = 0.5;
+
+/// Latencies in log buckets of 1 %: constant memory at any request count.
+#[derive(Debug, Clone)]
+pub struct Histogram {
+    counts: Vec<u64>,
+    total: u64,
+}
+
+impl Default for Histogram {
+    fn default() -> Self {
+        Histogram {
+            counts: vec![0; HIST_BUCKETS],
+            total: 0,
+        }
+    }
+}
+
+impl Histogram {
+    /// Records one latency in seconds (clamped to the histogram's range).
+    pub fn record(&mut self, seconds: f64) {
+        let x = if seconds.is_finite() {
+            seconds.max(HIST_MIN)
+        } else {
+            HIST_MIN
+        };
+        let k = ((x / HIST_MIN).ln() / HIST_GROWTH.ln()) as usize;
+        self.counts[k.min(HIST_BUCKETS - 1)] += 1;
+        self.total += 1;
+    }
+
+    /// Values recorded.
+    pub fn len(&self) -> u64 {
+        self.total
+    }
+
+    /// Whether nothing was recorded.
+    pub fn is_empty(&self) -> bool {
+        self.total == 0
+    }
+
+    /// The `q` quantile in seconds (bucket midpoint), `None` when empty.
+    pub fn quantile(&self, q: f64) -> Option<f64> {
+        if self.total == 0 {
+            return None;
+        }
+        let rank = ((q.clamp(0.0, 1.0) * self.total as f64).ceil() as u64).max(1);
+        let mut seen = 0;
+        for (k, &c) in self.counts.iter().enumerate() {
+            seen += c;
+            if seen >= rank {
+                return Some(HIST_MIN * HIST_GROWTH.powf(k as f64 + 0.5));
+            }
+        }
+        None
+    }
+}
+
+/// The raw record of one run of one policy on one scenario.
+#[derive(Debug, Clone)]
+pub struct RunStats {
+    from: f64,
+    to: f64,
+    slo: f64,
+    hist: Histogram,
+    requests: u64,
+    errors: u64,
+    timeouts: u64,
+    slo_breaking: u64,
+    into_failure: u64,
+    routed: Vec<u64>,
+    affected_pos: Vec<bool>,
+    affected_bins: Vec<u32>,
+    total_bins: Vec<u32>,
+    breach: Vec<bool>,
+}
+
+impl RunStats {
+    /// An empty record for a run of `scenario`.
+    pub fn new(scenario: &Scenario) -> Self {
+        let bins = ((scenario.duration() + scenario.timeout) / BIN).ceil() as usize + 1;
+        let mut affected_pos = vec![false; scenario.nodes];
+        for &i in scenario.affected() {
+            affected_pos[i] = true;
+        }
+        // The failure window of the affected nodes (they share one script), per bin.
+        let breach = match scenario.affected().first() {
+            Some(&i) => (0..bins)
+                .map(|b| scenario.in_breach(i, (b as f64 + 0.5) * BIN))
+                .collect(),
+            None => vec![false; bins],
+        };
+        RunStats {
+            from: scenario.warmup(),
+            to: scenario.duration(),
+            slo: scenario.slo,
+            hist: Histogram::default(),
+            requests: 0,
+            errors: 0,
+            timeouts: 0,
+            slo_breaking: 0,
+            into_failure: 0,
+            routed: vec![0; scenario.nodes],
+            affected_pos,
+            affected_bins: vec![0; bins],
+            total_bins: vec![0; bins],
+            breach,
+        }
+    }
+
+    fn measured(&self, t0: f64) -> bool {
+        t0 >= self.from && t0 < self.to
+    }
+
+    /// A request intended at `t0` was routed to `node`.
+    pub fn routed(&mut self, node: usize, t0: f64) {
+        let b = ((t0.max(0.0) / BIN) as usize).min(self.total_bins.len() - 1);
+        self.total_bins[b] += 1;
+        let affected = self.affected_pos.get(node).copied().unwrap_or(false);
+        if affected {
+            self.affected_bins[b] += 1;
+        }
+        if self.measured(t0) {
+            if let Some(r) = self.routed.get_mut(node) {
+                *r += 1;
+            }
+            if affected && self.breach[b] {
+                self.into_failure += 1;
+            }
+        }
+    }
+
+    /// The request intended at `t0` finished after `latency` seconds (measured from
+    /// `t0`), `ok` or not; `timed_out` if the client gave up.
+    pub fn done(&mut self, t0: f64, latency: f64, ok: bool, timed_out: bool) {
+        if !self.measured(t0) {
+            return;
+        }
+        self.requests += 1;
+        self.hist.record(latency);
+        if !ok {
+            self.errors += 1;
+        }
+        if timed_out {
+            self.timeouts += 1;
+        }
+        if !ok || latency > self.slo {
+            self.slo_breaking += 1;
+        }
+    }
+
+    /// Requests measured so far.
+    pub fn requests(&self) -> u64 {
+        self.requests
+    }
+
+    /// Requests routed to each node in the measured window.
+    pub fn routed_per_node(&self) -> &[u64] {
+        &self.routed
+    }
+
+    /// The run's figures.
+    pub fn summarize(&self, scenario: &Scenario) -> RunSummary {
+        let ms = |q: f64| self.hist.quantile(q).map_or(f64::NAN, |s| s * 1000.0);
+        let total_routed: u64 = self.routed.iter().sum();
+        let traffic: Vec<f64> = self
+            .routed
+            .iter()
+            .map(|&r| {
+                if total_routed > 0 {
+                    r as f64 / total_routed as f64
+                } else {
+                    0.0
+                }
+            })
+            .collect();
+        let capacity = scenario.capacity_shares();
+        let share_deviation = 0.5
+            * traffic
+                .iter()
+                .zip(capacity)
+                .map(|(a, b)| (a - b).abs())
+                .sum::<f64>();
+        let affected = scenario.affected();
+        let (affected_traffic, affected_capacity) = if affected.is_empty() {
+            (None, None)
+        } else {
+            (
+                Some(affected.iter().map(|&i| traffic[i]).sum()),
+                Some(affected.iter().map(|&i| capacity[i]).sum()),
+            )
+        };
+        let (shift_at, breach_at, lead_s) = if scenario.reports_lead() {
+            let breach = affected.first().and_then(|&i| scenario.breach_time(i));
+            let shift = self.shift_time(scenario);
+            let lead = match (breach, shift) {
+                (Some(b), Some(s)) => Some(b - s),
+                _ => None,
+            };
+            (shift, breach, lead)
+        } else {
+            (None, None, None)
+        };
+        let small = scenario.nodes <= 64;
+        RunSummary {
+            requests: self.requests,
+            errors: self.errors,
+            timeouts: self.timeouts,
+            slo_breaking: self.slo_breaking,
+            into_failure: self.into_failure,
+            p50_ms: ms(0.5),
+            p99_ms: ms(0.99),
+            p999_ms: ms(0.999),
+            affected_traffic,
+            affected_capacity,
+            share_deviation,
+            shift_at,
+            breach_at,
+            lead_s,
+            traffic_share: if small { traffic } else { Vec::new() },
+            capacity_share: if small {
+                capacity.to_vec()
+            } else {
+                Vec::new()
+            },
+        }
+    }
+
+    /// First time from the disturbance's start at which the affected nodes' share of
+    /// the traffic over the last [`SHARE_WINDOW`] is below [`SHIFTED`] × their fair share.
+    fn shift_time(&self, scenario: &Scenario) -> Option<f64> {
+        let start = scenario.disturbance_start()?;
+        let w = (SHARE_WINDOW / BIN).round() as usize;
+        let first = ((start / BIN).ceil() as usize).max(w);
+        let last = ((scenario.duration() / BIN) as usize).min(self.total_bins.len());
+        for end in first..last {
+            let (a, t): (u32, u32) = (end - w..end).fold((0, 0), |(a, t), b| {
+                (a + self.affected_bins[b], t + self.total_bins[b])
+            });
+            if t < 20 {
+                continue;
+            }
+            let at = end as f64 * BIN;
+            let fair: f64 = scenario
+                .affected()
+                .iter()
+                .map(|&i| scenario.fair_share(i, at - 0.5 * SHARE_WINDOW))
+                .sum();
+            if f64::from(a) / f64::from(t) < SHIFTED * fair {
+                return Some(at);
+            }
+        }
+        None
+    }
+}
+
+/// The figures of one run.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunSummary {
+    /// Requests measured (sent after warm-up).
+    pub requests: u64,
+    /// Failed requests (5xx, refused, timed out).
+    pub errors: u64,
+    /// Of the errors, timeouts.
+    pub timeouts: u64,
+    /// Requests that failed or took longer than the SLO.
+    pub slo_breaking: u64,
+    /// Requests sent to an affected node inside its failure window (by the script).
+    pub into_failure: u64,
+    /// Median latency as the client saw it (errors at their latency, timeouts at the
+    /// timeout), ms.
+    pub p50_ms: f64,
+    /// p99, ms.
+    pub p99_ms: f64,
+    /// p99.9, ms.
+    pub p999_ms: f64,
+    /// Share of the traffic the affected nodes got.
+    pub affected_traffic: Option<f64>,
+    /// Their share of the pool's capacity over the run.
+    pub affected_capacity: Option<f64>,
+    /// Total variation distance between every node's traffic share and capacity share.
+    pub share_deviation: f64,
+    /// When the traffic shifted off the affected nodes (degradation scenarios), s.
+    pub shift_at: Option<f64>,
+    /// When the affected nodes' script first breaks the SLO, s.
+    pub breach_at: Option<f64>,
+    /// `breach_at - shift_at`: positive when traffic moved before the breach, s.
+    pub lead_s: Option<f64>,
+    /// Every node's traffic share (pools of up to 64 nodes).
+    pub traffic_share: Vec<f64>,
+    /// Every node's capacity share (pools of up to 64 nodes).
+    pub capacity_share: Vec<f64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scenario::select;
+
+    #[test]
+    fn histogram_quantiles_within_one_percent() {
+        let mut h = Histogram::default();
+        for k in 1..=10_000 {
+            h.record(f64::from(k) * 1e-4);
+        }
+        for (q, want) in [(0.5, 0.5), (0.99, 0.99), (0.999, 0.999)] {
+            let got = h.quantile(q).expect("non-empty");
+            assert!((got - want).abs() / want < 0.011, "{q}: {got}");
+        }
+        assert!(Histogram::default().quantile(0.5).is_none());
+        h.record(f64::NAN);
+        assert_eq!(h.len(), 10_001);
+    }
+
+    #[test]
+    fn counts_only_the_measured_window() {
+        let def = select("homogeneous").expect("known")[0];
+        let s = Scenario::new(def, 16, 1, 1.0);
+        let mut r = RunStats::new(&s);
+        r.routed(0, 1.0);
+        r.done(1.0, 0.01, true, false);
+        r.routed(0, 10.0);
+        r.done(10.0, 0.5, true, false);
+        r.routed(1, 10.0);
+        r.done(10.0, 1.0, false, true);
+        let sum = r.summarize(&s);
+        assert_eq!(
+            (sum.requests, sum.errors, sum.timeouts, sum.slo_breaking),
+            (2, 1, 1, 2)
+        );
+        assert_eq!(sum.traffic_share[0], 0.5);
+    }
+
+    #[test]
+    fn shift_and_lead_time() {
+        let def = select("gradual-degradation").expect("known")[0];
+        let s = Scenario::new(def, 16, 1, 1.0);
+        let mut r = RunStats::new(&s);
+        // 16 requests per 0.25 s; node 0 gets its fair 1/16 until 30 s, then none.
+        let mut t = 0.0;
+        while t < s.duration() {
+            for k in 0..16 {
+                let node = if t >= 30.0 { 1 + k % 15 } else { k };
+                r.routed(node, t);
+            }
+            t += 0.25;
+        }
+        let sum = r.summarize(&s);
+        let shift = sum.shift_at.expect("shifted");
+        assert!((30.0..=31.5).contains(&shift), "{shift}");
+        let lead = sum.lead_s.expect("lead");
+        assert!((lead - (42.5 - shift)).abs() < 0.1, "{lead}");
+    }
+}
