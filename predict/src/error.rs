@@ -33,6 +33,14 @@ pub enum PredictError {
         /// Time of the newest accepted value.
         last_ms: i64,
     },
+    /// A node already has the most series it may keep.
+    #[error("too many series on one node: `{name}` would exceed the limit of {limit}")]
+    TooManySeries {
+        /// The refused series.
+        name: String,
+        /// The limit.
+        limit: usize,
+    },
     /// A parameter outside its allowed range.
     #[error("invalid parameter `{name}`: {message}")]
     InvalidParam {

@@ -9,11 +9,23 @@
 //! ([`num::check_input`]) and outputs clamped.
 #![forbid(unsafe_code)]
 
+pub mod capacity;
 pub mod error;
 pub mod forecast;
+pub mod node;
 pub mod num;
 pub mod offline;
+pub mod profile;
+pub mod series;
+pub mod state;
+#[cfg(test)]
+mod testutil;
 
+pub use capacity::{Capacity, CapacityModel, CapacityParams, CapacityRow, CurveForm, fit_per_node};
 pub use error::{PredictError, Result};
+pub use node::{NodeConfig, NodeModel, NodeParams, Observation};
+pub use profile::{Profile, ProfileParams};
+pub use series::SeriesModel;
+pub use state::{StateParams, infer_direction};
 pub use forecast::{AutoForecaster, Forecast, Forecaster, Holt, Naive, Ses};
 pub use offline::{forecast_series, parse_csv, parse_horizons, timestamp_seconds};

@@ -50,7 +50,7 @@ pub enum Member {
         alpha: f64,
         /// Trend smoothing, in (0, 1].
         beta: f64,
-        /// Trend damping, in (0, 1).
+        /// Trend damping, in (0, 1]; 1 is Holt's undamped linear trend.
         phi: f64,
     },
 }
@@ -75,8 +75,8 @@ impl Member {
     }
 
     fn validate(&self) -> Result<()> {
-        let unit = |name: &'static str, v: f64, open_top: bool| {
-            let ok = v > 0.0 && if open_top { v < 1.0 } else { v <= 1.0 };
+        let unit = |name: &'static str, v: f64| {
+            let ok = v > 0.0 && v <= 1.0;
             if ok {
                 Ok(())
             } else {
@@ -88,11 +88,11 @@ impl Member {
         };
         match *self {
             Member::Naive => Ok(()),
-            Member::Ses { alpha } => unit("alpha", alpha, false),
+            Member::Ses { alpha } => unit("alpha", alpha),
             Member::Holt { alpha, beta, phi } => {
-                unit("alpha", alpha, false)?;
-                unit("beta", beta, false)?;
-                unit("phi", phi, true)
+                unit("alpha", alpha)?;
+                unit("beta", beta)?;
+                unit("phi", phi)
             }
         }
     }
@@ -100,6 +100,7 @@ impl Member {
     /// Sum phi + phi^2 + ... + phi^h (0 for members without a trend).
     fn damp_sum(&self, h: u64) -> f64 {
         match *self {
+            Member::Holt { phi, .. } if phi >= 1.0 => h as f64,
             Member::Holt { phi, .. } => {
                 let h = i32::try_from(h).unwrap_or(i32::MAX);
                 phi * (1.0 - phi.powi(h)) / (1.0 - phi)
@@ -118,6 +119,9 @@ pub struct ForecastParams {
     /// Weight of the newest error in the exponentially weighted errors (0 < decay <= 1);
     /// 0.02 remembers about the last 50 forecasts.
     pub decay: f64,
+    /// How many of the best members (by recent error at the horizon) are averaged
+    /// into the forecast (1..=8; 1 = the single best).
+    pub combine: u32,
 }
 
 impl Default for ForecastParams {
@@ -125,6 +129,7 @@ impl Default for ForecastParams {
         ForecastParams {
             max_horizon: 6,
             decay: 0.02,
+            combine: 1,
         }
     }
 }
@@ -144,6 +149,12 @@ impl ForecastParams {
                 message: format!("must be in (0, 1], got {}", self.decay),
             });
         }
+        if !(1..=8).contains(&self.combine) {
+            return Err(PredictError::InvalidParam {
+                name: "combine",
+                message: format!("must be 1..=8, got {}", self.combine),
+            });
+        }
         Ok(())
     }
 }
@@ -156,21 +167,21 @@ pub struct BankSpec {
     labels: Vec<String>,
     hmax: usize,
     decay: f64,
+    combine: usize,
     /// `damp[m * hmax + h - 1]` = phi + ... + phi^h of member m.
     damp: Vec<f64>,
     naive: Option<usize>,
 }
 
-/// SES smoothing constants of the default banks.
-const SES_ALPHAS: [f64; 6] = [0.05, 0.1, 0.2, 0.35, 0.6, 0.85];
+/// SES smoothing constants of the default banks. Noisy server metrics often want a
+/// very small alpha (a slow mean), so the low end is fine-grained; naive is alpha = 1.
+const SES_ALPHAS: [f64; 8] = [0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.35, 0.6];
 /// Holt (alpha, beta, phi) of the default banks.
-const HOLT_PARAMS: [(f64, f64, f64); 6] = [
+const HOLT_PARAMS: [(f64, f64, f64); 4] = [
     (0.2, 0.05, 0.9),
-    (0.5, 0.05, 0.9),
-    (0.8, 0.05, 0.9),
+    (0.5, 0.1, 0.85),
     (0.2, 0.2, 0.9),
-    (0.5, 0.2, 0.8),
-    (0.35, 0.1, 0.98),
+    (0.35, 0.1, 1.0),
 ];
 
 impl BankSpec {
@@ -193,12 +204,14 @@ impl BankSpec {
                 damp.push(m.damp_sum(h));
             }
         }
+        let combine = (params.combine as usize).min(members.len());
         Ok(Arc::new(BankSpec {
             labels: members.iter().map(Member::label).collect(),
             naive: members.iter().position(|m| *m == Member::Naive),
             members,
             hmax,
             decay: params.decay,
+            combine,
             damp,
         }))
     }
@@ -263,8 +276,8 @@ pub struct Bank {
     hist: Box<[f64]>,
     /// `err[(h - 1) * members + m]`: EW mean absolute h-step error of member m.
     err: Box<[f64]>,
-    /// Ring of choices: `chosen[slot * hmax + h - 1]` = member chosen for h after value `slot`.
-    chosen: Box<[u8]>,
+    /// Ring of the forecasts given: `given[slot * hmax + h - 1]` = forecast for h after value `slot`.
+    given: Box<[f64]>,
     /// EW mean absolute error of the forecasts the bank actually gave, per horizon.
     emitted: Box<[f64]>,
     last: f64,
@@ -280,7 +293,7 @@ impl Bank {
             state: vec![0.0; 2 * m].into_boxed_slice(),
             hist: vec![0.0; 2 * m * h].into_boxed_slice(),
             err: vec![0.0; m * h].into_boxed_slice(),
-            chosen: vec![0; h * h].into_boxed_slice(),
+            given: vec![0.0; h * h].into_boxed_slice(),
             emitted: vec![0.0; h].into_boxed_slice(),
             last: 0.0,
             spec,
@@ -304,8 +317,11 @@ impl Bank {
 
     /// Bytes on the heap owned by this series (the spec is shared and not counted).
     pub fn heap_bytes(&self) -> usize {
-        8 * (self.state.len() + self.hist.len() + self.err.len() + self.emitted.len())
-            + self.chosen.len()
+        8 * (self.state.len()
+            + self.hist.len()
+            + self.err.len()
+            + self.given.len()
+            + self.emitted.len())
     }
 
     /// Feeds one value; unacceptable values (NaN, infinite, beyond ±1e300) are ignored.
@@ -331,9 +347,8 @@ impl Bank {
                 let e = (y - pred).abs();
                 errs[m] += w * (e - errs[m]);
             }
-            let c = usize::from(self.chosen[slot * hmax + h - 1]).min(nm - 1);
-            let pred = past[2 * c] + spec.damp[c * hmax + h - 1] * past[2 * c + 1];
-            self.emitted[h - 1] += w * ((y - pred).abs() - self.emitted[h - 1]);
+            let e = (y - self.given[slot * hmax + h - 1]).abs();
+            self.emitted[h - 1] += w * (e - self.emitted[h - 1]);
         }
         // Advance every member.
         for (m, member) in spec.members.iter().enumerate() {
@@ -364,8 +379,7 @@ impl Bank {
         let slot = (self.n % hmax as u64) as usize;
         self.hist[slot * 2 * nm..(slot + 1) * 2 * nm].copy_from_slice(&self.state);
         for h in 1..=hmax {
-            let c = self.choose(h as u64) as u8;
-            self.chosen[slot * hmax + h - 1] = c;
+            self.given[slot * hmax + h - 1] = self.mean(h as u64);
         }
     }
 
@@ -375,22 +389,48 @@ impl Bank {
         h.min(self.n.saturating_sub(1)) as usize
     }
 
-    /// The member used for horizon `h`: the lowest recent error at `h` (or at the
-    /// largest horizon scored so far). Ties go to the earlier member.
-    pub fn choose(&self, h: u64) -> usize {
+    /// The members used for horizon `h`, best first: the lowest recent errors at `h`
+    /// (or at the largest horizon scored so far). Ties go to the earlier member.
+    fn top(&self, h: u64) -> ([usize; 8], usize) {
         let nm = self.spec.members.len();
+        let k = self.spec.combine.max(1);
+        let mut idx = [0usize; 8];
         let hs = self.scored_horizon(h);
         if hs == 0 {
-            return self.spec.naive.unwrap_or(0);
+            idx[0] = self.spec.naive.unwrap_or(0);
+            return (idx, 1);
         }
         let errs = &self.err[(hs - 1) * nm..hs * nm];
-        let mut best = 0;
-        for m in 1..nm {
-            if errs[m] < errs[best] {
-                best = m;
+        let mut len = 0;
+        for m in 0..nm {
+            // Insertion into the sorted top-k.
+            let mut pos = len;
+            while pos > 0 && errs[m] < errs[idx[pos - 1]] {
+                pos -= 1;
+            }
+            if pos < k {
+                let end = len.min(k - 1);
+                let mut j = end;
+                while j > pos {
+                    idx[j] = idx[j - 1];
+                    j -= 1;
+                }
+                idx[pos] = m;
+                len = (len + 1).min(k);
             }
         }
-        best
+        (idx, len)
+    }
+
+    /// The best member for horizon `h` now.
+    pub fn choose(&self, h: u64) -> usize {
+        self.top(h).0[0]
+    }
+
+    fn mean(&self, h: u64) -> f64 {
+        let (idx, len) = self.top(h);
+        let sum: f64 = idx[..len].iter().map(|&m| self.member_mean(m, h)).sum();
+        clean_or(sum / len as f64, self.last)
     }
 
     /// Member `m`'s point forecast `h` steps ahead.
@@ -419,20 +459,11 @@ impl Bank {
         if hs == 0 { 0 } else { self.n - hs }
     }
 
-    /// Member `m`'s forecast with its interval: sigma from its recent error at the
-    /// horizon, scaled by sqrt for horizons beyond those scored.
-    pub fn member_forecast(&self, m: usize, h: u64) -> Forecast {
-        if self.n == 0 {
-            return Forecast::default();
-        }
-        let h = h.max(1);
-        let mean = self.member_mean(m, h);
-        let hs = self.scored_horizon(h);
+    fn interval(mean: f64, mae: f64, h: u64, hs: usize) -> Forecast {
         let sigma = if hs == 0 {
             0.0
         } else {
-            let base = self.err[(hs - 1) * self.spec.members.len() + m] * MAE_TO_SIGMA;
-            base * (h as f64 / hs as f64).sqrt()
+            mae * MAE_TO_SIGMA * (h as f64 / hs as f64).sqrt()
         };
         let half = clean(INTERVAL_Z * sigma);
         Forecast {
@@ -442,10 +473,32 @@ impl Bank {
         }
     }
 
-    /// The bank's forecast: the chosen member's.
+    /// Member `m`'s forecast with its interval: sigma from its recent error at the
+    /// horizon, scaled by sqrt for horizons beyond those scored.
+    pub fn member_forecast(&self, m: usize, h: u64) -> Forecast {
+        if self.n == 0 {
+            return Forecast::default();
+        }
+        let h = h.max(1);
+        let hs = self.scored_horizon(h);
+        let mae = if hs == 0 {
+            0.0
+        } else {
+            self.err[(hs - 1) * self.spec.members.len() + m]
+        };
+        Self::interval(self.member_mean(m, h), mae, h, hs)
+    }
+
+    /// The bank's forecast: the best member's (or the mean of the best few), with an
+    /// interval from the recent errors of the forecasts the bank actually gave.
     pub fn forecast(&self, h: u32) -> Forecast {
+        if self.n == 0 {
+            return Forecast::default();
+        }
         let h = u64::from(h.max(1));
-        self.member_forecast(self.choose(h), h)
+        let hs = self.scored_horizon(h);
+        let mae = if hs == 0 { 0.0 } else { self.emitted[hs - 1] };
+        Self::interval(self.mean(h), mae, h, hs)
     }
 }
 
@@ -470,7 +523,7 @@ mod tests {
     fn bad_params_are_refused() {
         let p = ForecastParams::default();
         assert!(BankSpec::new(vec![Member::Ses { alpha: 0.0 }], p).is_err());
-        assert!(BankSpec::new(vec![Member::Holt { alpha: 0.5, beta: 0.1, phi: 1.0 }], p).is_err());
+        assert!(BankSpec::new(vec![Member::Holt { alpha: 0.5, beta: 0.1, phi: 1.5 }], p).is_err());
         assert!(BankSpec::new(vec![], p).is_err());
         let p = ForecastParams { max_horizon: 0, ..p };
         assert!(BankSpec::new(vec![Member::Naive], p).is_err());
@@ -481,7 +534,7 @@ mod tests {
         // Naive alone: the h-step error on a ramp of slope 2 is exactly 2h.
         let spec = BankSpec::new(
             vec![Member::Naive],
-            ForecastParams { max_horizon: 3, decay: 0.5 },
+            ForecastParams { max_horizon: 3, decay: 0.5, combine: 1 },
         )
         .expect("spec");
         let mut b = Bank::new(spec);

@@ -49,3 +49,6 @@ pub trait Forecaster {
     /// The model's name, e.g. `holt`.
     fn name(&self) -> &str;
 }
+
+#[cfg(test)]
+mod tests;
