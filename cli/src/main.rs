@@ -29,6 +29,8 @@ enum Command {
         #[command(subcommand)]
         command: BenchCommand,
     },
+    /// Run the node agent: run this node's assigned probes and report their samples.
+    Agent(plb_agent::AgentConfig),
 }
 
 #[derive(Debug, Subcommand)]
@@ -58,6 +60,9 @@ fn main() -> std::process::ExitCode {
             } => plb_bench::lb::run(args)
                 .await
                 .map(|_| ())
+                .map_err(anyhow::Error::from),
+            Command::Agent(config) => plb_agent::run(config, plb_agent::shutdown_signal())
+                .await
                 .map_err(anyhow::Error::from),
         }
     });
