@@ -63,9 +63,13 @@ impl Scheduler {
     pub async fn run(mut self, mut stop: watch::Receiver<bool>) {
         let mut rng = StdRng::from_os_rng();
         let mut schedule: Schedule<Module> = Schedule::new(self.budget);
-        let mut address = String::new();
+        let mut address;
         let mut tasks: JoinSet<(ProbeKey, Tier)> = JoinSet::new();
         let mut plan_open = true;
+        // The plan as it stands (a watch's first value does not count as a change).
+        let first = self.plan.borrow_and_update().clone();
+        address = first.address;
+        schedule.update(first.probes, Instant::now(), &mut rng);
         loop {
             if *stop.borrow() {
                 break;
