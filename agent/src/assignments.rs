@@ -428,8 +428,13 @@ impl Syncer {
         self.ready.retain(|k, _| live.contains(k));
         self.refused.retain(|k, _| live.contains(k));
         self.metrics.assignments.set(probes.len() as i64);
+        let address = if a.address.is_empty() {
+            self.cfg.register.address.clone()
+        } else {
+            a.address.clone()
+        };
         self.plan.send_replace(Plan {
-            address: a.address.clone(),
+            address,
             probes,
         });
     }
