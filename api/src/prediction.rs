@@ -56,9 +56,13 @@ pub struct ProfileView {
     pub median: f64,
     /// Median absolute deviation (unscaled).
     pub mad: f64,
-    /// Lower end of the band used for the state.
+    /// Robust standard deviation used for the band (at least 1.4826 MAD).
+    pub scale: f64,
+    /// Typical forecast level: the band's centre (the median for symmetric metrics).
+    pub level: f64,
+    /// Lower end of the band forecasts are held against.
     pub lo: f64,
-    /// Upper end of the band used for the state.
+    /// Upper end of that band.
     pub hi: f64,
 }
 

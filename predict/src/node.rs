@@ -15,7 +15,7 @@ use crate::forecast::{AutoForecaster, BankSpec, ForecastParams};
 use crate::num::{check_input, clean};
 use crate::profile::{Profile, ProfileParams};
 use crate::series::SeriesModel;
-use crate::state::{Hysteresis, StateParams, Verdict, demand_evidence, metric_evidence};
+use crate::state::{Hysteresis, StateParams, Verdict, demand_evidence, series_evidence};
 
 /// Most series one node keeps (probe metrics); more are refused.
 pub const MAX_SERIES_PER_NODE: usize = 256;
@@ -354,11 +354,8 @@ impl NodeModel {
             if !s.profile().is_ready() || !self.fresh(s.last_seen_ms(), now_ms) {
                 continue;
             }
-            let (Some(f), Some(band)) = (s.forecast(sp.horizon), s.profile().band(sp.band_k)) else {
-                continue;
-            };
             checked += 1;
-            if let Some(e) = metric_evidence(key, sp.direction(key), &f, band, sp) {
+            if let Some(e) = series_evidence(key, s, sp) {
                 evidence.push(e);
             }
         }
@@ -491,11 +488,13 @@ fn metric_view(key: &str, s: &SeriesModel, p: &NodeParams) -> MetricAssessment {
         last_seen_ms: s.last_seen_ms(),
         step_ms: step,
         profile: s.profile().median_mad().and_then(|(median, mad)| {
-            let (lo, hi) = s.profile().band(p.state.band_k)?;
+            let (lo, hi) = s.profile().forecast_band(p.state.band_k)?;
             Some(ProfileView {
                 ready: s.profile().is_ready(),
                 median,
                 mad,
+                scale: s.profile().scale()?,
+                level: (lo + hi) / 2.0,
                 lo,
                 hi,
             })
@@ -541,3 +540,7 @@ fn metric_view(key: &str, s: &SeriesModel, p: &NodeParams) -> MetricAssessment {
             .collect(),
     }
 }
+
+#[cfg(test)]
+#[path = "node_tests.rs"]
+mod tests;

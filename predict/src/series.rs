@@ -53,6 +53,7 @@ impl SeriesModel {
         self.last_t_ms = Some(t_ms);
         self.profile.observe(t_ms, y);
         self.forecaster.update(y);
+        self.profile.observe_level(self.forecaster.forecast(1).mean);
         Ok(())
     }
 

@@ -7,8 +7,11 @@ use plb_api::{Evidence, MetricDirection, NodeState, StateChange};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{PredictError, Result};
+use crate::forecast::Forecaster;
+#[cfg(test)]
 use crate::forecast::Forecast;
 use crate::num::clean;
+use crate::series::SeriesModel;
 
 /// How states are decided.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -17,9 +20,14 @@ pub struct StateParams {
     pub horizon: u32,
     /// Band half-width in robust standard deviations (1.4826 MAD) around the median.
     pub band_k: f64,
-    /// The forecast must clear the band by `margin_z` times its own standard deviation:
-    /// an uncertain forecast needs to go further out before it counts.
+    /// The forecast must clear the band by `margin_z` standard deviations of its mean
+    /// (see [`mean_sigma`]): an uncertain forecast needs to go further out to count.
     pub margin_z: f64,
+    /// Besides the chosen forecast, every member whose recent error at the horizon is
+    /// within this factor of the best one is a credible forecast too, and the worst
+    /// credible one is held against the band (1 = the chosen forecast only). This lets
+    /// a trend model raise the alarm while a level model still has the lower error.
+    pub credible_ratio: f64,
     /// Consecutive `degrading` assessments needed to enter `degrading`.
     pub enter_after: u32,
     /// Consecutive assessments of a better state needed to leave `degrading` or `unhealthy`.
@@ -38,8 +46,9 @@ impl Default for StateParams {
     fn default() -> Self {
         StateParams {
             horizon: 6,
-            band_k: 4.0,
-            margin_z: 1.0,
+            band_k: 3.0,
+            margin_z: 0.5,
+            credible_ratio: 1.25,
             enter_after: 2,
             leave_after: 3,
             stale_after_ms: 30_000,
@@ -62,6 +71,9 @@ impl StateParams {
         }
         if !(self.margin_z >= 0.0 && self.margin_z.is_finite()) {
             return bad("margin_z", format!("must be >= 0, got {}", self.margin_z));
+        }
+        if !(self.credible_ratio >= 1.0 && self.credible_ratio.is_finite()) {
+            return bad("credible_ratio", format!("must be >= 1, got {}", self.credible_ratio));
         }
         if self.enter_after == 0 || self.leave_after == 0 || self.unhealthy_after == 0 {
             return bad("enter_after", "streak lengths must be at least 1".into());
@@ -105,37 +117,100 @@ pub fn infer_direction(metric: &str) -> MetricDirection {
     }
 }
 
+/// The standard deviation of a forecast's mean at horizon h: the part of its h-step
+/// error beyond the metric's own noise, sqrt(max(sigma_h^2 - noise^2, 0)). The noise is
+/// estimated by the lowest one-step error of any model on the series; the band already
+/// allows for it, and what is left is how unsure the model is about where the level
+/// is heading.
+pub fn mean_sigma(sigma_h: f64, noise: f64) -> f64 {
+    // Written as a product so that huge sigmas do not overflow when squared.
+    clean(((sigma_h - noise).max(0.0) * (sigma_h + noise)).sqrt())
+}
+
 /// The dynamic threshold of one series: the band's bad edge pushed out by `margin_z`
-/// standard deviations of the forecast. `Some` evidence when the forecast mean is
-/// past it.
+/// standard deviations of the forecast mean (`sigma`). `Some` evidence when the
+/// forecast mean is past it.
 pub fn metric_evidence(
     key: &str,
     direction: MetricDirection,
-    forecast: &Forecast,
+    mean: f64,
+    sigma: f64,
     band: (f64, f64),
     params: &StateParams,
+    model: &str,
 ) -> Option<Evidence> {
-    let margin = clean(params.margin_z * forecast.sigma());
+    let margin = clean(params.margin_z * sigma);
     let (threshold, crossed, word) = match direction {
         MetricDirection::HigherIsWorse => {
             let t = clean(band.1 + margin);
-            (t, forecast.mean > t, "above")
+            (t, mean > t, "above")
         }
         MetricDirection::HigherIsBetter => {
             let t = clean(band.0 - margin);
-            (t, forecast.mean < t, "below")
+            (t, mean < t, "below")
         }
     };
     crossed.then(|| Evidence {
         metric: key.to_string(),
-        forecast: forecast.mean,
+        forecast: mean,
         threshold,
         horizon: params.horizon,
         reason: format!(
-            "{key} forecast {:.4} at h={} is {word} its threshold {threshold:.4} (band {:.4}..{:.4}, margin {margin:.4})",
-            forecast.mean, params.horizon, band.0, band.1
+            "{key} forecast {mean:.4} at h={} by {model} is {word} its threshold {threshold:.4} (band {:.4}..{:.4}, margin {margin:.4})",
+            params.horizon, band.0, band.1
         ),
     })
+}
+
+/// Holds a series' credible forecasts at the horizon against its profile band; the
+/// evidence of the one furthest past its threshold, if any. `None` too while the
+/// profile is still warming up.
+pub fn series_evidence(key: &str, series: &SeriesModel, params: &StateParams) -> Option<Evidence> {
+    let profile = series.profile();
+    if !profile.is_ready() || series.count() == 0 {
+        return None;
+    }
+    let band = profile.forecast_band(params.band_k)?;
+    let direction = params.direction(key);
+    let h = u64::from(params.horizon);
+    let auto = series.forecaster();
+    let bank = auto.bank();
+    let excess = |e: &Evidence| match direction {
+        MetricDirection::HigherIsWorse => e.forecast - e.threshold,
+        MetricDirection::HigherIsBetter => e.threshold - e.forecast,
+    };
+    let noise = (0..bank.spec().members().len())
+        .map(|m| bank.member_forecast(m, 1).sigma())
+        .fold(f64::INFINITY, f64::min);
+    let noise = if noise.is_finite() { noise } else { 0.0 };
+    let f = auto.forecast(params.horizon);
+    let mut worst = metric_evidence(
+        key,
+        direction,
+        f.mean,
+        mean_sigma(f.sigma(), noise),
+        band,
+        params,
+        auto.chosen(params.horizon),
+    );
+    let best = bank.member_mae(bank.choose(h), h);
+    if let Some(best) = best
+        && params.credible_ratio > 1.0
+    {
+        for (m, label) in bank.spec().labels().iter().enumerate() {
+            if bank.member_mae(m, h).is_none_or(|e| e > params.credible_ratio * best) {
+                continue;
+            }
+            let f = bank.member_forecast(m, h);
+            let sigma = mean_sigma(f.sigma(), noise);
+            if let Some(e) = metric_evidence(key, direction, f.mean, sigma, band, params, label)
+                && worst.as_ref().is_none_or(|w| excess(&e) > excess(w))
+            {
+                worst = Some(e);
+            }
+        }
+    }
+    worst
 }
 
 /// `Some` evidence when forecast demand exceeds `demand_ratio` times capacity.
@@ -279,15 +354,21 @@ mod tests {
     #[test]
     fn threshold_widens_with_uncertainty() {
         let p = StateParams::default();
-        let sure = Forecast { mean: 11.0, lo: 10.9, hi: 11.1 };
-        let unsure = Forecast { mean: 11.0, lo: 5.0, hi: 17.0 };
+        let sure = Forecast { mean: 11.0, lo: 11.0 - 1.96 * 1.1, hi: 11.0 + 1.96 * 1.1 };
+        let unsure = Forecast { mean: 11.0, lo: 11.0 - 1.96 * 3.0, hi: 11.0 + 1.96 * 3.0 };
+        assert!((mean_sigma(1.1, 1.0) - 0.21f64.sqrt()).abs() < 1e-9);
+        assert_eq!(mean_sigma(1.0, 1.1), 0.0);
+        assert!(mean_sigma(1e306, 0.0).is_finite());
         let worse = MetricDirection::HigherIsWorse;
-        assert!(metric_evidence("m", worse, &sure, (0.0, 10.0), &p).is_some());
-        assert!(metric_evidence("m", worse, &unsure, (0.0, 10.0), &p).is_none());
+        let ev = |f: &Forecast, dir| {
+            metric_evidence("m", dir, f.mean, mean_sigma(f.sigma(), 1.0), (0.0, 10.0), &p, "x")
+        };
+        assert!(ev(&sure, worse).is_some());
+        assert!(ev(&unsure, worse).is_none());
         let better = MetricDirection::HigherIsBetter;
-        assert!(metric_evidence("m", better, &sure, (0.0, 10.0), &p).is_none());
-        let low = Forecast { mean: -1.0, lo: -1.1, hi: -0.9 };
-        let e = metric_evidence("m", better, &low, (0.0, 10.0), &p).expect("below");
+        assert!(ev(&sure, better).is_none());
+        let low = Forecast { mean: -1.0, lo: -3.0, hi: 1.0 };
+        let e = ev(&low, better).expect("below");
         assert!(e.threshold < 0.0 && e.reason.contains("below"));
         assert!(demand_evidence(11.0, 10.0, &p).is_some());
         assert!(demand_evidence(9.0, 10.0, &p).is_none());

@@ -8,6 +8,12 @@ use super::{Forecast, INTERVAL_Z};
 use crate::error::{PredictError, Result};
 use crate::num::{acceptable, clean, clean_or};
 
+/// Innovations beyond this many one-step standard deviations are clipped before a
+/// smoothing member learns from them (Huber-style robust smoothing, as in Gelper,
+/// Fried and Croux 2010), so one spike moves a level or trend by a bounded step. The
+/// naive member is never clipped, so a real level shift is still followed at once.
+const CLIP_SIGMAS: f64 = 3.0;
+
 /// sqrt(pi / 2): the standard deviation of a normal error per unit of mean absolute error.
 const MAE_TO_SIGMA: f64 = 1.253_314_137_315_500_3;
 
@@ -353,6 +359,13 @@ impl Bank {
         // Advance every member.
         for (m, member) in spec.members.iter().enumerate() {
             let (l, b) = (self.state[2 * m], self.state[2 * m + 1]);
+            let y = if n >= 2 && *member != Member::Naive {
+                let pred = l + spec.damp[m * hmax] * b;
+                let band = CLIP_SIGMAS * MAE_TO_SIGMA * self.err[m];
+                y.clamp(pred - band, pred + band)
+            } else {
+                y
+            };
             let (nl, nb) = if n == 0 {
                 (y, 0.0)
             } else {
