@@ -126,22 +126,32 @@ fn auto_mae(values: &[f64], split: usize) -> ([f64; 3], [Family; 3]) {
         let i = (0..3).max_by_key(|&f| uses[k][f]).unwrap_or(0);
         most[k] = fams[i];
     }
-    (
-        [0, 1, 2].map(|k| sum[k] / cnt[k].max(1) as f64),
-        most,
-    )
+    ([0, 1, 2].map(|k| sum[k] / cnt[k].max(1) as f64), most)
 }
 
 fn main() {
     let series = common::load_nab();
     assert!(!series.is_empty(), "no series under data/nab");
-    println!("Forecast accuracy: MAE / naive MAE (lower is better), rolling origin over the last 70 %");
-    println!("auto = self-tuning, no per-series tuning; ses*, holt* = grid-searched per series and horizon on the first 30 %");
+    println!(
+        "Forecast accuracy: MAE / naive MAE (lower is better), rolling origin over the last 70 %"
+    );
+    println!(
+        "auto = self-tuning, no per-series tuning; ses*, holt* = grid-searched per series and horizon on the first 30 %"
+    );
     println!();
     println!(
-        "{:<32} {:>6} | {:>6} {:>6} {:>6} | {:>6} {:>6} {:>6} | {:>6} {:>6} {:>6} | {}",
-        "series", "n", "auto1", "ses*1", "holt*1", "auto3", "ses*3", "holt*3", "auto6", "ses*6",
-        "holt*6", "auto used (h=1,3,6)"
+        "{:<32} {:>6} | {:>6} {:>6} {:>6} | {:>6} {:>6} {:>6} | {:>6} {:>6} {:>6} | auto used (h=1,3,6)",
+        "series",
+        "n",
+        "auto1",
+        "ses*1",
+        "holt*1",
+        "auto3",
+        "ses*3",
+        "holt*3",
+        "auto6",
+        "ses*6",
+        "holt*6",
     );
     let (ses, holt) = (ses_grid(), holt_grid());
     let mut rel: [[Vec<f64>; 3]; 3] = Default::default(); // [model][h]

@@ -43,7 +43,11 @@ impl Score {
     fn median_lead(&self) -> f64 {
         let mut v = self.leads_h.clone();
         v.sort_by(f64::total_cmp);
-        if v.is_empty() { f64::NAN } else { v[v.len() / 2] }
+        if v.is_empty() {
+            f64::NAN
+        } else {
+            v[v.len() / 2]
+        }
     }
     fn fa_per_day(&self) -> f64 {
         self.false_alarms as f64 / self.outside_days.max(1e-9)
@@ -59,12 +63,17 @@ fn score(times: &[f64], flags: &[(bool, bool)], windows: &[(f64, f64)]) -> Score
     };
     for &(a, b) in windows {
         let mid = (a + b) / 2.0;
-        if let Some(i) = (0..times.len()).find(|&i| times[i] >= a && times[i] <= mid && flags[i].0) {
+        if let Some(i) = (0..times.len()).find(|&i| times[i] >= a && times[i] <= mid && flags[i].0)
+        {
             s.warned += 1;
             s.leads_h.push((mid - times[i]) / 3_600.0);
         }
     }
-    let step = if times.len() > 1 { times[1] - times[0] } else { 0.0 };
+    let step = if times.len() > 1 {
+        times[1] - times[0]
+    } else {
+        0.0
+    };
     for (i, &t) in times.iter().enumerate() {
         if !inside(t) {
             s.outside_days += step / DAY;
@@ -84,11 +93,21 @@ fn main() {
     let mut params = NodeParams::default();
     params.state.stale_after_ms = 3_600_000; // samples every 5 minutes
     let config = NodeConfig::new(params.clone()).expect("config");
-    println!("Early warning on NAB (horizon {} samples = {} min; band ±{}σ; margin_z {}; enter after {}, leave after {})",
-        params.state.horizon, params.state.horizon * 5, params.state.band_k, params.state.margin_z,
-        params.state.enter_after, params.state.leave_after);
-    println!("warned = windows flagged `degrading` between start and middle; lead = median hours before the middle;");
-    println!("FA/day = entries into `degrading` outside windows per day; out% = share of out-of-window time flagged");
+    println!(
+        "Early warning on NAB (horizon {} samples = {} min; band ±{}σ; margin_z {}; enter after {}, leave after {})",
+        params.state.horizon,
+        params.state.horizon * 5,
+        params.state.band_k,
+        params.state.margin_z,
+        params.state.enter_after,
+        params.state.leave_after
+    );
+    println!(
+        "warned = windows flagged `degrading` between start and middle; lead = median hours before the middle;"
+    );
+    println!(
+        "FA/day = entries into `degrading` outside windows per day; out% = share of out-of-window time flagged"
+    );
     println!();
     println!(
         "{:<30} {:>4} | {:>6} {:>7} {:>6} {:>6} | {:>6} {:>7} {:>6} {:>6}",
@@ -105,7 +124,13 @@ fn main() {
             let t_ms = (t * 1_000.0) as i64;
             let metrics: BTreeMap<String, f64> = [("value".to_string(), v)].into();
             let change = node
-                .observe(&Observation { t_ms, probe: "nab", outcome: Outcome::Ok, duration_ms: None, metrics: &metrics })
+                .observe(&Observation {
+                    t_ms,
+                    probe: "nab",
+                    outcome: Outcome::Ok,
+                    duration_ms: None,
+                    metrics: &metrics,
+                })
                 .expect("observe");
             plb_flags.push((
                 node.state() == NodeState::Degrading,
@@ -115,7 +140,11 @@ fn main() {
             let out = profile.is_ready() && profile.band(sp.band_k).is_some_and(|(_, hi)| v > hi);
             profile.observe(t_ms, v);
             let verdict = Verdict {
-                state: if out { NodeState::Degrading } else { NodeState::Healthy },
+                state: if out {
+                    NodeState::Degrading
+                } else {
+                    NodeState::Healthy
+                },
                 reason: String::new(),
                 evidence: vec![],
             };
@@ -129,18 +158,34 @@ fn main() {
         let r = score(&s.times, &react_flags, &s.windows);
         println!(
             "{:<30} {:>4} | {:>6} {:>7.1} {:>6.2} {:>6.1} | {:>6} {:>7.1} {:>6.2} {:>6.1}",
-            s.name, p.windows, p.warned, p.median_lead(), p.fa_per_day(), p.flagged_pct(),
-            r.warned, r.median_lead(), r.fa_per_day(), r.flagged_pct()
+            s.name,
+            p.windows,
+            p.warned,
+            p.median_lead(),
+            p.fa_per_day(),
+            p.flagged_pct(),
+            r.warned,
+            r.median_lead(),
+            r.fa_per_day(),
+            r.flagged_pct()
         );
         plb_all.add(&p);
         react_all.add(&r);
     }
     println!();
-    println!("{:<10} {:>8} {:>8} {:>14} {:>10} {:>8}", "detector", "windows", "warned", "median lead h", "FA/day", "out%");
+    println!(
+        "{:<10} {:>8} {:>8} {:>14} {:>10} {:>8}",
+        "detector", "windows", "warned", "median lead h", "FA/day", "out%"
+    );
     for (name, s) in [("plb", &plb_all), ("reactive", &react_all)] {
         println!(
             "{:<10} {:>8} {:>8} {:>14.1} {:>10.2} {:>8.1}",
-            name, s.windows, s.warned, s.median_lead(), s.fa_per_day(), s.flagged_pct()
+            name,
+            s.windows,
+            s.warned,
+            s.median_lead(),
+            s.fa_per_day(),
+            s.flagged_pct()
         );
     }
 }

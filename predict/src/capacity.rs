@@ -283,8 +283,10 @@ impl CapacityModel {
         let loads: Vec<f64> = bins.iter().map(|b| b.load).collect();
         let (lmin, lmax) = loads
             .iter()
-            .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &l| (a.min(l), b.max(l)));
-        if !(lmax - lmin > 1e-9 * lmax.abs().max(1e-9)) {
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &l| {
+                (a.min(l), b.max(l))
+            });
+        if lmax - lmin <= 1e-9 * lmax.abs().max(1e-9) {
             return Err(PredictError::Degenerate(
                 "every row has the same load: the slope is unknown".into(),
             ));
@@ -395,7 +397,11 @@ impl CapacityModel {
         }
         let (mut a, mut b) = (self.base[0], self.base[1]);
         let c = self.base.get(2).copied().unwrap_or(0.0);
-        for ((f, m), (w, v)) in features.iter().zip(&self.feature_means).zip(&self.feature_coefs) {
+        for ((f, m), (w, v)) in features
+            .iter()
+            .zip(&self.feature_means)
+            .zip(&self.feature_coefs)
+        {
             a += w * (f - m);
             b += v * (f - m);
         }
@@ -588,10 +594,21 @@ mod tests {
                 }
             })
             .collect();
-        let m = CapacityModel::fit(&rows, &CapacityParams { slo_ms: slo, ..Default::default() })
-            .expect("fit");
+        let m = CapacityModel::fit(
+            &rows,
+            &CapacityParams {
+                slo_ms: slo,
+                ..Default::default()
+            },
+        )
+        .expect("fit");
         let cap = m.capacity(&[]).expect("capacity");
-        assert!(within(cap.load, knee, 0.2), "capacity {} vs knee {knee} ({:?})", cap.load, m.form());
+        assert!(
+            within(cap.load, knee, 0.2),
+            "capacity {} vs knee {knee} ({:?})",
+            cap.load,
+            m.form()
+        );
         assert!(!cap.extrapolated);
     }
 
@@ -603,7 +620,11 @@ mod tests {
         let (mut lo, mut hi) = (0.0, cap_rate * 0.9999);
         for _ in 0..100 {
             let mid = (lo + hi) / 2.0;
-            if mmc_mean(c, s, mid) < slo { lo = mid } else { hi = mid }
+            if mmc_mean(c, s, mid) < slo {
+                lo = mid
+            } else {
+                hi = mid
+            }
         }
         let knee = lo;
         let mut rng = Rng::new(5);
@@ -623,10 +644,21 @@ mod tests {
                 }
             })
             .collect();
-        let m = CapacityModel::fit(&rows, &CapacityParams { slo_ms: slo, ..Default::default() })
-            .expect("fit");
+        let m = CapacityModel::fit(
+            &rows,
+            &CapacityParams {
+                slo_ms: slo,
+                ..Default::default()
+            },
+        )
+        .expect("fit");
         let cap = m.capacity(&[]).expect("capacity");
-        assert!(within(cap.load, knee, 0.2), "capacity {} vs knee {knee} ({:?})", cap.load, m.form());
+        assert!(
+            within(cap.load, knee, 0.2),
+            "capacity {} vs knee {knee} ({:?})",
+            cap.load,
+            m.form()
+        );
     }
 
     #[test]
@@ -646,12 +678,23 @@ mod tests {
                 latency_ms: latency,
             });
         }
-        let m = CapacityModel::fit(&rows, &CapacityParams { slo_ms: slo, ..Default::default() })
-            .expect("fit");
+        let m = CapacityModel::fit(
+            &rows,
+            &CapacityParams {
+                slo_ms: slo,
+                ..Default::default()
+            },
+        )
+        .expect("fit");
         for s in [5.0, 10.0] {
             let knee = slo / s - 1.0;
             let cap = m.capacity(&[s]).expect("capacity");
-            assert!(within(cap.load, knee, 0.2), "s={s}: {} vs {knee} ({:?})", cap.load, m.form());
+            assert!(
+                within(cap.load, knee, 0.2),
+                "s={s}: {} vs {knee} ({:?})",
+                cap.load,
+                m.form()
+            );
         }
         // Scored on fresh rows it beats a constant forecast by far.
         let score = m.score(&rows[..2_000]).expect("score");
@@ -667,11 +710,29 @@ mod tests {
                 latency_ms: 10.0 + i as f64,
             })
             .collect();
-        rows.push(CapacityRow { load: f64::NAN, features: vec![], latency_ms: 1.0 });
-        rows.push(CapacityRow { load: 1.0, features: vec![], latency_ms: -1.0 });
-        rows.push(CapacityRow { load: 1.0, features: vec![1.0], latency_ms: 1.0 });
-        let m = CapacityModel::fit(&rows, &CapacityParams { slo_ms: 50.0, ..Default::default() })
-            .expect("fit");
+        rows.push(CapacityRow {
+            load: f64::NAN,
+            features: vec![],
+            latency_ms: 1.0,
+        });
+        rows.push(CapacityRow {
+            load: 1.0,
+            features: vec![],
+            latency_ms: -1.0,
+        });
+        rows.push(CapacityRow {
+            load: 1.0,
+            features: vec![1.0],
+            latency_ms: 1.0,
+        });
+        let m = CapacityModel::fit(
+            &rows,
+            &CapacityParams {
+                slo_ms: 50.0,
+                ..Default::default()
+            },
+        )
+        .expect("fit");
         assert_eq!(m.rows(), (100, 3));
         let cap = m.capacity(&[]).expect("capacity");
         assert!(within(cap.load, 40.0, 0.05), "{cap:?}");
@@ -681,7 +742,11 @@ mod tests {
             Err(PredictError::NotEnoughData { .. })
         ));
         let flat: Vec<CapacityRow> = (0..100)
-            .map(|_| CapacityRow { load: 3.0, features: vec![], latency_ms: 10.0 })
+            .map(|_| CapacityRow {
+                load: 3.0,
+                features: vec![],
+                latency_ms: 10.0,
+            })
             .collect();
         assert!(matches!(
             CapacityModel::fit(&flat, &CapacityParams::default()),
@@ -699,8 +764,14 @@ mod tests {
                 latency_ms: 10.0 + rng.uniform(),
             })
             .collect();
-        let m = CapacityModel::fit(&rows, &CapacityParams { slo_ms: 1e6, ..Default::default() })
-            .expect("fit");
+        let m = CapacityModel::fit(
+            &rows,
+            &CapacityParams {
+                slo_ms: 1e6,
+                ..Default::default()
+            },
+        )
+        .expect("fit");
         if let Some(c) = m.capacity(&[1e300]) {
             assert!(c.load.is_finite() && c.extrapolated, "{c:?}");
         }
@@ -719,10 +790,23 @@ mod tests {
             let s = if node == "a" { 5.0 } else { 10.0 };
             for i in 0..300 {
                 let n = (i % 15) as f64;
-                rows.push((node.to_string(), CapacityRow { load: n, features: vec![], latency_ms: s * (n + 1.0) }));
+                rows.push((
+                    node.to_string(),
+                    CapacityRow {
+                        load: n,
+                        features: vec![],
+                        latency_ms: s * (n + 1.0),
+                    },
+                ));
             }
         }
-        let (pool, nodes) = fit_per_node(&rows, &CapacityParams { slo_ms: 50.0, ..Default::default() });
+        let (pool, nodes) = fit_per_node(
+            &rows,
+            &CapacityParams {
+                slo_ms: 50.0,
+                ..Default::default()
+            },
+        );
         assert!(pool.is_ok());
         let ca = nodes["a"].capacity(&[]).expect("a").load;
         let cb = nodes["b"].capacity(&[]).expect("b").load;

@@ -23,9 +23,9 @@ mod testutil;
 
 pub use capacity::{Capacity, CapacityModel, CapacityParams, CapacityRow, CurveForm, fit_per_node};
 pub use error::{PredictError, Result};
+pub use forecast::{AutoForecaster, Forecast, Forecaster, Holt, Naive, Ses};
 pub use node::{NodeConfig, NodeModel, NodeParams, Observation};
+pub use offline::{forecast_series, parse_csv, parse_horizons, timestamp_seconds};
 pub use profile::{Profile, ProfileParams};
 pub use series::SeriesModel;
 pub use state::{StateParams, infer_direction};
-pub use forecast::{AutoForecaster, Forecast, Forecaster, Holt, Naive, Ses};
-pub use offline::{forecast_series, parse_csv, parse_horizons, timestamp_seconds};

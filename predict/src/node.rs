@@ -4,9 +4,8 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
 use plb_api::{
-    Blame, DemandView, Evidence, FamilyErrorView, HorizonErrors, HorizonForecast,
-    MetricAssessment, NodeAssessment, NodeState, Outcome, ProbeHealth, ProfileView, Sample,
-    StateChange,
+    Blame, DemandView, Evidence, FamilyErrorView, HorizonErrors, HorizonForecast, MetricAssessment,
+    NodeAssessment, NodeState, Outcome, ProbeHealth, ProfileView, Sample, StateChange,
 };
 use serde::{Deserialize, Serialize};
 
@@ -197,14 +196,17 @@ impl NodeModel {
             Blame::Probe => None, // says nothing about the node
         };
         let (profile, band_k) = (self.config.params.profile, self.config.params.state.band_k);
-        let record = self.probes.entry(obs.probe.to_string()).or_insert_with(|| ProbeRecord {
-            last_ms: obs.t_ms,
-            last: obs.outcome,
-            recent: VecDeque::with_capacity(RECENT_OUTCOMES),
-            node_failures: 0,
-            duration: Profile::new(profile),
-            slow: false,
-        });
+        let record = self
+            .probes
+            .entry(obs.probe.to_string())
+            .or_insert_with(|| ProbeRecord {
+                last_ms: obs.t_ms,
+                last: obs.outcome,
+                recent: VecDeque::with_capacity(RECENT_OUTCOMES),
+                node_failures: 0,
+                duration: Profile::new(profile),
+                slow: false,
+            });
         record.last_ms = obs.t_ms;
         record.last = obs.outcome;
         if record.recent.len() == RECENT_OUTCOMES {
@@ -329,7 +331,9 @@ impl NodeModel {
         let failing: Vec<Evidence> = self
             .probes
             .iter()
-            .filter(|(_, r)| self.fresh(Some(r.last_ms), now_ms) && r.node_failures >= sp.unhealthy_after)
+            .filter(|(_, r)| {
+                self.fresh(Some(r.last_ms), now_ms) && r.node_failures >= sp.unhealthy_after
+            })
             .map(|(name, r)| Evidence {
                 metric: format!("probe/{name}"),
                 forecast: f64::from(r.node_failures),

@@ -34,15 +34,15 @@ fn all_finite(a: &NodeAssessment) -> bool {
     let ev = |e: &Evidence| f(e.forecast) && f(e.threshold);
     a.evidence.iter().all(ev)
         && a.recent_changes.iter().all(|c| c.evidence.iter().all(ev))
-        && a.demand.as_ref().is_none_or(|d| f(d.load) && f(d.forecast) && of(d.capacity))
+        && a.demand
+            .as_ref()
+            .is_none_or(|d| f(d.load) && f(d.forecast) && of(d.capacity))
         && a.metrics.iter().all(|m| {
             f(m.last_value)
                 && of(m.step_ms)
-                && m.profile
-                    .as_ref()
-                    .is_none_or(|p| {
-                        f(p.median) && f(p.mad) && f(p.scale) && f(p.level) && f(p.lo) && f(p.hi)
-                    })
+                && m.profile.as_ref().is_none_or(|p| {
+                    f(p.median) && f(p.mad) && f(p.scale) && f(p.level) && f(p.lo) && f(p.hi)
+                })
                 && m.forecasts
                     .iter()
                     .all(|x| f(x.mean) && f(x.lo) && f(x.hi) && of(x.approx_ms))
@@ -79,7 +79,10 @@ fn noise_does_not_cause_degrading() {
     let a = m.assess(4_999_000);
     assert_eq!(a.state, NodeState::Healthy, "{}", a.reason);
     assert_eq!(a.metrics.len(), 2);
-    assert_eq!(a.metrics[1].direction, plb_api::MetricDirection::HigherIsBetter);
+    assert_eq!(
+        a.metrics[1].direction,
+        plb_api::MetricDirection::HigherIsBetter
+    );
     assert!(all_finite(&a));
 }
 
@@ -95,7 +98,13 @@ fn a_ramp_towards_the_band_raises_degrading_before_it_is_crossed() {
         for seed in 1..=10 {
             let mut rng = Rng::new(seed);
             let mut m = model();
-            let level = |i: i64| if i < 300 { 50.0 } else { 50.0 + slope * (i - 300) as f64 };
+            let level = |i: i64| {
+                if i < 300 {
+                    50.0
+                } else {
+                    50.0 + slope * (i - 300) as f64
+                }
+            };
             let mut raised = None;
             let mut crossed = None;
             for i in 0..700i64 {
@@ -109,7 +118,9 @@ fn a_ramp_towards_the_band_raises_degrading_before_it_is_crossed() {
                     assert_eq!(c.evidence[0].metric, "http/latency-ms");
                     raised = Some(i);
                 }
-                let band = m.series("http/latency-ms").and_then(|s| s.profile().band(k));
+                let band = m
+                    .series("http/latency-ms")
+                    .and_then(|s| s.profile().band(k));
                 if crossed.is_none()
                     && let Some((_, hi)) = band
                     && level(i) > hi
@@ -119,7 +130,10 @@ fn a_ramp_towards_the_band_raises_degrading_before_it_is_crossed() {
             }
             let raised = raised.expect("degrading raised");
             let crossed = crossed.expect("band crossed");
-            assert!(raised > 300, "slope {slope} seed {seed}: alarm before the ramp ({raised})");
+            assert!(
+                raised > 300,
+                "slope {slope} seed {seed}: alarm before the ramp ({raised})"
+            );
             assert!(
                 raised < crossed,
                 "slope {slope} seed {seed}: raised at {raised}, band crossed at {crossed}"
@@ -132,19 +146,38 @@ fn a_ramp_towards_the_band_raises_degrading_before_it_is_crossed() {
 fn failing_probes_make_unhealthy_with_hysteresis_on_the_way_back() {
     let mut m = model();
     for i in 0..40 {
-        run(&mut m, i * 1_000, "http", Outcome::Ok, &[("latency-ms", 10.0)]).expect("ok");
+        run(
+            &mut m,
+            i * 1_000,
+            "http",
+            Outcome::Ok,
+            &[("latency-ms", 10.0)],
+        )
+        .expect("ok");
     }
     assert_eq!(m.state(), NodeState::Healthy);
-    assert!(run(&mut m, 40_000, "http", Outcome::Unhealthy, &[]).expect("u").is_none());
+    assert!(
+        run(&mut m, 40_000, "http", Outcome::Unhealthy, &[])
+            .expect("u")
+            .is_none()
+    );
     let c = run(&mut m, 41_000, "http", Outcome::Unhealthy, &[])
         .expect("u")
         .expect("change");
     assert_eq!(c.to, NodeState::Unhealthy);
     assert_eq!(c.evidence[0].metric, "probe/http");
     // A probe-blamed outcome says nothing about the node.
-    assert!(run(&mut m, 42_000, "http", Outcome::Trap, &[]).expect("t").is_none());
+    assert!(
+        run(&mut m, 42_000, "http", Outcome::Trap, &[])
+            .expect("t")
+            .is_none()
+    );
     for t in [43_000, 44_000] {
-        assert!(run(&mut m, t, "http", Outcome::Ok, &[("latency-ms", 10.0)]).expect("ok").is_none());
+        assert!(
+            run(&mut m, t, "http", Outcome::Ok, &[("latency-ms", 10.0)])
+                .expect("ok")
+                .is_none()
+        );
     }
     let a = m.assess(44_000);
     assert_eq!(a.state, NodeState::Unhealthy);
@@ -187,7 +220,9 @@ fn stale_nodes_are_unknown() {
     let mut m = model();
     assert_eq!(m.assess(0).state, NodeState::Unknown);
     assert_eq!(m.assess(0).reason, "no samples yet");
-    let c = run(&mut m, 0, "a", Outcome::Ok, &[("x-ms", 1.0)]).expect("ok").expect("change");
+    let c = run(&mut m, 0, "a", Outcome::Ok, &[("x-ms", 1.0)])
+        .expect("ok")
+        .expect("change");
     assert_eq!((c.from, c.to), (NodeState::Unknown, NodeState::Healthy));
     assert_eq!(m.assess(30_000).state, NodeState::Healthy);
     let a = m.assess(30_001);
@@ -196,14 +231,22 @@ fn stale_nodes_are_unknown() {
     assert!(m.tick(10_000).is_none());
     assert_eq!(m.tick(31_000).map(|c| c.to), Some(NodeState::Unknown));
     assert!(m.tick(32_000).is_none());
-    let c = run(&mut m, 40_000, "a", Outcome::Ok, &[("x-ms", 1.0)]).expect("ok").expect("back");
+    let c = run(&mut m, 40_000, "a", Outcome::Ok, &[("x-ms", 1.0)])
+        .expect("ok")
+        .expect("back");
     assert_eq!(c.to, NodeState::Healthy);
 }
 
 #[test]
 fn bad_samples_are_refused_whole() {
     let mut m = model();
-    let e = run(&mut m, 0, "a", Outcome::Ok, &[("good-ms", 1.0), ("bad-ms", f64::NAN)]);
+    let e = run(
+        &mut m,
+        0,
+        "a",
+        Outcome::Ok,
+        &[("good-ms", 1.0), ("bad-ms", f64::NAN)],
+    );
     assert!(matches!(e, Err(PredictError::NonFinite { ref name, .. }) if name == "a/bad-ms"));
     let e = run(&mut m, 0, "a", Outcome::Ok, &[("huge", 1e301)]);
     assert!(matches!(e, Err(PredictError::OutOfRange { .. })));
@@ -229,7 +272,8 @@ fn forecast_demand_over_capacity_is_degrading() {
     m.set_capacity(Some(20.0)).expect("cap");
     let mut last = None;
     for i in 0..60i64 {
-        m.observe_load(i * 1_000, 5.0 + 0.5 * i as f64).expect("load");
+        m.observe_load(i * 1_000, 5.0 + 0.5 * i as f64)
+            .expect("load");
         if let Some(c) = run(&mut m, i * 1_000, "a", Outcome::Ok, &[("x-ms", 1.0)]).expect("ok")
             && c.to == NodeState::Degrading
         {
@@ -249,7 +293,14 @@ fn forecast_demand_over_capacity_is_degrading() {
 fn assessment_serializes() {
     let mut m = model();
     for i in 0..50 {
-        run(&mut m, i * 1_000, "a", Outcome::Ok, &[("latency-ms", 10.0 + i as f64)]).expect("ok");
+        run(
+            &mut m,
+            i * 1_000,
+            "a",
+            Outcome::Ok,
+            &[("latency-ms", 10.0 + i as f64)],
+        )
+        .expect("ok");
     }
     let a = m.assess(50_000);
     let json = serde_json::to_string(&a).expect("json");
@@ -277,7 +328,13 @@ fn fuzz_assessments_stay_finite() {
                 _ => 100.0 + rng.normal(),
             };
             let outcome = outcomes[(rng.next_u64() % outcomes.len() as u64) as usize];
-            let _ = run(&mut m, t, "p", outcome, &[("latency-ms", v), ("ops-per-s", -v)]);
+            let _ = run(
+                &mut m,
+                t,
+                "p",
+                outcome,
+                &[("latency-ms", v), ("ops-per-s", -v)],
+            );
             let _ = m.observe_load(t, v);
             let _ = m.set_capacity(Some(v));
             m.tick(t);

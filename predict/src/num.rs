@@ -78,7 +78,14 @@ mod tests {
 
     #[test]
     fn clean_never_returns_non_finite() {
-        for v in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY, 1e308, -1e308, 3.0] {
+        for v in [
+            f64::NAN,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            1e308,
+            -1e308,
+            3.0,
+        ] {
             assert!(clean(v).is_finite());
             assert!(clean_or(v, f64::NAN).is_finite());
         }
@@ -88,8 +95,14 @@ mod tests {
 
     #[test]
     fn input_check_names_the_problem() {
-        assert!(matches!(check_input("x", f64::NAN), Err(PredictError::NonFinite { .. })));
-        assert!(matches!(check_input("x", 1e301), Err(PredictError::OutOfRange { .. })));
+        assert!(matches!(
+            check_input("x", f64::NAN),
+            Err(PredictError::NonFinite { .. })
+        ));
+        assert!(matches!(
+            check_input("x", 1e301),
+            Err(PredictError::OutOfRange { .. })
+        ));
         assert_eq!(check_input("x", -1e300), Ok(-1e300));
     }
 

@@ -178,7 +178,9 @@ mod tests {
 
     #[test]
     fn long_horizons_are_finite() {
-        let values: Vec<f64> = (0..200).map(|i| 1e300 * if i % 2 == 0 { 1.0 } else { -1.0 }).collect();
+        let values: Vec<f64> = (0..200)
+            .map(|i| 1e300 * if i % 2 == 0 { 1.0 } else { -1.0 })
+            .collect();
         let rows = forecast_series(&values, &[1, 100, u32::MAX]);
         assert!(rows.iter().all(|r| r.2.is_finite()));
     }
@@ -231,9 +233,18 @@ mod tests {
     #[test]
     fn timestamps() {
         assert_eq!(timestamp_seconds("1970-01-01 00:00:00"), Some(0.0));
-        assert_eq!(timestamp_seconds("2014-02-26 13:45:00.000000"), Some(1_393_422_300.0));
-        assert_eq!(timestamp_seconds("2014-02-26T13:45Z"), Some(1_393_422_300.0));
-        assert_eq!(timestamp_seconds("2000-03-01 00:00:01"), Some(951_868_801.0));
+        assert_eq!(
+            timestamp_seconds("2014-02-26 13:45:00.000000"),
+            Some(1_393_422_300.0)
+        );
+        assert_eq!(
+            timestamp_seconds("2014-02-26T13:45Z"),
+            Some(1_393_422_300.0)
+        );
+        assert_eq!(
+            timestamp_seconds("2000-03-01 00:00:01"),
+            Some(951_868_801.0)
+        );
         assert_eq!(timestamp_seconds("12.5"), Some(12.5));
         assert_eq!(timestamp_seconds("2014-13-01 00:00"), None);
         assert_eq!(timestamp_seconds("yesterday"), None);

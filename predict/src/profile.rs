@@ -47,10 +47,16 @@ impl ProfileParams {
             return bad("rate", format!("must be in (0, 1), got {}", self.rate));
         }
         if !(self.min_rel_scale >= 0.0 && self.min_rel_scale < 1.0) {
-            return bad("min_rel_scale", format!("must be in [0, 1), got {}", self.min_rel_scale));
+            return bad(
+                "min_rel_scale",
+                format!("must be in [0, 1), got {}", self.min_rel_scale),
+            );
         }
         if !(self.min_abs_scale > 0.0 && self.min_abs_scale.is_finite()) {
-            return bad("min_abs_scale", format!("must be positive, got {}", self.min_abs_scale));
+            return bad(
+                "min_abs_scale",
+                format!("must be positive, got {}", self.min_abs_scale),
+            );
         }
         Ok(())
     }
@@ -157,13 +163,21 @@ impl Profile {
             self.median
         };
         // Never step past the value itself.
-        self.median = if (y - self.median) * (y - m) < 0.0 { y } else { m };
+        self.median = if (y - self.median) * (y - m) < 0.0 {
+            y
+        } else {
+            m
+        };
         let d = (y - self.median).abs();
         // The spreads move at a quarter of the rate: a shift first widens the band a
         // little (which speeds the median up) rather than swallowing itself at once.
         let r = rate / 4.0;
         let floor = self.floor(self.median);
-        let factor = if d > self.mad { 1.0 + r } else { 1.0 / (1.0 + r) };
+        let factor = if d > self.mad {
+            1.0 + r
+        } else {
+            1.0 / (1.0 + r)
+        };
         self.mad = clean((self.mad.max(floor) * factor).max(0.0));
         let clipped = d.min(MEAN_AD_CLIP * scale);
         self.mean_ad = clean(self.mean_ad + r * (clipped - self.mean_ad));
@@ -274,14 +288,25 @@ mod tests {
         let mut rng = Rng::new(7);
         let mut p = Profile::new(ProfileParams::default());
         for t in 0..5_000 {
-            let y = if t % 50 == 0 { 1e6 } else { 10.0 + rng.normal() };
+            let y = if t % 50 == 0 {
+                1e6
+            } else {
+                10.0 + rng.normal()
+            };
             p.observe(t, y);
         }
         let (m, mad) = p.median_mad().expect("ready");
         assert!((m - 10.0).abs() < 0.2, "median {m}");
-        assert!((mad * MAD_TO_SIGMA - 1.0).abs() < 0.2, "MAD scale {}", mad * MAD_TO_SIGMA);
+        assert!(
+            (mad * MAD_TO_SIGMA - 1.0).abs() < 0.2,
+            "MAD scale {}",
+            mad * MAD_TO_SIGMA
+        );
         let scale = p.scale().expect("scale");
-        assert!((scale - 1.0).abs() < 0.25, "scale {scale} despite the spikes");
+        assert!(
+            (scale - 1.0).abs() < 0.25,
+            "scale {scale} despite the spikes"
+        );
     }
 
     #[test]
@@ -295,7 +320,10 @@ mod tests {
             p.observe(t, 20.0 + rng.normal());
         }
         let (lo, hi) = p.band(4.0).expect("band");
-        assert!(hi < 18.0, "a 60-sample shift is not yet normal: band ({lo}, {hi})");
+        assert!(
+            hi < 18.0,
+            "a 60-sample shift is not yet normal: band ({lo}, {hi})"
+        );
         for t in 560..2_000 {
             p.observe(t, 20.0 + rng.normal());
         }
@@ -323,6 +351,33 @@ mod tests {
         let (_, hi) = p.band(3.0).expect("band");
         // The MAD alone would give a band of ±0.002 (the floor); the mean, 0.0998, is inside.
         assert!(hi > 0.12, "hi {hi}");
+    }
+
+    #[test]
+    fn forecasts_are_held_against_where_forecasts_normally_sit() {
+        // A mostly-zero byte counter with bursts: the median is 0, a smoothed
+        // forecast sits near the mean; the forecast band is centred there.
+        let mut rng = Rng::new(4);
+        let mut p = Profile::new(ProfileParams::default());
+        let mut level = 0.0;
+        for t in 0..4_000 {
+            let y = if rng.uniform() < 0.15 {
+                1e6 * (1.0 + rng.uniform())
+            } else {
+                0.0
+            };
+            level += 0.05 * (y - level);
+            p.observe(t, y);
+            p.observe_level(level);
+        }
+        let (m, _) = p.median_mad().expect("ready");
+        assert!(m < 50_000.0, "median {m}");
+        let (lo, hi) = p.forecast_band(3.0).expect("band");
+        assert!(lo < 225_000.0 && hi > 225_000.0 * 2.0, "({lo}, {hi})");
+        // Before warm-up it is the value band.
+        let mut q = Profile::new(ProfileParams::default());
+        q.observe(0, 1.0);
+        assert_eq!(q.forecast_band(3.0), q.band(3.0));
     }
 
     #[test]

@@ -94,7 +94,9 @@ impl SeriesModel {
 
     /// Bytes of this series: the struct and its heap (the shared spec not counted).
     pub fn bytes(&self) -> usize {
-        std::mem::size_of::<Self>() + self.profile.heap_bytes() + self.forecaster.bank().heap_bytes()
+        std::mem::size_of::<Self>()
+            + self.profile.heap_bytes()
+            + self.forecaster.bank().heap_bytes()
     }
 }
 

@@ -7,9 +7,9 @@ use plb_api::{Evidence, MetricDirection, NodeState, StateChange};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{PredictError, Result};
-use crate::forecast::Forecaster;
 #[cfg(test)]
 use crate::forecast::Forecast;
+use crate::forecast::Forecaster;
 use crate::num::clean;
 use crate::series::SeriesModel;
 
@@ -73,7 +73,10 @@ impl StateParams {
             return bad("margin_z", format!("must be >= 0, got {}", self.margin_z));
         }
         if !(self.credible_ratio >= 1.0 && self.credible_ratio.is_finite()) {
-            return bad("credible_ratio", format!("must be >= 1, got {}", self.credible_ratio));
+            return bad(
+                "credible_ratio",
+                format!("must be >= 1, got {}", self.credible_ratio),
+            );
         }
         if self.enter_after == 0 || self.leave_after == 0 || self.unhealthy_after == 0 {
             return bad("enter_after", "streak lengths must be at least 1".into());
@@ -82,7 +85,10 @@ impl StateParams {
             return bad("stale_after_ms", "must be positive".into());
         }
         if !(self.demand_ratio > 0.0 && self.demand_ratio.is_finite()) {
-            return bad("demand_ratio", format!("must be positive, got {}", self.demand_ratio));
+            return bad(
+                "demand_ratio",
+                format!("must be positive, got {}", self.demand_ratio),
+            );
         }
         Ok(())
     }
@@ -105,8 +111,17 @@ impl StateParams {
 /// higher-is-worse.
 pub fn infer_direction(metric: &str) -> MetricDirection {
     let m = metric.to_ascii_lowercase();
-    let better_suffix = ["-per-s", "-per-sec", "-per-ms", "-per-min", "-ops", "-rps", "-qps"];
-    let better_word = ["bandwidth", "throughput", "free", "available", "hit-ratio", "hit-rate"];
+    let better_suffix = [
+        "-per-s", "-per-sec", "-per-ms", "-per-min", "-ops", "-rps", "-qps",
+    ];
+    let better_word = [
+        "bandwidth",
+        "throughput",
+        "free",
+        "available",
+        "hit-ratio",
+        "hit-rate",
+    ];
     if better_suffix.iter().any(|s| m.ends_with(s))
         || better_word.iter().any(|w| m.contains(w))
         || m == "ops"
@@ -198,7 +213,10 @@ pub fn series_evidence(key: &str, series: &SeriesModel, params: &StateParams) ->
         && params.credible_ratio > 1.0
     {
         for (m, label) in bank.spec().labels().iter().enumerate() {
-            if bank.member_mae(m, h).is_none_or(|e| e > params.credible_ratio * best) {
+            if bank
+                .member_mae(m, h)
+                .is_none_or(|e| e > params.credible_ratio * best)
+            {
                 continue;
             }
             let f = bank.member_forecast(m, h);
@@ -290,7 +308,12 @@ impl Hysteresis {
     }
 
     /// Takes one verdict at `at_ms`; returns the change if the state changes.
-    pub fn step(&mut self, at_ms: i64, verdict: Verdict, params: &StateParams) -> Option<StateChange> {
+    pub fn step(
+        &mut self,
+        at_ms: i64,
+        verdict: Verdict,
+        params: &StateParams,
+    ) -> Option<StateChange> {
         let to = verdict.state;
         let mut change = None;
         if to == self.state {
@@ -334,13 +357,31 @@ mod tests {
 
     #[test]
     fn direction_by_convention_and_override() {
-        assert_eq!(infer_direction("latency-ms"), MetricDirection::HigherIsWorse);
-        assert_eq!(infer_direction("cpu-work-ms"), MetricDirection::HigherIsWorse);
+        assert_eq!(
+            infer_direction("latency-ms"),
+            MetricDirection::HigherIsWorse
+        );
+        assert_eq!(
+            infer_direction("cpu-work-ms"),
+            MetricDirection::HigherIsWorse
+        );
         assert_eq!(infer_direction("load"), MetricDirection::HigherIsWorse);
-        assert_eq!(infer_direction("ops-per-ms"), MetricDirection::HigherIsBetter);
-        assert_eq!(infer_direction("bytes-per-s"), MetricDirection::HigherIsBetter);
-        assert_eq!(infer_direction("write-ops"), MetricDirection::HigherIsBetter);
-        assert_eq!(infer_direction("bandwidth-mbps"), MetricDirection::HigherIsBetter);
+        assert_eq!(
+            infer_direction("ops-per-ms"),
+            MetricDirection::HigherIsBetter
+        );
+        assert_eq!(
+            infer_direction("bytes-per-s"),
+            MetricDirection::HigherIsBetter
+        );
+        assert_eq!(
+            infer_direction("write-ops"),
+            MetricDirection::HigherIsBetter
+        );
+        assert_eq!(
+            infer_direction("bandwidth-mbps"),
+            MetricDirection::HigherIsBetter
+        );
         let mut p = StateParams::default();
         p.directions
             .insert("load".into(), MetricDirection::HigherIsBetter);
@@ -354,20 +395,40 @@ mod tests {
     #[test]
     fn threshold_widens_with_uncertainty() {
         let p = StateParams::default();
-        let sure = Forecast { mean: 11.0, lo: 11.0 - 1.96 * 1.1, hi: 11.0 + 1.96 * 1.1 };
-        let unsure = Forecast { mean: 11.0, lo: 11.0 - 1.96 * 3.0, hi: 11.0 + 1.96 * 3.0 };
+        let sure = Forecast {
+            mean: 11.0,
+            lo: 11.0 - 1.96 * 1.1,
+            hi: 11.0 + 1.96 * 1.1,
+        };
+        let unsure = Forecast {
+            mean: 11.0,
+            lo: 11.0 - 1.96 * 3.0,
+            hi: 11.0 + 1.96 * 3.0,
+        };
         assert!((mean_sigma(1.1, 1.0) - 0.21f64.sqrt()).abs() < 1e-9);
         assert_eq!(mean_sigma(1.0, 1.1), 0.0);
         assert!(mean_sigma(1e306, 0.0).is_finite());
         let worse = MetricDirection::HigherIsWorse;
         let ev = |f: &Forecast, dir| {
-            metric_evidence("m", dir, f.mean, mean_sigma(f.sigma(), 1.0), (0.0, 10.0), &p, "x")
+            metric_evidence(
+                "m",
+                dir,
+                f.mean,
+                mean_sigma(f.sigma(), 1.0),
+                (0.0, 10.0),
+                &p,
+                "x",
+            )
         };
         assert!(ev(&sure, worse).is_some());
         assert!(ev(&unsure, worse).is_none());
         let better = MetricDirection::HigherIsBetter;
         assert!(ev(&sure, better).is_none());
-        let low = Forecast { mean: -1.0, lo: -3.0, hi: 1.0 };
+        let low = Forecast {
+            mean: -1.0,
+            lo: -3.0,
+            hi: 1.0,
+        };
         let e = ev(&low, better).expect("below");
         assert!(e.threshold < 0.0 && e.reason.contains("below"));
         assert!(demand_evidence(11.0, 10.0, &p).is_some());
@@ -378,17 +439,29 @@ mod tests {
     fn hysteresis_enters_and_leaves_after_streaks() {
         let p = StateParams::default();
         let mut h = Hysteresis::default();
-        assert_eq!(h.step(0, v(NodeState::Healthy), &p).map(|c| c.to), Some(NodeState::Healthy));
+        assert_eq!(
+            h.step(0, v(NodeState::Healthy), &p).map(|c| c.to),
+            Some(NodeState::Healthy)
+        );
         assert!(h.step(1, v(NodeState::Degrading), &p).is_none());
-        assert!(h.step(2, v(NodeState::Healthy), &p).is_none(), "streak broken");
+        assert!(
+            h.step(2, v(NodeState::Healthy), &p).is_none(),
+            "streak broken"
+        );
         assert!(h.step(3, v(NodeState::Degrading), &p).is_none());
         let c = h.step(4, v(NodeState::Degrading), &p).expect("enter");
-        assert_eq!((c.from, c.to, c.at_ms), (NodeState::Healthy, NodeState::Degrading, 4));
+        assert_eq!(
+            (c.from, c.to, c.at_ms),
+            (NodeState::Healthy, NodeState::Degrading, 4)
+        );
         assert!(h.step(5, v(NodeState::Healthy), &p).is_none());
         assert!(h.step(6, v(NodeState::Healthy), &p).is_none());
         assert_eq!(h.pending(), Some((NodeState::Healthy, 2)));
         assert!(h.step(7, v(NodeState::Healthy), &p).is_some());
-        assert_eq!(h.step(8, v(NodeState::Unhealthy), &p).map(|c| c.to), Some(NodeState::Unhealthy));
+        assert_eq!(
+            h.step(8, v(NodeState::Unhealthy), &p).map(|c| c.to),
+            Some(NodeState::Unhealthy)
+        );
         assert_eq!(h.since_ms(), Some(8));
     }
 }

@@ -232,11 +232,11 @@ impl BankSpec {
             out.extend(SES_ALPHAS.iter().map(|&alpha| Member::Ses { alpha }));
         }
         if matches!(family, None | Some(Family::Holt)) {
-            out.extend(
-                HOLT_PARAMS
-                    .iter()
-                    .map(|&(alpha, beta, phi)| Member::Holt { alpha, beta, phi }),
-            );
+            out.extend(HOLT_PARAMS.iter().map(|&(alpha, beta, phi)| Member::Holt {
+                alpha,
+                beta,
+                phi,
+            }));
         }
         out
     }
@@ -536,9 +536,22 @@ mod tests {
     fn bad_params_are_refused() {
         let p = ForecastParams::default();
         assert!(BankSpec::new(vec![Member::Ses { alpha: 0.0 }], p).is_err());
-        assert!(BankSpec::new(vec![Member::Holt { alpha: 0.5, beta: 0.1, phi: 1.5 }], p).is_err());
+        assert!(
+            BankSpec::new(
+                vec![Member::Holt {
+                    alpha: 0.5,
+                    beta: 0.1,
+                    phi: 1.5
+                }],
+                p
+            )
+            .is_err()
+        );
         assert!(BankSpec::new(vec![], p).is_err());
-        let p = ForecastParams { max_horizon: 0, ..p };
+        let p = ForecastParams {
+            max_horizon: 0,
+            ..p
+        };
         assert!(BankSpec::new(vec![Member::Naive], p).is_err());
     }
 
@@ -547,7 +560,11 @@ mod tests {
         // Naive alone: the h-step error on a ramp of slope 2 is exactly 2h.
         let spec = BankSpec::new(
             vec![Member::Naive],
-            ForecastParams { max_horizon: 3, decay: 0.5, combine: 1 },
+            ForecastParams {
+                max_horizon: 3,
+                decay: 0.5,
+                combine: 1,
+            },
         )
         .expect("spec");
         let mut b = Bank::new(spec);
@@ -560,6 +577,46 @@ mod tests {
         }
         assert_eq!(b.scored_count(1), 19);
         assert_eq!(b.scored_count(3), 17);
+    }
+
+    #[test]
+    fn combine_averages_the_best_members() {
+        let members = vec![
+            Member::Naive,
+            Member::Ses { alpha: 0.5 },
+            Member::Ses { alpha: 0.05 },
+        ];
+        let one = ForecastParams {
+            combine: 1,
+            ..Default::default()
+        };
+        let two = ForecastParams {
+            combine: 2,
+            ..Default::default()
+        };
+        let mut a = Bank::new(BankSpec::new(members.clone(), one).expect("spec"));
+        let mut b = Bank::new(BankSpec::new(members, two).expect("spec"));
+        for i in 0..100 {
+            let y = (i % 5) as f64;
+            a.update(y);
+            b.update(y);
+        }
+        let best = a.choose(1);
+        let mut errs: Vec<(f64, usize)> = (0..3)
+            .map(|m| (a.member_mae(m, 1).expect("mae"), m))
+            .collect();
+        errs.sort_by(|x, y| x.0.total_cmp(&y.0));
+        assert_eq!(best, errs[0].1);
+        let want = (a.member_mean(errs[0].1, 1) + a.member_mean(errs[1].1, 1)) / 2.0;
+        assert!((b.forecast(1).mean - want).abs() < 1e-12);
+        assert!(
+            ForecastParams {
+                combine: 9,
+                ..Default::default()
+            }
+            .validate()
+            .is_err()
+        );
     }
 
     #[test]

@@ -22,11 +22,8 @@ fn default_spec(family: Option<Family>) -> Arc<BankSpec> {
         Some(Family::Holt) => 3,
     };
     Arc::clone(SPECS[i].get_or_init(|| {
-        BankSpec::new(
-            BankSpec::default_members(family),
-            ForecastParams::default(),
-        )
-        .expect("built-in bank is valid")
+        BankSpec::new(BankSpec::default_members(family), ForecastParams::default())
+            .expect("built-in bank is valid")
     }))
 }
 

@@ -16,7 +16,10 @@ fn linear_ramp_is_forecast_with_its_slope() {
         let mut auto = AutoForecaster::new();
         let slope = 2.0;
         let n = 400;
-        feed(&mut auto, (0..n).map(|t| 5.0 + slope * t as f64 + noise * rng.normal()));
+        feed(
+            &mut auto,
+            (0..n).map(|t| 5.0 + slope * t as f64 + noise * rng.normal()),
+        );
         let last_true = 5.0 + slope * (n - 1) as f64;
         let f1 = auto.forecast(1).mean;
         let f6 = auto.forecast(6).mean;
@@ -27,7 +30,10 @@ fn linear_ramp_is_forecast_with_its_slope() {
             auto.chosen(1),
             auto.chosen(6)
         );
-        assert!((f1 - (last_true + slope)).abs() < 0.5 + 2.0 * noise, "noise {noise}: f1 {f1}");
+        assert!(
+            (f1 - (last_true + slope)).abs() < 0.5 + 2.0 * noise,
+            "noise {noise}: f1 {f1}"
+        );
         assert_eq!(auto.chosen_family(6), Family::Holt);
         // The interval covers the truth at h = 6.
         let f = auto.forecast(6);
@@ -77,8 +83,11 @@ fn family_forecasters_have_their_names_and_tune() {
         feed(m.as_mut(), (0..50).map(|t| t as f64));
         assert!(m.forecast(1).mean > 45.0, "{}", m.name());
     }
-    let holt = Holt::with_params(ForecastParams { max_horizon: 12, ..Default::default() })
-        .expect("params");
+    let holt = Holt::with_params(ForecastParams {
+        max_horizon: 12,
+        ..Default::default()
+    })
+    .expect("params");
     assert_eq!(holt.bank().spec().max_horizon(), 12);
 }
 
