@@ -433,10 +433,7 @@ impl Syncer {
         } else {
             a.address.clone()
         };
-        self.plan.send_replace(Plan {
-            address,
-            probes,
-        });
+        self.plan.send_replace(Plan { address, probes });
     }
 }
 

@@ -63,7 +63,8 @@ pub struct Metrics {
     pub samples_taken: Counter,
     /// Samples the balancer accepted (new or already stored).
     pub samples_sent: Counter,
-    /// Samples taken while the balancer was unreachable (they wait in the spool).
+    /// Samples that had to wait in the spool for the balancer: those unsent when a report
+    /// failed, and those taken until a report succeeds again.
     pub samples_spooled: Counter,
     /// Samples dropped because the spool was full.
     pub samples_dropped: Counter,
@@ -156,7 +157,7 @@ impl Metrics {
         );
         registry.register(
             "samples_spooled",
-            "Samples taken while the balancer was unreachable",
+            "Samples that waited in the spool because the balancer was unreachable",
             m.samples_spooled.clone(),
         );
         registry.register(

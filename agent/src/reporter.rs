@@ -326,7 +326,13 @@ impl Reporter {
             }
             Err(e) => {
                 self.metrics.report_failures.inc();
-                self.outbox.failing.store(true, Ordering::Relaxed);
+                if !self.outbox.failing.swap(true, Ordering::Relaxed) {
+                    // What is waiting now waits for the balancer: count it as spooled,
+                    // as every sample taken until a report goes through again.
+                    self.metrics
+                        .samples_spooled
+                        .inc_by(self.outbox.pending_records());
+                }
                 if e.status().is_none() || e.status().is_some_and(|s| s >= 500) {
                     if self.metrics.balancer_up.get() != 0 {
                         tracing::warn!("balancer unreachable, spooling samples: {e}");
