@@ -121,7 +121,9 @@ impl Progress {
 /// the report (also written to `--json` if given).
 pub async fn run(args: LbArgs) -> Result<Report, BenchError> {
     let defs = scenario::select(&args.scenario)?;
-    let seconds = args.duration.unwrap_or(if args.quick { 6.0 } else { STANDARD });
+    let seconds = args
+        .duration
+        .unwrap_or(if args.quick { 6.0 } else { STANDARD });
     if !(seconds.is_finite() && seconds >= 1.0) {
         return Err(BenchError::InvalidArgument(format!(
             "--duration must be at least 1 s, not {seconds}"
@@ -140,7 +142,9 @@ pub async fn run(args: LbArgs) -> Result<Report, BenchError> {
         args.nodes.clone()
     };
     if sizes.iter().any(|&n| n < 2) {
-        return Err(BenchError::InvalidArgument("--nodes must be at least 2".into()));
+        return Err(BenchError::InvalidArgument(
+            "--nodes must be at least 2".into(),
+        ));
     }
     let (do_live, do_sim) = match args.mode {
         Mode::Live => (true, false),
@@ -167,16 +171,18 @@ pub async fn run(args: LbArgs) -> Result<Report, BenchError> {
                 let label = format!("live {} {} rep {}/{}", sc.nodes, def.name, rep + 1, reps);
                 progress.line(&label);
                 let total = sc.duration();
-                let stats = live::run_rep(
-                    Arc::clone(&sc),
-                    &POLICIES,
-                    &harness,
-                    rep_seed(rep),
-                    |t| progress.line(&format!("{label}: {t:.0}/{total:.0} s")),
-                )
-                .await?;
+                let stats =
+                    live::run_rep(Arc::clone(&sc), &POLICIES, &harness, rep_seed(rep), |t| {
+                        progress.line(&format!("{label}: {t:.0}/{total:.0} s"))
+                    })
+                    .await?;
                 for (kind, st) in POLICIES.iter().zip(stats) {
-                    report.add(&sc, Where::Live, Contender::Policy(*kind), st.summarize(&sc));
+                    report.add(
+                        &sc,
+                        Where::Live,
+                        Contender::Policy(*kind),
+                        st.summarize(&sc),
+                    );
                 }
             }
             progress.clear();

@@ -21,6 +21,7 @@ pub mod live;
 pub mod loadgen;
 pub mod metrics;
 pub mod policies;
+pub mod predictions;
 pub mod report;
 pub mod scenario;
 pub mod sim;
@@ -59,6 +60,9 @@ pub enum BenchError {
     /// Serialising the report failed.
     #[error("serialising the report: {0}")]
     Json(#[from] serde_json::Error),
+    /// The prediction models refused their configuration.
+    #[error("prediction: {0}")]
+    Predict(String),
     /// A simulator task died.
     #[error("simulator task failed: {0}")]
     Task(String),

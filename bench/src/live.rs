@@ -68,7 +68,8 @@ pub async fn run_rep(
 ) -> Result<Vec<RunStats>, BenchError> {
     let n = scenario.nodes;
     // Time 0 of the script, a little ahead so that every lane is ready.
-    let start = Instant::now() + Duration::from_millis(200 + 20 * n as u64 * kinds.len() as u64 / 16);
+    let start =
+        Instant::now() + Duration::from_millis(200 + 20 * n as u64 * kinds.len() as u64 / 16);
     let mut backends: Vec<Vec<Backend>> = Vec::new();
     let mut lanes = Vec::new();
     for &kind in kinds {
@@ -93,8 +94,14 @@ pub async fn run_rep(
             tokio::spawn(async move {
                 let mut rng = SmallRng::seed_from_u64(mix(seed, 0xa11, 0));
                 let sc = Arc::clone(&lane.scenario);
-                loadgen::drive(&sc, &mut rng, lane.start, |t0| request(Arc::clone(&lane), t0), |_| {})
-                    .await
+                loadgen::drive(
+                    &sc,
+                    &mut rng,
+                    lane.start,
+                    |t0| request(Arc::clone(&lane), t0),
+                    |_| {},
+                )
+                .await
             })
         })
         .collect();
@@ -111,7 +118,8 @@ pub async fn run_rep(
         .await;
     }
     for d in others {
-        d.await.map_err(|e| BenchError::Live(format!("load generator: {e}")))?;
+        d.await
+            .map_err(|e| BenchError::Live(format!("load generator: {e}")))?;
     }
     // Let the last requests answer or time out.
     tokio::time::sleep(Duration::from_secs_f64(scenario.timeout + 0.3)).await;
@@ -139,7 +147,7 @@ fn lane(
         .enumerate()
         .map(|(i, b)| (format!("n{i}"), b.addr.to_string()))
         .collect();
-    let mut control = Control::new(kind, &ids);
+    let mut control = Control::new(kind, &ids, scenario.slo)?;
     for i in 0..set.len() {
         control.set_member(i, scenario.condition(i, 0.0).present, 0.0);
     }
@@ -156,9 +164,18 @@ fn lane(
         client: Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(30))
             .build(connector),
-        work: set.iter().map(|b| uri(b.addr, "/")).collect::<Result<_, _>>()?,
-        health: set.iter().map(|b| uri(b.addr, "/health")).collect::<Result<_, _>>()?,
-        status: set.iter().map(|b| uri(b.addr, "/status")).collect::<Result<_, _>>()?,
+        work: set
+            .iter()
+            .map(|b| uri(b.addr, "/"))
+            .collect::<Result<_, _>>()?,
+        health: set
+            .iter()
+            .map(|b| uri(b.addr, "/health"))
+            .collect::<Result<_, _>>()?,
+        status: set
+            .iter()
+            .map(|b| uri(b.addr, "/status"))
+            .collect::<Result<_, _>>()?,
         control: Mutex::new(control),
         views: ArcSwap::from_pointee(views),
         sidecars,
@@ -184,11 +201,13 @@ async fn request(lane: Arc<Lane>, t0: f64) {
         lock(&lane.stats).done(t0, 0.0, false, false);
         return;
     };
+    let load = sidecar.load_estimate(node, lane.sidecars.len());
     let guard = live.start();
     lock(&lane.stats).routed(node, t0);
     let timeout = lane.scenario.timeout;
     let deadline = lane.start + Duration::from_secs_f64(t0 + timeout);
-    let answer = tokio::time::timeout_at(deadline, get(&lane.client, lane.work[node].clone())).await;
+    let answer =
+        tokio::time::timeout_at(deadline, get(&lane.client, lane.work[node].clone())).await;
     let end = lane.now();
     let (latency, ok, timed_out) = match answer {
         Ok(Some((status, _))) => (end - t0, status == StatusCode::OK, false),
@@ -196,7 +215,7 @@ async fn request(lane: Arc<Lane>, t0: f64) {
         Err(_) => (timeout, false, true),
     };
     guard.finish(latency, ok, end);
-    lock(&lane.control).on_feedback(node, latency, ok, end);
+    lock(&lane.control).on_feedback(node, latency, ok, end, load);
     lock(&lane.stats).done(t0, latency, ok, timed_out);
 }
 

@@ -89,10 +89,10 @@ mod tests {
                 quiet += 1;
             }
         }
-        // 10 s of bursts at 1.4 and 30 s quiet at 0.6 of 1,600/s.
-        let (b, q) = (f64::from(burst) / 10.0, f64::from(quiet) / 30.0);
-        assert!((b / 2240.0 - 1.0).abs() < 0.03, "{b}");
-        assert!((q / 960.0 - 1.0).abs() < 0.03, "{q}");
+        // 5 s of bursts at 1.3 and 35 s quiet at 0.65 of 1,600/s.
+        let (b, q) = (f64::from(burst) / 5.0, f64::from(quiet) / 35.0);
+        assert!((b / 2080.0 - 1.0).abs() < 0.03, "{b}");
+        assert!((q / 1040.0 - 1.0).abs() < 0.03, "{q}");
     }
 
     #[tokio::test(start_paused = true)]

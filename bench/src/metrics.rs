@@ -237,11 +237,7 @@ impl RunStats {
             breach_at,
             lead_s,
             traffic_share: if small { traffic } else { Vec::new() },
-            capacity_share: if small {
-                capacity.to_vec()
-            } else {
-                Vec::new()
-            },
+            capacity_share: if small { capacity.to_vec() } else { Vec::new() },
         }
     }
 

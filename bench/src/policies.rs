@@ -25,6 +25,7 @@ use rand::Rng;
 use serde::Serialize;
 
 use crate::BenchError;
+use crate::predictions::{PipelineConfig, Predictions};
 
 /// Who routes a run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -146,6 +147,7 @@ impl HealthCheck {
 #[derive(Debug)]
 pub struct Control {
     kind: PolicyKind,
+    predictions: Option<Predictions>,
     protos: Vec<NodeView>,
     /// `Some(ready_since)` for members.
     members: Vec<Option<f64>>,
@@ -153,17 +155,33 @@ pub struct Control {
 }
 
 impl Control {
-    /// A control for `kind` over nodes with these ids and addresses, none a member yet.
-    pub fn new(kind: PolicyKind, nodes: &[(String, String)]) -> Self {
-        Control {
+    /// A control for `kind` over nodes with these ids and addresses, none a member yet,
+    /// in a pool whose SLO is `slo` seconds.
+    pub fn new(kind: PolicyKind, nodes: &[(String, String)], slo: f64) -> Result<Self, BenchError> {
+        let predictions = if kind == PolicyKind::Plb {
+            Some(Predictions::new(
+                nodes.len(),
+                slo,
+                PipelineConfig::default(),
+            )?)
+        } else {
+            None
+        };
+        Ok(Control {
             kind,
+            predictions,
             protos: nodes
                 .iter()
                 .map(|(id, addr)| NodeView::new(id.clone(), addr.clone()))
                 .collect(),
             members: vec![None; nodes.len()],
             health: vec![HealthCheck::new(); nodes.len()],
-        }
+        })
+    }
+
+    /// The prediction pipeline (`plb` only).
+    pub fn predictions(&self) -> Option<&Predictions> {
+        self.predictions.as_ref()
     }
 
     /// The policy it serves.
@@ -181,6 +199,9 @@ impl Control {
             (false, true) => {
                 *m = Some(now);
                 self.health[node] = HealthCheck::new();
+                if let Some(p) = &mut self.predictions {
+                    p.reset(node);
+                }
             }
             (true, false) => *m = None,
             _ => {}
@@ -192,36 +213,46 @@ impl Control {
         if let Some(h) = self.health.get_mut(s.node) {
             h.observe(s.ok);
         }
+        if let Some(p) = &mut self.predictions {
+            p.on_sample(s);
+        }
     }
 
-    /// A sidecar's feedback on one request reached the balancer.
-    pub fn on_feedback(&mut self, node: usize, latency: f64, ok: bool, now: f64) {
-        let _ = (node, latency, ok, now);
+    /// A sidecar's feedback on one request reached the balancer: its node, latency,
+    /// outcome, and the node's requests in flight at dispatch as the sidecar estimated
+    /// them.
+    pub fn on_feedback(&mut self, node: usize, latency: f64, ok: bool, now: f64, load: f64) {
+        if let Some(p) = &mut self.predictions {
+            p.on_feedback(node, latency, ok, now, load);
+        }
     }
 
     /// The node views at `now`: non-members drained (weight 0), health-check state,
     /// and for `plb` its predictions.
     pub fn views(&mut self, now: f64) -> Vec<NodeView> {
-        let _ = now;
-        self.protos
-            .iter()
-            .enumerate()
-            .map(|(i, p)| {
-                let mut v = p.clone();
-                match self.members[i] {
-                    None => v.weight = 0.0,
-                    Some(since) => {
-                        if !self.health[i].healthy {
-                            v.state = NodeState::Unhealthy;
-                        }
-                        if self.kind == PolicyKind::Plb && since > 0.0 {
-                            v.ready_since = Some(since);
-                        }
+        if let Some(p) = &mut self.predictions {
+            p.advance(now);
+        }
+        let mut out = Vec::with_capacity(self.protos.len());
+        for (i, proto) in self.protos.iter().enumerate() {
+            let mut v = proto.clone();
+            match (self.members[i], &mut self.predictions) {
+                (None, _) => v.weight = 0.0,
+                (Some(since), Some(p)) => {
+                    p.fill(i, &mut v, now);
+                    if since > 0.0 {
+                        v.ready_since = Some(since);
                     }
                 }
-                v
-            })
-            .collect()
+                (Some(_), None) => {
+                    if !self.health[i].healthy {
+                        v.state = NodeState::Unhealthy;
+                    }
+                }
+            }
+            out.push(v);
+        }
+        out
     }
 }
 
@@ -263,6 +294,14 @@ impl Sidecar {
             .map(|d| d.index)
     }
 
+    /// The node's requests in flight at dispatch as this sidecar estimates them: its
+    /// own count times the number of `sidecars` (each sees its share of the traffic).
+    pub fn load_estimate(&self, node: usize, sidecars: usize) -> f64 {
+        self.lives
+            .get(node)
+            .map_or(0.0, |l| (l.in_flight() * sidecars as u64) as f64)
+    }
+
     /// Node `node`'s live state in this sidecar.
     pub fn live(&self, node: usize) -> Option<&Arc<NodeLive>> {
         self.lives.get(node)
@@ -277,7 +316,9 @@ mod tests {
     use super::*;
 
     fn ids(n: usize) -> Vec<(String, String)> {
-        (0..n).map(|i| (format!("n{i}"), format!("sim:{i}"))).collect()
+        (0..n)
+            .map(|i| (format!("n{i}"), format!("sim:{i}")))
+            .collect()
     }
 
     fn sample(node: usize, ok: bool) -> ProbeSample {
@@ -295,7 +336,7 @@ mod tests {
 
     #[test]
     fn health_check_has_hysteresis() {
-        let mut c = Control::new(PolicyKind::LeastRequest, &ids(3));
+        let mut c = Control::new(PolicyKind::LeastRequest, &ids(3), 0.2).expect("builds");
         for i in 0..3 {
             c.set_member(i, true, 0.0);
         }
@@ -311,7 +352,7 @@ mod tests {
 
     #[test]
     fn non_members_get_no_traffic() {
-        let mut c = Control::new(PolicyKind::RoundRobin, &ids(4));
+        let mut c = Control::new(PolicyKind::RoundRobin, &ids(4), 0.2).expect("builds");
         for i in 1..4 {
             c.set_member(i, true, 0.0);
         }

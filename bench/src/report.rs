@@ -232,13 +232,7 @@ impl Report {
     }
 
     /// Adds one run's summary to its cell.
-    pub fn add(
-        &mut self,
-        scenario: &Scenario,
-        mode: Where,
-        contender: Contender,
-        run: RunSummary,
-    ) {
+    pub fn add(&mut self, scenario: &Scenario, mode: Where, contender: Contender, run: RunSummary) {
         let key = (scenario.name(), mode, scenario.nodes, contender.name());
         let cell = match self
             .cells
@@ -276,7 +270,9 @@ impl Report {
         let cells: Vec<&Cell> = self
             .cells
             .iter()
-            .filter(|c| c.scenario == scenario.name() && c.mode == mode && c.nodes == scenario.nodes)
+            .filter(|c| {
+                c.scenario == scenario.name() && c.mode == mode && c.nodes == scenario.nodes
+            })
             .collect();
         let mut out = table(scenario, mode, &cells, self.reps);
         if let Some(cmp) = compare(scenario, mode, &cells) {
@@ -345,7 +341,16 @@ impl Report {
         let _ = writeln!(
             out,
             "{:<20} {:<5} {:>5}  {:>6} {:>6} {:>6} {:>9} {:>7}  {:>13} {:>6}  goals",
-            "scenario", "mode", "nodes", "p50", "p99", "p99.9", "SLO-break", "errors", "lead plb/best", "gap"
+            "scenario",
+            "mode",
+            "nodes",
+            "p50",
+            "p99",
+            "p99.9",
+            "SLO-break",
+            "errors",
+            "lead plb/best",
+            "gap"
         );
         for c in &self.comparisons {
             let r = |m: &str| {
@@ -518,7 +523,12 @@ fn table(scenario: &Scenario, mode: Where, cells: &[&Cell], reps: usize) -> Stri
             ranged(m.p99_ms, lo.p99_ms, hi.p99_ms, n),
             ranged(m.p999_ms, lo.p999_ms, hi.p999_ms, n),
             ranged(m.errors_pct, lo.errors_pct, hi.errors_pct, n),
-            ranged(m.slo_breaking_pct, lo.slo_breaking_pct, hi.slo_breaking_pct, n),
+            ranged(
+                m.slo_breaking_pct,
+                lo.slo_breaking_pct,
+                hi.slo_breaking_pct,
+                n
+            ),
             m.into_failure_pct,
             share,
             lead_col
@@ -575,7 +585,9 @@ fn compare(scenario: &Scenario, mode: Where, cells: &[&Cell]) -> Option<Comparis
         let best = baselines
             .iter()
             .filter_map(|c| c.median.lead_s)
-            .fold(None, |acc: Option<f64>, v| Some(acc.map_or(v, |a| a.max(v))));
+            .fold(None, |acc: Option<f64>, v| {
+                Some(acc.map_or(v, |a| a.max(v)))
+            });
         (plb.median.lead_s, best)
     });
     let get = |m: &str| ratios.iter().find(|r| r.metric == m);
@@ -636,9 +648,7 @@ fn compare(scenario: &Scenario, mode: Where, cells: &[&Cell]) -> Option<Comparis
                         .sum::<f64>();
                 let got = plb.median.affected_traffic_pct;
                 goals.push(Goal {
-                    goal: format!(
-                        "failing node gets <= its healthy share ({healthy_share:.1}%)"
-                    ),
+                    goal: format!("failing node gets <= its healthy share ({healthy_share:.1}%)"),
                     measured: fmt_opt(got, 2),
                     met: got.is_some_and(|t| t <= healthy_share),
                 });
@@ -660,7 +670,13 @@ fn compare(scenario: &Scenario, mode: Where, cells: &[&Cell]) -> Option<Comparis
 fn describe(c: &Comparison) -> String {
     let mut out = String::from("plb vs best baseline:");
     for r in &c.ratios {
-        let _ = write!(out, " {} {} ({});", r.metric, fmt_ratio(r.ratio), r.best_policy);
+        let _ = write!(
+            out,
+            " {} {} ({});",
+            r.metric,
+            fmt_ratio(r.ratio),
+            r.best_policy
+        );
     }
     if let Some(g) = c.gap_closed {
         let _ = write!(out, " p99 gap to oracle closed {:.0}%;", 100.0 * g);
@@ -712,8 +728,14 @@ mod tests {
         let sc = Scenario::new(def, 16, 1, 1.0);
         let mut r = Report::new(1, 1.0, 3, HarnessConfig::default());
         for (p99s, who) in [
-            ([300.0, 320.0, 310.0], Contender::Policy(PolicyKind::RoundRobin)),
-            ([200.0, 190.0, 210.0], Contender::Policy(PolicyKind::LeastRequest)),
+            (
+                [300.0, 320.0, 310.0],
+                Contender::Policy(PolicyKind::RoundRobin),
+            ),
+            (
+                [200.0, 190.0, 210.0],
+                Contender::Policy(PolicyKind::LeastRequest),
+            ),
             ([150.0, 160.0, 140.0], Contender::Policy(PolicyKind::Plb)),
             ([100.0, 100.0, 100.0], Contender::Oracle),
         ] {

@@ -31,7 +31,7 @@ impl Default for NodeProfile {
             workers: 4,
             mean_service: 0.040,
             sigma: 0.5,
-            health_work: 0.004,
+            health_work: 0.010,
         }
     }
 }
@@ -89,7 +89,7 @@ pub enum Kind {
     FluctuatingFast,
     /// Every node re-draws its speed (0.4×..1.6×) every 5 s.
     FluctuatingSlow,
-    /// Load bursts to 1.4× capacity for 2 s in every 8 s (0.6× between).
+    /// Load bursts to 1.3× capacity for 1 s in every 8 s (0.65× between).
     Bursts,
     /// One node in 16 answers half of its requests with a fast 503.
     FastErrors,
@@ -158,7 +158,7 @@ pub const SCENARIOS: [ScenarioDef; 10] = [
         name: "bursts",
         kind: Kind::Bursts,
         nominal: 40.0,
-        about: "load 1.4x capacity for 2 s in every 8 s, 0.6x between",
+        about: "load 1.3x capacity for 1 s in every 8 s, 0.65x between",
     },
     ScenarioDef {
         name: "fast-errors",
@@ -186,7 +186,11 @@ pub fn select(name: &str) -> Result<Vec<&'static ScenarioDef>, BenchError> {
             None => {
                 return Err(BenchError::UnknownScenario {
                     name: part.to_owned(),
-                    known: SCENARIOS.iter().map(|d| d.name).collect::<Vec<_>>().join(", "),
+                    known: SCENARIOS
+                        .iter()
+                        .map(|d| d.name)
+                        .collect::<Vec<_>>()
+                        .join(", "),
                 });
             }
         }
@@ -194,7 +198,11 @@ pub fn select(name: &str) -> Result<Vec<&'static ScenarioDef>, BenchError> {
     if out.is_empty() {
         return Err(BenchError::UnknownScenario {
             name: name.to_owned(),
-            known: SCENARIOS.iter().map(|d| d.name).collect::<Vec<_>>().join(", "),
+            known: SCENARIOS
+                .iter()
+                .map(|d| d.name)
+                .collect::<Vec<_>>()
+                .join(", "),
         });
     }
     Ok(out)
@@ -233,7 +241,8 @@ impl Scenario {
     pub fn new(def: &'static ScenarioDef, nodes: usize, seed: u64, scale: f64) -> Self {
         let nodes = nodes.max(2);
         let profile = NodeProfile::default();
-        let slow = |i: usize| i % 16 == 0 || (def.kind == Kind::Heterogeneous && i % 16 == 1);
+        let slow =
+            |i: usize| i.is_multiple_of(16) || (def.kind == Kind::Heterogeneous && i % 16 == 1);
         let affected: Vec<usize> = match def.kind {
             Kind::Homogeneous | Kind::FluctuatingFast | Kind::FluctuatingSlow | Kind::Bursts => {
                 Vec::new()
@@ -333,7 +342,7 @@ impl Scenario {
         match self.def.kind {
             Kind::Bursts => {
                 let u = (t / self.scale).rem_euclid(8.0);
-                if (4.0..6.0).contains(&u) { 1.4 } else { 0.6 }
+                if (4.0..5.0).contains(&u) { 1.3 } else { 0.65 }
             }
             _ => self.load,
         }
@@ -347,7 +356,7 @@ impl Scenario {
     /// The highest arrival rate of the run (for thinning).
     pub fn max_rate(&self) -> f64 {
         let peak = match self.def.kind {
-            Kind::Bursts => 1.4,
+            Kind::Bursts => 1.3,
             _ => self.load,
         };
         peak * self.total_base_capacity()
@@ -366,10 +375,7 @@ impl Scenario {
             }
             Kind::GradualDegradation => {
                 if self.is_affected(i) {
-                    c.speed = piecewise(
-                        u,
-                        &[(20.0, 1.0), (80.0, 0.2), (95.0, 0.2), (100.0, 1.0)],
-                    );
+                    c.speed = piecewise(u, &[(20.0, 1.0), (80.0, 0.2), (95.0, 0.2), (100.0, 1.0)]);
                 }
             }
             Kind::LeakThenCrash => {
@@ -417,8 +423,7 @@ impl Scenario {
         if !c.present || !c.up {
             return 0.0;
         }
-        f64::from(self.profile.workers) * c.speed / self.profile.mean_service
-            * (1.0 - c.error_rate)
+        f64::from(self.profile.workers) * c.speed / self.profile.mean_service * (1.0 - c.error_rate)
     }
 
     /// Node `i`'s fair share of the traffic at `t`: its base capacity over that of the
@@ -619,7 +624,7 @@ mod tests {
     #[test]
     fn bursts_exceed_capacity_and_join_is_absent_before() {
         let s = scenario("bursts", 16);
-        assert!(s.rate(5.0) > s.total_base_capacity());
+        assert!(s.rate(4.5) > s.total_base_capacity());
         assert!(s.rate(1.0) < s.total_base_capacity());
         let j = scenario("join-cold", 16);
         assert!(!j.condition(0, 5.0).present);

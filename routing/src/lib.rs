@@ -49,7 +49,9 @@
 //! 2. **Weighted power of two choices.** Two nodes are drawn *with replacement* in
 //!    proportion to weight (alias table; slow start by rejection). With replacement, the
 //!    share at zero load is exactly proportional to weight, and weights still matter in a
-//!    two-node pool, where distinct draws would always compare the same pair. The lower
+//!    two-node pool, where distinct draws would always compare the same pair; in pools of
+//!    three or more a second draw that repeats the first is redrawn (up to 3 times), so
+//!    about 1/n of the decisions are not single draws that ignore load. The lower
 //!    `latency × (1 + max(0, in flight + work − 1) / weight) × exp(error_penalty × error
 //!    rate)` wins. The live signals correct stale predictions within milliseconds;
 //!    dividing the load by the weight keeps the live feedback from undoing the predicted

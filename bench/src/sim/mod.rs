@@ -20,9 +20,9 @@ use rand::{Rng, SeedableRng};
 use self::events::{Clock, EvKind, Next};
 use self::oracle::{MinTree, expected_completion};
 use crate::BenchError;
+use crate::loadgen::next_arrival;
 use crate::metrics::RunStats;
 use crate::policies::{Contender, Control, HarnessConfig, ProbeSample, Sidecar};
-use crate::loadgen::next_arrival;
 use crate::scenario::{Scenario, mix, std_normal};
 use plb_routing::NodeView;
 
@@ -37,6 +37,8 @@ struct Req {
     start: f64,
     node: u32,
     sidecar: u16,
+    /// The node's in flight at dispatch, as the sidecar estimated it.
+    load: u16,
     client_open: bool,
     node_open: bool,
     generation: u32,
@@ -95,9 +97,10 @@ pub fn run(
     let routing = match contender {
         Contender::Oracle => Routing::Oracle(MinTree::new(n)),
         Contender::Policy(kind) => {
-            let ids: Vec<(String, String)> =
-                (0..n).map(|i| (format!("n{i}"), format!("sim:{i}"))).collect();
-            let mut control = Box::new(Control::new(kind, &ids));
+            let ids: Vec<(String, String)> = (0..n)
+                .map(|i| (format!("n{i}"), format!("sim:{i}")))
+                .collect();
+            let mut control = Box::new(Control::new(kind, &ids, scenario.slo)?);
             for (i, &m) in member.iter().enumerate() {
                 control.set_member(i, m, 0.0);
             }
@@ -219,18 +222,20 @@ impl Sim<'_> {
             self.clock.at(t, EvKind::Arrival);
         }
         let picked = match &mut self.routing {
-            Routing::Oracle(tree) => tree.best().map(|i| (i, 0usize)),
+            Routing::Oracle(tree) => tree.best().map(|i| (i, 0usize, 0.0)),
             Routing::Policy { sidecars, rngs, .. } => {
                 let s = self.rng_misc.random_range(0..sidecars.len());
+                let b = sidecars.len();
                 sidecars[s].pick(now, &mut rngs[s]).map(|i| {
+                    let load = sidecars[s].load_estimate(i, b);
                     if let Some(live) = sidecars[s].live(i) {
                         live.begin();
                     }
-                    (i, s)
+                    (i, s, load)
                 })
             }
         };
-        let Some((node, sidecar)) = picked else {
+        let Some((node, sidecar, load)) = picked else {
             // Nothing to route to: the request fails at once.
             self.stats.done(now, 0.0, false, false);
             return;
@@ -241,18 +246,17 @@ impl Sim<'_> {
             start: now,
             node: node as u32,
             sidecar: sidecar as u16,
+            load: load.min(f64::from(u16::MAX)) as u16,
             client_open: true,
             node_open: true,
             generation: 0,
         });
         let generation = self.reqs[req as usize].generation;
-        self.clock
-            .deadline(now + self.sc.timeout, req, generation);
+        self.clock.deadline(now + self.sc.timeout, req, generation);
         let c = self.sc.condition(node, now);
         if !c.present {
             // Connection refused.
-            self.clock
-                .at(now + self.cfg.network, EvKind::Reply { req });
+            self.clock.at(now + self.cfg.network, EvKind::Reply { req });
         } else if !c.up {
             // Accepted and never answered: the client times out.
             self.reqs[req as usize].node_open = false;
@@ -321,7 +325,7 @@ impl Sim<'_> {
     fn finish(&mut self, now: f64, req: u32, latency: f64, ok: bool, timed_out: bool) {
         let r = &mut self.reqs[req as usize];
         r.client_open = false;
-        let (t0, node, sidecar) = (r.t0, r.node as usize, r.sidecar as usize);
+        let (t0, node, sidecar, load) = (r.t0, r.node as usize, r.sidecar as usize, r.load);
         self.stats.done(t0, latency, ok, timed_out);
         if let Routing::Policy {
             control, sidecars, ..
@@ -330,13 +334,15 @@ impl Sim<'_> {
             if let Some(live) = sidecars[sidecar].live(node) {
                 live.end(latency, ok, now);
             }
-            control.on_feedback(node, latency, ok, now);
+            control.on_feedback(node, latency, ok, now, f64::from(load));
         }
     }
 
     fn probe(&mut self, now: f64, node: usize) {
-        self.clock
-            .at(now + self.cfg.probe_interval, EvKind::Probe { node: node as u32 });
+        self.clock.at(
+            now + self.cfg.probe_interval,
+            EvKind::Probe { node: node as u32 },
+        );
         if matches!(self.routing, Routing::Oracle(_)) {
             return;
         }
@@ -350,7 +356,10 @@ impl Sim<'_> {
                 node,
                 taken_at: now,
                 ok: true,
-                health_latency: self.cfg.network + self.sc.profile.health_work / c.speed.max(1e-3),
+                // Live, the async sleep ends on the next millisecond tick.
+                health_latency: self.cfg.network
+                    + self.sc.profile.health_work / c.speed.max(1e-3)
+                    + 0.001 * self.rng_misc.random::<f64>(),
                 queued: Some(n.queue.len() as f64),
                 busy: Some(f64::from(n.busy)),
                 workers: Some(f64::from(self.sc.profile.workers)),
@@ -368,7 +377,8 @@ impl Sim<'_> {
                 service: None,
             }
         };
-        let arrives = now + sample.health_latency.min(self.cfg.probe_timeout) + self.cfg.report_delay;
+        let arrives =
+            now + sample.health_latency.min(self.cfg.probe_timeout) + self.cfg.report_delay;
         let idx = match self.free_samples.pop() {
             Some(i) => {
                 self.samples[i as usize] = sample;
@@ -479,7 +489,12 @@ mod tests {
             Contender::Policy(PolicyKind::RoundRobin),
         );
         let or = sim("heterogeneous", 16, 0.3, Contender::Oracle);
-        assert!(or.p99_ms < rr.p99_ms / 2.0, "{} vs {}", or.p99_ms, rr.p99_ms);
+        assert!(
+            or.p99_ms < rr.p99_ms / 2.0,
+            "{} vs {}",
+            or.p99_ms,
+            rr.p99_ms
+        );
         // Round-robin overloads the slow nodes: they get 1/8 of the traffic with 1/29
         // of the capacity.
         let t = rr.affected_traffic.expect("affected");
