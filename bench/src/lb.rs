@@ -64,6 +64,9 @@ pub struct LbArgs {
     /// Print no progress line.
     #[arg(long)]
     pub no_progress: bool,
+    /// Simulator runs at once (each is single-threaded).
+    #[arg(long, default_value_t = 2)]
+    pub jobs: usize,
 }
 
 impl Default for LbArgs {
@@ -80,6 +83,7 @@ impl Default for LbArgs {
             json: None,
             quick: false,
             no_progress: false,
+            jobs: 2,
         }
     }
 }
@@ -197,22 +201,12 @@ pub async fn run(args: LbArgs) -> Result<Report, BenchError> {
                     .chain([Contender::Oracle])
                     .collect();
                 for rep in 0..reps {
-                    for &who in &contenders {
-                        progress.line(&format!(
-                            "sim {n} {} rep {}/{} {}",
-                            def.name,
-                            rep + 1,
-                            reps,
-                            who.name()
-                        ));
-                        let sc2 = Arc::clone(&sc);
-                        let seed = rep_seed(rep);
-                        let summary = tokio::task::spawn_blocking(move || {
-                            sim::run(&sc2, who, &harness, seed).map(|st| st.summarize(&sc2))
-                        })
-                        .await
-                        .map_err(|e| BenchError::Task(e.to_string()))??;
-                        report.add(&sc, Where::Sim, who, summary);
+                    progress.line(&format!("sim {n} {} rep {}/{}", def.name, rep + 1, reps));
+                    let seed = rep_seed(rep);
+                    let summaries =
+                        run_sims(Arc::clone(&sc), &contenders, harness, seed, args.jobs).await?;
+                    for (who, summary) in contenders.iter().zip(summaries) {
+                        report.add(&sc, Where::Sim, *who, summary);
                     }
                 }
                 progress.clear();
@@ -229,6 +223,41 @@ pub async fn run(args: LbArgs) -> Result<Report, BenchError> {
         })?;
     }
     Ok(report)
+}
+
+/// Runs every contender on `sc` with `seed`, `jobs` at a time on blocking threads;
+/// the summaries in the order of `contenders`.
+async fn run_sims(
+    sc: Arc<Scenario>,
+    contenders: &[Contender],
+    harness: HarnessConfig,
+    seed: u64,
+    jobs: usize,
+) -> Result<Vec<crate::metrics::RunSummary>, BenchError> {
+    let permits = Arc::new(tokio::sync::Semaphore::new(jobs.max(1)));
+    let tasks: Vec<_> = contenders
+        .iter()
+        .map(|&who| {
+            let sc = Arc::clone(&sc);
+            let permits = Arc::clone(&permits);
+            tokio::spawn(async move {
+                let _permit = permits
+                    .acquire_owned()
+                    .await
+                    .map_err(|e| BenchError::Task(e.to_string()))?;
+                tokio::task::spawn_blocking(move || {
+                    sim::run(&sc, who, &harness, seed).map(|st| st.summarize(&sc))
+                })
+                .await
+                .map_err(|e| BenchError::Task(e.to_string()))?
+            })
+        })
+        .collect();
+    let mut out = Vec::with_capacity(tasks.len());
+    for t in tasks {
+        out.push(t.await.map_err(|e| BenchError::Task(e.to_string()))??);
+    }
+    Ok(out)
 }
 
 fn print_now(text: &str) {

@@ -173,6 +173,22 @@ impl RunStats {
         self.requests
     }
 
+    /// The affected nodes' share of the requests routed with intended times in
+    /// `from..to` (bins of 0.25 s); `None` if none were routed then.
+    pub fn affected_share(&self, from: f64, to: f64) -> Option<f64> {
+        let a = ((from.max(0.0) / BIN).ceil() as usize).min(self.total_bins.len());
+        let b = ((to.max(0.0) / BIN).floor() as usize).min(self.total_bins.len());
+        let total: u64 = self.total_bins[a..b.max(a)]
+            .iter()
+            .map(|&x| u64::from(x))
+            .sum();
+        let affected: u64 = self.affected_bins[a..b.max(a)]
+            .iter()
+            .map(|&x| u64::from(x))
+            .sum();
+        (total > 0).then(|| affected as f64 / total as f64)
+    }
+
     /// Requests routed to each node in the measured window.
     pub fn routed_per_node(&self) -> &[u64] {
         &self.routed
