@@ -81,6 +81,7 @@ pub struct RunStats {
     from: f64,
     to: f64,
     slo: f64,
+    timeout: f64,
     hist: Histogram,
     requests: u64,
     errors: u64,
@@ -113,6 +114,7 @@ impl RunStats {
             from: scenario.warmup(),
             to: scenario.duration(),
             slo: scenario.slo,
+            timeout: scenario.timeout,
             hist: Histogram::default(),
             requests: 0,
             errors: 0,
@@ -150,13 +152,20 @@ impl RunStats {
     }
 
     /// The request intended at `t0` finished after `latency` seconds (measured from
-    /// `t0`), `ok` or not; `timed_out` if the client gave up.
+    /// `t0`), `ok` or not; `timed_out` if the client gave up. A failed request enters
+    /// the latency distribution at the timeout, however fast it failed: percentiles
+    /// are the time by which that share of requests *succeeded*, so a policy cannot
+    /// improve them by sending traffic to a node that fails fast.
     pub fn done(&mut self, t0: f64, latency: f64, ok: bool, timed_out: bool) {
         if !self.measured(t0) {
             return;
         }
         self.requests += 1;
-        self.hist.record(latency);
+        self.hist.record(if ok {
+            latency
+        } else {
+            self.timeout.max(latency)
+        });
         if !ok {
             self.errors += 1;
         }
@@ -298,8 +307,8 @@ pub struct RunSummary {
     pub slo_breaking: u64,
     /// Requests sent to an affected node inside its failure window (by the script).
     pub into_failure: u64,
-    /// Median latency as the client saw it (errors at their latency, timeouts at the
-    /// timeout), ms.
+    /// Median latency from the intended send time, a failure counting as the timeout,
+    /// ms.
     pub p50_ms: f64,
     /// p99, ms.
     pub p99_ms: f64,
