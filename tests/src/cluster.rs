@@ -284,3 +284,146 @@ pub fn http_get(url: &str) -> Result<String> {
         Ok(body)
     })
 }
+
+/// A reverse proxy in front of the balancer that, while `corrupt` is on, flips one byte
+/// of every module it serves (`GET /v1/modules/...`): the agent must refuse those
+/// modules by their sha256. Everything else passes through unchanged.
+#[derive(Debug)]
+pub struct ModuleProxy {
+    /// Where the agent connects.
+    pub addr: SocketAddr,
+    corrupt: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    served: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+#[derive(Clone)]
+struct ProxyState {
+    upstream: String,
+    http: reqwest::Client,
+    corrupt: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    served: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+async fn proxy_handler(
+    axum::extract::State(st): axum::extract::State<ProxyState>,
+    req: axum::extract::Request,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    use std::sync::atomic::Ordering;
+    let (parts, body) = req.into_parts();
+    let path = parts
+        .uri
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_string();
+    let body = match axum::body::to_bytes(body, 64 << 20).await {
+        Ok(b) => b,
+        Err(e) => return (axum::http::StatusCode::BAD_REQUEST, e.to_string()).into_response(),
+    };
+    let mut up = st
+        .http
+        .request(parts.method.clone(), format!("{}{path}", st.upstream))
+        .body(body);
+    for (k, v) in &parts.headers {
+        if k != axum::http::header::HOST && k != axum::http::header::CONTENT_LENGTH {
+            up = up.header(k, v);
+        }
+    }
+    let resp = match up.send().await {
+        Ok(r) => r,
+        Err(e) => return (axum::http::StatusCode::BAD_GATEWAY, e.to_string()).into_response(),
+    };
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let mut bytes = resp.bytes().await.map(|b| b.to_vec()).unwrap_or_default();
+    if path.starts_with("/v1/modules/") && status.is_success() {
+        st.served.fetch_add(1, Ordering::Relaxed);
+        if st.corrupt.load(Ordering::Relaxed)
+            && let Some(last) = bytes.last_mut()
+        {
+            *last ^= 0x01;
+        }
+    }
+    let mut out = axum::response::Response::new(axum::body::Body::from(bytes));
+    *out.status_mut() = status;
+    for (k, v) in &headers {
+        if k != axum::http::header::CONTENT_LENGTH && k != axum::http::header::TRANSFER_ENCODING {
+            out.headers_mut().insert(k, v.clone());
+        }
+    }
+    out
+}
+
+impl ModuleProxy {
+    /// Starts the proxy on a free loopback port, forwarding to `upstream` (a base URL).
+    pub fn start(upstream: &str) -> Result<ModuleProxy> {
+        let corrupt = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let served = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let listener = TcpListener::bind("127.0.0.1:0")?;
+        listener.set_nonblocking(true)?;
+        let addr = listener.local_addr()?;
+        let state = ProxyState {
+            upstream: upstream.trim_end_matches('/').to_string(),
+            http: reqwest::Client::new(),
+            corrupt: corrupt.clone(),
+            served: served.clone(),
+        };
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async move {
+                let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
+                    return;
+                };
+                let app = axum::Router::new()
+                    .fallback(proxy_handler)
+                    .with_state(state);
+                let _ = axum::serve(listener, app)
+                    .with_graceful_shutdown(async {
+                        let _ = stopped.await;
+                    })
+                    .await;
+            });
+        });
+        Ok(ModuleProxy {
+            addr,
+            corrupt,
+            served,
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+
+    /// Turns corruption of module bytes on or off.
+    pub fn set_corrupt(&self, on: bool) {
+        self.corrupt.store(on, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Modules served so far.
+    pub fn modules_served(&self) -> u64 {
+        self.served.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Its base URL.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+impl Drop for ModuleProxy {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
