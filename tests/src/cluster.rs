@@ -239,7 +239,10 @@ impl AgentSpec {
         let mut p = Proc::spawn(
             &format!("agent {}", self.node),
             &self.args(),
-            &[("PLB_LOG", "info,plb_agent=debug".into())],
+            &[
+                ("PLB_LOG", "info,plb_agent=debug".into()),
+                ("PLB_LOG_JSON", "true".into()),
+            ],
             log,
         )?;
         let url = format!("http://{}/healthz", loopback(self.metrics_port));
@@ -425,5 +428,288 @@ impl Drop for ModuleProxy {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+    }
+}
+
+/// A real balancer (`plb balancer`) as a child process on a fixed loopback port with a
+/// SQLite file in `dir`; it can be stopped and started again on the same port and file.
+#[derive(Debug)]
+pub struct Balancer {
+    /// Its port.
+    pub port: u16,
+    /// Its state directory (the SQLite file lives here).
+    pub dir: PathBuf,
+    /// Admin token.
+    pub admin_token: String,
+    proc: Option<Proc>,
+    starts: u32,
+}
+
+/// A probe as the tests upload it.
+#[derive(Debug, Clone)]
+pub struct ProbeUpload<'a> {
+    /// Pool.
+    pub pool: &'a str,
+    /// Probe name.
+    pub name: &'a str,
+    /// The component.
+    pub wasm: &'a [u8],
+    /// `quick` or `deep`.
+    pub tier: &'a str,
+    /// Interval.
+    pub interval_ms: u64,
+    /// Wall-clock limit.
+    pub timeout_ms: u32,
+    /// Fuel, `None` for unmetered.
+    pub fuel: Option<u64>,
+    /// Memory limit.
+    pub memory_mib: u32,
+    /// Config.
+    pub config: &'a [(&'a str, &'a str)],
+}
+
+/// One stored sample, read from the balancer's SQLite file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredSample {
+    /// Sample id.
+    pub id: String,
+    /// Node.
+    pub node: String,
+    /// Pool.
+    pub pool: String,
+    /// Probe.
+    pub probe: String,
+    /// Version.
+    pub version: u32,
+    /// When taken.
+    pub taken_at_ms: i64,
+    /// Outcome.
+    pub outcome: String,
+    /// Message.
+    pub message: String,
+    /// Duration.
+    pub duration_ms: f64,
+}
+
+impl Balancer {
+    /// Starts a balancer on a free port with a fresh state directory under `dir`.
+    pub fn start(dir: &Path) -> Result<Balancer> {
+        let mut b = Balancer {
+            port: free_port(),
+            dir: dir.to_path_buf(),
+            admin_token: "admin-secret-token".into(),
+            proc: None,
+            starts: 0,
+        };
+        b.restart()?;
+        Ok(b)
+    }
+
+    /// Base URL.
+    pub fn url(&self) -> String {
+        format!("http://{}", loopback(self.port))
+    }
+
+    /// The SQLite file.
+    pub fn db_path(&self) -> PathBuf {
+        self.dir.join("plb.sqlite")
+    }
+
+    /// Starts it again (same port, same file) and waits for `/healthz`.
+    pub fn restart(&mut self) -> Result<()> {
+        if self.proc.is_some() {
+            bail!("balancer already running");
+        }
+        self.starts += 1;
+        let args: Vec<String> = vec![
+            "balancer".into(),
+            "--listen".into(),
+            loopback(self.port).to_string(),
+            "--db".into(),
+            self.db_path().display().to_string(),
+        ];
+        let log = self.dir.join(format!("balancer-{}.log", self.starts));
+        let mut p = Proc::spawn(
+            "balancer",
+            &args,
+            &[("PLB_ADMIN_TOKEN", self.admin_token.clone())],
+            &log,
+        )?;
+        let url = format!("{}/healthz", self.url());
+        let up = wait_for(Duration::from_secs(30), "the balancer's /healthz", || {
+            if !p.alive() {
+                return Some(false);
+            }
+            http_get(&url).ok().map(|_| true)
+        })?;
+        if !up {
+            bail!("balancer exited at start; log:\n{}", p.log_tail(4000));
+        }
+        self.proc = Some(p);
+        Ok(())
+    }
+
+    /// Stops it cleanly (SIGTERM).
+    pub fn stop(&mut self) -> Result<()> {
+        match self.proc.take() {
+            Some(mut p) => {
+                let st = p.terminate(Duration::from_secs(15))?;
+                if !st.success() {
+                    bail!("balancer exited with {st}; log:\n{}", p.log_tail(3000));
+                }
+                Ok(())
+            }
+            None => bail!("balancer not running"),
+        }
+    }
+
+    /// A JSON call with `token`; returns the status and the parsed body (or `null`).
+    pub fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: &str,
+        body: Option<serde_json::Value>,
+    ) -> Result<(u16, serde_json::Value)> {
+        let url = format!("{}{path}", self.url());
+        let method = reqwest::Method::from_bytes(method.as_bytes())?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        rt.block_on(async {
+            let mut req = reqwest::Client::new()
+                .request(method, &url)
+                .bearer_auth(token)
+                .timeout(Duration::from_secs(30));
+            if let Some(b) = body {
+                req = req.json(&b);
+            }
+            let resp = req.send().await?;
+            let status = resp.status().as_u16();
+            let text = resp.text().await?;
+            let v = serde_json::from_str(&text).unwrap_or(serde_json::Value::Null);
+            Ok((status, v))
+        })
+    }
+
+    fn ok(
+        &self,
+        method: &str,
+        path: &str,
+        token: &str,
+        body: Option<serde_json::Value>,
+    ) -> Result<serde_json::Value> {
+        let (status, v) = self.call(method, path, token, body)?;
+        if !(200..300).contains(&status) {
+            bail!("{method} {path}: {status}: {v}");
+        }
+        Ok(v)
+    }
+
+    /// Creates a client and a pool; returns the client's token.
+    pub fn client_with_pool(&self, client: &str, pool: &str) -> Result<String> {
+        let c = self.ok(
+            "POST",
+            "/v1/clients",
+            &self.admin_token,
+            Some(serde_json::json!({"name": client})),
+        )?;
+        let token = c["token"].as_str().context("client token")?.to_string();
+        self.ok(
+            "POST",
+            "/v1/pools",
+            &token,
+            Some(serde_json::json!({"name": pool, "latency_slo_ms": 200})),
+        )?;
+        Ok(token)
+    }
+
+    /// An agent token for `pools`.
+    pub fn agent_token(&self, client_token: &str, pools: &[&str]) -> Result<String> {
+        let v = self.ok(
+            "POST",
+            "/v1/agent-tokens",
+            client_token,
+            Some(serde_json::json!({ "pools": pools })),
+        )?;
+        Ok(v["token"].as_str().context("agent token")?.to_string())
+    }
+
+    /// Uploads a probe (a new version when it exists); returns `(version, sha256)`.
+    pub fn upload(&self, client_token: &str, p: &ProbeUpload<'_>) -> Result<(u32, String)> {
+        let config: serde_json::Map<String, serde_json::Value> = p
+            .config
+            .iter()
+            .map(|(k, v)| (k.to_string(), serde_json::Value::String(v.to_string())))
+            .collect();
+        let mut url = reqwest::Url::parse(&format!(
+            "{}/v1/pools/{}/probes/{}",
+            self.url(),
+            p.pool,
+            p.name
+        ))?;
+        {
+            let mut q = url.query_pairs_mut();
+            q.append_pair("tier", p.tier)
+                .append_pair("interval_ms", &p.interval_ms.to_string())
+                .append_pair("timeout_ms", &p.timeout_ms.to_string())
+                .append_pair("memory_mib", &p.memory_mib.to_string())
+                .append_pair("config", &serde_json::Value::Object(config).to_string());
+            match p.fuel {
+                Some(f) => q.append_pair("fuel", &f.to_string()),
+                None => q.append_pair("fuel", "null"),
+            };
+        }
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let wasm = p.wasm.to_vec();
+        let token = client_token.to_string();
+        rt.block_on(async move {
+            let resp = reqwest::Client::new()
+                .put(url)
+                .bearer_auth(token)
+                .header("content-type", "application/wasm")
+                .body(wasm)
+                .timeout(Duration::from_secs(60))
+                .send()
+                .await?;
+            let status = resp.status();
+            let v: serde_json::Value = resp.json().await.unwrap_or(serde_json::Value::Null);
+            if !status.is_success() {
+                bail!("upload {}: {status}: {v}", p.name);
+            }
+            let version = v["version"].as_u64().context("version")? as u32;
+            let sha = v["sha256"].as_str().context("sha256")?.to_string();
+            Ok((version, sha))
+        })
+    }
+
+    /// Every stored sample of `node`, read from the SQLite file (read-only; safe while
+    /// the balancer runs, as SQLite readers do not block its writer in WAL mode).
+    pub fn samples(&self, node: &str) -> Result<Vec<StoredSample>> {
+        let conn = rusqlite::Connection::open_with_flags(
+            self.db_path(),
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        conn.busy_timeout(Duration::from_secs(5))?;
+        let mut stmt = conn.prepare(
+            "SELECT id, node, pool, probe, version, taken_at_ms, outcome, message, duration_ms
+             FROM samples WHERE node = ?1 ORDER BY taken_at_ms",
+        )?;
+        let rows = stmt.query_map([node], |r| {
+            Ok(StoredSample {
+                id: r.get(0)?,
+                node: r.get(1)?,
+                pool: r.get(2)?,
+                probe: r.get(3)?,
+                version: r.get(4)?,
+                taken_at_ms: r.get(5)?,
+                outcome: r.get(6)?,
+                message: r.get(7)?,
+                duration_ms: r.get(8)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
     }
 }
