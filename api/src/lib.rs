@@ -5,9 +5,11 @@
 mod outcome;
 mod prediction;
 mod probe;
+mod resources;
 mod wire;
 
 pub use outcome::{Blame, Outcome};
 pub use prediction::*;
 pub use probe::{ProbeSettings, SettingsError, Tier};
+pub use resources::*;
 pub use wire::*;

@@ -1,1 +1,207 @@
-//! stub, being written
+//! PLB's balancer service: the REST API v1 (axum) over a SQLite store. Clients upload
+//! probes to their pools, agents register nodes, pull assignments and modules and push
+//! samples; the balancer keeps everything durable and, in later issues, forecasts and
+//! routes from it.
+//!
+//! Layout: [`config`] (one clap struct), [`error`] (one `AppError`, the JSON extractor),
+//! [`store`] (all SQL behind the [`store::Store`] trait), [`auth`] (tokens), [`routes`]
+//! (one module per resource), [`metrics`], [`openapi`], [`ingest`] (the hook where
+//! committed samples leave for the prediction engine), [`retention`].
+#![forbid(unsafe_code)]
+
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod ingest;
+pub mod metrics;
+pub mod openapi;
+pub mod retention;
+pub mod routes;
+pub mod state;
+pub mod store;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub use config::BalancerConfig;
+pub use error::{AppError, Error};
+pub use ingest::{CommittedBatch, IngestObserver};
+pub use state::AppState;
+
+use crate::metrics::Metrics;
+use crate::store::{SqliteOptions, SqliteStore};
+
+/// The whole HTTP app over `state`.
+pub fn app(state: AppState) -> axum::Router {
+    routes::router(state)
+}
+
+/// The runtime settings the balancer needs: it only compiles uploads to validate them,
+/// so a small pool suffices.
+fn runtime_config() -> plb_runtime::RuntimeConfig {
+    plb_runtime::RuntimeConfig {
+        max_concurrent_runs: 2,
+        max_memory_mib: 64,
+        ..plb_runtime::RuntimeConfig::default()
+    }
+}
+
+/// Validates `cfg`, opens (and migrates) the store and starts the probe runtime.
+pub async fn build_state(cfg: &BalancerConfig) -> Result<AppState, Error> {
+    cfg.validate()?;
+    let metrics = Arc::new(Metrics::new());
+    let opts = SqliteOptions {
+        synchronous: cfg.db_sync,
+        readers: cfg.db_readers,
+        metrics: metrics.writer.clone(),
+        ..SqliteOptions::default()
+    };
+    let path = cfg.db.clone();
+    let (store, runtime) = tokio::task::spawn_blocking(move || {
+        let store = SqliteStore::open(&path, opts)?;
+        let runtime = plb_runtime::Runtime::new(runtime_config())?;
+        Ok::<_, Error>((store, runtime))
+    })
+    .await
+    .map_err(|e| Error::Io {
+        context: "opening the store".into(),
+        source: std::io::Error::other(e),
+    })??;
+    Ok(AppState::new(cfg, Arc::new(store), runtime, metrics))
+}
+
+/// A balancer serving in the background (tests, `plb dev`).
+#[derive(Debug)]
+pub struct RunningBalancer {
+    /// The bound address (useful with port 0).
+    pub addr: SocketAddr,
+    /// Its state (store, metrics).
+    pub state: AppState,
+    stop: Option<oneshot::Sender<()>>,
+    server: JoinHandle<Result<(), Error>>,
+    retention: JoinHandle<()>,
+}
+
+impl RunningBalancer {
+    /// `http://addr`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Stops accepting, lets requests in flight finish, and waits for the server.
+    pub async fn stop(mut self) -> Result<(), Error> {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        self.retention.abort();
+        match (&mut self.server).await {
+            Ok(r) => r,
+            Err(e) => Err(Error::Io {
+                context: "the server task".into(),
+                source: std::io::Error::other(e),
+            }),
+        }
+    }
+}
+
+/// Builds the state from `cfg` and starts serving on `cfg.listen`.
+pub async fn start(cfg: &BalancerConfig) -> Result<RunningBalancer, Error> {
+    let state = build_state(cfg).await?;
+    start_with_state(cfg, state).await
+}
+
+/// Starts serving `state` on `cfg.listen`, with the retention task.
+pub async fn start_with_state(
+    cfg: &BalancerConfig,
+    state: AppState,
+) -> Result<RunningBalancer, Error> {
+    let listener = TcpListener::bind(cfg.listen).await.map_err(|e| Error::Io {
+        context: format!("binding {}", cfg.listen),
+        source: e,
+    })?;
+    let addr = listener.local_addr().map_err(|e| Error::Io {
+        context: "reading the bound address".into(),
+        source: e,
+    })?;
+    let retention = tokio::spawn(retention::run(
+        Arc::clone(&state.store),
+        Arc::clone(&state.metrics),
+        retention::Retention::from(cfg),
+    ));
+    let (stop, stopped) = oneshot::channel::<()>();
+    let router = app(state.clone());
+    let server = tokio::spawn(async move {
+        axum::serve(listener, router)
+            .with_graceful_shutdown(async move {
+                let _ = stopped.await;
+            })
+            .await
+            .map_err(|e| Error::Io {
+                context: "serving".into(),
+                source: e,
+            })
+    });
+    tracing::info!(%addr, "balancer listening");
+    Ok(RunningBalancer {
+        addr,
+        state,
+        stop: Some(stop),
+        server,
+        retention,
+    })
+}
+
+/// Runs the balancer until `shutdown` resolves (the `plb balancer` entry point).
+pub async fn serve(
+    cfg: BalancerConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
+    let mut running = start(&cfg).await?;
+    let ended = tokio::select! {
+        () = shutdown => None,
+        r = &mut running.server => Some(r),
+    };
+    match ended {
+        None => {
+            tracing::info!("shutting down");
+            running.stop().await
+        }
+        Some(r) => {
+            running.retention.abort();
+            match r {
+                Ok(r) => r,
+                Err(e) => Err(Error::Io {
+                    context: "the server task".into(),
+                    source: std::io::Error::other(e),
+                }),
+            }
+        }
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM (for `serve`).
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}

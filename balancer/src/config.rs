@@ -1,0 +1,268 @@
+//! The balancer's one config: CLI flags with `PLB_*` environment fallbacks (flattened
+//! into `plb balancer` by the CLI), validated once with typed errors.
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::store::Synchronous;
+
+/// Default listen address.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7070";
+/// Default upload limit: 16 MiB.
+pub const DEFAULT_MAX_UPLOAD_BYTES: u64 = 16 * 1024 * 1024;
+/// Default limit of a JSON request body: 8 MiB.
+pub const DEFAULT_MAX_JSON_BYTES: u64 = 8 * 1024 * 1024;
+/// Shortest admin token accepted.
+pub const MIN_ADMIN_TOKEN_LEN: usize = 16;
+
+/// `plb balancer` settings.
+#[derive(Clone, clap::Args)]
+pub struct BalancerConfig {
+    /// Address to listen on.
+    #[arg(long, env = "PLB_LISTEN", default_value = DEFAULT_LISTEN)]
+    pub listen: SocketAddr,
+
+    /// The SQLite database file (created if missing).
+    #[arg(long, env = "PLB_DB", default_value = "plb.db")]
+    pub db: PathBuf,
+
+    /// The admin token: creates clients and agent tokens. At least 16 characters.
+    #[arg(long, env = "PLB_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: String,
+
+    /// Largest probe upload, in bytes (413 past it).
+    #[arg(long, env = "PLB_MAX_UPLOAD_BYTES", default_value_t = DEFAULT_MAX_UPLOAD_BYTES)]
+    pub max_upload_bytes: u64,
+
+    /// Largest JSON request body (e.g. a report batch), in bytes (413 past it).
+    #[arg(long, env = "PLB_MAX_JSON_BYTES", default_value_t = DEFAULT_MAX_JSON_BYTES)]
+    pub max_json_bytes: u64,
+
+    /// How long raw samples are kept before being folded into per-minute aggregates,
+    /// e.g. `24h`, `90m`, `3600s` or `3600` (seconds).
+    #[arg(long, env = "PLB_RETENTION_RAW", default_value = "24h", value_parser = parse_duration)]
+    pub retention_raw: Duration,
+
+    /// How long per-minute aggregates are kept, e.g. `30d`.
+    #[arg(long, env = "PLB_RETENTION_AGGREGATES", default_value = "30d", value_parser = parse_duration)]
+    pub retention_aggregates: Duration,
+
+    /// How often the retention pass runs, e.g. `1m`.
+    #[arg(long, env = "PLB_RETENTION_EVERY", default_value = "1m", value_parser = parse_duration)]
+    pub retention_every: Duration,
+
+    /// SQLite durability: `normal` survives a crash of the process, `full` a power loss.
+    #[arg(long, env = "PLB_DB_SYNC", value_enum, default_value_t = Synchronous::Normal)]
+    pub db_sync: Synchronous,
+
+    /// Read connections kept open.
+    #[arg(long, env = "PLB_DB_READERS", default_value_t = 4)]
+    pub db_readers: usize,
+}
+
+impl std::fmt::Debug for BalancerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BalancerConfig")
+            .field("listen", &self.listen)
+            .field("db", &self.db)
+            .field("admin_token", &"<redacted>")
+            .field("max_upload_bytes", &self.max_upload_bytes)
+            .field("max_json_bytes", &self.max_json_bytes)
+            .field("retention_raw", &self.retention_raw)
+            .field("retention_aggregates", &self.retention_aggregates)
+            .field("retention_every", &self.retention_every)
+            .field("db_sync", &self.db_sync)
+            .field("db_readers", &self.db_readers)
+            .finish()
+    }
+}
+
+/// A setting that cannot work.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// The admin token is too short to be a secret.
+    #[error("--admin-token (PLB_ADMIN_TOKEN) must be at least {MIN_ADMIN_TOKEN_LEN} characters")]
+    AdminTokenTooShort,
+    /// The admin token looks like a client or agent token.
+    #[error(
+        "--admin-token must not start with `plbc_` or `plba_` (those are client and agent tokens)"
+    )]
+    AdminTokenPrefix,
+    /// A size limit out of range.
+    #[error("--{flag} must be between {min} and {max} bytes, got {got}")]
+    Size {
+        /// The flag.
+        flag: &'static str,
+        /// Smallest allowed.
+        min: u64,
+        /// Largest allowed.
+        max: u64,
+        /// Given.
+        got: u64,
+    },
+    /// A duration out of range.
+    #[error("--{flag}: {message}")]
+    Duration {
+        /// The flag.
+        flag: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+    /// Zero readers.
+    #[error("--db-readers must be between 1 and 64")]
+    Readers,
+}
+
+impl BalancerConfig {
+    /// A config with every default, for `db` and `admin_token`.
+    pub fn new(db: impl Into<PathBuf>, admin_token: impl Into<String>) -> Self {
+        BalancerConfig {
+            listen: DEFAULT_LISTEN
+                .parse()
+                .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 7070))),
+            db: db.into(),
+            admin_token: admin_token.into(),
+            max_upload_bytes: DEFAULT_MAX_UPLOAD_BYTES,
+            max_json_bytes: DEFAULT_MAX_JSON_BYTES,
+            retention_raw: Duration::from_secs(24 * 3600),
+            retention_aggregates: Duration::from_secs(30 * 24 * 3600),
+            retention_every: Duration::from_secs(60),
+            db_sync: Synchronous::Normal,
+            db_readers: 4,
+        }
+    }
+
+    /// Checks every setting.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.admin_token.chars().count() < MIN_ADMIN_TOKEN_LEN {
+            return Err(ConfigError::AdminTokenTooShort);
+        }
+        if self.admin_token.starts_with("plbc_") || self.admin_token.starts_with("plba_") {
+            return Err(ConfigError::AdminTokenPrefix);
+        }
+        let size = |flag, got: u64, min: u64, max: u64| {
+            if (min..=max).contains(&got) {
+                Ok(())
+            } else {
+                Err(ConfigError::Size {
+                    flag,
+                    min,
+                    max,
+                    got,
+                })
+            }
+        };
+        size("max-upload-bytes", self.max_upload_bytes, 1024, 1 << 30)?;
+        size("max-json-bytes", self.max_json_bytes, 1024, 1 << 30)?;
+        let dur = |flag, d: Duration, min: Duration| {
+            if d < min {
+                Err(ConfigError::Duration {
+                    flag,
+                    message: format!("must be at least {}s, got {}s", min.as_secs(), d.as_secs()),
+                })
+            } else {
+                Ok(())
+            }
+        };
+        dur("retention-raw", self.retention_raw, Duration::from_secs(60))?;
+        dur(
+            "retention-aggregates",
+            self.retention_aggregates,
+            Duration::from_secs(60),
+        )?;
+        dur(
+            "retention-every",
+            self.retention_every,
+            Duration::from_secs(1),
+        )?;
+        if self.retention_aggregates < self.retention_raw {
+            return Err(ConfigError::Duration {
+                flag: "retention-aggregates",
+                message: "must not be shorter than --retention-raw".into(),
+            });
+        }
+        if !(1..=64).contains(&self.db_readers) {
+            return Err(ConfigError::Readers);
+        }
+        Ok(())
+    }
+}
+
+/// Parses `90`, `90s`, `15m`, `24h`, `30d` (whole units) into a duration.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration: use e.g. 90s, 15m, 24h, 30d"))?;
+    let secs = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("`{s}`: unknown unit `{unit}` (use s, m, h or d)")),
+    };
+    n.checked_mul(secs)
+        .map(Duration::from_secs)
+        .ok_or_else(|| format!("`{s}` is too long"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        cfg: BalancerConfig,
+    }
+
+    #[test]
+    fn durations_parse_with_units() {
+        assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("15m"), Ok(Duration::from_secs(900)));
+        assert_eq!(parse_duration("24h"), Ok(Duration::from_secs(86_400)));
+        assert_eq!(parse_duration("2d"), Ok(Duration::from_secs(172_800)));
+        assert!(parse_duration("5 weeks").is_err());
+        assert!(parse_duration("h").is_err());
+        assert!(parse_duration("-5s").is_err());
+    }
+
+    #[test]
+    fn flags_parse_and_defaults_validate() {
+        let cli = Cli::try_parse_from([
+            "plb",
+            "--admin-token",
+            "0123456789abcdef",
+            "--listen",
+            "127.0.0.1:0",
+            "--retention-raw",
+            "2h",
+        ])
+        .expect("parses");
+        assert_eq!(cli.cfg.retention_raw, Duration::from_secs(7200));
+        assert_eq!(cli.cfg.max_upload_bytes, 16 * 1024 * 1024);
+        cli.cfg.validate().expect("valid");
+        assert!(!format!("{:?}", cli.cfg).contains("0123456789abcdef"));
+    }
+
+    #[test]
+    fn bad_settings_are_named() {
+        let mut c = BalancerConfig::new("x.db", "short");
+        assert_eq!(c.validate(), Err(ConfigError::AdminTokenTooShort));
+        c.admin_token = "a-long-enough-admin-token".into();
+        c.max_upload_bytes = 10;
+        assert!(matches!(
+            c.validate(),
+            Err(ConfigError::Size {
+                flag: "max-upload-bytes",
+                ..
+            })
+        ));
+        c.max_upload_bytes = DEFAULT_MAX_UPLOAD_BYTES;
+        c.retention_aggregates = Duration::from_secs(120);
+        assert!(matches!(c.validate(), Err(ConfigError::Duration { .. })));
+    }
+}

@@ -1,0 +1,211 @@
+//! `/metrics`: the balancer's Prometheus registry (`prometheus-client`): HTTP requests by
+//! route and status, samples ingested, probe uploads, retention, the store's writer.
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::state::AppState;
+use crate::store::WriterMetrics;
+
+/// Labels of one HTTP request.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// The route template, e.g. `/v1/pools/{pool}`, or `unmatched`.
+    pub route: String,
+    /// The method.
+    pub method: String,
+    /// The response status.
+    pub status: u16,
+}
+
+/// Labels naming a route.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    /// The route template.
+    pub route: String,
+}
+
+/// Labels of a probe upload's result.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UploadLabels {
+    /// `created`, `unchanged`, `invalid`, `rejected`.
+    pub result: &'static str,
+}
+
+type HistogramFamily = Family<RouteLabels, Histogram, fn() -> Histogram>;
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.0001, 2.0, 18))
+}
+
+/// Every metric the balancer exports.
+pub struct Metrics {
+    registry: Registry,
+    /// Requests by route, method and status.
+    pub requests: Family<RequestLabels, Counter>,
+    /// Request duration by route.
+    pub request_seconds: HistogramFamily,
+    /// Samples newly stored.
+    pub samples_ingested: Counter,
+    /// Samples received again and not stored twice.
+    pub samples_duplicate: Counter,
+    /// Report batches committed.
+    pub report_batches: Counter,
+    /// Samples agents reported as dropped (their spool was full).
+    pub samples_dropped_by_agents: Counter,
+    /// Probe uploads by result.
+    pub probe_uploads: Family<UploadLabels, Counter>,
+    /// Raw samples folded into per-minute aggregates.
+    pub retention_folded: Counter,
+    /// Per-minute aggregates deleted as too old.
+    pub retention_expired: Counter,
+    /// The store's writer thread.
+    pub writer: WriterMetrics,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    /// A registry with every metric registered under `plb_`.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("plb");
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "http_requests",
+            "HTTP requests by route, method and status",
+            requests.clone(),
+        );
+        let request_seconds: HistogramFamily = Family::new_with_constructor(latency_histogram);
+        registry.register(
+            "http_request_duration_seconds",
+            "HTTP request duration by route",
+            request_seconds.clone(),
+        );
+        let samples_ingested = Counter::default();
+        registry.register(
+            "samples_ingested",
+            "Samples newly stored",
+            samples_ingested.clone(),
+        );
+        let samples_duplicate = Counter::default();
+        registry.register(
+            "samples_duplicate",
+            "Samples received again and not stored twice",
+            samples_duplicate.clone(),
+        );
+        let report_batches = Counter::default();
+        registry.register(
+            "report_batches",
+            "Report batches committed",
+            report_batches.clone(),
+        );
+        let samples_dropped_by_agents = Counter::default();
+        registry.register(
+            "agent_dropped_samples",
+            "Samples agents reported as dropped from a full spool",
+            samples_dropped_by_agents.clone(),
+        );
+        let probe_uploads = Family::<UploadLabels, Counter>::default();
+        registry.register(
+            "probe_uploads",
+            "Probe uploads by result",
+            probe_uploads.clone(),
+        );
+        let retention_folded = Counter::default();
+        registry.register(
+            "retention_folded_samples",
+            "Raw samples folded into per-minute aggregates",
+            retention_folded.clone(),
+        );
+        let retention_expired = Counter::default();
+        registry.register(
+            "retention_expired_minutes",
+            "Per-minute aggregates deleted as too old",
+            retention_expired.clone(),
+        );
+        let writer = WriterMetrics::default();
+        registry.register(
+            "store_commits",
+            "Store transactions committed",
+            writer.commits.clone(),
+        );
+        registry.register(
+            "store_failed_commits",
+            "Store transactions that failed to commit",
+            writer.failed_commits.clone(),
+        );
+        registry.register(
+            "store_group_size",
+            "Writes committed per store transaction",
+            writer.group_size.clone(),
+        );
+        registry.register(
+            "store_commit_seconds",
+            "Time to run and commit one store transaction",
+            writer.commit_seconds.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            request_seconds,
+            samples_ingested,
+            samples_duplicate,
+            report_batches,
+            samples_dropped_by_agents,
+            probe_uploads,
+            retention_folded,
+            retention_expired,
+            writer,
+        }
+    }
+
+    /// The Prometheus text exposition.
+    pub fn encode(&self) -> Result<String, std::fmt::Error> {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
+        Ok(out)
+    }
+}
+
+/// Middleware: counts and times every request by its route template.
+pub async fn track(State(st): State<AppState>, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_string(), |m| m.as_str().to_string());
+    let method = req.method().as_str().to_string();
+    let started = Instant::now();
+    let resp = next.run(req).await;
+    st.metrics
+        .request_seconds
+        .get_or_create(&RouteLabels {
+            route: route.clone(),
+        })
+        .observe(started.elapsed().as_secs_f64());
+    st.metrics
+        .requests
+        .get_or_create(&RequestLabels {
+            route,
+            method,
+            status: resp.status().as_u16(),
+        })
+        .inc();
+    resp
+}

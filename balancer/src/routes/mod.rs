@@ -1,0 +1,102 @@
+//! The REST API v1 routes, one module per resource, and the checks they share.
+pub mod agents;
+pub mod clients;
+pub mod ops;
+pub mod pools;
+pub mod probes;
+pub mod reports;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{delete, get, post, put};
+
+use crate::error::{AppError, method_not_allowed, not_found};
+use crate::state::AppState;
+
+/// Every route of the service, with metrics, body limits and the error shape for
+/// unknown routes and methods.
+pub fn router(state: AppState) -> Router {
+    let json_limit = state.limits.max_json_bytes;
+    Router::new()
+        .route("/healthz", get(ops::healthz))
+        .route("/metrics", get(ops::metrics))
+        .route("/v1/openapi.json", get(ops::openapi))
+        .route("/v1/clients", post(clients::create))
+        .route("/v1/clients/{id}", delete(clients::revoke))
+        .route("/v1/agent-tokens", post(clients::create_agent_token))
+        .route("/v1/agent-tokens/{id}", delete(clients::revoke_agent_token))
+        .route("/v1/pools", post(pools::create).get(pools::list))
+        .route("/v1/pools/{pool}", get(pools::get))
+        .route("/v1/pools/{pool}/nodes", get(pools::nodes))
+        .route("/v1/pools/{pool}/probes", get(probes::list))
+        .route(
+            "/v1/pools/{pool}/probes/{name}",
+            put(probes::put).get(probes::get).delete(probes::delete),
+        )
+        .route("/v1/agents/register", post(agents::register))
+        .route("/v1/agents/{node}/assignments", get(agents::assignments))
+        .route("/v1/modules/{sha256}", get(agents::module))
+        .route("/v1/reports", post(reports::post))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(json_limit))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::metrics::track,
+        ))
+        .with_state(state)
+}
+
+/// Checks a pool or probe name: 1 to 64 of `[A-Za-z0-9._-]`, starting with a letter or
+/// digit.
+pub fn check_name(what: &str, name: &str) -> Result<(), AppError> {
+    check_name_max(what, name, 64)
+}
+
+/// Checks a node name: like [`check_name`], up to 128 bytes (host names).
+pub fn check_node_name(name: &str) -> Result<(), AppError> {
+    check_name_max("node", name, 128)
+}
+
+fn check_name_max(what: &str, name: &str, max: usize) -> Result<(), AppError> {
+    let ok = !name.is_empty()
+        && name.len() <= max
+        && name.as_bytes()[0].is_ascii_alphanumeric()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(AppError::BadRequest(
+            "invalid_name",
+            format!(
+                "invalid {what} name `{}`: use 1 to {max} letters, digits, `.`, `_` or `-`, starting with a letter or digit",
+                name.chars().take(140).collect::<String>()
+            ),
+        ))
+    }
+}
+
+/// Now, Unix ms.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        for ok in ["web", "a", "node-1.example_x", "9lives"] {
+            check_name("pool", ok).expect(ok);
+        }
+        for bad in ["", "-x", ".x", "a b", "a/b", "é", &"x".repeat(65)] {
+            assert!(check_name("pool", bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,91 @@
+//! The app state every handler gets: the store (behind its trait), the probe runtime
+//! (for validating uploads), auth, metrics, limits and the ingest observers. Cheap to clone.
+use std::sync::Arc;
+
+use tokio::sync::Semaphore;
+
+use crate::auth::Auth;
+use crate::config::BalancerConfig;
+use crate::ingest::{CommittedBatch, IngestObserver};
+use crate::metrics::Metrics;
+use crate::store::Store;
+
+/// Request size limits.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Largest probe upload, bytes.
+    pub max_upload_bytes: usize,
+    /// Largest JSON body, bytes.
+    pub max_json_bytes: usize,
+}
+
+/// Uploads validated at once; more wait (compiling a component is CPU-heavy).
+const CONCURRENT_VALIDATIONS: usize = 2;
+
+/// Shared by every handler.
+#[derive(Clone)]
+pub struct AppState {
+    /// The store.
+    pub store: Arc<dyn Store>,
+    /// The probe sandbox, used to validate uploads.
+    pub runtime: plb_runtime::Runtime,
+    /// Token checking.
+    pub auth: Arc<Auth>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Size limits.
+    pub limits: Limits,
+    /// Bounds concurrent upload validations.
+    pub validations: Arc<Semaphore>,
+    observers: Arc<[Arc<dyn IngestObserver>]>,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState")
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AppState {
+    /// State over `store` and `runtime`, with the admin token and limits of `cfg`.
+    pub fn new(
+        cfg: &BalancerConfig,
+        store: Arc<dyn Store>,
+        runtime: plb_runtime::Runtime,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        AppState {
+            store,
+            runtime,
+            auth: Arc::new(Auth::new(&cfg.admin_token)),
+            metrics,
+            limits: Limits {
+                max_upload_bytes: usize::try_from(cfg.max_upload_bytes).unwrap_or(usize::MAX),
+                max_json_bytes: usize::try_from(cfg.max_json_bytes).unwrap_or(usize::MAX),
+            },
+            validations: Arc::new(Semaphore::new(CONCURRENT_VALIDATIONS)),
+            observers: Arc::from(Vec::new()),
+        }
+    }
+
+    /// Adds an observer of committed report batches.
+    pub fn with_observer(mut self, observer: Arc<dyn IngestObserver>) -> Self {
+        let mut v: Vec<_> = self.observers.iter().cloned().collect();
+        v.push(observer);
+        self.observers = Arc::from(v);
+        self
+    }
+
+    /// Hands a committed batch to every observer.
+    pub(crate) fn committed(&self, batch: CommittedBatch) {
+        if self.observers.is_empty() {
+            return;
+        }
+        let batch = Arc::new(batch);
+        for o in self.observers.iter() {
+            o.committed(&batch);
+        }
+    }
+}

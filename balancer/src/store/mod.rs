@@ -1,0 +1,215 @@
+//! The balancer's storage behind one trait. All SQL lives in this module: [`Store`] is
+//! what handlers see (`Arc<dyn Store>` in the app state), [`SqliteStore`] the one
+//! implementation (a group-committing writer thread plus a pool of read connections).
+//!
+//! Every method takes the caller's identity (client id or agent token id) and answers
+//! [`StoreError::NotFound`] for anything outside it, so one client can never read or
+//! change another's pools, probes or nodes.
+mod fold;
+mod readers;
+mod schema;
+mod sqlite;
+mod writer;
+
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use plb_api::{
+    Assignments, CreatePool, PoolNodes, PoolView, ProbeSettings, ProbeView, RegisterRequest,
+    ReportAck, ReportBatch, Sample,
+};
+
+pub use fold::FoldStats;
+pub use sqlite::{SqliteOptions, SqliteStore, Synchronous, WriterMetrics};
+
+/// A future answered by the store.
+pub type StoreFuture<T> = BoxFuture<'static, Result<T, StoreError>>;
+
+/// sha256 of a token: what the store keeps instead of the token.
+pub type TokenHash = [u8; 32];
+
+/// A failed store operation. The first four name a problem of the request; the rest are
+/// internal.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The thing named does not exist for this caller.
+    #[error("{0} not found")]
+    NotFound(String),
+    /// It exists already.
+    #[error("{0}")]
+    Conflict(String),
+    /// The caller may not do this (an agent token outside its pools or node).
+    #[error("{0}")]
+    Forbidden(String),
+    /// The request refers to something it may not (a pool the node is not in, ...).
+    #[error("{0}")]
+    Invalid(String),
+    /// SQLite failed.
+    #[error("sqlite: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// Migrating the schema failed.
+    #[error("migrating the schema: {0}")]
+    Migration(#[from] rusqlite_migration::Error),
+    /// A stored JSON column could not be read or written.
+    #[error("stored JSON: {0}")]
+    Json(#[from] serde_json::Error),
+    /// The transaction holding this write failed to commit; nothing of it is stored.
+    #[error("commit failed: {0}")]
+    Commit(String),
+    /// The writer thread or the reader pool is gone.
+    #[error("the store is shut down")]
+    Closed,
+}
+
+/// Whom a token belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenOwner {
+    /// A client's API token.
+    Client {
+        /// The client.
+        client_id: i64,
+    },
+    /// An agent token.
+    Agent {
+        /// The token.
+        token_id: i64,
+        /// The client that owns the pools it is enrolled for.
+        client_id: i64,
+    },
+}
+
+/// A probe version to store (`PUT /v1/pools/{pool}/probes/{name}`), already validated.
+#[derive(Debug, Clone)]
+pub struct NewProbeVersion {
+    /// Owner of the pool.
+    pub client_id: i64,
+    /// Pool name.
+    pub pool: String,
+    /// Probe name.
+    pub name: String,
+    /// Hex sha256 of `module`.
+    pub sha256: String,
+    /// The component.
+    pub module: Bytes,
+    /// Its settings.
+    pub settings: ProbeSettings,
+    /// Now, Unix ms.
+    pub now_ms: i64,
+}
+
+/// What storing a probe version did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PutProbe {
+    /// A new version was stored.
+    Created(ProbeView),
+    /// The active version already had this module and these settings: nothing changed.
+    Unchanged(ProbeView),
+}
+
+/// A report batch to store, from an agent token.
+#[derive(Debug, Clone)]
+pub struct Ingest {
+    /// The reporting token.
+    pub token_id: i64,
+    /// Its client.
+    pub client_id: i64,
+    /// The batch, already checked for well-formedness.
+    pub batch: ReportBatch,
+    /// Now, Unix ms.
+    pub now_ms: i64,
+}
+
+/// A committed report batch.
+#[derive(Debug, Clone)]
+pub struct Ingested {
+    /// The answer to the agent.
+    pub ack: ReportAck,
+    /// The node's row id.
+    pub node_id: i64,
+    /// The samples newly stored (duplicates left out), in batch order.
+    pub stored: Vec<Sample>,
+}
+
+/// The balancer's storage. Every future resolves only after the operation is durable
+/// (for writes: committed).
+pub trait Store: Send + Sync + 'static {
+    /// A trivial query: is the store answering?
+    fn ping(&self) -> StoreFuture<()>;
+
+    /// Whom the token with this hash belongs to, if it exists and is not revoked.
+    fn token_owner(&self, hash: TokenHash, agent: bool) -> StoreFuture<Option<TokenOwner>>;
+
+    /// Creates a client with the given token hash; returns its id.
+    fn create_client(&self, name: String, hash: TokenHash, now_ms: i64) -> StoreFuture<i64>;
+
+    /// Revokes a client's token and every agent token of its.
+    fn revoke_client(&self, id: i64, now_ms: i64) -> StoreFuture<()>;
+
+    /// Creates an agent token of `client_id` enrolled for `pools`; returns its id.
+    fn create_agent_token(
+        &self,
+        client_id: i64,
+        pools: Vec<String>,
+        hash: TokenHash,
+        now_ms: i64,
+    ) -> StoreFuture<i64>;
+
+    /// Revokes an agent token; `owner` limits it to that client's tokens.
+    fn revoke_agent_token(&self, id: i64, owner: Option<i64>, now_ms: i64) -> StoreFuture<()>;
+
+    /// Creates a pool.
+    fn create_pool(&self, client_id: i64, req: CreatePool, now_ms: i64) -> StoreFuture<PoolView>;
+
+    /// The client's pools, by name.
+    fn list_pools(&self, client_id: i64) -> StoreFuture<Vec<PoolView>>;
+
+    /// One of the client's pools.
+    fn get_pool(&self, client_id: i64, pool: String) -> StoreFuture<PoolView>;
+
+    /// Stores a probe version (the module by sha256) and makes it active.
+    fn put_probe(&self, p: NewProbeVersion) -> StoreFuture<PutProbe>;
+
+    /// Active probes of a pool, by name.
+    fn list_probes(&self, client_id: i64, pool: String) -> StoreFuture<Vec<ProbeView>>;
+
+    /// One active probe.
+    fn get_probe(&self, client_id: i64, pool: String, name: String) -> StoreFuture<ProbeView>;
+
+    /// Deletes a probe: no longer assigned; its versions and samples are kept.
+    fn delete_probe(
+        &self,
+        client_id: i64,
+        pool: String,
+        name: String,
+        now_ms: i64,
+    ) -> StoreFuture<()>;
+
+    /// Registers (or re-registers) the agent token's node into pools it is enrolled for.
+    fn register_node(
+        &self,
+        token_id: i64,
+        client_id: i64,
+        req: RegisterRequest,
+        now_ms: i64,
+    ) -> StoreFuture<()>;
+
+    /// The probes the agent token's node must run.
+    fn assignments(&self, token_id: i64, client_id: i64, node: String) -> StoreFuture<Assignments>;
+
+    /// A module's bytes, if it belongs to a pool the agent token is enrolled for.
+    fn module(&self, token_id: i64, sha256: String) -> StoreFuture<Bytes>;
+
+    /// Stores a report batch, idempotent by sample id; resolves after commit.
+    fn ingest(&self, ingest: Ingest) -> StoreFuture<Ingested>;
+
+    /// A pool's nodes with their newest samples.
+    fn pool_nodes(&self, client_id: i64, pool: String) -> StoreFuture<PoolNodes>;
+
+    /// Folds up to `max_samples` raw samples taken before `raw_before_ms` into per-minute
+    /// aggregates, and deletes aggregates older than `aggregates_before_ms`.
+    fn fold(
+        &self,
+        raw_before_ms: i64,
+        aggregates_before_ms: i64,
+        max_samples: usize,
+    ) -> StoreFuture<FoldStats>;
+}

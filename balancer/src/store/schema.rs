@@ -1,0 +1,152 @@
+//! The SQLite schema as versioned migrations (`rusqlite_migration`, tracked in
+//! `PRAGMA user_version`). A released migration is never edited: later issues (state
+//! changes, forecast errors, notifications, webhooks, route decisions) append new ones.
+use rusqlite_migration::{M, Migrations};
+
+/// Version 1: clients, tokens, pools, nodes, probes, modules, samples, aggregates.
+const V1: &str = r#"
+CREATE TABLE clients (
+    id            INTEGER PRIMARY KEY,
+    name          TEXT    NOT NULL,
+    token_hash    BLOB    NOT NULL UNIQUE,
+    created_at_ms INTEGER NOT NULL,
+    revoked_at_ms INTEGER
+);
+
+CREATE TABLE pools (
+    id             INTEGER PRIMARY KEY,
+    client_id      INTEGER NOT NULL REFERENCES clients(id),
+    name           TEXT    NOT NULL,
+    latency_slo_ms REAL    NOT NULL,
+    policy         TEXT    NOT NULL DEFAULT 'plb',
+    created_at_ms  INTEGER NOT NULL,
+    UNIQUE (client_id, name)
+);
+
+CREATE TABLE nodes (
+    id               INTEGER PRIMARY KEY,
+    client_id        INTEGER NOT NULL REFERENCES clients(id),
+    name             TEXT    NOT NULL,
+    address          TEXT    NOT NULL,
+    labels           TEXT    NOT NULL DEFAULT '{}',
+    -- The agent token that registered it: only that token reports for it.
+    agent_token_id   INTEGER NOT NULL REFERENCES agent_tokens(id),
+    registered_at_ms INTEGER NOT NULL,
+    last_seen_ms     INTEGER,
+    dropped_samples  INTEGER NOT NULL DEFAULT 0,
+    UNIQUE (client_id, name)
+);
+CREATE INDEX nodes_by_token ON nodes(agent_token_id);
+
+CREATE TABLE agent_tokens (
+    id            INTEGER PRIMARY KEY,
+    client_id     INTEGER NOT NULL REFERENCES clients(id),
+    token_hash    BLOB    NOT NULL UNIQUE,
+    created_at_ms INTEGER NOT NULL,
+    revoked_at_ms INTEGER
+);
+
+CREATE TABLE agent_token_pools (
+    token_id INTEGER NOT NULL REFERENCES agent_tokens(id),
+    pool_id  INTEGER NOT NULL REFERENCES pools(id),
+    PRIMARY KEY (token_id, pool_id)
+) WITHOUT ROWID;
+
+CREATE TABLE pool_nodes (
+    pool_id      INTEGER NOT NULL REFERENCES pools(id),
+    node_id      INTEGER NOT NULL REFERENCES nodes(id),
+    joined_at_ms INTEGER NOT NULL,
+    PRIMARY KEY (pool_id, node_id)
+) WITHOUT ROWID;
+CREATE INDEX pool_nodes_by_node ON pool_nodes(node_id);
+
+CREATE TABLE modules (
+    sha256        TEXT    PRIMARY KEY,
+    bytes         BLOB    NOT NULL,
+    size          INTEGER NOT NULL,
+    created_at_ms INTEGER NOT NULL
+);
+
+CREATE TABLE probes (
+    id            INTEGER PRIMARY KEY,
+    pool_id       INTEGER NOT NULL REFERENCES pools(id),
+    name          TEXT    NOT NULL,
+    -- The active (newest) version.
+    version       INTEGER NOT NULL,
+    -- Deleted probes keep their row (and version numbering) for late samples.
+    deleted_at_ms INTEGER,
+    UNIQUE (pool_id, name)
+);
+
+CREATE TABLE probe_versions (
+    probe_id      INTEGER NOT NULL REFERENCES probes(id),
+    version       INTEGER NOT NULL,
+    sha256        TEXT    NOT NULL REFERENCES modules(sha256),
+    settings      TEXT    NOT NULL,
+    created_at_ms INTEGER NOT NULL,
+    PRIMARY KEY (probe_id, version)
+) WITHOUT ROWID;
+CREATE INDEX probe_versions_by_sha ON probe_versions(sha256);
+
+-- Raw samples, kept for the raw retention window. `id` is the agent's id:
+-- unique per node, which makes reports idempotent.
+CREATE TABLE samples (
+    seq            INTEGER PRIMARY KEY,
+    node_id        INTEGER NOT NULL REFERENCES nodes(id),
+    id             TEXT    NOT NULL,
+    node           TEXT    NOT NULL,
+    pool           TEXT    NOT NULL,
+    probe          TEXT    NOT NULL,
+    version        INTEGER NOT NULL,
+    taken_at_ms    INTEGER NOT NULL,
+    outcome        TEXT    NOT NULL,
+    metrics        TEXT    NOT NULL,
+    duration_ms    REAL    NOT NULL,
+    fuel_used      INTEGER,
+    message        TEXT    NOT NULL,
+    stderr         TEXT    NOT NULL,
+    received_at_ms INTEGER NOT NULL,
+    UNIQUE (node_id, id)
+);
+CREATE INDEX samples_by_time ON samples(taken_at_ms);
+
+-- The newest sample of each (node, pool, probe), for the read side; survives retention.
+CREATE TABLE latest_samples (
+    node_id     INTEGER NOT NULL REFERENCES nodes(id),
+    pool        TEXT    NOT NULL,
+    probe       TEXT    NOT NULL,
+    taken_at_ms INTEGER NOT NULL,
+    sample      TEXT    NOT NULL,
+    PRIMARY KEY (node_id, pool, probe)
+) WITHOUT ROWID;
+
+-- Raw samples older than the raw window, folded per minute.
+CREATE TABLE sample_minutes (
+    node_id   INTEGER NOT NULL REFERENCES nodes(id),
+    pool      TEXT    NOT NULL,
+    probe     TEXT    NOT NULL,
+    minute_ms INTEGER NOT NULL,
+    samples   INTEGER NOT NULL,
+    -- {"ok": 12, "timeout": 1}
+    outcomes  TEXT    NOT NULL,
+    -- {"latency-ms": {"n": 12, "min": 1.0, "mean": 2.0, "max": 3.0}}
+    metrics   TEXT    NOT NULL,
+    PRIMARY KEY (node_id, pool, probe, minute_ms)
+) WITHOUT ROWID;
+CREATE INDEX sample_minutes_by_time ON sample_minutes(minute_ms);
+"#;
+
+/// Every migration, oldest first.
+pub fn migrations() -> Migrations<'static> {
+    Migrations::new(vec![M::up(V1).foreign_key_check()])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrations_are_valid() {
+        migrations().validate().expect("valid migrations");
+    }
+}

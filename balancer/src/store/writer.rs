@@ -1,0 +1,126 @@
+//! The writer thread: the only connection that writes. Group commit: it takes every write
+//! waiting in its channel (up to a cap), runs each in its own savepoint inside one
+//! transaction, commits once, and only then answers each caller. A write that fails
+//! rolls back to its savepoint without touching the others; a failed commit fails all.
+use std::thread::JoinHandle;
+
+use rusqlite::Connection;
+use tokio::sync::{mpsc, oneshot};
+
+use super::StoreError;
+use super::sqlite::WriterMetrics;
+
+/// Tells a job how its transaction ended: `Ok` once committed.
+type Completion = Box<dyn FnOnce(Result<(), String>) + Send>;
+
+/// One write: runs on the writer's connection (or learns the transaction could not
+/// start) and returns how to answer its caller once the commit is known.
+type Job = Box<dyn FnOnce(Result<&Connection, String>) -> Completion + Send>;
+
+/// Most writes committed in one transaction.
+const MAX_GROUP: usize = 128;
+
+/// Handle to the writer thread. Dropping every handle stops the thread after it has
+/// committed what it was given.
+pub(crate) struct Writer {
+    tx: mpsc::Sender<Job>,
+}
+
+impl Writer {
+    /// Starts the thread on `conn`.
+    pub(crate) fn start(
+        conn: Connection,
+        metrics: WriterMetrics,
+        queue: usize,
+    ) -> std::io::Result<(Writer, JoinHandle<()>)> {
+        let (tx, rx) = mpsc::channel::<Job>(queue.max(1));
+        let handle = std::thread::Builder::new()
+            .name("plb-store-writer".into())
+            .spawn(move || run(conn, rx, metrics))?;
+        Ok((Writer { tx }, handle))
+    }
+
+    /// Queues `f` and resolves with its result once its transaction has committed.
+    pub(crate) async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let (done, answer) = oneshot::channel::<Result<T, StoreError>>();
+        let job: Job = Box::new(move |conn| {
+            let result = match conn {
+                Ok(conn) => in_savepoint(conn, f),
+                Err(e) => Err(StoreError::Commit(e)),
+            };
+            Box::new(move |commit| {
+                let out = match (result, commit) {
+                    (Ok(v), Ok(())) => Ok(v),
+                    (Ok(_), Err(e)) => Err(StoreError::Commit(e)),
+                    (Err(e), _) => Err(e),
+                };
+                // The caller may have gone away (client disconnected): the write stands.
+                let _ = done.send(out);
+            })
+        });
+        self.tx.send(job).await.map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+}
+
+fn in_savepoint<T>(
+    conn: &Connection,
+    f: impl FnOnce(&Connection) -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    conn.execute_batch("SAVEPOINT job")?;
+    match f(conn) {
+        Ok(v) => {
+            conn.execute_batch("RELEASE job")?;
+            Ok(v)
+        }
+        Err(e) => {
+            conn.execute_batch("ROLLBACK TO job; RELEASE job")?;
+            Err(e)
+        }
+    }
+}
+
+fn run(conn: Connection, mut rx: mpsc::Receiver<Job>, metrics: WriterMetrics) {
+    let mut jobs: Vec<Job> = Vec::with_capacity(MAX_GROUP);
+    while let Some(first) = rx.blocking_recv() {
+        jobs.push(first);
+        while jobs.len() < MAX_GROUP {
+            match rx.try_recv() {
+                Ok(j) => jobs.push(j),
+                Err(_) => break,
+            }
+        }
+        let n = jobs.len();
+        let started = std::time::Instant::now();
+        let completions: Vec<Completion> = match conn.execute_batch("BEGIN IMMEDIATE") {
+            Ok(()) => jobs.drain(..).map(|job| job(Ok(&conn))).collect(),
+            Err(e) => {
+                let msg = format!("begin: {e}");
+                tracing::error!(error = %msg, "store writer cannot begin a transaction");
+                jobs.drain(..).map(|job| job(Err(msg.clone()))).collect()
+            }
+        };
+        let commit = if conn.is_autocommit() {
+            // BEGIN failed: nothing to commit, every job already holds its error.
+            Err("no transaction".to_string())
+        } else {
+            match conn.execute_batch("COMMIT") {
+                Ok(()) => Ok(()),
+                Err(e) => {
+                    tracing::error!(error = %e, jobs = n, "store commit failed; rolling back");
+                    let _ = conn.execute_batch("ROLLBACK");
+                    Err(e.to_string())
+                }
+            }
+        };
+        metrics.observe_commit(n, started.elapsed(), commit.is_ok());
+        for c in completions {
+            c(commit.clone());
+        }
+    }
+    tracing::debug!("store writer stopped");
+}
