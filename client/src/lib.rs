@@ -149,6 +149,11 @@ impl Client {
         }
     }
 
+    /// The token it sends.
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+
     /// The base URL.
     pub fn base_url(&self) -> &Url {
         &self.base
