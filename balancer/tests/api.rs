@@ -755,3 +755,36 @@ async fn health_metrics_and_openapi() {
     );
     assert!(text.contains("plb_store_commits_total"), "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn early_errors_on_bodies_never_break_the_next_request() {
+    let b = TestBalancer::start_with(|c| c.max_upload_bytes = 150_000).await;
+    let acme = b.client_with_pool("acme", "web").await;
+    let stranger = acme.with_token("plbc_unknown");
+    // One client (one connection pool): each refused body is followed by a good call.
+    for i in 0..20 {
+        let e = acme
+            .upload_probe("nope", "ping", TRIVIAL, &quick(1000))
+            .await
+            .expect_err("unknown pool");
+        assert_api_error(&e, 404, "not_found", "pool `nope`");
+        let e = stranger
+            .upload_probe("web", "ping", TRIVIAL, &quick(1000))
+            .await
+            .expect_err("unknown token");
+        assert_api_error(&e, 401, "unauthorized", "token");
+        // Past the limit (but within what the balancer drains): a clean 413.
+        let e = acme
+            .upload_probe("web", "ping", vec![0u8; 500_000], &quick(1000))
+            .await
+            .expect_err("too large");
+        assert!(e.status() == Some(413), "round {i}: {e}");
+        // Far past it: the connection is closed, never reused.
+        let e = acme
+            .upload_probe("web", "ping", vec![0u8; 4_000_000], &quick(1000))
+            .await
+            .expect_err("far too large");
+        assert!(e.status() == Some(413) || e.retryable(), "round {i}: {e}");
+        acme.pool("web").await.expect("the next call works");
+    }
+}

@@ -7,7 +7,10 @@ pub mod probes;
 pub mod reports;
 
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::{HeaderValue, header};
+use axum::middleware::Next;
+use axum::response::Response;
 use axum::routing::{delete, get, post, put};
 
 use crate::error::{AppError, method_not_allowed, not_found};
@@ -40,11 +43,30 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(json_limit))
+        .layer(axum::middleware::from_fn(close_after_error))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             crate::metrics::track,
         ))
         .with_state(state)
+}
+
+/// An error answered before the request body was read leaves unread bytes on the
+/// connection; `Connection: close` tells the client not to reuse it (else its next
+/// request may meet a connection the server has closed).
+async fn close_after_error(req: Request, next: Next) -> Response {
+    let has_body = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .is_some_and(|v| v.as_bytes() != b"0")
+        || req.headers().contains_key(header::TRANSFER_ENCODING);
+    let mut resp = next.run(req).await;
+    let st = resp.status();
+    if has_body && (st.is_client_error() || st.is_server_error()) {
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    resp
 }
 
 /// Checks a pool or probe name: 1 to 64 of `[A-Za-z0-9._-]`, starting with a letter or

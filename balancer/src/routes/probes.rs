@@ -19,6 +19,16 @@ use crate::metrics::UploadLabels;
 use crate::state::AppState;
 use crate::store::{NewProbeVersion, PutProbe};
 
+/// A refused upload's body is read and dropped up to this many times the upload limit.
+const DRAIN_FACTOR: usize = 4;
+
+fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+}
+
 /// Content types accepted for the component.
 const WASM_TYPES: [&str; 2] = ["application/wasm", "application/octet-stream"];
 
@@ -155,11 +165,38 @@ pub async fn put(
     uri: Uri,
     headers: HeaderMap,
     body: Body,
+) -> Response {
+    let mut body = Some(body);
+    match put_checked(&st, who, pool, name, &uri, &headers, &mut body).await {
+        Ok(r) => r,
+        Err(e) => {
+            // Read (and drop) what the client is still sending, up to a bound, so that
+            // it gets this answer rather than a broken pipe. Past the bound the
+            // connection is closed (see `close_after_error`).
+            let cap = st.limits.max_upload_bytes.saturating_mul(DRAIN_FACTOR);
+            if let Some(b) = body.take()
+                && content_length(&headers).is_none_or(|n| n <= cap as u64)
+            {
+                let _ = http_body_util::Limited::new(b, cap).collect().await;
+            }
+            e.into_response()
+        }
+    }
+}
+
+async fn put_checked(
+    st: &AppState,
+    who: Principal,
+    pool: String,
+    name: String,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &mut Option<Body>,
 ) -> Result<Response, AppError> {
     let client_id = who.client()?;
     check_name("pool", &pool)?;
     check_probe_name(&name)?;
-    let Query(pairs) = Query::<Vec<(String, String)>>::try_from_uri(&uri)
+    let Query(pairs) = Query::<Vec<(String, String)>>::try_from_uri(uri)
         .map_err(|e| AppError::BadRequest("invalid_settings", e.body_text()))?;
     let settings = parse_settings(pairs)?;
     let ct = headers
@@ -186,13 +223,12 @@ pub async fn put(
             "the component is larger than the upload limit of {limit} bytes"
         ))
     };
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
+    if content_length(headers).is_some_and(|n| n > limit as u64) {
         return Err(too_large());
     }
+    let body = body
+        .take()
+        .ok_or_else(|| AppError::internal("upload body taken twice"))?;
     let bytes = match http_body_util::Limited::new(body, limit).collect().await {
         Ok(c) => c.to_bytes(),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => return Err(too_large()),

@@ -28,6 +28,8 @@ impl Readers {
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.pragma_update(None, "cache_size", -16 * 1024)?;
+        conn.pragma_update(None, "mmap_size", super::sqlite::MMAP_BYTES)?;
         conn.set_prepared_statement_cache_capacity(64);
         Ok(conn)
     }

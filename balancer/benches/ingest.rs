@@ -1,0 +1,308 @@
+//! Ingest benchmark: samples per second accepted over HTTP (`POST /v1/reports`, batches
+//! of 100 from 4 concurrent agents) and directly into the store, each acknowledged only
+//! after its commit, on a real SQLite file. Prints a table with ratios against the
+//! store measured in the same run. `cargo bench -p plb-balancer --bench ingest`.
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use plb_api::{Outcome, ProbeSettings, RegisterRequest, ReportBatch, Sample};
+use plb_balancer::BalancerConfig;
+use plb_balancer::store::{Ingest, Store};
+
+const ADMIN: &str = "bench-admin-token-0123456789";
+const BATCH: usize = 100;
+const CLIENTS: usize = 4;
+const BATCHES_PER_CLIENT: usize = 500;
+const GOAL: f64 = 50_000.0;
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Agents name samples with time-ordered UUIDs (v7); `random` uses v4 instead.
+fn sample(pool: &str, probe: &str, t: i64, random: bool) -> Sample {
+    let id = if random {
+        uuid::Uuid::new_v4()
+    } else {
+        uuid::Uuid::now_v7()
+    };
+    Sample {
+        id: id.to_string(),
+        pool: pool.into(),
+        probe: probe.into(),
+        version: 1,
+        taken_at_ms: t,
+        outcome: Outcome::Ok,
+        metrics: BTreeMap::from([
+            ("latency-ms".to_string(), 1.25),
+            ("connect-ms".to_string(), 0.31),
+            ("first-byte-ms".to_string(), 0.97),
+        ]),
+        duration_ms: 2.5,
+        fuel_used: Some(123_456),
+        message: String::new(),
+        stderr: String::new(),
+    }
+}
+
+fn batches(node: &str, n: usize, size: usize, random: bool) -> Vec<ReportBatch> {
+    let t = now_ms();
+    (0..n)
+        .map(|i| ReportBatch {
+            node: node.into(),
+            samples: (0..size)
+                .map(|j| sample("web", "ping", t + (i * size + j) as i64, random))
+                .collect(),
+            dropped: 0,
+        })
+        .collect()
+}
+
+struct Row {
+    path: &'static str,
+    clients: usize,
+    batch: usize,
+    samples: usize,
+    took: Duration,
+}
+
+impl Row {
+    fn rate(&self) -> f64 {
+        self.samples as f64 / self.took.as_secs_f64()
+    }
+}
+
+/// Four nodes, each with its own agent token; returns their typed clients and
+/// `(token_id, client_id)` for direct store calls.
+async fn fleet(url: &str) -> (Vec<plb_client::Client>, Vec<(i64, i64)>) {
+    let admin = plb_client::Client::new(url, ADMIN).expect("client");
+    let c = admin.create_client("bench").await.expect("client");
+    let client = admin.with_token(&c.token);
+    client.create_pool("web", 100.0).await.expect("pool");
+    client
+        .upload_probe(
+            "web",
+            "ping",
+            plb_probe_artifacts::TRIVIAL,
+            &ProbeSettings::default(),
+        )
+        .await
+        .expect("upload");
+    let mut agents = Vec::new();
+    let mut ids = Vec::new();
+    for i in 0..CLIENTS * 2 {
+        let t = client
+            .create_agent_token(&["web"], None)
+            .await
+            .expect("agent token");
+        let agent = admin.with_token(t.token);
+        agent
+            .register(&RegisterRequest {
+                node: format!("n{i}"),
+                address: format!("10.0.0.{i}:80"),
+                pools: vec!["web".into()],
+                labels: BTreeMap::new(),
+            })
+            .await
+            .expect("register");
+        agents.push(agent);
+        ids.push((t.id, c.id));
+    }
+    (agents, ids)
+}
+
+async fn over_http(agents: &[plb_client::Client], random: bool, path: &'static str) -> Row {
+    let url = format!("{}v1/reports", agents[0].base_url());
+    let http = reqwest::Client::new();
+    // Bodies serialised before the clock starts: the server's work is measured.
+    let work: Vec<(String, Vec<Vec<u8>>)> = agents
+        .iter()
+        .take(CLIENTS)
+        .enumerate()
+        .map(|(i, a)| {
+            let bodies = batches(&format!("n{i}"), BATCHES_PER_CLIENT, BATCH, random)
+                .iter()
+                .map(|b| serde_json::to_vec(b).expect("json"))
+                .collect();
+            (a.token().to_string(), bodies)
+        })
+        .collect();
+    let started = Instant::now();
+    let tasks: Vec<_> = work
+        .into_iter()
+        .map(|(token, bodies)| {
+            let (http, url) = (http.clone(), url.clone());
+            tokio::spawn(async move {
+                for body in bodies {
+                    let resp = http
+                        .post(&url)
+                        .bearer_auth(&token)
+                        .header("content-type", "application/json")
+                        .body(body)
+                        .send()
+                        .await
+                        .expect("send");
+                    assert!(resp.status().is_success(), "{}", resp.status());
+                    let ack: plb_api::ReportAck = resp.json().await.expect("ack");
+                    assert_eq!(ack.accepted, BATCH);
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.expect("client task");
+    }
+    Row {
+        path,
+        clients: CLIENTS,
+        batch: BATCH,
+        samples: CLIENTS * BATCHES_PER_CLIENT * BATCH,
+        took: started.elapsed(),
+    }
+}
+
+async fn into_store(
+    store: Arc<dyn Store>,
+    ids: &[(i64, i64)],
+    first_node: usize,
+    tasks: usize,
+    batch: usize,
+    per_task: usize,
+    path: &'static str,
+) -> Row {
+    let work: Vec<_> = (0..tasks)
+        .map(|i| {
+            let node = first_node + i;
+            (
+                ids[node],
+                batches(&format!("n{node}"), per_task, batch, false),
+            )
+        })
+        .collect();
+    let started = Instant::now();
+    let handles: Vec<_> = work
+        .into_iter()
+        .map(|((token_id, client_id), bs)| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                for b in bs {
+                    let n = b.samples.len();
+                    let done = store
+                        .ingest(Ingest {
+                            token_id,
+                            client_id,
+                            batch: b,
+                            now_ms: now_ms(),
+                        })
+                        .await
+                        .expect("ingest");
+                    assert_eq!(done.ack.accepted, n);
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.await.expect("store task");
+    }
+    Row {
+        path,
+        clients: tasks,
+        batch,
+        samples: tasks * per_task * batch,
+        took: started.elapsed(),
+    }
+}
+
+#[tokio::main(flavor = "multi_thread")]
+async fn main() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cfg = BalancerConfig::new(dir.path().join("bench.db"), ADMIN);
+    cfg.listen = "127.0.0.1:0".parse().expect("addr");
+    let running = plb_balancer::start(&cfg).await.expect("balancer");
+    let (agents, ids) = fleet(&running.url()).await;
+    let store = running.state.store.clone();
+
+    // Warm-up: page cache, prepared statements, connections.
+    let _ = into_store(store.clone(), &ids, CLIENTS, CLIENTS, BATCH, 20, "warm-up").await;
+
+    let mut rows = Vec::new();
+    rows.push(
+        into_store(
+            store.clone(),
+            &ids,
+            CLIENTS,
+            CLIENTS,
+            BATCH,
+            BATCHES_PER_CLIENT,
+            "store, group commit",
+        )
+        .await,
+    );
+    rows.push(
+        into_store(
+            store.clone(),
+            &ids,
+            CLIENTS,
+            1,
+            BATCH,
+            BATCHES_PER_CLIENT,
+            "store, one writer",
+        )
+        .await,
+    );
+    rows.push(
+        into_store(
+            store.clone(),
+            &ids,
+            CLIENTS,
+            CLIENTS,
+            1,
+            2_000,
+            "store, 1-sample batches",
+        )
+        .await,
+    );
+    rows.push(over_http(&agents, false, "HTTP POST /v1/reports").await);
+    rows.push(over_http(&agents, true, "HTTP, random (v4) ids").await);
+
+    let base = rows[0].rate();
+    println!();
+    println!("Ingest: each batch acknowledged after its commit (SQLite WAL, synchronous=NORMAL)");
+    println!(
+        "| {:<26} | {:>7} | {:>5} | {:>8} | {:>8} | {:>11} | {:>8} |",
+        "path", "clients", "batch", "samples", "seconds", "samples/s", "vs store"
+    );
+    println!(
+        "|{:-<28}|{:-<9}|{:-<7}|{:-<10}|{:-<10}|{:-<13}|{:-<10}|",
+        "", "", "", "", "", "", ""
+    );
+    for r in &rows {
+        println!(
+            "| {:<26} | {:>7} | {:>5} | {:>8} | {:>8.3} | {:>11.0} | {:>7.2}x |",
+            r.path,
+            r.clients,
+            r.batch,
+            r.samples,
+            r.took.as_secs_f64(),
+            r.rate(),
+            r.rate() / base
+        );
+    }
+    let http = rows[rows.len() - 2].rate();
+    println!(
+        "\nGoal: >= {GOAL:.0} samples/s over HTTP: {} ({http:.0}/s, {:.2}x the goal)",
+        if http >= GOAL { "met" } else { "NOT met" },
+        http / GOAL
+    );
+    let total: i64 = {
+        let conn = rusqlite::Connection::open(dir.path().join("bench.db")).expect("db");
+        conn.query_row("SELECT count(*) FROM samples", [], |r| r.get(0))
+            .expect("count")
+    };
+    println!("Samples in the database at the end: {total}");
+    running.stop().await.expect("stop");
+}
