@@ -96,17 +96,27 @@ fn run(conn: Connection, mut rx: mpsc::Receiver<Job>, metrics: WriterMetrics) {
         }
         let n = jobs.len();
         let started = std::time::Instant::now();
-        let completions: Vec<Completion> = match conn.execute_batch("BEGIN IMMEDIATE") {
-            Ok(()) => jobs.drain(..).map(|job| job(Ok(&conn))).collect(),
-            Err(e) => {
-                let msg = format!("begin: {e}");
-                tracing::error!(error = %msg, "store writer cannot begin a transaction");
-                jobs.drain(..).map(|job| job(Err(msg.clone()))).collect()
-            }
-        };
-        let commit = if conn.is_autocommit() {
-            // BEGIN failed: nothing to commit, every job already holds its error.
-            Err("no transaction".to_string())
+        let began = conn
+            .execute_batch("BEGIN IMMEDIATE")
+            .map_err(|e| format!("begin: {e}"));
+        if let Err(e) = &began {
+            tracing::error!(error = %e, "store writer cannot begin a transaction");
+        }
+        let mut completions: Vec<Completion> = Vec::with_capacity(n);
+        for job in jobs.drain(..) {
+            // SQLite may roll a whole transaction back on its own (disk full, I/O
+            // error): the jobs after that are failed, not run outside a transaction.
+            let open = began.is_ok() && !conn.is_autocommit();
+            completions.push(if open {
+                job(Ok(&conn))
+            } else {
+                job(Err(began.clone().err().unwrap_or_else(|| {
+                    "the transaction was rolled back".to_string()
+                })))
+            });
+        }
+        let commit = if began.is_err() || conn.is_autocommit() {
+            Err("the transaction was rolled back".to_string())
         } else {
             match conn.execute_batch("COMMIT") {
                 Ok(()) => Ok(()),
@@ -123,4 +133,57 @@ fn run(conn: Connection, mut rx: mpsc::Receiver<Job>, metrics: WriterMetrics) {
         }
     }
     tracing::debug!("store writer stopped");
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failing_write_rolls_back_alone_and_writes_share_commits() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("w.db");
+        let conn = Connection::open(&path).expect("open");
+        conn.execute_batch("PRAGMA journal_mode=WAL; CREATE TABLE t (x INTEGER UNIQUE);")
+            .expect("schema");
+        let metrics = WriterMetrics::default();
+        let (w, thread) = Writer::start(conn, metrics.clone(), 256).expect("writer");
+        let w = Arc::new(w);
+        let handles: Vec<_> = (0..90i64)
+            .map(|i| {
+                let w = Arc::clone(&w);
+                tokio::spawn(async move {
+                    w.write(move |c| {
+                        c.execute("INSERT INTO t VALUES (?1)", [i])?;
+                        if i % 3 == 0 {
+                            // Fails: its first insert must not survive.
+                            c.execute("INSERT INTO t VALUES (?1)", [i])?;
+                        }
+                        Ok(i)
+                    })
+                    .await
+                })
+            })
+            .collect();
+        for (i, h) in handles.into_iter().enumerate() {
+            let r = h.await.expect("task");
+            assert_eq!(r.is_ok(), i % 3 != 0, "write {i}: {r:?}");
+        }
+        let check = Connection::open(&path).expect("open");
+        let (n, bad): (i64, i64) = check
+            .query_row(
+                "SELECT count(*), count(*) FILTER (WHERE x % 3 = 0) FROM t",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .expect("count");
+        assert_eq!((n, bad), (60, 0));
+        assert!(metrics.commits.get() <= 90);
+        drop(w);
+        thread
+            .join()
+            .expect("the writer stops when its handles are gone");
+    }
 }
