@@ -205,3 +205,56 @@ pub async fn shutdown_signal() {
         () = term => {}
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    use tower::ServiceExt;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn the_app_answers_in_process() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cfg = BalancerConfig::new(dir.path().join("t.db"), "an-admin-token-long-enough");
+        let state = build_state(&cfg).await.expect("state");
+        let resp = app(state.clone())
+            .oneshot(
+                Request::get("/healthz")
+                    .body(Body::empty())
+                    .expect("request"),
+            )
+            .await
+            .expect("answer");
+        assert_eq!(resp.status(), StatusCode::OK);
+        let resp = app(state)
+            .oneshot(
+                Request::post("/v1/clients")
+                    .header("authorization", "Bearer an-admin-token-long-enough")
+                    .header("content-type", "application/json")
+                    .body(Body::from(r#"{"name":"acme"}"#))
+                    .expect("request"),
+            )
+            .await
+            .expect("answer");
+        assert_eq!(resp.status(), StatusCode::CREATED);
+        let body = axum::body::to_bytes(resp.into_body(), 1 << 16)
+            .await
+            .expect("body");
+        let created: plb_api::ClientCreated = serde_json::from_slice(&body).expect("json");
+        assert!(created.token.starts_with(auth::CLIENT_PREFIX));
+    }
+
+    #[tokio::test]
+    async fn a_bad_config_is_refused_before_anything_opens() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cfg = BalancerConfig::new(dir.path().join("t.db"), "short");
+        let e = build_state(&cfg).await.expect_err("short admin token");
+        assert!(matches!(
+            e,
+            Error::Config(config::ConfigError::AdminTokenTooShort)
+        ));
+        assert!(!dir.path().join("t.db").exists());
+    }
+}
