@@ -31,6 +31,8 @@ enum Command {
     },
     /// Run the node agent: run this node's assigned probes and report their samples.
     Agent(plb_agent::AgentConfig),
+    /// Run the balancer: the REST API, the sample store and the prediction pipeline.
+    Balancer(plb_balancer::BalancerConfig),
 }
 
 #[derive(Debug, Subcommand)]
@@ -64,6 +66,11 @@ fn main() -> std::process::ExitCode {
             Command::Agent(config) => plb_agent::run(config, plb_agent::shutdown_signal())
                 .await
                 .map_err(anyhow::Error::from),
+            Command::Balancer(config) => {
+                plb_balancer::serve(config, plb_balancer::shutdown_signal())
+                    .await
+                    .map_err(anyhow::Error::from)
+            }
         }
     });
     match result {
