@@ -66,6 +66,7 @@ impl Scheduler {
         let mut address;
         let mut tasks: JoinSet<(ProbeKey, Tier)> = JoinSet::new();
         let mut plan_open = true;
+        let mut plan_changed = false;
         // The plan as it stands (a watch's first value does not count as a change).
         let first = self.plan.borrow_and_update().clone();
         address = first.address;
@@ -74,7 +75,8 @@ impl Scheduler {
             if *stop.borrow() {
                 break;
             }
-            if plan_open && self.plan.has_changed().unwrap_or(false) {
+            if plan_open && (plan_changed || self.plan.has_changed().unwrap_or(false)) {
+                plan_changed = false;
                 let plan = self.plan.borrow_and_update().clone();
                 address = plan.address;
                 schedule.update(plan.probes, Instant::now(), &mut rng);
@@ -112,8 +114,10 @@ impl Scheduler {
                     }
                 }
                 changed = self.plan.changed(), if plan_open => {
-                    if changed.is_err() {
-                        plan_open = false;
+                    // `changed` marks the new value seen: apply it at the top.
+                    match changed {
+                        Ok(()) => plan_changed = true,
+                        Err(_) => plan_open = false,
                     }
                 }
                 _ = stop.changed() => {}

@@ -57,7 +57,8 @@ async fn run_plan(plan: Plan, for_: Duration) -> (BTreeMap<String, Vec<Sample>>,
             runtime.prepare(p, false).expect("prepare");
         }
     }
-    let (_plan_tx, plan_rx) = watch::channel(plan);
+    // Start empty and hand the plan over later, as the syncer does.
+    let (plan_tx, plan_rx) = watch::channel(Plan::default());
     let (stop_tx, stop_rx) = watch::channel(false);
     let sched = Scheduler::new(
         runtime,
@@ -69,6 +70,8 @@ async fn run_plan(plan: Plan, for_: Duration) -> (BTreeMap<String, Vec<Sample>>,
         Duration::from_secs(2),
     );
     let task = tokio::spawn(sched.run(stop_rx));
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    plan_tx.send(plan).expect("send plan");
     tokio::time::sleep(for_).await;
     stop_tx.send(true).expect("stop");
     task.await.expect("scheduler");

@@ -494,6 +494,7 @@ pub struct StoredSample {
 impl Balancer {
     /// Starts a balancer on a free port with a fresh state directory under `dir`.
     pub fn start(dir: &Path) -> Result<Balancer> {
+        std::fs::create_dir_all(dir)?;
         let mut b = Balancer {
             port: free_port(),
             dir: dir.to_path_buf(),
@@ -712,4 +713,18 @@ impl Balancer {
         })?;
         Ok(rows.collect::<Result<Vec<_>, _>>()?)
     }
+}
+
+/// A temporary directory for one test, kept (and its path printed) when `PLB_TEST_KEEP`
+/// is set, for reading the balancer's and agents' logs after a failure.
+pub fn test_dir(name: &str) -> tempfile::TempDir {
+    let mut dir = tempfile::Builder::new()
+        .prefix(&format!("plb-{name}-"))
+        .tempdir()
+        .expect("tempdir");
+    if std::env::var_os("PLB_TEST_KEEP").is_some() {
+        dir.disable_cleanup(true);
+        eprintln!("{name}: keeping {}", dir.path().display());
+    }
+    dir
 }

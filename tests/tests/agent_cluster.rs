@@ -73,9 +73,10 @@ fn cluster(dir: &Path, node: &str, extra: &[&str]) -> Cluster {
         "200",
         "--retry-max-ms",
         "1000",
-        "--node-sample-ms",
-        "1000",
     ];
+    if !extra.contains(&"--node-sample-ms") {
+        flags.extend(["--node-sample-ms", "1000"]);
+    }
     flags.extend_from_slice(extra);
     let agent = AgentSpec {
         balancer: balancer.url(),
@@ -142,7 +143,7 @@ fn wait_spool_empty(agent: &AgentSpec, within: Duration) {
 
 #[test]
 fn samples_arrive_at_their_intervals_and_changes_reach_the_agent_within_a_poll() {
-    let dir = tempfile::tempdir().expect("tmp");
+    let dir = plb_tests::cluster::test_dir(module_path!());
     let c = cluster(dir.path(), "n-sched", &[]);
     let b = &c.balancer;
     b.upload(
@@ -251,7 +252,7 @@ fn samples_arrive_at_their_intervals_and_changes_reach_the_agent_within_a_poll()
 
 #[test]
 fn samples_taken_while_the_balancer_is_down_or_the_agent_killed_are_stored_exactly_once() {
-    let dir = tempfile::tempdir().expect("tmp");
+    let dir = plb_tests::cluster::test_dir(module_path!());
     let node = "n-outage";
     let mut c = cluster(dir.path(), node, &[]);
     c.balancer
@@ -366,7 +367,7 @@ fn samples_taken_while_the_balancer_is_down_or_the_agent_killed_are_stored_exact
 
 #[test]
 fn misbehaving_probes_do_not_disturb_a_good_one_or_the_agents_memory() {
-    let dir = tempfile::tempdir().expect("tmp");
+    let dir = plb_tests::cluster::test_dir(module_path!());
     let node = "n-bad";
     let c = cluster(dir.path(), node, &[]);
     let b = &c.balancer;
@@ -457,7 +458,7 @@ fn misbehaving_probes_do_not_disturb_a_good_one_or_the_agents_memory() {
 
 #[test]
 fn a_module_whose_bytes_do_not_match_its_sha256_is_refused_and_reported() {
-    let dir = tempfile::tempdir().expect("tmp");
+    let dir = plb_tests::cluster::test_dir(module_path!());
     let node = "n-hash";
     let mut c = cluster(dir.path(), node, &["--node-sample-ms", "0"]);
     let proxy = ModuleProxy::start(&c.balancer.url()).expect("proxy");
