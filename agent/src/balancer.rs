@@ -1,11 +1,12 @@
-//! The agent's HTTP client for the balancer's agent endpoints: register, assignments
-//! (with ETag), modules by sha256 and sample reports. Errors say whether a retry can help.
+//! The agent's calls to the balancer's agent endpoints (register, assignments with ETag,
+//! modules by sha256, sample reports) over `plb-client`, with errors that say whether a
+//! retry can help.
 use std::time::Duration;
 
-use plb_api::{Assignments, ErrorBody, RegisterRequest, ReportAck, ReportBatch};
-use reqwest::{StatusCode, Url, header};
+use plb_api::{Assignments, RegisterRequest, ReportAck, ReportBatch};
+use reqwest::Url;
 
-/// Largest module the agent downloads.
+/// Largest module the agent accepts.
 pub const MAX_MODULE_BYTES: usize = 64 * 1024 * 1024;
 
 /// A failed call to the balancer.
@@ -67,109 +68,63 @@ pub enum Fetched {
     },
 }
 
-/// A client for one node's agent endpoints. Cheap to clone.
+/// A client for one node's agent endpoints, over the shared typed client
+/// [`plb_client::Client`] with the agent's own timeouts. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct BalancerClient {
-    http: reqwest::Client,
-    base: Url,
-    token: String,
+    inner: plb_client::Client,
     node: String,
 }
 
-fn unreachable(e: reqwest::Error) -> ApiError {
-    // Keep the cause chain: "error sending request" alone says nothing.
-    let mut msg = e.to_string();
-    let mut src = std::error::Error::source(&e);
-    while let Some(s) = src {
-        msg.push_str(": ");
-        msg.push_str(&s.to_string());
-        src = s.source();
-    }
-    ApiError::Unreachable(msg)
-}
-
-async fn status_error(resp: reqwest::Response) -> ApiError {
-    let status = resp.status().as_u16();
-    let body = resp.bytes().await.unwrap_or_default();
-    match serde_json::from_slice::<ErrorBody>(&body) {
-        Ok(b) => ApiError::Status {
-            status,
-            code: b.error.code,
-            message: b.error.message,
-        },
-        Err(_) => ApiError::Status {
-            status,
-            code: String::new(),
-            message: String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned(),
-        },
+impl From<plb_client::ClientError> for ApiError {
+    fn from(e: plb_client::ClientError) -> Self {
+        use plb_client::ClientError as E;
+        match e {
+            E::Transport(m) => ApiError::Unreachable(m),
+            E::Api {
+                status,
+                code,
+                message,
+            } => ApiError::Status {
+                status,
+                code,
+                message,
+            },
+            E::Decode(m) | E::Url(m) => ApiError::Decode(m),
+        }
     }
 }
 
 impl BalancerClient {
-    /// A client for `base` (ending in `/`), authenticating as `token` for `node`.
-    pub fn new(base: Url, token: &str, node: &str) -> Result<Self, reqwest::Error> {
+    /// A client for `base`, authenticating as `token` for `node`.
+    pub fn new(base: Url, token: &str, node: &str) -> Result<Self, ApiError> {
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(2))
-            .timeout(Duration::from_secs(15))
+            .timeout(Duration::from_secs(30))
             .pool_idle_timeout(Duration::from_secs(30))
             .user_agent(concat!("plb-agent/", env!("CARGO_PKG_VERSION")))
-            .build()?;
+            .build()
+            .map_err(|e| ApiError::Decode(format!("building the HTTP client: {e}")))?;
+        let inner = plb_client::Client::with_http(base.as_str(), token, http)?;
         Ok(BalancerClient {
-            http,
-            base,
-            token: token.to_string(),
+            inner,
             node: node.to_string(),
         })
     }
 
-    fn url(&self, path: &str) -> Result<Url, ApiError> {
-        self.base
-            .join(path)
-            .map_err(|e| ApiError::Decode(format!("bad URL for {path}: {e}")))
-    }
-
     /// `POST /v1/agents/register`.
     pub async fn register(&self, req: &RegisterRequest) -> Result<(), ApiError> {
-        let resp = self
-            .http
-            .post(self.url("v1/agents/register")?)
-            .bearer_auth(&self.token)
-            .json(req)
-            .send()
-            .await
-            .map_err(unreachable)?;
-        if !resp.status().is_success() {
-            return Err(status_error(resp).await);
-        }
-        Ok(())
+        Ok(self.inner.register(req).await?)
     }
 
     /// `GET /v1/agents/{node}/assignments`, conditional on `etag`.
     pub async fn assignments(&self, etag: Option<&str>) -> Result<Fetched, ApiError> {
-        let mut req = self
-            .http
-            .get(self.url(&format!("v1/agents/{}/assignments", self.node))?)
-            .bearer_auth(&self.token);
-        if let Some(tag) = etag {
-            req = req.header(header::IF_NONE_MATCH, tag);
-        }
-        let resp = req.send().await.map_err(unreachable)?;
-        if resp.status() == StatusCode::NOT_MODIFIED {
-            return Ok(Fetched::Unchanged);
-        }
-        if !resp.status().is_success() {
-            return Err(status_error(resp).await);
-        }
-        let etag = resp
-            .headers()
-            .get(header::ETAG)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
-        let assignments = resp
-            .json::<Assignments>()
-            .await
-            .map_err(|e| ApiError::Decode(format!("assignments: {e}")))?;
-        Ok(Fetched::Changed { assignments, etag })
+        Ok(match self.inner.assignments(&self.node, etag).await? {
+            plb_client::Fetched::Unchanged => Fetched::Unchanged,
+            plb_client::Fetched::Changed { assignments, etag } => {
+                Fetched::Changed { assignments, etag }
+            }
+        })
     }
 
     /// `GET /v1/modules/{sha256}`: the module's bytes, unverified (the caller checks them).
@@ -177,45 +132,18 @@ impl BalancerClient {
         if sha256.is_empty() || !sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(ApiError::Decode(format!("not a sha256: {sha256:?}")));
         }
-        let mut resp = self
-            .http
-            .get(self.url(&format!("v1/modules/{sha256}"))?)
-            .bearer_auth(&self.token)
-            .timeout(Duration::from_secs(60))
-            .send()
-            .await
-            .map_err(unreachable)?;
-        if !resp.status().is_success() {
-            return Err(status_error(resp).await);
+        let bytes = self.inner.module(sha256).await?;
+        if bytes.len() > MAX_MODULE_BYTES {
+            return Err(ApiError::Decode(format!(
+                "module {sha256} is larger than {MAX_MODULE_BYTES} bytes"
+            )));
         }
-        let mut body = Vec::new();
-        while let Some(chunk) = resp.chunk().await.map_err(unreachable)? {
-            if body.len() + chunk.len() > MAX_MODULE_BYTES {
-                return Err(ApiError::Decode(format!(
-                    "module {sha256} is larger than {MAX_MODULE_BYTES} bytes"
-                )));
-            }
-            body.extend_from_slice(&chunk);
-        }
-        Ok(body)
+        Ok(bytes.to_vec())
     }
 
     /// `POST /v1/reports`.
     pub async fn report(&self, batch: &ReportBatch) -> Result<ReportAck, ApiError> {
-        let resp = self
-            .http
-            .post(self.url("v1/reports")?)
-            .bearer_auth(&self.token)
-            .json(batch)
-            .send()
-            .await
-            .map_err(unreachable)?;
-        if !resp.status().is_success() {
-            return Err(status_error(resp).await);
-        }
-        resp.json::<ReportAck>()
-            .await
-            .map_err(|e| ApiError::Decode(format!("report ack: {e}")))
+        Ok(self.inner.report(batch).await?)
     }
 }
 

@@ -286,7 +286,12 @@ impl Reporter {
         match self.client.report(&body).await {
             Ok(ack) => {
                 self.metrics.balancer_up.set(1);
-                self.outbox.failing.store(false, Ordering::Relaxed);
+                if self.outbox.failing.swap(false, Ordering::Relaxed) {
+                    tracing::info!(
+                        waiting = self.outbox.pending_records(),
+                        "balancer reachable again: sending the spooled samples in order"
+                    );
+                }
                 self.metrics.samples_sent.inc_by(n as u64);
                 tracing::debug!(
                     n,
@@ -326,20 +331,24 @@ impl Reporter {
             }
             Err(e) => {
                 self.metrics.report_failures.inc();
-                if !self.outbox.failing.swap(true, Ordering::Relaxed) {
+                let first = !self.outbox.failing.swap(true, Ordering::Relaxed);
+                if first {
                     // What is waiting now waits for the balancer: count it as spooled,
                     // as every sample taken until a report goes through again.
                     self.metrics
                         .samples_spooled
                         .inc_by(self.outbox.pending_records());
                 }
-                if e.status().is_none() || e.status().is_some_and(|s| s >= 500) {
-                    if self.metrics.balancer_up.get() != 0 {
-                        tracing::warn!("balancer unreachable, spooling samples: {e}");
-                    }
+                let unreachable = e.status().is_none_or(|s| s >= 500);
+                if unreachable {
                     self.metrics.balancer_up.set(0);
+                }
+                if first {
+                    tracing::warn!(
+                        "report failed, spooling samples until the balancer takes them: {e}"
+                    );
                 } else {
-                    tracing::warn!("report failed, will retry: {e}");
+                    tracing::debug!("report failed again: {e}");
                 }
                 Sent::Failed
             }

@@ -297,6 +297,10 @@ fn samples_taken_while_the_balancer_is_down_or_the_agent_killed_are_stored_exact
         .iter()
         .filter(|s| (down_at..=up_at).contains(&s.taken_at_ms))
         .count();
+    eprintln!(
+        "outage of {} ms: {gap_count} tcp and {node_samples} node samples from it stored; largest tcp gap {gap} ms",
+        up_at - down_at
+    );
     assert!(
         (9..=11).contains(&node_samples),
         "{node_samples} node samples from the gap"
@@ -441,6 +445,10 @@ fn misbehaving_probes_do_not_disturb_a_good_one_or_the_agents_memory() {
     let max = *rss.iter().max().expect("rss");
     let warm = rss[4];
     let last = *rss.last().expect("rss");
+    eprintln!(
+        "agent RSS MiB over 10 s: {:?}",
+        rss.iter().map(|r| r >> 20).collect::<Vec<_>>()
+    );
     assert!(max < 400 << 20, "agent RSS peaked at {} MiB", max >> 20);
     assert!(
         last <= warm + (48 << 20),
