@@ -294,6 +294,9 @@ impl Syncer {
         let Some(a) = self.current.clone() else {
             return;
         };
+        // What needs no download (interval changes, known modules) applies at once, so a
+        // slow download of one probe's new module does not hold up the others.
+        self.publish(&a);
         let now = Instant::now();
         for p in &a.probes {
             let sha = p.sha256.to_ascii_lowercase();

@@ -205,8 +205,8 @@ impl AgentConfig {
         if !(1..=600_000).contains(&self.batch_max_age_ms) {
             return bad("batch-max-age-ms", "must be in 1..=600000");
         }
-        if self.spool_max_bytes < 64 * 1024 {
-            return bad("spool-max-bytes", "must be at least 65536");
+        if self.spool_max_bytes < 16 * 1024 {
+            return bad("spool-max-bytes", "must be at least 16384");
         }
         if !(10..=600_000).contains(&self.retry_max_ms) {
             return bad("retry-max-ms", "must be in 10..=600000");
