@@ -159,17 +159,17 @@ mod tests {
             timeout_ms: 0,
             ..Default::default()
         };
-        assert_eq!(s.validate().unwrap_err().field, "timeout_ms");
+        assert_eq!(s.validate().expect_err("timeout").field, "timeout_ms");
         let s = ProbeSettings {
             interval_ms: 5,
             ..Default::default()
         };
-        assert_eq!(s.validate().unwrap_err().field, "interval_ms");
+        assert_eq!(s.validate().expect_err("interval").field, "interval_ms");
         let s = ProbeSettings {
             memory_mib: 0,
             ..Default::default()
         };
-        assert_eq!(s.validate().unwrap_err().field, "memory_mib");
+        assert_eq!(s.validate().expect_err("memory").field, "memory_mib");
     }
 
     #[test]
