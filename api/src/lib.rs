@@ -2,14 +2,18 @@
 //! and the runtime exchange. Plain serde structs, no I/O; `ToSchema` feeds `/v1/openapi.json`.
 #![deny(missing_docs)]
 
+mod model;
 mod outcome;
 mod prediction;
 mod probe;
+mod reliability;
 mod resources;
 mod wire;
 
+pub use model::*;
 pub use outcome::{Blame, Outcome};
 pub use prediction::*;
 pub use probe::{ProbeSettings, SettingsError, Tier};
+pub use reliability::*;
 pub use resources::*;
 pub use wire::*;
