@@ -2,6 +2,7 @@
 //! and the runtime exchange. Plain serde structs, no I/O; `ToSchema` feeds `/v1/openapi.json`.
 #![deny(missing_docs)]
 
+mod model;
 mod outcome;
 mod prediction;
 mod probe;
@@ -9,6 +10,7 @@ mod reliability;
 mod resources;
 mod wire;
 
+pub use model::*;
 pub use outcome::{Blame, Outcome};
 pub use prediction::*;
 pub use probe::{ProbeSettings, SettingsError, Tier};

@@ -129,6 +129,9 @@ pub struct NodeView {
     /// The prediction state, once the balancer computes one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub assessment: Option<NodeAssessment>,
+    /// Live routing figures, once the balancer routes for the pool.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub routing: Option<crate::NodeRouting>,
 }
 
 /// `GET /v1/pools/{pool}/nodes`.

@@ -11,6 +11,7 @@
 
 pub mod auth;
 pub mod config;
+pub mod engine;
 pub mod error;
 pub mod ingest;
 pub mod metrics;
@@ -72,7 +73,12 @@ pub async fn build_state(cfg: &BalancerConfig) -> Result<AppState, Error> {
         context: "opening the store".into(),
         source: std::io::Error::other(e),
     })??;
-    Ok(AppState::new(cfg, Arc::new(store), runtime, metrics))
+    let engine = engine::Engine::new(engine::EngineConfig::default(), Arc::clone(&metrics))
+        .map_err(|e| Error::Io {
+            context: "starting the prediction engine".into(),
+            source: std::io::Error::other(e),
+        })?;
+    Ok(AppState::new(cfg, Arc::new(store), runtime, metrics, engine))
 }
 
 /// A balancer serving in the background (tests, `plb dev`).
@@ -85,6 +91,7 @@ pub struct RunningBalancer {
     stop: Option<oneshot::Sender<()>>,
     server: JoinHandle<Result<(), Error>>,
     retention: JoinHandle<()>,
+    engine: Option<JoinHandle<()>>,
 }
 
 impl RunningBalancer {
@@ -99,6 +106,9 @@ impl RunningBalancer {
             let _ = s.send(());
         }
         self.retention.abort();
+        if let Some(e) = &self.engine {
+            e.abort();
+        }
         match (&mut self.server).await {
             Ok(r) => r,
             Err(e) => Err(Error::Io {
@@ -128,6 +138,16 @@ pub async fn start_with_state(
         context: "reading the bound address".into(),
         source: e,
     })?;
+    // The models are warm before the first request: a restart forgets no profile.
+    state
+        .engine
+        .warm(&state.store)
+        .await
+        .map_err(|e| Error::Io {
+            context: "warming the prediction engine".into(),
+            source: std::io::Error::other(e),
+        })?;
+    let engine = state.engine.spawn(Arc::clone(&state.store));
     let retention = tokio::spawn(retention::run(
         Arc::clone(&state.store),
         Arc::clone(&state.metrics),
@@ -153,6 +173,7 @@ pub async fn start_with_state(
         stop: Some(stop),
         server,
         retention,
+        engine,
     })
 }
 
@@ -173,6 +194,9 @@ pub async fn serve(
         }
         Some(r) => {
             running.retention.abort();
+            if let Some(e) = &running.engine {
+                e.abort();
+            }
             match r {
                 Ok(r) => r,
                 Err(e) => Err(Error::Io {

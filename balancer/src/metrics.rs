@@ -39,6 +39,60 @@ pub struct UploadLabels {
     pub result: &'static str,
 }
 
+/// Labels of a route decision.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DecisionLabels {
+    /// The deciding policy.
+    pub policy: &'static str,
+    /// The chosen node's state.
+    pub state: &'static str,
+}
+
+/// Route decisions by policy and the chosen node's state, with one counter handle per
+/// pair fetched up front so the request path never touches the family's lock.
+#[derive(Debug, Clone)]
+pub struct RouteCounters {
+    by: Vec<Counter>,
+}
+
+const STATES: [plb_api::NodeState; 4] = [
+    plb_api::NodeState::Healthy,
+    plb_api::NodeState::Degrading,
+    plb_api::NodeState::Unhealthy,
+    plb_api::NodeState::Unknown,
+];
+
+impl RouteCounters {
+    fn new(family: &Family<DecisionLabels, Counter>) -> Self {
+        let mut by = Vec::new();
+        for p in plb_routing::PolicyKind::ALL {
+            for s in STATES {
+                by.push(
+                    family
+                        .get_or_create(&DecisionLabels {
+                            policy: p.as_str(),
+                            state: s.as_str(),
+                        })
+                        .clone(),
+                );
+            }
+        }
+        RouteCounters { by }
+    }
+
+    /// Counts one decision.
+    pub fn inc(&self, policy: plb_routing::PolicyKind, state: plb_api::NodeState) {
+        let p = plb_routing::PolicyKind::ALL
+            .iter()
+            .position(|k| *k == policy)
+            .unwrap_or(0);
+        let s = STATES.iter().position(|k| *k == state).unwrap_or(0);
+        if let Some(c) = self.by.get(p * STATES.len() + s) {
+            c.inc();
+        }
+    }
+}
+
 type HistogramFamily = Family<RouteLabels, Histogram, fn() -> Histogram>;
 
 fn latency_histogram() -> Histogram {
@@ -68,6 +122,16 @@ pub struct Metrics {
     pub retention_expired: Counter,
     /// The store's writer thread.
     pub writer: WriterMetrics,
+    /// Route decisions by policy and state.
+    pub route_decisions: std::sync::Arc<RouteCounters>,
+    /// Feedback items accepted.
+    pub feedback_items: Counter,
+    /// Samples the prediction engine refused (out of order, too many series).
+    pub engine_rejected_samples: Counter,
+    /// State changes of nodes.
+    pub state_changes: Counter,
+    /// Capacity models fitted.
+    pub capacity_fits: Counter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -161,8 +225,44 @@ impl Metrics {
             "Time to run and commit one store transaction",
             writer.commit_seconds.clone(),
         );
+        let decisions = Family::<DecisionLabels, Counter>::default();
+        registry.register(
+            "route_decisions",
+            "Route decisions by policy and the chosen node's state",
+            decisions.clone(),
+        );
+        let route_decisions = std::sync::Arc::new(RouteCounters::new(&decisions));
+        let feedback_items = Counter::default();
+        registry.register(
+            "feedback_items",
+            "Feedback items accepted (HTTP and proxy)",
+            feedback_items.clone(),
+        );
+        let engine_rejected_samples = Counter::default();
+        registry.register(
+            "engine_rejected_samples",
+            "Samples the prediction engine refused (out of order, too many series)",
+            engine_rejected_samples.clone(),
+        );
+        let state_changes = Counter::default();
+        registry.register(
+            "node_state_changes",
+            "Node state changes",
+            state_changes.clone(),
+        );
+        let capacity_fits = Counter::default();
+        registry.register(
+            "capacity_fits",
+            "Capacity models fitted",
+            capacity_fits.clone(),
+        );
         Metrics {
             registry,
+            route_decisions,
+            feedback_items,
+            engine_rejected_samples,
+            state_changes,
+            capacity_fits,
             requests,
             request_seconds,
             samples_ingested,

@@ -1,11 +1,13 @@
 //! The app state every handler gets: the store (behind its trait), the probe runtime
-//! (for validating uploads), auth, metrics, limits and the ingest observers. Cheap to clone.
+//! (for validating uploads), auth, metrics, limits, the prediction engine and the ingest
+//! observers. Cheap to clone.
 use std::sync::Arc;
 
 use tokio::sync::Semaphore;
 
 use crate::auth::Auth;
 use crate::config::BalancerConfig;
+use crate::engine::Engine;
 use crate::ingest::{CommittedBatch, IngestObserver};
 use crate::metrics::Metrics;
 use crate::store::Store;
@@ -37,6 +39,8 @@ pub struct AppState {
     pub limits: Limits,
     /// Bounds concurrent upload validations.
     pub validations: Arc<Semaphore>,
+    /// The prediction and routing engine (also an ingest observer).
+    pub engine: Arc<Engine>,
     observers: Arc<[Arc<dyn IngestObserver>]>,
 }
 
@@ -49,13 +53,16 @@ impl std::fmt::Debug for AppState {
 }
 
 impl AppState {
-    /// State over `store` and `runtime`, with the admin token and limits of `cfg`.
+    /// State over `store` and `runtime`, with the admin token and limits of `cfg`; the
+    /// engine is registered as an observer of committed batches.
     pub fn new(
         cfg: &BalancerConfig,
         store: Arc<dyn Store>,
         runtime: plb_runtime::Runtime,
         metrics: Arc<Metrics>,
+        engine: Arc<Engine>,
     ) -> Self {
+        let observer: Arc<dyn IngestObserver> = engine.clone();
         AppState {
             store,
             runtime,
@@ -66,7 +73,8 @@ impl AppState {
                 max_json_bytes: usize::try_from(cfg.max_json_bytes).unwrap_or(usize::MAX),
             },
             validations: Arc::new(Semaphore::new(CONCURRENT_VALIDATIONS)),
-            observers: Arc::from(Vec::new()),
+            engine,
+            observers: Arc::from(vec![observer]),
         }
     }
 

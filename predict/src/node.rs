@@ -146,6 +146,16 @@ impl NodeModel {
         self.series.get(key)
     }
 
+    /// Every metric series with its key `probe/metric`, by key.
+    pub fn series_iter(&self) -> impl Iterator<Item = (&str, &SeriesModel)> {
+        self.series.iter().map(|(k, s)| (k.as_str(), s))
+    }
+
+    /// Time of the newest probe run learnt, Unix ms.
+    pub fn last_seen_ms(&self) -> Option<i64> {
+        self.last_seen_ms
+    }
+
     /// Learns a sample as the agent reports it.
     pub fn observe_sample(&mut self, s: &Sample) -> Result<Option<StateChange>> {
         self.observe(&Observation {
@@ -291,7 +301,8 @@ impl NodeModel {
         self.changes.push_back(c);
     }
 
-    fn is_stale(&self, now_ms: i64) -> bool {
+    /// Whether the node has no probe run newer than the stale limit at `now_ms`.
+    pub fn is_stale(&self, now_ms: i64) -> bool {
         self.last_seen_ms
             .is_none_or(|l| now_ms.saturating_sub(l) > self.params().state.stale_after_ms)
     }

@@ -5,6 +5,7 @@
 //! Every method takes the caller's identity (client id or agent token id) and answers
 //! [`StoreError::NotFound`] for anything outside it, so one client can never read or
 //! change another's pools, probes or nodes.
+mod engine_sql;
 mod fold;
 mod readers;
 mod schema;
@@ -129,6 +130,92 @@ pub struct Ingested {
     pub stored: Vec<Sample>,
 }
 
+/// A pool and its nodes, as the prediction engine routes it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PoolTopology {
+    /// The pool's row id.
+    pub pool_id: i64,
+    /// Its owner.
+    pub client_id: i64,
+    /// Its name.
+    pub name: String,
+    /// Latency objective, ms.
+    pub slo_ms: f64,
+    /// Routing policy name.
+    pub policy: String,
+    /// Its nodes: (row id, name, address), by name.
+    pub nodes: Vec<(i64, String, String)>,
+}
+
+/// A stored sample for warming the models after a restart.
+#[derive(Debug, Clone)]
+pub struct WarmSample {
+    /// The node's owner.
+    pub client_id: i64,
+    /// The node.
+    pub node: String,
+    /// The sample (message and stderr left out).
+    pub sample: Sample,
+}
+
+/// A node's state change to store.
+#[derive(Debug, Clone)]
+pub struct NewStateChange {
+    /// The pool.
+    pub pool_id: i64,
+    /// The node.
+    pub node_id: i64,
+    /// The change.
+    pub change: plb_api::StateChange,
+}
+
+/// Route decisions of one node in one minute, to add.
+#[derive(Debug, Clone, Copy)]
+pub struct DecisionCount {
+    /// The pool.
+    pub pool_id: i64,
+    /// The node.
+    pub node_id: i64,
+    /// Start of the minute, Unix ms.
+    pub minute_ms: i64,
+    /// Decisions to add.
+    pub decisions: u64,
+}
+
+/// A forecast error to store.
+#[derive(Debug, Clone)]
+pub struct NewForecastError {
+    /// The pool.
+    pub pool_id: i64,
+    /// The node.
+    pub node_id: i64,
+    /// The record (its `node` field is not stored; `node_id` is).
+    pub record: plb_api::ForecastErrorRecord,
+}
+
+/// What the engine writes in one transaction.
+#[derive(Debug, Clone, Default)]
+pub struct EngineWrites {
+    /// State changes with their evidence.
+    pub changes: Vec<NewStateChange>,
+    /// Decision counts to add.
+    pub decisions: Vec<DecisionCount>,
+    /// Forecast errors.
+    pub errors: Vec<NewForecastError>,
+    /// Delete decision counts and forecast errors older than this, Unix ms.
+    pub expire_before_ms: Option<i64>,
+}
+
+impl EngineWrites {
+    /// Whether there is nothing to write.
+    pub fn is_empty(&self) -> bool {
+        self.changes.is_empty()
+            && self.decisions.is_empty()
+            && self.errors.is_empty()
+            && self.expire_before_ms.is_none()
+    }
+}
+
 /// The balancer's storage. Every future resolves only after the operation is durable
 /// (for writes: committed).
 pub trait Store: Send + Sync + 'static {
@@ -212,4 +299,51 @@ pub trait Store: Send + Sync + 'static {
         aggregates_before_ms: i64,
         max_samples: usize,
     ) -> StoreFuture<FoldStats>;
+
+    /// Every pool with its nodes (the prediction engine's view; all clients).
+    fn engine_topology(&self) -> StoreFuture<Vec<PoolTopology>>;
+
+    /// Up to `limit` stored raw samples taken at or after `since_ms`, oldest first.
+    fn recent_samples(&self, since_ms: i64, limit: usize) -> StoreFuture<Vec<WarmSample>>;
+
+    /// Stores the engine's state changes, decision counts and forecast errors in one
+    /// transaction.
+    fn engine_write(&self, w: EngineWrites) -> StoreFuture<()>;
+
+    /// A pool's stored state changes at or after `since_ms` (of one node if given),
+    /// the newest `limit`, oldest first.
+    fn state_changes(
+        &self,
+        client_id: i64,
+        pool: String,
+        since_ms: i64,
+        node: Option<String>,
+        limit: usize,
+    ) -> StoreFuture<Vec<plb_api::NodeStateChange>>;
+
+    /// A pool's route decisions per minute and node from `since_ms`: (minute, node, count).
+    fn route_decisions(
+        &self,
+        client_id: i64,
+        pool: String,
+        since_ms: i64,
+    ) -> StoreFuture<Vec<(i64, String, u64)>>;
+
+    /// A pool's stored forecast errors from `since_ms`, oldest first, at most `limit`.
+    fn forecast_errors(
+        &self,
+        client_id: i64,
+        pool: String,
+        since_ms: i64,
+        limit: usize,
+    ) -> StoreFuture<Vec<plb_api::ForecastErrorRecord>>;
+
+    /// Changes a pool's policy and/or latency objective (already validated).
+    fn update_pool(
+        &self,
+        client_id: i64,
+        pool: String,
+        policy: Option<String>,
+        slo_ms: Option<f64>,
+    ) -> StoreFuture<PoolView>;
 }

@@ -136,9 +136,50 @@ CREATE TABLE sample_minutes (
 CREATE INDEX sample_minutes_by_time ON sample_minutes(minute_ms);
 "#;
 
+/// Version 2 (prediction engine): node state changes with their evidence, route
+/// decisions counted per node and minute, and forecast errors written periodically.
+const V2_ENGINE: &str = r#"
+CREATE TABLE state_changes (
+    id         INTEGER PRIMARY KEY,
+    pool_id    INTEGER NOT NULL REFERENCES pools(id),
+    node_id    INTEGER NOT NULL REFERENCES nodes(id),
+    at_ms      INTEGER NOT NULL,
+    from_state TEXT    NOT NULL,
+    to_state   TEXT    NOT NULL,
+    reason     TEXT    NOT NULL,
+    -- [{"metric": ..., "forecast": ..., "threshold": ..., "horizon": ..., "reason": ...}]
+    evidence   TEXT    NOT NULL
+);
+CREATE INDEX state_changes_by_pool ON state_changes(pool_id, at_ms);
+
+CREATE TABLE route_decisions (
+    pool_id   INTEGER NOT NULL REFERENCES pools(id),
+    node_id   INTEGER NOT NULL REFERENCES nodes(id),
+    minute_ms INTEGER NOT NULL,
+    decisions INTEGER NOT NULL,
+    PRIMARY KEY (pool_id, minute_ms, node_id)
+) WITHOUT ROWID;
+
+CREATE TABLE forecast_errors (
+    pool_id   INTEGER NOT NULL REFERENCES pools(id),
+    node_id   INTEGER NOT NULL REFERENCES nodes(id),
+    at_ms     INTEGER NOT NULL,
+    series    TEXT    NOT NULL,
+    h         INTEGER NOT NULL,
+    model     TEXT    NOT NULL,
+    mae       REAL    NOT NULL,
+    naive_mae REAL    NOT NULL,
+    scored    INTEGER NOT NULL
+);
+CREATE INDEX forecast_errors_by_pool ON forecast_errors(pool_id, at_ms);
+"#;
+
 /// Every migration, oldest first.
 pub fn migrations() -> Migrations<'static> {
-    Migrations::new(vec![M::up(V1).foreign_key_check()])
+    Migrations::new(vec![
+        M::up(V1).foreign_key_check(),
+        M::up(V2_ENGINE).foreign_key_check(),
+    ])
 }
 
 #[cfg(test)]

@@ -18,9 +18,10 @@ use rusqlite::{Connection, OptionalExtension, params};
 use super::readers::Readers;
 use super::writer::Writer;
 use super::{
-    FoldStats, Ingest, Ingested, NewProbeVersion, PutProbe, Store, StoreError, StoreFuture,
-    TokenHash, TokenOwner, fold, schema,
+    EngineWrites, FoldStats, Ingest, Ingested, NewProbeVersion, PoolTopology, PutProbe, Store,
+    StoreError, StoreFuture, TokenHash, TokenOwner, WarmSample, engine_sql, fold, schema,
 };
+use plb_api::{ForecastErrorRecord, NodeStateChange};
 
 /// Bytes of the database file read through a memory map, per connection.
 pub(crate) const MMAP_BYTES: i64 = 256 * 1024 * 1024;
@@ -383,6 +384,62 @@ impl Store for SqliteStore {
     ) -> StoreFuture<FoldStats> {
         self.write(move |c| fold::fold(c, raw_before_ms, aggregates_before_ms, max_samples))
     }
+
+    fn engine_topology(&self) -> StoreFuture<Vec<PoolTopology>> {
+        self.read(engine_sql::topology)
+    }
+
+    fn recent_samples(&self, since_ms: i64, limit: usize) -> StoreFuture<Vec<WarmSample>> {
+        self.read(move |c| engine_sql::recent_samples(c, since_ms, limit))
+    }
+
+    fn engine_write(&self, w: EngineWrites) -> StoreFuture<()> {
+        self.write(move |c| engine_sql::write(c, w))
+    }
+
+    fn state_changes(
+        &self,
+        client_id: i64,
+        pool: String,
+        since_ms: i64,
+        node: Option<String>,
+        limit: usize,
+    ) -> StoreFuture<Vec<NodeStateChange>> {
+        self.read(move |c| {
+            engine_sql::state_changes(c, client_id, &pool, since_ms, node.as_deref(), limit)
+        })
+    }
+
+    fn route_decisions(
+        &self,
+        client_id: i64,
+        pool: String,
+        since_ms: i64,
+    ) -> StoreFuture<Vec<(i64, String, u64)>> {
+        self.read(move |c| engine_sql::route_decisions(c, client_id, &pool, since_ms))
+    }
+
+    fn forecast_errors(
+        &self,
+        client_id: i64,
+        pool: String,
+        since_ms: i64,
+        limit: usize,
+    ) -> StoreFuture<Vec<ForecastErrorRecord>> {
+        self.read(move |c| engine_sql::forecast_errors(c, client_id, &pool, since_ms, limit))
+    }
+
+    fn update_pool(
+        &self,
+        client_id: i64,
+        pool: String,
+        policy: Option<String>,
+        slo_ms: Option<f64>,
+    ) -> StoreFuture<PoolView> {
+        self.write(move |c| {
+            engine_sql::update_pool(c, client_id, &pool, policy.as_deref(), slo_ms)
+        })
+    }
 }
 
 fn token_owner(
@@ -415,7 +472,7 @@ fn token_owner(
     }
 }
 
-fn pool_id(c: &Connection, client_id: i64, pool: &str) -> Result<i64, StoreError> {
+pub(super) fn pool_id(c: &Connection, client_id: i64, pool: &str) -> Result<i64, StoreError> {
     c.prepare_cached("SELECT id FROM pools WHERE client_id = ?1 AND name = ?2")?
         .query_row(params![client_id, pool], |r| r.get(0))
         .optional()?
@@ -438,7 +495,7 @@ fn pool_view(r: &rusqlite::Row<'_>) -> rusqlite::Result<PoolView> {
     })
 }
 
-fn get_pool(c: &Connection, client_id: i64, pool: &str) -> Result<PoolView, StoreError> {
+pub(super) fn get_pool(c: &Connection, client_id: i64, pool: &str) -> Result<PoolView, StoreError> {
     c.prepare_cached(&format!(
         "{POOL_VIEW} WHERE p.client_id = ?1 AND p.name = ?2"
     ))?
@@ -877,6 +934,7 @@ fn pool_nodes(c: &Connection, client_id: i64, pool: String) -> Result<PoolNodes,
             last_seen_ms,
             latest,
             assessment: None,
+            routing: None,
         });
     }
     Ok(PoolNodes { pool, nodes })

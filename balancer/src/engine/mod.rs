@@ -1,0 +1,429 @@
+//! The prediction engine: per client and pool, a [`PoolRouter`] with a node model per
+//! node (fed from committed samples), the pool's capacity model (trained in the
+//! background from feedback), and the routing snapshot built from them.
+//!
+//! Data flow: committed report batches arrive through [`IngestObserver`] and go down a
+//! channel to the engine task (the request task never waits); the task feeds the node
+//! models, rebuilds the snapshots of pools whose predictions moved (at most every
+//! 100 ms), and once a tick (1 s) refreshes the topology from the store, moves stale
+//! nodes to `unknown`, records loads and capacities, stores state changes with their
+//! evidence and per-minute decision counts, releases HTTP decisions whose feedback
+//! never came, and starts capacity fits on a blocking thread. Route decisions read the
+//! snapshot through `arc-swap`: no lock, no store, no await.
+//!
+//! On start, [`Engine::warm`] replays the stored recent samples into fresh models before
+//! the server accepts requests, so a restart keeps profiles, forecasts and states.
+mod capacity;
+mod models;
+mod router;
+mod task;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use arc_swap::{ArcSwap, ArcSwapOption};
+use plb_api::{Assignments, NodeAssessment, NodeRouting, NodeState, Tier};
+use plb_predict::{NodeConfig, NodeParams};
+use plb_routing::{PolicyKind, Shaping, Snapshot};
+use tokio::sync::mpsc;
+
+pub use capacity::TrainingConfig;
+pub use router::{FeedbackError, HttpDecision, PoolRouter, RouteQuery, Routed};
+
+use crate::ingest::{CommittedBatch, IngestObserver};
+use crate::metrics::Metrics;
+use crate::store::{PoolTopology, Store, StoreError};
+use models::PoolModels;
+use router::{Clock, lock};
+
+/// A pool as the engine knows it: pool names are unique per client only.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PoolKey {
+    /// The owning client.
+    pub client_id: i64,
+    /// The pool's name.
+    pub pool: String,
+}
+
+/// How the engine runs (its schedule; the models' tuning is [`NodeParams`]).
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Node model parameters, shared by every node.
+    pub node: NodeParams,
+    /// Tick: staleness, loads, stored changes, topology refresh, ms.
+    pub tick_ms: u64,
+    /// Snapshots of pools whose predictions moved are rebuilt this often, ms.
+    pub rebuild_ms: u64,
+    /// HTTP decisions without feedback are released after this, ms.
+    pub outstanding_timeout_ms: u64,
+    /// How far back stored samples warm the models on start, ms.
+    pub warm_window_ms: i64,
+    /// Most samples replayed on start.
+    pub warm_limit: usize,
+    /// Capacity training.
+    pub training: TrainingConfig,
+    /// Forecast errors are stored this often, ms.
+    pub errors_every_ms: i64,
+    /// Decision counts and forecast errors are kept this long, ms.
+    pub keep_history_ms: i64,
+    /// Shortest interval a `deep` probe is shortened to while its node is `degrading`, ms.
+    pub min_deep_interval_ms: u64,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            node: NodeParams::default(),
+            tick_ms: 1_000,
+            rebuild_ms: 100,
+            outstanding_timeout_ms: 30_000,
+            warm_window_ms: 30 * 60 * 1000,
+            warm_limit: 2_000_000,
+            training: TrainingConfig::default(),
+            errors_every_ms: 5 * 60 * 1000,
+            keep_history_ms: 7 * 24 * 3600 * 1000,
+            min_deep_interval_ms: 1_000,
+        }
+    }
+}
+
+/// Why the engine could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// Its parameters are invalid.
+    #[error("prediction parameters: {0}")]
+    Params(#[from] plb_predict::PredictError),
+    /// The store failed while warming up.
+    #[error("warming the models: {0}")]
+    Store(#[from] StoreError),
+}
+
+pub(crate) enum Event {
+    Batch(Arc<CommittedBatch>),
+    Fitted {
+        key: PoolKey,
+        outcome: capacity::FitOutcome,
+    },
+}
+
+/// Per-pool published capacity state (for the model endpoint).
+#[derive(Debug, Default)]
+pub(crate) struct CapacityPublished {
+    pub fitted: Option<Arc<capacity::Fitted>>,
+    pub scores: Vec<plb_api::CapacityScoreView>,
+    pub rows: usize,
+}
+
+/// The prediction engine. One per balancer, in [`crate::AppState`] as `engine`.
+pub struct Engine {
+    pools: ArcSwap<HashMap<PoolKey, Arc<PoolRouter>>>,
+    capacity: ArcSwap<HashMap<PoolKey, Arc<CapacityPublished>>>,
+    tx: mpsc::UnboundedSender<Event>,
+    rx: Mutex<Option<mpsc::UnboundedReceiver<Event>>>,
+    config: EngineConfig,
+    node_config: Arc<NodeConfig>,
+    clock: Clock,
+    metrics: Arc<Metrics>,
+    refresh: tokio::sync::Mutex<()>,
+    warmed: ArcSwapOption<WarmReport>,
+}
+
+/// What [`Engine::warm`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WarmReport {
+    /// Samples replayed.
+    pub samples: usize,
+    /// Of which the models refused.
+    pub rejected: usize,
+    /// Pools loaded.
+    pub pools: usize,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("pools", &self.pools.load().len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl IngestObserver for Engine {
+    fn committed(&self, batch: &Arc<CommittedBatch>) {
+        // Unbounded: the engine keeps up at ~10 µs a sample, and a bound would have
+        // to drop accepted samples; the HTTP layer already bounds what arrives.
+        let _ = self.tx.send(Event::Batch(Arc::clone(batch)));
+    }
+}
+
+impl Engine {
+    /// An engine with no pools yet; [`Engine::warm`] loads them and [`Engine::spawn`]
+    /// starts its task.
+    pub fn new(config: EngineConfig, metrics: Arc<Metrics>) -> Result<Arc<Engine>, EngineError> {
+        let node_config = NodeConfig::new(config.node.clone())?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        Ok(Arc::new(Engine {
+            pools: ArcSwap::from_pointee(HashMap::new()),
+            capacity: ArcSwap::from_pointee(HashMap::new()),
+            tx,
+            rx: Mutex::new(Some(rx)),
+            config,
+            node_config,
+            clock: Clock::new(),
+            metrics,
+            refresh: tokio::sync::Mutex::new(()),
+            warmed: ArcSwapOption::empty(),
+        }))
+    }
+
+    /// The engine's configuration.
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    /// The pools with this name (pool names are unique per client only).
+    pub fn pools_named(&self, pool: &str) -> Vec<PoolKey> {
+        let mut v: Vec<PoolKey> = self
+            .pools
+            .load()
+            .keys()
+            .filter(|k| k.pool == pool)
+            .cloned()
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// One pool's router.
+    pub fn pool(&self, key: &PoolKey) -> Option<Arc<PoolRouter>> {
+        self.pools.load().get(key).cloned()
+    }
+
+    /// What the start-up warm-up replayed, once it ran.
+    pub fn warmed(&self) -> Option<WarmReport> {
+        self.warmed.load_full().map(|w| *w)
+    }
+
+    /// The pool's router, loading the pool (and its nodes) from the store first if the
+    /// engine does not know it or knows it without nodes (a pool created or a node
+    /// registered since the last tick).
+    pub async fn pool_fresh(
+        &self,
+        store: &Arc<dyn Store>,
+        key: &PoolKey,
+    ) -> Result<Option<Arc<PoolRouter>>, StoreError> {
+        if let Some(p) = self.pool(key)
+            && !p.snapshot().is_empty()
+        {
+            return Ok(Some(p));
+        }
+        self.refresh_topology(store).await?;
+        Ok(self.pool(key))
+    }
+
+    /// Loads every pool and node from the store: new pools get a router, changed node
+    /// sets are synced and their snapshots rebuilt.
+    pub(crate) async fn refresh_topology(&self, store: &Arc<dyn Store>) -> Result<(), StoreError> {
+        let topo = store.engine_topology().await?;
+        let _guard = self.refresh.lock().await;
+        self.apply_topology(topo);
+        Ok(())
+    }
+
+    fn apply_topology(&self, topo: Vec<PoolTopology>) {
+        let current = self.pools.load_full();
+        let mut next: HashMap<PoolKey, Arc<PoolRouter>> = HashMap::with_capacity(topo.len());
+        let mut set_changed = current.len() != topo.len();
+        let now_ms = crate::routes::now_ms();
+        for t in topo {
+            let key = PoolKey {
+                client_id: t.client_id,
+                pool: t.name.clone(),
+            };
+            let policy = t.policy.parse::<PolicyKind>().unwrap_or_default();
+            let router = match current.get(&key) {
+                Some(r) if r.pool_id() == t.pool_id => Arc::clone(r),
+                _ => {
+                    set_changed = true;
+                    Arc::new(PoolRouter::new(
+                        t.pool_id,
+                        t.name.clone(),
+                        self.clock,
+                        policy,
+                        t.slo_ms,
+                        PoolModels::new(Arc::clone(&self.node_config)),
+                        Some(Arc::clone(&self.metrics.route_decisions)),
+                    ))
+                }
+            };
+            router.set_policy(policy);
+            router.set_slo_ms(t.slo_ms);
+            let changed = lock(&router.models).sync(&t.nodes);
+            if changed || router.snapshot().len() != t.nodes.len() {
+                self.rebuild(&router, now_ms);
+            }
+            next.insert(key, router);
+        }
+        if set_changed {
+            self.pools.store(Arc::new(next));
+        }
+    }
+
+    /// Rebuilds `router`'s snapshot from its models' views at `now_ms`.
+    pub(crate) fn rebuild(&self, router: &PoolRouter, now_ms: i64) {
+        let now = router.now();
+        let views = lock(&router.models).views(now_ms, now);
+        self.install(router, views, now);
+    }
+
+    pub(crate) fn install(&self, router: &PoolRouter, views: Vec<plb_routing::NodeView>, now: f64) {
+        match Snapshot::new(views, &router.live, Shaping::default(), now) {
+            Ok(s) => router.snapshot.store(s),
+            Err(e) => {
+                tracing::error!(pool = router.name(), error = %e, "cannot build a routing snapshot")
+            }
+        }
+    }
+
+    /// Replays stored recent samples into the models (call once, before serving).
+    pub async fn warm(&self, store: &Arc<dyn Store>) -> Result<WarmReport, EngineError> {
+        self.refresh_topology(store).await?;
+        let now_ms = crate::routes::now_ms();
+        let samples = store
+            .recent_samples(now_ms - self.config.warm_window_ms, self.config.warm_limit)
+            .await?;
+        let pools = self.pools.load_full();
+        let mut rejected = 0;
+        for w in &samples {
+            let key = PoolKey {
+                client_id: w.client_id,
+                pool: w.sample.pool.clone(),
+            };
+            let Some(router) = pools.get(&key) else {
+                continue;
+            };
+            if lock(&router.models).observe(&w.node, &w.sample).is_err() {
+                rejected += 1;
+            }
+        }
+        for router in pools.values() {
+            self.rebuild(router, now_ms);
+        }
+        let report = WarmReport {
+            samples: samples.len(),
+            rejected,
+            pools: pools.len(),
+        };
+        tracing::info!(?report, "prediction engine warmed from stored samples");
+        self.warmed.store(Some(Arc::new(report)));
+        Ok(report)
+    }
+
+    /// Starts the engine task (once; later calls return `None`).
+    pub fn spawn(self: &Arc<Self>, store: Arc<dyn Store>) -> Option<tokio::task::JoinHandle<()>> {
+        let rx = lock(&self.rx).take()?;
+        Some(tokio::spawn(task::run(Arc::clone(self), store, rx)))
+    }
+
+    /// Every node's assessment and live routing figures in one of the client's pools.
+    pub fn node_details(
+        &self,
+        key: &PoolKey,
+    ) -> HashMap<String, (NodeAssessment, Option<NodeRouting>)> {
+        let Some(router) = self.pool(key) else {
+            return HashMap::new();
+        };
+        let now_ms = crate::routes::now_ms();
+        let assessments = lock(&router.models).assess(now_ms);
+        let snap = router.snapshot();
+        let now = router.now();
+        let total: f64 = snap
+            .eligible()
+            .iter()
+            .map(|&i| snap.weight_at(i, now))
+            .sum();
+        assessments
+            .into_iter()
+            .map(|(name, a)| {
+                let routing = snap.index_of(&name).and_then(|i| {
+                    let v = snap.node(i)?;
+                    let live = snap.live(i)?;
+                    let eligible = snap.eligible().contains(&i);
+                    Some(NodeRouting {
+                        state: v.state,
+                        weight: finite(snap.weight_fraction_at(i, now)),
+                        share: if eligible && total > 0.0 {
+                            finite(snap.weight_at(i, now) / total)
+                        } else {
+                            0.0
+                        },
+                        degrade_score: finite(v.degrade_score),
+                        capacity: v.capacity.filter(|c| c.is_finite()),
+                        in_flight: live.in_flight(),
+                        latency_ms: live
+                            .latency(now)
+                            .map(|l| l * 1000.0)
+                            .filter(|l| l.is_finite()),
+                        error_rate: finite(live.error_rate(now)),
+                        decisions: live.started(),
+                        completed: live.completed(),
+                        errors: live.errors(),
+                    })
+                });
+                (name, (a, routing))
+            })
+            .collect()
+    }
+
+    /// The published capacity state of a pool.
+    pub(crate) fn capacity_of(&self, key: &PoolKey) -> Option<Arc<CapacityPublished>> {
+        self.capacity.load().get(key).cloned()
+    }
+
+    pub(crate) fn publish_capacity(&self, key: &PoolKey, c: CapacityPublished) {
+        let mut m: HashMap<PoolKey, Arc<CapacityPublished>> = (**self.capacity.load()).clone();
+        m.insert(key.clone(), Arc::new(c));
+        self.capacity.store(Arc::new(m));
+    }
+
+    /// Adaptive probing: while a node is `degrading` in a pool, its `deep` probes there
+    /// run twice as often (not below [`EngineConfig::min_deep_interval_ms`]); the
+    /// assignments' ETag changes with them, so the agent follows within one poll.
+    pub fn adapt_assignments(&self, client_id: i64, a: &mut Assignments) {
+        for p in &mut a.probes {
+            if p.tier != Tier::Deep {
+                continue;
+            }
+            let key = PoolKey {
+                client_id,
+                pool: p.pool.clone(),
+            };
+            let Some(router) = self.pool(&key) else {
+                continue;
+            };
+            let snap = router.snapshot();
+            let degrading = snap
+                .index_of(&a.node)
+                .and_then(|i| snap.node(i))
+                .is_some_and(|n| n.state == NodeState::Degrading);
+            if degrading && p.interval_ms > self.config.min_deep_interval_ms {
+                p.interval_ms = (p.interval_ms / 2).max(self.config.min_deep_interval_ms);
+            }
+        }
+    }
+
+    pub(crate) fn sender(&self) -> mpsc::UnboundedSender<Event> {
+        self.tx.clone()
+    }
+
+    pub(crate) fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    pub(crate) fn routers(&self) -> Arc<HashMap<PoolKey, Arc<PoolRouter>>> {
+        self.pools.load_full()
+    }
+}
+
+fn finite(x: f64) -> f64 {
+    if x.is_finite() { x } else { 0.0 }
+}

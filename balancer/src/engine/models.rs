@@ -1,0 +1,232 @@
+//! [`PoolModels`]: the prediction side of one pool: a [`NodeModel`] per node fed with
+//! its committed samples, the node's capacity from the pool's capacity model, and the
+//! step that turns them into routing [`NodeView`]s. Plain synchronous code over plain
+//! data (time passed in); the engine task owns the calls.
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use plb_api::{MetricDirection, NodeAssessment, NodeState, Sample, StateChange};
+use plb_predict::{NodeConfig, NodeModel, NodeParams, PredictError};
+use plb_routing::NodeView;
+
+/// One node of the pool.
+#[derive(Debug)]
+pub(crate) struct NodeSlot {
+    pub node_id: i64,
+    pub address: String,
+    pub model: NodeModel,
+    /// Routing clock time at which it (re)entered service, for slow start.
+    pub ready_since: Option<f64>,
+    /// State in the last view built.
+    pub view_state: NodeState,
+    /// Capacity from the capacity model (requests in flight at the SLO).
+    pub capacity: Option<f64>,
+}
+
+/// A state change to store.
+#[derive(Debug, Clone)]
+pub(crate) struct NodeChange {
+    pub node_id: i64,
+    pub node: String,
+    pub change: StateChange,
+}
+
+/// The models of one pool's nodes.
+#[derive(Debug)]
+pub(crate) struct PoolModels {
+    config: Arc<NodeConfig>,
+    pub nodes: BTreeMap<String, NodeSlot>,
+}
+
+impl PoolModels {
+    pub(crate) fn new(config: Arc<NodeConfig>) -> Self {
+        PoolModels {
+            config,
+            nodes: BTreeMap::new(),
+        }
+    }
+
+    /// Makes the node set `nodes` (id, name, address): new nodes start `unknown`,
+    /// gone nodes are forgotten. Returns whether anything changed.
+    pub(crate) fn sync(&mut self, nodes: &[(i64, String, String)]) -> bool {
+        let mut changed = false;
+        let before = self.nodes.len();
+        self.nodes
+            .retain(|name, _| nodes.iter().any(|(_, n, _)| n == name));
+        changed |= self.nodes.len() != before;
+        for (id, name, address) in nodes {
+            match self.nodes.get_mut(name) {
+                Some(slot) => {
+                    if slot.address != *address || slot.node_id != *id {
+                        slot.address.clone_from(address);
+                        slot.node_id = *id;
+                        changed = true;
+                    }
+                }
+                None => {
+                    self.nodes.insert(
+                        name.clone(),
+                        NodeSlot {
+                            node_id: *id,
+                            address: address.clone(),
+                            model: NodeModel::new(Arc::clone(&self.config)),
+                            ready_since: None,
+                            view_state: NodeState::Unknown,
+                            capacity: None,
+                        },
+                    );
+                    changed = true;
+                }
+            }
+        }
+        changed
+    }
+
+    /// Learns one committed sample of `node`. `Ok(None)` for a node not (yet) in the pool.
+    pub(crate) fn observe(
+        &mut self,
+        node: &str,
+        s: &Sample,
+    ) -> Result<Option<NodeChange>, PredictError> {
+        let Some(slot) = self.nodes.get_mut(node) else {
+            return Ok(None);
+        };
+        Ok(slot.model.observe_sample(s)?.map(|change| NodeChange {
+            node_id: slot.node_id,
+            node: node.to_string(),
+            change,
+        }))
+    }
+
+    /// Moves stale nodes to `unknown`, records each node's load (requests in flight)
+    /// and capacity, and builds the routing views at `now_ms` (model time) / `now`
+    /// (routing clock). `in_flight` gives a node's in-flight count by name.
+    pub(crate) fn tick(
+        &mut self,
+        now_ms: i64,
+        now: f64,
+        in_flight: &dyn Fn(&str) -> Option<u64>,
+        changes: &mut Vec<NodeChange>,
+    ) -> Vec<NodeView> {
+        let params = self.config.params().clone();
+        let mut views = Vec::with_capacity(self.nodes.len());
+        for (name, slot) in &mut self.nodes {
+            if let Some(c) = slot.model.tick(now_ms) {
+                changes.push(NodeChange {
+                    node_id: slot.node_id,
+                    node: name.clone(),
+                    change: c,
+                });
+            }
+            if let Some(load) = in_flight(name) {
+                // Only once the node has samples: a load series alone would keep an
+                // idle, unprobed node looking fresh to nobody.
+                if slot.model.state() != NodeState::Unknown {
+                    let _ = slot.model.observe_load(now_ms, load as f64);
+                }
+            }
+            let _ = slot.model.set_capacity(slot.capacity);
+            views.push(view_of(name, slot, &params, now_ms, now));
+        }
+        views
+    }
+
+    /// Rebuilds the views without ticking (after a batch of samples).
+    pub(crate) fn views(&mut self, now_ms: i64, now: f64) -> Vec<NodeView> {
+        let params = self.config.params().clone();
+        self.nodes
+            .iter_mut()
+            .map(|(name, slot)| view_of(name, slot, &params, now_ms, now))
+            .collect()
+    }
+
+    /// Every node's assessment at `now_ms`.
+    pub(crate) fn assess(&self, now_ms: i64) -> BTreeMap<String, NodeAssessment> {
+        self.nodes
+            .iter()
+            .map(|(n, s)| (n.clone(), s.model.assess(now_ms)))
+            .collect()
+    }
+}
+
+/// The routing view of one node: state from the model (stale → `unknown`), the degrade
+/// score from its forecasts, its capacity, and slow start after a return to service.
+fn view_of(
+    name: &str,
+    slot: &mut NodeSlot,
+    params: &NodeParams,
+    now_ms: i64,
+    now: f64,
+) -> NodeView {
+    let stale = slot.model.is_stale(now_ms);
+    let state = if stale {
+        NodeState::Unknown
+    } else {
+        slot.model.state()
+    };
+    let was_out = matches!(slot.view_state, NodeState::Unhealthy | NodeState::Unknown);
+    let is_in = matches!(state, NodeState::Healthy | NodeState::Degrading);
+    if was_out && is_in {
+        slot.ready_since = Some(now);
+    }
+    slot.view_state = state;
+    let mut v = NodeView::new(name, slot.address.clone());
+    v.state = state;
+    v.ready_since = slot.ready_since;
+    v.capacity = slot.capacity;
+    v.degrade_score = if state == NodeState::Unhealthy {
+        1.0
+    } else {
+        degrade_score(&slot.model, params, now_ms)
+    };
+    v
+}
+
+/// How far the node's worst metric forecast has moved from halfway to its profile
+/// band's edge toward its dynamic threshold (the band's edge plus `margin_z` of the
+/// forecast's uncertainty): 0 while within the inner half of the band, 1 at the
+/// threshold. It rises before the state turns `degrading`, so traffic shifts
+/// gradually, and falls as the forecast comes back, so it returns gradually.
+pub(crate) fn degrade_score(model: &NodeModel, params: &NodeParams, now_ms: i64) -> f64 {
+    let sp = &params.state;
+    let mut worst: f64 = 0.0;
+    for (key, s) in model.series_iter() {
+        if !s.profile().is_ready()
+            || s.last_seen_ms()
+                .is_none_or(|t| now_ms.saturating_sub(t) > sp.stale_after_ms)
+        {
+            continue;
+        }
+        let (Some(f), Some((lo, hi))) =
+            (s.forecast(sp.horizon), s.profile().forecast_band(sp.band_k))
+        else {
+            continue;
+        };
+        let centre = 0.5 * (lo + hi);
+        let margin = sp.margin_z * f.sigma();
+        let score = match sp.direction(key) {
+            MetricDirection::HigherIsWorse => {
+                let start = 0.5 * (centre + hi);
+                let threshold = hi + margin;
+                if threshold > start {
+                    (f.mean - start) / (threshold - start)
+                } else {
+                    0.0
+                }
+            }
+            MetricDirection::HigherIsBetter => {
+                let start = 0.5 * (centre + lo);
+                let threshold = lo - margin;
+                if start > threshold {
+                    (start - f.mean) / (start - threshold)
+                } else {
+                    0.0
+                }
+            }
+        };
+        if score.is_finite() {
+            worst = worst.max(score);
+        }
+    }
+    worst.clamp(0.0, 1.0)
+}

@@ -1,0 +1,286 @@
+//! The engine task: applies committed batches to the node models, rebuilds the
+//! snapshots that moved, and runs the tick (topology, staleness, loads, capacity fits,
+//! stored changes and decision counts, forecast errors, expired HTTP decisions).
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+use super::capacity::{self, Trainer};
+use super::models::NodeChange;
+use super::router::lock;
+use super::{CapacityPublished, Engine, Event, PoolKey};
+use crate::store::{DecisionCount, EngineWrites, NewForecastError, NewStateChange, Store};
+
+#[derive(Default)]
+struct TaskState {
+    dirty: HashSet<PoolKey>,
+    changes: Vec<NewStateChange>,
+    /// Decisions already counted per (pool, node): the live `started` counter then.
+    started: HashMap<(i64, String), u64>,
+    trainers: HashMap<PoolKey, Trainer>,
+    last_errors_ms: i64,
+    last_expire_ms: i64,
+}
+
+fn minute(ms: i64) -> i64 {
+    ms - ms.rem_euclid(60_000)
+}
+
+pub(super) async fn run(
+    engine: Arc<Engine>,
+    store: Arc<dyn Store>,
+    mut rx: mpsc::UnboundedReceiver<Event>,
+) {
+    let mut tick = tokio::time::interval(Duration::from_millis(engine.config.tick_ms.max(10)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut rebuild =
+        tokio::time::interval(Duration::from_millis(engine.config.rebuild_ms.max(10)));
+    rebuild.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut st = TaskState {
+        last_errors_ms: crate::routes::now_ms(),
+        ..TaskState::default()
+    };
+    loop {
+        tokio::select! {
+            ev = rx.recv() => match ev {
+                None => break,
+                Some(Event::Batch(b)) => apply_batch(&engine, &store, &b, &mut st).await,
+                Some(Event::Fitted { key, outcome }) => installed(&engine, &key, outcome, &mut st),
+            },
+            _ = rebuild.tick() => {
+                let now_ms = crate::routes::now_ms();
+                let routers = engine.routers();
+                for key in st.dirty.drain() {
+                    if let Some(r) = routers.get(&key) {
+                        engine.rebuild(r, now_ms);
+                    }
+                }
+            }
+            _ = tick.tick() => on_tick(&engine, &store, &mut st).await,
+        }
+    }
+    tracing::debug!("prediction engine stopped");
+}
+
+async fn apply_batch(
+    engine: &Engine,
+    store: &Arc<dyn Store>,
+    batch: &crate::ingest::CommittedBatch,
+    st: &mut TaskState,
+) {
+    let mut refreshed = false;
+    for s in &batch.samples {
+        let key = PoolKey {
+            client_id: batch.client_id,
+            pool: s.pool.clone(),
+        };
+        let mut router = engine.pool(&key);
+        let known = router
+            .as_ref()
+            .is_some_and(|r| lock(&r.models).nodes.contains_key(&batch.node));
+        if !known && !refreshed {
+            // A pool or node the engine has not loaded yet.
+            refreshed = true;
+            if let Err(e) = engine.refresh_topology(store).await {
+                tracing::warn!(error = %e, "engine: cannot refresh the topology");
+            }
+            router = engine.pool(&key);
+        }
+        let Some(router) = router else {
+            continue;
+        };
+        let result = lock(&router.models).observe(&batch.node, s);
+        match result {
+            Ok(Some(c)) => {
+                push_change(engine, router.pool_id(), c, st);
+            }
+            Ok(None) => {}
+            Err(e) => {
+                engine.metrics().engine_rejected_samples.inc();
+                tracing::debug!(node = %batch.node, error = %e, "engine: sample refused");
+            }
+        }
+        st.dirty.insert(key);
+    }
+}
+
+fn push_change(engine: &Engine, pool_id: i64, c: NodeChange, st: &mut TaskState) {
+    engine.metrics().state_changes.inc();
+    tracing::info!(
+        node = %c.node, from = c.change.from.as_str(), to = c.change.to.as_str(),
+        reason = %c.change.reason, "node state changed"
+    );
+    st.changes.push(NewStateChange {
+        pool_id,
+        node_id: c.node_id,
+        change: c.change,
+    });
+}
+
+fn installed(engine: &Engine, key: &PoolKey, outcome: capacity::FitOutcome, st: &mut TaskState) {
+    let Some(trainer) = st.trainers.get_mut(key) else {
+        return;
+    };
+    engine.metrics().capacity_fits.inc();
+    let fitted = trainer.install(outcome);
+    if let Some(router) = engine.pool(key) {
+        let mut models = lock(&router.models);
+        for (name, slot) in &mut models.nodes {
+            slot.capacity = fitted.as_ref().and_then(|f| f.estimates.get(name).copied());
+        }
+    }
+    engine.publish_capacity(
+        key,
+        CapacityPublished {
+            fitted,
+            scores: trainer.scores.iter().cloned().collect(),
+            rows: trainer.rows(),
+        },
+    );
+    st.dirty.insert(key.clone());
+}
+
+async fn on_tick(engine: &Arc<Engine>, store: &Arc<dyn Store>, st: &mut TaskState) {
+    if let Err(e) = engine.refresh_topology(store).await {
+        tracing::warn!(error = %e, "engine: cannot refresh the topology");
+    }
+    let now_ms = crate::routes::now_ms();
+    let routers = engine.routers();
+    let cfg = &engine.config;
+    let timeout = cfg.outstanding_timeout_ms as f64 / 1000.0;
+    let mut writes = EngineWrites::default();
+    let write_errors = now_ms - st.last_errors_ms >= cfg.errors_every_ms;
+    for (key, router) in routers.iter() {
+        // Capacity: new rows in, a fit started when due, an expired fit dropped.
+        let trainer = st.trainers.entry(key.clone()).or_default();
+        trainer.add(router.take_rows(), &cfg.training);
+        let had_fit = trainer.current.is_some();
+        if let Some(rows) = trainer.due(now_ms, &cfg.training) {
+            let tx = engine.sender();
+            let slo = router.slo_ms();
+            let min_rows = cfg.training.min_rows;
+            let key = key.clone();
+            tokio::spawn(async move {
+                let fitted =
+                    tokio::task::spawn_blocking(move || capacity::fit(rows, slo, min_rows, now_ms))
+                        .await;
+                match fitted {
+                    Ok(outcome) => {
+                        let _ = tx.send(Event::Fitted { key, outcome });
+                    }
+                    Err(e) => tracing::error!(error = %e, "capacity fit panicked"),
+                }
+            });
+        }
+        if had_fit && trainer.current.is_none() {
+            let mut models = lock(&router.models);
+            for slot in models.nodes.values_mut() {
+                slot.capacity = None;
+            }
+        }
+
+        // Released HTTP decisions whose feedback never came.
+        let released = router.expire_outstanding(timeout);
+        if released > 0 {
+            tracing::debug!(pool = %key.pool, released, "HTTP route decisions expired without feedback");
+        }
+
+        // Staleness, loads, views.
+        let snap = router.snapshot();
+        let now = router.now();
+        let mut changes = Vec::new();
+        let views = {
+            let in_flight = |n: &str| snap.live_by_id(n).map(|l| l.in_flight());
+            lock(&router.models).tick(now_ms, now, &in_flight, &mut changes)
+        };
+        for c in changes {
+            push_change(engine, router.pool_id(), c, st);
+        }
+        engine.install(router, views, now);
+
+        // Decisions per node this minute.
+        let ids: HashMap<String, i64> = lock(&router.models)
+            .nodes
+            .iter()
+            .map(|(n, s)| (n.clone(), s.node_id))
+            .collect();
+        let snap = router.snapshot();
+        for (i, v) in snap.nodes().iter().enumerate() {
+            let (Some(live), Some(&node_id)) = (snap.live(i), ids.get(&v.id)) else {
+                continue;
+            };
+            let now_started = live.started();
+            let last = st
+                .started
+                .entry((router.pool_id(), v.id.clone()))
+                .or_insert(0);
+            // A node's live state restarts at 0 when it leaves and comes back.
+            let delta = if now_started >= *last {
+                now_started - *last
+            } else {
+                now_started
+            };
+            *last = now_started;
+            if delta > 0 {
+                writes.decisions.push(DecisionCount {
+                    pool_id: router.pool_id(),
+                    node_id,
+                    minute_ms: minute(now_ms),
+                    decisions: delta,
+                });
+            }
+        }
+
+        if write_errors {
+            let assessed = lock(&router.models).assess(now_ms);
+            for (node, a) in assessed {
+                let Some(&node_id) = ids.get(&node) else {
+                    continue;
+                };
+                for m in &a.metrics {
+                    for e in &m.errors {
+                        let model = m
+                            .forecasts
+                            .iter()
+                            .find(|f| f.h == e.h)
+                            .map_or_else(String::new, |f| f.model.clone());
+                        writes.errors.push(NewForecastError {
+                            pool_id: router.pool_id(),
+                            node_id,
+                            record: plb_api::ForecastErrorRecord {
+                                at_ms: now_ms,
+                                node: node.clone(),
+                                series: m.name.clone(),
+                                h: e.h,
+                                model,
+                                mae: e.mae,
+                                naive_mae: e.naive_mae,
+                                scored: e.scored,
+                            },
+                        });
+                    }
+                }
+            }
+        }
+    }
+    if write_errors {
+        st.last_errors_ms = now_ms;
+    }
+    if now_ms - st.last_expire_ms >= 3_600_000 {
+        st.last_expire_ms = now_ms;
+        writes.expire_before_ms = Some(now_ms - cfg.keep_history_ms);
+    }
+    // Pools gone from the store.
+    st.trainers.retain(|k, _| routers.contains_key(k));
+    writes.changes = std::mem::take(&mut st.changes);
+    if !writes.is_empty() {
+        let store = Arc::clone(store);
+        tokio::spawn(async move {
+            if let Err(e) = store.engine_write(writes).await {
+                tracing::error!(error = %e, "engine: cannot store state changes and decision counts");
+            }
+        });
+    }
+}
