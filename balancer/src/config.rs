@@ -58,6 +58,24 @@ pub struct BalancerConfig {
     /// Read connections kept open.
     #[arg(long, env = "PLB_DB_READERS", default_value_t = 4)]
     pub db_readers: usize,
+
+    /// Reverse-proxy a pool: `POOL=LISTEN_ADDR`, e.g. `web=0.0.0.0:8080`. Repeatable;
+    /// in the environment, comma-separated.
+    #[arg(long = "proxy", env = "PLB_PROXY", value_delimiter = ',')]
+    pub proxy: Vec<crate::proxy::ProxySpec>,
+
+    /// Time for the proxy to open a connection to a node, in milliseconds.
+    #[arg(long, env = "PLB_PROXY_CONNECT_TIMEOUT_MS", default_value_t = 1000)]
+    pub proxy_connect_timeout_ms: u64,
+
+    /// Time for one proxied exchange (response headers and body), in milliseconds.
+    #[arg(long, env = "PLB_PROXY_TIMEOUT_MS", default_value_t = 60_000)]
+    pub proxy_timeout_ms: u64,
+
+    /// Serve HAProxy's agent-check protocol on this address: HAProxy sends
+    /// `POOL/NODE` (`agent-send`) and reads the node's weight and state.
+    #[arg(long, env = "PLB_AGENT_CHECK")]
+    pub agent_check: Option<SocketAddr>,
 }
 
 impl std::fmt::Debug for BalancerConfig {
@@ -73,6 +91,10 @@ impl std::fmt::Debug for BalancerConfig {
             .field("retention_every", &self.retention_every)
             .field("db_sync", &self.db_sync)
             .field("db_readers", &self.db_readers)
+            .field("proxy", &self.proxy)
+            .field("proxy_connect_timeout_ms", &self.proxy_connect_timeout_ms)
+            .field("proxy_timeout_ms", &self.proxy_timeout_ms)
+            .field("agent_check", &self.agent_check)
             .finish()
     }
 }
@@ -129,6 +151,10 @@ impl BalancerConfig {
             retention_every: Duration::from_secs(60),
             db_sync: Synchronous::Normal,
             db_readers: 4,
+            proxy: Vec::new(),
+            proxy_connect_timeout_ms: 1000,
+            proxy_timeout_ms: 60_000,
+            agent_check: None,
         }
     }
 
@@ -179,6 +205,15 @@ impl BalancerConfig {
             return Err(ConfigError::Duration {
                 flag: "retention-aggregates",
                 message: "must not be shorter than --retention-raw".into(),
+            });
+        }
+        if !(1..=600_000).contains(&self.proxy_connect_timeout_ms)
+            || !(1..=86_400_000).contains(&self.proxy_timeout_ms)
+        {
+            return Err(ConfigError::Duration {
+                flag: "proxy-timeout-ms",
+                message: "proxy timeouts must be between 1 ms and 10 min (connect) or 24 h (total)"
+                    .into(),
             });
         }
         if !(1..=64).contains(&self.db_readers) {

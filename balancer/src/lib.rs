@@ -9,6 +9,7 @@
 //! committed samples leave for the prediction engine), [`retention`].
 #![forbid(unsafe_code)]
 
+pub mod agent_check;
 pub mod auth;
 pub mod config;
 pub mod engine;
@@ -16,6 +17,7 @@ pub mod error;
 pub mod ingest;
 pub mod metrics;
 pub mod openapi;
+pub mod proxy;
 pub mod retention;
 pub mod routes;
 pub mod state;
@@ -88,6 +90,8 @@ pub struct RunningBalancer {
     pub addr: SocketAddr,
     /// Its state (store, metrics).
     pub state: AppState,
+    /// The `--proxy` listeners and the `--agent-check` export.
+    pub edges: proxy::Edges,
     stop: Option<oneshot::Sender<()>>,
     server: JoinHandle<Result<(), Error>>,
     retention: JoinHandle<()>,
@@ -105,6 +109,7 @@ impl RunningBalancer {
         if let Some(s) = self.stop.take() {
             let _ = s.send(());
         }
+        self.edges.stop().await;
         self.retention.abort();
         if let Some(e) = &self.engine {
             e.abort();
@@ -154,6 +159,7 @@ pub async fn start_with_state(
         retention::Retention::from(cfg),
     ));
     let (stop, stopped) = oneshot::channel::<()>();
+    let edges = proxy::Edges::start(cfg, &state).await?;
     let router = app(state.clone());
     let server = tokio::spawn(async move {
         axum::serve(listener, router)
@@ -172,6 +178,7 @@ pub async fn start_with_state(
         state,
         stop: Some(stop),
         server,
+        edges,
         retention,
         engine,
     })
@@ -193,6 +200,7 @@ pub async fn serve(
             running.stop().await
         }
         Some(r) => {
+            running.edges.stop().await;
             running.retention.abort();
             if let Some(e) = &running.engine {
                 e.abort();

@@ -1,0 +1,214 @@
+//! HAProxy agent-check export (`--agent-check LISTEN_ADDR`): an HAProxy already in
+//! production can weight its servers by PLB's predictions.
+//!
+//! Protocol (HAProxy's `agent-check`): HAProxy opens a TCP connection per server every
+//! `agent-inter`, sends its `agent-send` string, reads one line and closes. The line names
+//! the node as `POOL/NODE` (e.g. `agent-send "web/node-1\n"`); PLB answers
+//! - `up ready NN%` with `NN` the node's `plb` weight relative to the heaviest node of
+//!   the pool, 1-100 (HAProxy multiplies the server's configured weight by it, so with equal
+//!   configured weights HAProxy's split follows PLB's);
+//! - `drain` for a node PLB sends no new traffic to although it is not failing;
+//! - `down` for an `unhealthy` node while another node of the pool is eligible (when every
+//!   node is unhealthy PLB routes best effort, and so every node answers `up ready 100%`);
+//! - an empty line when the pool or node is unknown or the name is ambiguous (HAProxy then
+//!   keeps the server as it is) - logged on PLB's side.
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use plb_api::NodeState;
+use plb_routing::Snapshot;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::engine::Engine;
+
+/// Longest `agent-send` line read.
+const MAX_LINE: usize = 512;
+/// How long to wait for HAProxy's line.
+const READ_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// One answer to HAProxy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reply {
+    /// Serving, at this percentage of the configured weight (1-100).
+    Up(u8),
+    /// No new traffic, but not failing.
+    Drain,
+    /// Failing.
+    Down,
+    /// Unknown pool or node: say nothing.
+    Unknown,
+}
+
+impl std::fmt::Display for Reply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Reply::Up(pct) => writeln!(f, "up ready {pct}%"),
+            Reply::Drain => writeln!(f, "drain"),
+            Reply::Down => writeln!(f, "down"),
+            Reply::Unknown => writeln!(f),
+        }
+    }
+}
+
+/// The answer for `node` in `snap` at `now` (seconds on the snapshot's clock). Pure.
+pub fn reply_for(snap: &Snapshot, node: &str, now: f64) -> Reply {
+    let Some(index) = snap.index_of(node) else {
+        return Reply::Unknown;
+    };
+    let eligible = snap.eligible();
+    if eligible.is_empty() {
+        // Every node unhealthy: PLB routes best effort to all of them.
+        return Reply::Up(100);
+    }
+    if !eligible.contains(&index) {
+        return match snap.node(index).map(|n| n.state) {
+            Some(NodeState::Unhealthy) => Reply::Down,
+            _ => Reply::Drain,
+        };
+    }
+    let max = eligible
+        .iter()
+        .map(|&i| snap.weight_at(i, now))
+        .filter(|w| w.is_finite())
+        .fold(0.0_f64, f64::max);
+    let w = snap.weight_at(index, now);
+    percent(w, max)
+}
+
+/// `w` relative to `max`, as HAProxy's 1-100 %; a zero weight is a drain.
+pub fn percent(w: f64, max: f64) -> Reply {
+    if !(w.is_finite() && max.is_finite()) || w <= 0.0 || max <= 0.0 {
+        return Reply::Drain;
+    }
+    let pct = (100.0 * w / max).round().clamp(1.0, 100.0);
+    // In 1..=100 after the clamp.
+    Reply::Up(pct as u8)
+}
+
+/// The answer for the `agent-send` line `line` (`POOL/NODE`).
+pub fn answer(engine: &Engine, line: &str) -> Reply {
+    let Some((pool, node)) = line.trim().split_once('/') else {
+        tracing::warn!(
+            line,
+            "agent-check: expected `POOL/NODE` (HAProxy's agent-send)"
+        );
+        return Reply::Unknown;
+    };
+    let keys = engine.pools_named(pool);
+    let [key] = keys.as_slice() else {
+        tracing::warn!(
+            pool,
+            count = keys.len(),
+            "agent-check: no pool, or more than one, has this name"
+        );
+        return Reply::Unknown;
+    };
+    let Some(router) = engine.pool(key) else {
+        return Reply::Unknown;
+    };
+    let reply = reply_for(&router.snapshot(), node, router.now());
+    if reply == Reply::Unknown {
+        tracing::warn!(pool, node, "agent-check: no such node in the pool");
+    }
+    reply
+}
+
+/// The agent-check listener serving in the background.
+#[derive(Debug)]
+pub struct RunningAgentCheck {
+    /// The bound address.
+    pub addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl RunningAgentCheck {
+    /// Stops accepting.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+}
+
+/// Binds `listen` and answers agent checks from `engine`.
+pub async fn start(engine: Arc<Engine>, listen: SocketAddr) -> std::io::Result<RunningAgentCheck> {
+    let listener = TcpListener::bind(listen).await?;
+    let addr = listener.local_addr()?;
+    let (stop, mut stopped) = watch::channel(false);
+    let task = tokio::spawn(async move {
+        loop {
+            let accepted = tokio::select! {
+                a = listener.accept() => a,
+                _ = stopped.wait_for(|s| *s) => break,
+            };
+            match accepted {
+                Ok((stream, peer)) => {
+                    let engine = Arc::clone(&engine);
+                    tokio::spawn(async move {
+                        if let Err(e) = serve_one(&engine, stream).await {
+                            tracing::debug!(%peer, error = %e, "agent-check connection failed");
+                        }
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "agent-check accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    });
+    tracing::info!(%addr, "HAProxy agent-check listening");
+    Ok(RunningAgentCheck { addr, stop, task })
+}
+
+/// Reads one line (up to `\n`, the end of the stream or [`READ_TIMEOUT`]) and answers it.
+async fn serve_one(engine: &Engine, mut stream: TcpStream) -> std::io::Result<()> {
+    let mut buf = Vec::with_capacity(64);
+    let mut chunk = [0u8; 128];
+    let read = async {
+        loop {
+            let n = stream.read(&mut chunk).await?;
+            if n == 0 {
+                break;
+            }
+            buf.extend_from_slice(&chunk[..n]);
+            if buf.contains(&b'\n') || buf.len() >= MAX_LINE {
+                break;
+            }
+        }
+        Ok::<_, std::io::Error>(())
+    };
+    // HAProxy without `agent-send` sends nothing: the timeout ends the wait.
+    let _ = tokio::time::timeout(READ_TIMEOUT, read).await;
+    let line = String::from_utf8_lossy(&buf);
+    let line = line.split('\n').next().unwrap_or("");
+    let reply = answer(engine, line);
+    stream.write_all(reply.to_string().as_bytes()).await?;
+    stream.shutdown().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replies_are_haproxy_words() {
+        assert_eq!(Reply::Up(73).to_string(), "up ready 73%\n");
+        assert_eq!(Reply::Drain.to_string(), "drain\n");
+        assert_eq!(Reply::Down.to_string(), "down\n");
+        assert_eq!(Reply::Unknown.to_string(), "\n");
+    }
+
+    #[test]
+    fn percent_is_relative_to_the_heaviest() {
+        assert_eq!(percent(2.0, 2.0), Reply::Up(100));
+        assert_eq!(percent(1.0, 2.0), Reply::Up(50));
+        assert_eq!(percent(0.001, 2.0), Reply::Up(1));
+        assert_eq!(percent(0.0, 2.0), Reply::Drain);
+        assert_eq!(percent(f64::NAN, 2.0), Reply::Drain);
+    }
+}

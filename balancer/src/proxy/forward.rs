@@ -1,0 +1,332 @@
+//! The forwarding core: one client request in, one node chosen by the [`Upstream`], the
+//! request sent over a keep-alive connection pool (hyper-util's legacy client keeps one
+//! pool per node address), the answer streamed back, and the outcome reported as feedback.
+//!
+//! Retries: an idempotent request (GET, HEAD, PUT, DELETE, OPTIONS, TRACE) whose body is
+//! empty or small enough to buffer is sent again to *another* node when its node fails
+//! before answering (connection refused or timed out, or the connection dropped before
+//! the response headers). Any other request gets one attempt. Every attempt that reached a
+//! node is reported: latency to the response headers, ok = answered and not 5xx.
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Either, Full, Limited};
+use hyper::body::{Body, Incoming};
+use hyper::header::{self, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode, Uri};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use plb_api::{ErrorBody, ErrorDetail};
+use tokio::time::Instant;
+
+use super::body::{ProxyBody, UpstreamBody};
+use super::headers;
+use super::{Hint, Unavailable, Upstream};
+
+/// Request header carrying a routing key (rendezvous hashing on the node side).
+pub const KEY_HEADER: &str = "x-plb-key";
+/// Request header carrying a request's relative cost.
+pub const COST_HEADER: &str = "x-plb-cost";
+
+/// How the proxy forwards.
+#[derive(Debug, Clone)]
+pub struct ForwardSettings {
+    /// Time to open a TCP connection to a node.
+    pub connect_timeout: Duration,
+    /// Time for the whole exchange: response headers and the body streamed back.
+    pub total_timeout: Duration,
+    /// Largest body buffered so that an idempotent request can be retried.
+    pub retry_buffer_bytes: u64,
+    /// Nodes tried for one request, the first included.
+    pub max_attempts: usize,
+    /// Idle keep-alive connections are closed after this.
+    pub idle_timeout: Duration,
+}
+
+impl Default for ForwardSettings {
+    fn default() -> Self {
+        ForwardSettings {
+            connect_timeout: Duration::from_secs(1),
+            total_timeout: Duration::from_secs(60),
+            retry_buffer_bytes: 64 * 1024,
+            max_attempts: 3,
+            idle_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Forwards requests for one pool.
+pub struct Forwarder<U: Upstream> {
+    upstream: U,
+    client: Client<HttpConnector, UpstreamBody>,
+    settings: ForwardSettings,
+    pool: String,
+}
+
+impl<U: Upstream> std::fmt::Debug for Forwarder<U> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Forwarder")
+            .field("pool", &self.pool)
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why one attempt got no answer.
+enum Failure {
+    /// The node could not be reached, or dropped the connection before answering: safe
+    /// to send an idempotent request elsewhere.
+    Transport(String),
+    /// The total deadline passed.
+    Timeout,
+}
+
+impl<U: Upstream> Forwarder<U> {
+    /// A forwarder for `pool` over `upstream`.
+    pub fn new(pool: impl Into<String>, upstream: U, settings: ForwardSettings) -> Arc<Self> {
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(settings.connect_timeout));
+        connector.set_nodelay(true);
+        connector.enforce_http(true);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(settings.idle_timeout)
+            .pool_timer(hyper_util::rt::TokioTimer::new())
+            .build(connector);
+        Arc::new(Forwarder {
+            upstream,
+            client,
+            settings,
+            pool: pool.into(),
+        })
+    }
+
+    /// The upstream (for tests and the agent-check export).
+    pub fn upstream(&self) -> &U {
+        &self.upstream
+    }
+
+    /// Answers one client request.
+    pub async fn handle(&self, req: Request<Incoming>, client: SocketAddr) -> Response<ProxyBody> {
+        let deadline = Instant::now() + self.settings.total_timeout;
+        let (mut parts, body) = req.into_parts();
+        let hint = hint(&parts.headers, &body);
+        let connection_closes = parts
+            .headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .any(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
+        headers::strip_hop_by_hop(&mut parts.headers);
+        headers::add_forwarded(&mut parts.headers, client.ip(), "http");
+        let path = parts
+            .uri
+            .path_and_query()
+            .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned());
+
+        // An idempotent request with a small body is buffered so that it can be replayed.
+        let body = if is_idempotent(&parts.method) && self.buffers(&body) {
+            let limit = usize::try_from(self.settings.retry_buffer_bytes).unwrap_or(usize::MAX);
+            match tokio::time::timeout_at(deadline, Limited::new(body, limit).collect()).await {
+                Ok(Ok(collected)) => Some(collected.to_bytes()),
+                Ok(Err(e)) => {
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        "bad_request",
+                        &format!("cannot read the request body: {e}"),
+                    );
+                }
+                Err(_) => {
+                    return error(
+                        StatusCode::REQUEST_TIMEOUT,
+                        "request_timeout",
+                        "the request body did not arrive in time",
+                    );
+                }
+            }
+            .map(Ok)
+        } else {
+            Some(Err(body))
+        };
+        let mut body = body;
+
+        let mut tried: Vec<String> = Vec::new();
+        let mut last_failure = String::new();
+        for attempt in 0..self.settings.max_attempts.max(1) {
+            let excluded: Vec<&str> = tried.iter().map(String::as_str).collect();
+            let routed = match self.upstream.route(&hint, &excluded) {
+                Ok(r) => r,
+                Err(Unavailable::NoNodes) if attempt > 0 => break,
+                Err(u) => return unavailable(&self.pool, &u),
+            };
+            let node = self.upstream.node(&routed).to_owned();
+            let uri = match upstream_uri(self.upstream.address(&routed), &path) {
+                Ok(u) => u,
+                Err(e) => {
+                    self.upstream.feedback(&routed, 0.0, false);
+                    tracing::warn!(pool = %self.pool, %node, error = %e, "node address is not a URI authority");
+                    last_failure = format!("node `{node}` has an unusable address");
+                    tried.push(node);
+                    continue;
+                }
+            };
+            let (replay, this_body) = match body.take() {
+                Some(Ok(bytes)) => (Some(bytes.clone()), Either::Left(Full::new(bytes))),
+                Some(Err(stream)) => (None, Either::Right(stream)),
+                None => break,
+            };
+            let mut out = Request::from_parts(parts.clone(), this_body);
+            *out.uri_mut() = uri;
+            let started = Instant::now();
+            let result = match tokio::time::timeout_at(deadline, self.client.request(out)).await {
+                Ok(Ok(resp)) => Ok(resp),
+                Ok(Err(e)) => Err(Failure::Transport(describe(&e))),
+                Err(_) => Err(Failure::Timeout),
+            };
+            let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+            match result {
+                Ok(resp) => {
+                    let ok = !resp.status().is_server_error();
+                    self.upstream.feedback(&routed, latency_ms, ok);
+                    let (mut rparts, rbody) = resp.into_parts();
+                    headers::strip_hop_by_hop(&mut rparts.headers);
+                    if connection_closes {
+                        rparts
+                            .headers
+                            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                    }
+                    return Response::from_parts(rparts, ProxyBody::stream(rbody, deadline));
+                }
+                Err(Failure::Timeout) => {
+                    self.upstream.feedback(&routed, latency_ms, false);
+                    return error(
+                        StatusCode::GATEWAY_TIMEOUT,
+                        "gateway_timeout",
+                        &format!(
+                            "node `{node}` of pool `{}` did not answer within {} ms",
+                            self.pool,
+                            self.settings.total_timeout.as_millis()
+                        ),
+                    );
+                }
+                Err(Failure::Transport(why)) => {
+                    self.upstream.feedback(&routed, latency_ms, false);
+                    tracing::debug!(pool = %self.pool, %node, %why, "node failed before answering");
+                    last_failure = format!("node `{node}`: {why}");
+                    tried.push(node);
+                    match replay {
+                        Some(bytes) => body = Some(Ok(bytes)),
+                        None => break,
+                    }
+                }
+            }
+        }
+        let retried = if tried.len() > 1 {
+            format!(" ({} nodes tried)", tried.len())
+        } else {
+            String::new()
+        };
+        error(
+            StatusCode::BAD_GATEWAY,
+            "bad_gateway",
+            &format!(
+                "no node of pool `{}` answered{retried}; last: {last_failure}",
+                self.pool
+            ),
+        )
+    }
+
+    /// Whether `body` is small enough to buffer for a retry (or empty).
+    fn buffers(&self, body: &Incoming) -> bool {
+        if body.is_end_stream() {
+            return true;
+        }
+        body.size_hint()
+            .upper()
+            .is_some_and(|n| n <= self.settings.retry_buffer_bytes)
+    }
+}
+
+/// GET, HEAD, PUT, DELETE, OPTIONS and TRACE (RFC 9110 §9.2.2).
+pub fn is_idempotent(m: &Method) -> bool {
+    matches!(
+        *m,
+        Method::GET | Method::HEAD | Method::PUT | Method::DELETE | Method::OPTIONS | Method::TRACE
+    )
+}
+
+/// The routing hint of a request: its key and cost headers, its size.
+fn hint(h: &hyper::HeaderMap, body: &Incoming) -> Hint {
+    let text = |name: &str| h.get(name).and_then(|v| v.to_str().ok());
+    Hint {
+        key: text(KEY_HEADER).map(str::to_owned),
+        cost: text(COST_HEADER)
+            .and_then(|c| c.trim().parse::<f64>().ok())
+            .filter(|c| c.is_finite() && *c >= 0.0),
+        size: body.size_hint().exact().map(|n| n as f64),
+    }
+}
+
+/// `http://{address}{path}`.
+fn upstream_uri(address: &str, path: &str) -> Result<Uri, hyper::http::Error> {
+    let authority = address
+        .strip_prefix("http://")
+        .unwrap_or(address)
+        .trim_end_matches('/');
+    Uri::builder()
+        .scheme("http")
+        .authority(authority)
+        .path_and_query(path)
+        .build()
+}
+
+/// A client error in a few words, with its cause.
+fn describe(e: &hyper_util::client::legacy::Error) -> String {
+    let mut s = if e.is_connect() {
+        "cannot connect".to_owned()
+    } else {
+        "the connection failed before the response".to_owned()
+    };
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        s.push_str(": ");
+        s.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    s
+}
+
+/// The answer when the pool has nowhere to send the request.
+fn unavailable(pool: &str, u: &Unavailable) -> Response<ProxyBody> {
+    let (code, message) = match u {
+        Unavailable::NoPool => (
+            "no_pool",
+            format!("pool `{pool}` does not exist (yet); create it and register nodes"),
+        ),
+        Unavailable::NoNodes => (
+            "no_nodes",
+            format!("pool `{pool}` has no nodes to send the request to"),
+        ),
+        Unavailable::Other(m) => ("unavailable", m.clone()),
+    };
+    error(StatusCode::SERVICE_UNAVAILABLE, code, &message)
+}
+
+/// An error answer in the API's one shape, `{"error": {"code", "message"}}`.
+pub fn error(status: StatusCode, code: &str, message: &str) -> Response<ProxyBody> {
+    let body = ErrorBody {
+        error: ErrorDetail {
+            code: code.to_owned(),
+            message: message.to_owned(),
+        },
+    };
+    let bytes = serde_json::to_vec(&body).map_or_else(|_| Bytes::new(), Bytes::from);
+    let mut resp = Response::new(ProxyBody::full(bytes));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
+}

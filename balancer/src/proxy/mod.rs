@@ -1,0 +1,312 @@
+//! Reverse-proxy mode (`--proxy POOL=LISTEN_ADDR`): an HTTP/1.1 listener per proxied pool
+//! that sends each request to the node the pool's router chooses and reports what
+//! happened as feedback, in-process.
+//!
+//! Parts: [`headers`] (hop-by-hop, `X-Forwarded-*`, `Forwarded`), [`body`] (streamed and
+//! buffered bodies, the total deadline), [`forward`] (the forwarding core, generic over
+//! [`Upstream`]), [`engine`] ([`Upstream`] over the routing engine, pool resolution) and the
+//! listener here.
+pub mod body;
+pub mod engine;
+pub mod forward;
+pub mod headers;
+
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+pub use forward::{ForwardSettings, Forwarder};
+
+/// What the proxy knows of a request when it picks a node.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Hint {
+    /// Routing key (`X-PLB-Key`).
+    pub key: Option<String>,
+    /// Request size in bytes (`Content-Length`).
+    pub size: Option<f64>,
+    /// Relative cost (`X-PLB-Cost`).
+    pub cost: Option<f64>,
+}
+
+/// Why no node can be chosen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unavailable {
+    /// The pool does not exist.
+    NoPool,
+    /// The pool has no node left to try (none registered, or every one excluded).
+    NoNodes,
+    /// Anything else, in words.
+    Other(String),
+}
+
+/// Where the proxy's requests go: picks a node, excluding the nodes already tried, and
+/// takes the outcome of every pick back.
+pub trait Upstream: Send + Sync + 'static {
+    /// One pick; reported back exactly once through [`Upstream::feedback`].
+    type Routed: Send + 'static;
+    /// Chooses a node that is not in `exclude`.
+    fn route(&self, hint: &Hint, exclude: &[&str]) -> Result<Self::Routed, Unavailable>;
+    /// The chosen node's id.
+    fn node<'a>(&self, routed: &'a Self::Routed) -> &'a str;
+    /// The chosen node's address, `host:port`.
+    fn address<'a>(&self, routed: &'a Self::Routed) -> &'a str;
+    /// What happened: latency to the response headers, and whether it was a success.
+    fn feedback(&self, routed: &Self::Routed, latency_ms: f64, ok: bool);
+}
+
+/// One `--proxy POOL=LISTEN_ADDR`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProxySpec {
+    /// The pool's name.
+    pub pool: String,
+    /// Where to listen.
+    pub listen: SocketAddr,
+}
+
+impl FromStr for ProxySpec {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (pool, addr) = s
+            .split_once('=')
+            .ok_or_else(|| format!("`{s}`: expected POOL=LISTEN_ADDR, e.g. web=0.0.0.0:8080"))?;
+        let pool = pool.trim();
+        if pool.is_empty() {
+            return Err(format!("`{s}`: the pool name is empty"));
+        }
+        let listen = addr
+            .trim()
+            .parse()
+            .map_err(|_| format!("`{s}`: `{addr}` is not an address like 0.0.0.0:8080"))?;
+        Ok(ProxySpec {
+            pool: pool.to_owned(),
+            listen,
+        })
+    }
+}
+
+impl std::fmt::Display for ProxySpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}={}", self.pool, self.listen)
+    }
+}
+
+/// Why a proxy cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// The pool name is used by more than one client.
+    #[error(
+        "--proxy {pool}=...: {count} clients have a pool named `{pool}`; the proxy cannot tell which one to serve (rename one of them)"
+    )]
+    AmbiguousPool {
+        /// The name.
+        pool: String,
+        /// How many pools have it.
+        count: usize,
+    },
+    /// The listener could not be bound.
+    #[error("--proxy {pool}={addr}: cannot listen: {source}")]
+    Bind {
+        /// The pool.
+        pool: String,
+        /// The address.
+        addr: SocketAddr,
+        /// The cause.
+        source: std::io::Error,
+    },
+}
+
+/// A proxy serving in the background.
+#[derive(Debug)]
+pub struct RunningProxy {
+    /// The pool it serves.
+    pub pool: String,
+    /// The bound address (useful with port 0).
+    pub addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl RunningProxy {
+    /// `http://addr`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Stops accepting; connections get up to `grace` to finish their requests.
+    pub async fn stop(self, grace: Duration) {
+        let _ = self.stop.send(true);
+        let mut task = self.task;
+        if tokio::time::timeout(grace, &mut task).await.is_err() {
+            task.abort();
+        }
+    }
+}
+
+/// Binds `listen` and serves `forwarder` there until stopped.
+pub async fn start<U: Upstream>(
+    forwarder: Arc<Forwarder<U>>,
+    pool: &str,
+    listen: SocketAddr,
+) -> Result<RunningProxy, ProxyError> {
+    let listener = TcpListener::bind(listen)
+        .await
+        .map_err(|source| ProxyError::Bind {
+            pool: pool.to_owned(),
+            addr: listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| ProxyError::Bind {
+        pool: pool.to_owned(),
+        addr: listen,
+        source,
+    })?;
+    let (stop, stopped) = watch::channel(false);
+    let task = tokio::spawn(accept_loop(listener, forwarder, stopped));
+    tracing::info!(%addr, pool, "proxy listening");
+    Ok(RunningProxy {
+        pool: pool.to_owned(),
+        addr,
+        stop,
+        task,
+    })
+}
+
+async fn accept_loop<U: Upstream>(
+    listener: TcpListener,
+    forwarder: Arc<Forwarder<U>>,
+    mut stopped: watch::Receiver<bool>,
+) {
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = stopped.wait_for(|s| *s) => break,
+        };
+        let (stream, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                tracing::warn!(error = %e, "proxy accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let fwd = Arc::clone(&forwarder);
+        let service = service_fn(move |req| {
+            let fwd = Arc::clone(&fwd);
+            async move { Ok::<_, std::convert::Infallible>(fwd.handle(req, peer).await) }
+        });
+        let conn = http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(Duration::from_secs(30))
+            .keep_alive(true)
+            .serve_connection(TokioIo::new(stream), service);
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, %peer, "proxy connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+}
+
+/// The balancer's data-plane edges: the `--proxy` listeners and the `--agent-check`
+/// export. Started after the engine has warmed (so pool names resolve), stopped with the
+/// balancer.
+#[derive(Debug, Default)]
+pub struct Edges {
+    /// The running proxies, in flag order.
+    pub proxies: Vec<RunningProxy>,
+    /// The agent-check listener.
+    pub agent_check: Option<crate::agent_check::RunningAgentCheck>,
+}
+
+impl Edges {
+    /// Starts every proxy and the agent-check listener `cfg` asks for; refuses a proxied
+    /// pool name that more than one client uses.
+    pub async fn start(
+        cfg: &crate::BalancerConfig,
+        state: &crate::AppState,
+    ) -> Result<Edges, crate::Error> {
+        let settings = ForwardSettings {
+            connect_timeout: Duration::from_millis(cfg.proxy_connect_timeout_ms),
+            total_timeout: Duration::from_millis(cfg.proxy_timeout_ms),
+            ..ForwardSettings::default()
+        };
+        let mut edges = Edges::default();
+        for spec in &cfg.proxy {
+            let started = async {
+                let upstream = engine::EngineUpstream::new(Arc::clone(&state.engine), &spec.pool)?;
+                let fwd = Forwarder::new(spec.pool.clone(), upstream, settings.clone());
+                start(fwd, &spec.pool, spec.listen).await
+            }
+            .await;
+            match started {
+                Ok(p) => edges.proxies.push(p),
+                Err(e) => {
+                    edges.stop().await;
+                    return Err(crate::Error::Io {
+                        context: "starting the proxy".into(),
+                        source: std::io::Error::other(e),
+                    });
+                }
+            }
+        }
+        if let Some(listen) = cfg.agent_check {
+            match crate::agent_check::start(Arc::clone(&state.engine), listen).await {
+                Ok(a) => edges.agent_check = Some(a),
+                Err(e) => {
+                    edges.stop().await;
+                    return Err(crate::Error::Io {
+                        context: format!("--agent-check {listen}: cannot listen"),
+                        source: e,
+                    });
+                }
+            }
+        }
+        Ok(edges)
+    }
+
+    /// The proxy of `pool`, if one runs.
+    pub fn proxy(&self, pool: &str) -> Option<&RunningProxy> {
+        self.proxies.iter().find(|p| p.pool == pool)
+    }
+
+    /// Stops them all (proxied requests get a few seconds to finish).
+    pub async fn stop(&mut self) {
+        for p in self.proxies.drain(..) {
+            p.stop(Duration::from_secs(5)).await;
+        }
+        if let Some(a) = self.agent_check.take() {
+            a.stop().await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn specs_parse() {
+        let s: ProxySpec = "web=127.0.0.1:8080".parse().expect("parses");
+        assert_eq!(s.pool, "web");
+        assert_eq!(s.listen, "127.0.0.1:8080".parse().expect("addr"));
+        assert_eq!(s.to_string(), "web=127.0.0.1:8080");
+        assert!("web".parse::<ProxySpec>().is_err());
+        assert!("=127.0.0.1:1".parse::<ProxySpec>().is_err());
+        assert!("web=localhost".parse::<ProxySpec>().is_err());
+    }
+}
