@@ -59,6 +59,18 @@ pub struct BalancerConfig {
     #[arg(long, env = "PLB_DB_READERS", default_value_t = 4)]
     pub db_readers: usize,
 
+    /// Time allowed for one webhook POST, in milliseconds.
+    #[arg(long, env = "PLB_WEBHOOK_TIMEOUT_MS", default_value_t = 10_000)]
+    pub webhook_timeout_ms: u64,
+
+    /// Delay before the first webhook retry, in milliseconds; doubles with each failure.
+    #[arg(long, env = "PLB_WEBHOOK_RETRY_MS", default_value_t = 1_000)]
+    pub webhook_retry_ms: u64,
+
+    /// Longest delay between webhook retries, in milliseconds.
+    #[arg(long, env = "PLB_WEBHOOK_RETRY_MAX_MS", default_value_t = 600_000)]
+    pub webhook_retry_max_ms: u64,
+
     /// Reverse-proxy a pool: `POOL=LISTEN_ADDR`, e.g. `web=0.0.0.0:8080`. Repeatable;
     /// in the environment, comma-separated.
     #[arg(long = "proxy", env = "PLB_PROXY", value_delimiter = ',')]
@@ -91,6 +103,9 @@ impl std::fmt::Debug for BalancerConfig {
             .field("retention_every", &self.retention_every)
             .field("db_sync", &self.db_sync)
             .field("db_readers", &self.db_readers)
+            .field("webhook_timeout_ms", &self.webhook_timeout_ms)
+            .field("webhook_retry_ms", &self.webhook_retry_ms)
+            .field("webhook_retry_max_ms", &self.webhook_retry_max_ms)
             .field("proxy", &self.proxy)
             .field("proxy_connect_timeout_ms", &self.proxy_connect_timeout_ms)
             .field("proxy_timeout_ms", &self.proxy_timeout_ms)
@@ -151,10 +166,23 @@ impl BalancerConfig {
             retention_every: Duration::from_secs(60),
             db_sync: Synchronous::Normal,
             db_readers: 4,
+            webhook_timeout_ms: 10_000,
+            webhook_retry_ms: 1_000,
+            webhook_retry_max_ms: 600_000,
             proxy: Vec::new(),
             proxy_connect_timeout_ms: 1000,
             proxy_timeout_ms: 60_000,
             agent_check: None,
+        }
+    }
+
+    /// How webhook deliveries are retried.
+    pub fn delivery(&self) -> crate::webhooks::DeliveryConfig {
+        crate::webhooks::DeliveryConfig {
+            timeout_ms: self.webhook_timeout_ms.clamp(1, 300_000),
+            backoff_base_ms: self.webhook_retry_ms.max(1),
+            backoff_max_ms: self.webhook_retry_max_ms.max(self.webhook_retry_ms).max(1),
+            ..crate::webhooks::DeliveryConfig::default()
         }
     }
 

@@ -18,10 +18,12 @@ pub mod ingest;
 pub mod metrics;
 pub mod openapi;
 pub mod proxy;
+pub mod reliability;
 pub mod retention;
 pub mod routes;
 pub mod state;
 pub mod store;
+pub mod webhooks;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -96,6 +98,8 @@ pub struct RunningBalancer {
     server: JoinHandle<Result<(), Error>>,
     retention: JoinHandle<()>,
     engine: Option<JoinHandle<()>>,
+    /// Probe reliability's tracker task and the webhook deliverer.
+    reliability: Vec<JoinHandle<()>>,
 }
 
 impl RunningBalancer {
@@ -113,6 +117,9 @@ impl RunningBalancer {
         self.retention.abort();
         if let Some(e) = &self.engine {
             e.abort();
+        }
+        for t in &self.reliability {
+            t.abort();
         }
         match (&mut self.server).await {
             Ok(r) => r,
@@ -153,6 +160,23 @@ pub async fn start_with_state(
             source: std::io::Error::other(e),
         })?;
     let engine = state.engine.spawn(Arc::clone(&state.store));
+    // Probe states and windows are back before the first report: none is raised twice.
+    state
+        .reliability
+        .warm(&state.store)
+        .await
+        .map_err(|e| Error::Io {
+            context: "warming probe reliability".into(),
+            source: std::io::Error::other(e),
+        })?;
+    let mut reliability = Vec::new();
+    reliability.extend(state.reliability.spawn(Arc::clone(&state.store)));
+    reliability.push(tokio::spawn(webhooks::run(
+        Arc::clone(&state.store),
+        Arc::clone(&state.metrics),
+        Arc::clone(&state.reliability.wake),
+        state.delivery,
+    )));
     let retention = tokio::spawn(retention::run(
         Arc::clone(&state.store),
         Arc::clone(&state.metrics),
@@ -181,6 +205,7 @@ pub async fn start_with_state(
         edges,
         retention,
         engine,
+        reliability,
     })
 }
 
@@ -204,6 +229,9 @@ pub async fn serve(
             running.retention.abort();
             if let Some(e) = &running.engine {
                 e.abort();
+            }
+            for t in &running.reliability {
+                t.abort();
             }
             match r {
                 Ok(r) => r,

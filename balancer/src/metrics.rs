@@ -132,6 +132,8 @@ pub struct Metrics {
     pub state_changes: Counter,
     /// Capacity models fitted.
     pub capacity_fits: Counter,
+    /// Probe reliability and webhook deliveries.
+    pub reliability: crate::reliability::ReliabilityMetrics,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -256,7 +258,10 @@ impl Metrics {
             "Capacity models fitted",
             capacity_fits.clone(),
         );
+        let reliability = crate::reliability::ReliabilityMetrics::default();
+        reliability.register(&mut registry);
         Metrics {
+            reliability,
             registry,
             route_decisions,
             feedback_items,

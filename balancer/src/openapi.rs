@@ -5,7 +5,7 @@ use std::sync::OnceLock;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{agents, clients, ops, pools, probes, reports};
+use crate::routes::{agents, clients, notifications, ops, pools, probes, reports, webhook};
 
 struct BearerAuth;
 
@@ -35,6 +35,7 @@ impl Modify for BearerAuth {
         probes::put, probes::list, probes::get, probes::delete,
         agents::register, agents::assignments, agents::module,
         reports::post,
+        notifications::list, webhook::put, webhook::get, webhook::delete, webhook::deliveries,
     ),
     modifiers(&BearerAuth),
     tags(
@@ -42,6 +43,7 @@ impl Modify for BearerAuth {
         (name = "pools", description = "Pools and their nodes"),
         (name = "probes", description = "Probe registry"),
         (name = "agents", description = "Node agents: registration, assignments, modules, reports"),
+        (name = "reliability", description = "Probe reliability: update prompts and webhooks"),
         (name = "ops", description = "Health, metrics, this document"),
     )
 )]

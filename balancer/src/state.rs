@@ -10,6 +10,7 @@ use crate::config::BalancerConfig;
 use crate::engine::Engine;
 use crate::ingest::{CommittedBatch, IngestObserver};
 use crate::metrics::Metrics;
+use crate::reliability::Reliability;
 use crate::store::Store;
 
 /// Request size limits.
@@ -41,6 +42,10 @@ pub struct AppState {
     pub validations: Arc<Semaphore>,
     /// The prediction and routing engine (also an ingest observer).
     pub engine: Arc<Engine>,
+    /// Probe reliability (also an ingest observer).
+    pub reliability: Arc<Reliability>,
+    /// How webhook deliveries are retried.
+    pub delivery: crate::webhooks::DeliveryConfig,
     observers: Arc<[Arc<dyn IngestObserver>]>,
 }
 
@@ -63,6 +68,11 @@ impl AppState {
         engine: Arc<Engine>,
     ) -> Self {
         let observer: Arc<dyn IngestObserver> = engine.clone();
+        let reliability = Reliability::new(
+            plb_reliability::Policy::default(),
+            metrics.reliability.clone(),
+        );
+        let reliability_observer: Arc<dyn IngestObserver> = reliability.clone();
         AppState {
             store,
             runtime,
@@ -74,7 +84,9 @@ impl AppState {
             },
             validations: Arc::new(Semaphore::new(CONCURRENT_VALIDATIONS)),
             engine,
-            observers: Arc::from(vec![observer]),
+            reliability,
+            delivery: cfg.delivery(),
+            observers: Arc::from(vec![observer, reliability_observer]),
         }
     }
 

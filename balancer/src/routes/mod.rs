@@ -1,10 +1,12 @@
 //! The REST API v1 routes, one module per resource, and the checks they share.
 pub mod agents;
 pub mod clients;
+pub mod notifications;
 pub mod ops;
 pub mod pools;
 pub mod probes;
 pub mod reports;
+pub mod webhook;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request};
@@ -40,6 +42,15 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/agents/{node}/assignments", get(agents::assignments))
         .route("/v1/modules/{sha256}", get(agents::module))
         .route("/v1/reports", post(reports::post))
+        .route("/v1/notifications", get(notifications::list))
+        .route(
+            "/v1/pools/{pool}/webhook",
+            put(webhook::put).get(webhook::get).delete(webhook::delete),
+        )
+        .route(
+            "/v1/pools/{pool}/webhook/deliveries",
+            get(webhook::deliveries),
+        )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(json_limit))

@@ -323,7 +323,7 @@ pub async fn list(
         ("name" = String, Path, description = "Probe name"),
     ),
     responses(
-        (status = 200, description = "The probe's active version", body = ProbeView),
+        (status = 200, description = "The probe's active version and its reliability", body = plb_api::ProbeDetail),
         (status = 404, description = "No such pool or probe", body = ErrorBody),
     ),
     security(("bearer" = []))
@@ -332,9 +332,23 @@ pub async fn get(
     State(st): State<AppState>,
     who: Principal,
     ApiPath((pool, name)): ApiPath<(String, String)>,
-) -> Result<ApiJson<ProbeView>, AppError> {
+) -> Result<ApiJson<plb_api::ProbeDetail>, AppError> {
     let client_id = who.client()?;
-    Ok(ApiJson(st.store.get_probe(client_id, pool, name).await?))
+    let probe = st
+        .store
+        .get_probe(client_id, pool.clone(), name.clone())
+        .await?;
+    let reliability =
+        st.reliability
+            .probe(client_id, &pool, &name)
+            .unwrap_or(plb_api::ProbeReliability {
+                state: plb_api::ProbeState::Reliable,
+                since_ms: None,
+                excluded: false,
+                version: probe.version,
+                evidence: None,
+            });
+    Ok(ApiJson(plb_api::ProbeDetail { probe, reliability }))
 }
 
 /// Deletes a probe: agents stop running it; its versions and samples are kept

@@ -8,6 +8,7 @@
 mod engine_sql;
 mod fold;
 mod readers;
+mod reliability_sql;
 mod schema;
 mod sqlite;
 mod writer;
@@ -20,6 +21,10 @@ use plb_api::{
 };
 
 pub use fold::FoldStats;
+pub use reliability_sql::{
+    AttemptNext, AttemptRecord, DueDelivery, ReliabilityRecord, ReliabilityStore, ReplaySample,
+    StoredReliability,
+};
 pub use sqlite::{SqliteOptions, SqliteStore, Synchronous, WriterMetrics};
 
 /// A future answered by the store.
@@ -218,7 +223,7 @@ impl EngineWrites {
 
 /// The balancer's storage. Every future resolves only after the operation is durable
 /// (for writes: committed).
-pub trait Store: Send + Sync + 'static {
+pub trait Store: ReliabilityStore + Send + Sync + 'static {
     /// A trivial query: is the store answering?
     fn ping(&self) -> StoreFuture<()>;
 

@@ -174,11 +174,80 @@ CREATE TABLE forecast_errors (
 CREATE INDEX forecast_errors_by_pool ON forecast_errors(pool_id, at_ms);
 "#;
 
+/// Version 3 (probe reliability): each probe's state, the update prompts raised on its
+/// transitions, the per-pool webhook, and the delivery outbox with every attempt.
+const V3_RELIABILITY: &str = r#"
+CREATE TABLE probe_reliability (
+    pool_id              INTEGER NOT NULL REFERENCES pools(id),
+    probe                TEXT    NOT NULL,
+    -- reliable, flaky, needs_update
+    state                TEXT    NOT NULL,
+    version              INTEGER NOT NULL,
+    since_ms             INTEGER,
+    -- ReliabilityEvidence JSON at the newest transition
+    evidence             TEXT    NOT NULL,
+    -- The needs_update notification a later `resolved` resolves.
+    open_notification_id INTEGER REFERENCES notifications(id),
+    updated_at_ms        INTEGER NOT NULL,
+    PRIMARY KEY (pool_id, probe)
+) WITHOUT ROWID;
+
+CREATE TABLE notifications (
+    id            INTEGER PRIMARY KEY,
+    client_id     INTEGER NOT NULL REFERENCES clients(id),
+    pool_id       INTEGER NOT NULL REFERENCES pools(id),
+    probe         TEXT    NOT NULL,
+    version       INTEGER NOT NULL,
+    -- needs_update, resolved
+    kind          TEXT    NOT NULL,
+    resolves      INTEGER REFERENCES notifications(id),
+    created_at_ms INTEGER NOT NULL,
+    -- The Notification JSON, as served and POSTed.
+    body          TEXT    NOT NULL
+);
+CREATE INDEX notifications_by_client ON notifications(client_id, id);
+
+CREATE TABLE webhooks (
+    pool_id       INTEGER PRIMARY KEY REFERENCES pools(id),
+    url           TEXT    NOT NULL,
+    -- The HMAC key: needed in clear to sign; never served.
+    secret        TEXT    NOT NULL,
+    updated_at_ms INTEGER NOT NULL
+);
+
+-- The outbox: one row per notification and webhook, retried until delivered.
+CREATE TABLE webhook_deliveries (
+    id                 INTEGER PRIMARY KEY,
+    pool_id            INTEGER NOT NULL REFERENCES pools(id),
+    notification_id    INTEGER NOT NULL REFERENCES notifications(id),
+    url                TEXT    NOT NULL,
+    -- pending, delivered, failed
+    status             TEXT    NOT NULL,
+    attempts           INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at_ms INTEGER,
+    created_at_ms      INTEGER NOT NULL,
+    delivered_at_ms    INTEGER
+);
+CREATE INDEX webhook_deliveries_due ON webhook_deliveries(status, next_attempt_at_ms);
+CREATE INDEX webhook_deliveries_by_pool ON webhook_deliveries(pool_id, id);
+
+CREATE TABLE webhook_attempts (
+    id          INTEGER PRIMARY KEY,
+    delivery_id INTEGER NOT NULL REFERENCES webhook_deliveries(id),
+    at_ms       INTEGER NOT NULL,
+    status      INTEGER,
+    error       TEXT,
+    duration_ms REAL    NOT NULL
+);
+CREATE INDEX webhook_attempts_by_delivery ON webhook_attempts(delivery_id, id);
+"#;
+
 /// Every migration, oldest first.
 pub fn migrations() -> Migrations<'static> {
     Migrations::new(vec![
         M::up(V1).foreign_key_check(),
         M::up(V2_ENGINE).foreign_key_check(),
+        M::up(V3_RELIABILITY).foreign_key_check(),
     ])
 }
 

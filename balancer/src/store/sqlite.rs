@@ -151,7 +151,7 @@ impl SqliteStore {
         })
     }
 
-    fn write<T, F>(&self, f: F) -> StoreFuture<T>
+    pub(super) fn write<T, F>(&self, f: F) -> StoreFuture<T>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
@@ -160,7 +160,7 @@ impl SqliteStore {
         Box::pin(async move { w.write(f).await })
     }
 
-    fn read<T, F>(&self, f: F) -> StoreFuture<T>
+    pub(super) fn read<T, F>(&self, f: F) -> StoreFuture<T>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
