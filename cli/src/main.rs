@@ -3,8 +3,11 @@
 //! config is one typed clap struct with `PLB_*` environment fallbacks.
 #![forbid(unsafe_code)]
 
+mod dev;
+mod forecast;
 mod logging;
 mod probe;
+mod remote;
 
 use clap::{Parser, Subcommand};
 
@@ -33,6 +36,54 @@ enum Command {
     Agent(plb_agent::AgentConfig),
     /// Run the balancer: the REST API, the sample store and the prediction pipeline.
     Balancer(plb_balancer::BalancerConfig),
+    /// A whole local cluster on the embedded default: balancer, demo nodes with agents,
+    /// the sample probes, a built-in load, the dashboard.
+    Dev(dev::DevArgs),
+    /// Forecast a `timestamp,value` CSV offline (rows `t,h,yhat`).
+    Forecast(forecast::ForecastArgs),
+    /// Ask the balancer for a route decision (or many, to see the share per node).
+    Route {
+        #[command(flatten)]
+        remote: remote::Remote,
+        #[command(flatten)]
+        args: remote::RouteArgs,
+    },
+    /// Tell the balancer what happened to a routed request.
+    Feedback {
+        #[command(flatten)]
+        remote: remote::Remote,
+        #[command(flatten)]
+        args: remote::FeedbackArgs,
+    },
+    /// Pools: create, list, show, nodes with their predictions.
+    Pool {
+        #[command(flatten)]
+        remote: remote::Remote,
+        #[command(subcommand)]
+        command: remote::PoolCommand,
+    },
+    /// Clients and their API tokens (admin token).
+    Client {
+        #[command(flatten)]
+        remote: remote::Remote,
+        #[command(subcommand)]
+        command: remote::ClientCommand,
+    },
+    /// Agent tokens.
+    AgentToken {
+        #[command(flatten)]
+        remote: remote::Remote,
+        #[command(subcommand)]
+        command: remote::AgentTokenCommand,
+    },
+    /// Probe owners' notifications (probes that need an update, and their resolution).
+    Notifications {
+        #[command(flatten)]
+        remote: remote::Remote,
+        /// Only notifications after this id or time.
+        #[arg(long)]
+        since: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -66,6 +117,16 @@ fn main() -> std::process::ExitCode {
             Command::Agent(config) => plb_agent::run(config, plb_agent::shutdown_signal())
                 .await
                 .map_err(anyhow::Error::from),
+            Command::Forecast(args) => forecast::run(args),
+            Command::Dev(args) => dev::run(args).await,
+            Command::Route { remote, args } => remote::route(&remote, args).await,
+            Command::Feedback { remote, args } => remote::feedback(&remote, args).await,
+            Command::Pool { remote, command } => remote::pool_cmd(&remote, command).await,
+            Command::Client { remote, command } => remote::client_cmd(&remote, command).await,
+            Command::AgentToken { remote, command } => {
+                remote::agent_token_cmd(&remote, command).await
+            }
+            Command::Notifications { remote, since } => remote::notifications(&remote, since).await,
             Command::Balancer(config) => {
                 plb_balancer::serve(config, plb_balancer::shutdown_signal())
                     .await

@@ -10,6 +10,41 @@ use plb_runtime::{Limits, Probe, RunSpec, Runtime, RuntimeConfig, Target};
 pub enum ProbeCommand {
     /// Run one probe locally and print its outcome as JSON.
     Run(RunArgs),
+    /// Upload a probe to a pool (a new version when the module or settings change).
+    Upload {
+        #[command(flatten)]
+        remote: crate::remote::Remote,
+        #[command(flatten)]
+        args: crate::remote::UploadArgs,
+    },
+    /// List a pool's probes.
+    List {
+        #[command(flatten)]
+        remote: crate::remote::Remote,
+        /// The pool.
+        #[arg(long)]
+        pool: String,
+    },
+    /// One probe with its version and reliability.
+    Status {
+        #[command(flatten)]
+        remote: crate::remote::Remote,
+        /// The pool.
+        #[arg(long)]
+        pool: String,
+        /// The probe.
+        name: String,
+    },
+    /// Delete a probe (no longer assigned; its versions and samples are kept).
+    Delete {
+        #[command(flatten)]
+        remote: crate::remote::Remote,
+        /// The pool.
+        #[arg(long)]
+        pool: String,
+        /// The probe.
+        name: String,
+    },
 }
 
 /// `plb probe run FILE.wasm ...`
@@ -37,7 +72,7 @@ pub struct RunArgs {
     pub node: String,
 }
 
-fn parse_kv(s: &str) -> Result<(String, String), String> {
+pub fn parse_kv(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
         Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
         _ => Err(format!("expected key=value, got {s:?}")),
@@ -47,6 +82,14 @@ fn parse_kv(s: &str) -> Result<(String, String), String> {
 pub async fn run(cmd: ProbeCommand) -> anyhow::Result<()> {
     match cmd {
         ProbeCommand::Run(args) => run_local(args).await,
+        ProbeCommand::Upload { remote, args } => crate::remote::upload(&remote, args).await,
+        ProbeCommand::List { remote, pool } => crate::remote::probes(&remote, &pool).await,
+        ProbeCommand::Status { remote, pool, name } => {
+            crate::remote::probe_status(&remote, &pool, &name).await
+        }
+        ProbeCommand::Delete { remote, pool, name } => {
+            crate::remote::delete_probe(&remote, &pool, &name).await
+        }
     }
 }
 

@@ -13,7 +13,8 @@ use plb_api::{
     ErrorBody, Health, PoolList, PoolNodes, PoolView, ProbeList, ProbeSettings, ProbeView,
     RegisterRequest, ReportAck, ReportBatch,
 };
-use reqwest::{Method, RequestBuilder, Response, StatusCode, Url, header};
+pub use reqwest::Method;
+use reqwest::{RequestBuilder, Response, StatusCode, Url, header};
 use serde::de::DeserializeOwned;
 
 /// A failed call.
@@ -184,6 +185,37 @@ impl Client {
     async fn json<T: DeserializeOwned>(&self, req: RequestBuilder) -> Result<T, ClientError> {
         let resp = self.send(req).await?;
         let bytes = resp.bytes().await.map_err(transport)?;
+        serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode(e.to_string()))
+    }
+
+    /// `GET` any API path (segments are escaped) with query pairs, answering raw JSON:
+    /// for endpoints without a typed method here (the CLI prints them as they are).
+    pub async fn get_value(
+        &self,
+        segments: &[&str],
+        query: &[(&str, &str)],
+    ) -> Result<serde_json::Value, ClientError> {
+        let mut url = self.url(segments)?;
+        if !query.is_empty() {
+            url.query_pairs_mut().extend_pairs(query);
+        }
+        self.json(self.request(Method::GET, url)).await
+    }
+
+    /// `method` any API path with a JSON body, answering raw JSON (`null` for an empty
+    /// answer).
+    pub async fn send_value(
+        &self,
+        method: Method,
+        segments: &[&str],
+        body: &serde_json::Value,
+    ) -> Result<serde_json::Value, ClientError> {
+        let url = self.url(segments)?;
+        let resp = self.send(self.request(method, url).json(body)).await?;
+        let bytes = resp.bytes().await.map_err(transport)?;
+        if bytes.is_empty() {
+            return Ok(serde_json::Value::Null);
+        }
         serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode(e.to_string()))
     }
 
