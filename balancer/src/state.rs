@@ -10,7 +10,7 @@ use crate::config::BalancerConfig;
 use crate::engine::Engine;
 use crate::ingest::{CommittedBatch, IngestObserver};
 use crate::metrics::Metrics;
-use crate::reliability::Reliability;
+use crate::reliability::{ExcludingObserver, Reliability};
 use crate::store::Store;
 
 /// Request size limits.
@@ -59,7 +59,8 @@ impl std::fmt::Debug for AppState {
 
 impl AppState {
     /// State over `store` and `runtime`, with the admin token and limits of `cfg`; the
-    /// engine is registered as an observer of committed batches.
+    /// engine (behind the reliability filter) and probe reliability are registered as
+    /// observers of committed batches.
     pub fn new(
         cfg: &BalancerConfig,
         store: Arc<dyn Store>,
@@ -67,11 +68,15 @@ impl AppState {
         metrics: Arc<Metrics>,
         engine: Arc<Engine>,
     ) -> Self {
-        let observer: Arc<dyn IngestObserver> = engine.clone();
         let reliability = Reliability::new(
             plb_reliability::Policy::default(),
             metrics.reliability.clone(),
         );
+        // The engine never sees samples of a probe in `needs_update`.
+        let observer: Arc<dyn IngestObserver> = Arc::new(ExcludingObserver::new(
+            engine.clone(),
+            reliability.exclusions(),
+        ));
         let reliability_observer: Arc<dyn IngestObserver> = reliability.clone();
         AppState {
             store,

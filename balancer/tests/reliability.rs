@@ -562,3 +562,71 @@ async fn webhook_input_is_checked_and_scoped() {
     assert_error(&got, 400, "invalid_request", "limit");
     b.running.stop().await.expect("stop");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_excluded_probe_no_longer_feeds_the_engine_and_no_node_is_drained() {
+    let b = TestBalancer::start_with(fast_retries).await;
+    let s = setup(&b).await;
+    for _ in 0..8 {
+        round(&s, 1, |_| Outcome::Ok).await;
+    }
+    let v2 = new_version(&s, 1500).await;
+    for _ in 0..3 {
+        round(&s, v2, |_| Outcome::Trap).await;
+    }
+    eventually("needs_update", || async {
+        (detail(&s.client).await.reliability.state == ProbeState::NeedsUpdate).then_some(())
+    })
+    .await;
+    let excluded_at = now_ms();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    for _ in 0..5 {
+        round(&s, v2, |_| Outcome::Trap).await;
+    }
+    // The engine saw `other` after the exclusion, and `p` only before it.
+    let nodes = eventually("the engine's view of every node", || async {
+        let v = s
+            .client
+            .get_value(&["v1", "pools", "web", "nodes"], &[])
+            .await
+            .expect("nodes");
+        let nodes: plb_api::PoolNodes = serde_json::from_value(v).expect("PoolNodes");
+        let fresh = nodes.nodes.iter().all(|n| {
+            n.assessment.as_ref().is_some_and(|a| {
+                a.probes
+                    .iter()
+                    .any(|p| p.probe == "other" && p.last_run_ms > excluded_at)
+            })
+        });
+        fresh.then_some(nodes)
+    })
+    .await;
+    for n in &nodes.nodes {
+        let a = n.assessment.as_ref().expect("assessment");
+        let p = a
+            .probes
+            .iter()
+            .find(|p| p.probe == "p")
+            .expect("p was seen before");
+        assert!(p.last_run_ms < excluded_at, "{}: {p:?}", n.node);
+        assert_ne!(a.state, plb_api::NodeState::Unhealthy, "{}: {a:?}", n.node);
+    }
+    // Routing still spreads over every node.
+    let mut chosen = std::collections::BTreeSet::new();
+    for _ in 0..60 {
+        let v = s
+            .client
+            .get_value(&["v1", "pools", "web", "route"], &[])
+            .await
+            .expect("route");
+        let d: plb_api::RouteDecision = serde_json::from_value(v).expect("RouteDecision");
+        chosen.insert(d.node);
+    }
+    assert_eq!(chosen.len(), 3, "{chosen:?}");
+    // The samples themselves are kept.
+    assert_eq!(
+        b.count("SELECT COUNT(*) FROM samples WHERE probe = 'p' AND outcome = 'trap'"),
+        24
+    );
+    b.running.stop().await.expect("stop");
+}

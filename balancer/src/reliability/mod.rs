@@ -107,30 +107,73 @@ fn state_value(s: ProbeState) -> i64 {
 }
 
 /// The probes excluded from forecasts and routing: `(client id, pool, probe)`. Shared
-/// with the prediction engine; reads take a read lock only.
+/// with the ingest path; reads take a read lock and allocate nothing (the list is short:
+/// only probes in `needs_update`).
 #[derive(Debug, Default)]
 pub struct Exclusions {
-    set: RwLock<HashSet<(i64, String, String)>>,
+    set: RwLock<Vec<(i64, String, String)>>,
 }
 
 impl Exclusions {
     /// Whether the client's probe is excluded.
     pub fn contains(&self, client_id: i64, pool: &str, probe: &str) -> bool {
         let set = self.set.read().unwrap_or_else(|e| e.into_inner());
-        if set.is_empty() {
-            return false;
-        }
-        set.contains(&(client_id, pool.to_string(), probe.to_string()))
+        set.iter()
+            .any(|(c, p, n)| *c == client_id && p == pool && n == probe)
     }
 
     fn set(&self, key: (i64, String, String), excluded: bool) -> usize {
         let mut set = self.set.write().unwrap_or_else(|e| e.into_inner());
-        if excluded {
-            set.insert(key);
-        } else {
-            set.remove(&key);
+        let at = set.iter().position(|k| *k == key);
+        match (at, excluded) {
+            (None, true) => set.push(key),
+            (Some(i), false) => {
+                set.swap_remove(i);
+            }
+            _ => {}
         }
         set.len()
+    }
+}
+
+/// An observer that hands `inner` each batch without the samples of excluded probes
+/// (kept in the store, left out of forecasts and routing).
+pub struct ExcludingObserver {
+    inner: Arc<dyn IngestObserver>,
+    exclusions: Arc<Exclusions>,
+}
+
+impl ExcludingObserver {
+    /// Filters what `inner` sees through `exclusions`.
+    pub fn new(inner: Arc<dyn IngestObserver>, exclusions: Arc<Exclusions>) -> Self {
+        ExcludingObserver { inner, exclusions }
+    }
+}
+
+impl IngestObserver for ExcludingObserver {
+    fn committed(&self, batch: &Arc<CommittedBatch>) {
+        let excluded =
+            |s: &plb_api::Sample| self.exclusions.contains(batch.client_id, &s.pool, &s.probe);
+        if !batch.samples.iter().any(excluded) {
+            self.inner.committed(batch);
+            return;
+        }
+        let samples: Vec<_> = batch
+            .samples
+            .iter()
+            .filter(|s| !excluded(s))
+            .cloned()
+            .collect();
+        if samples.is_empty() {
+            return;
+        }
+        self.inner.committed(&Arc::new(CommittedBatch {
+            client_id: batch.client_id,
+            node_id: batch.node_id,
+            node: batch.node.clone(),
+            received_at_ms: batch.received_at_ms,
+            samples,
+        }));
     }
 }
 
