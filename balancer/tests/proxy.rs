@@ -1,0 +1,520 @@
+//! Reverse-proxy mode against a real balancer (engine, SQLite file, nodes registered over
+//! the API) and real HTTP backends on loopback: bodies of several MB both ways, a backend
+//! killed mid-test, `X-Forwarded-*`, a POST to a dead node, feedback in the nodes view,
+//! a pool with no nodes yet, and a pool name two clients use.
+mod common;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::{TestBalancer, register};
+use http_body_util::{BodyExt, Full, combinators::BoxBody};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use plb_balancer::proxy::ProxySpec;
+use plb_client::Client;
+use sha2::{Digest, Sha256};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinSet;
+
+const POOL: &str = "web";
+
+/// Requests a backend saw, by method.
+#[derive(Default)]
+struct Seen {
+    get: AtomicU64,
+    put: AtomicU64,
+    post: AtomicU64,
+}
+
+/// A real HTTP/1.1 server on a loopback port; `kill` closes its listener and every open
+/// connection at once, as a crashed process would.
+struct Backend {
+    name: String,
+    addr: SocketAddr,
+    seen: Arc<Seen>,
+    kill: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+type Body = BoxBody<Bytes, hyper::Error>;
+
+fn full(b: impl Into<Bytes>) -> Body {
+    Full::new(b.into()).map_err(|never| match never {}).boxed()
+}
+
+/// Deterministic bytes `0..n`.
+fn pattern(n: usize) -> Vec<u8> {
+    (0..n).map(|i| (i.wrapping_mul(31) % 251) as u8).collect()
+}
+
+async fn handle(name: Arc<str>, seen: Arc<Seen>, req: Request<Incoming>) -> Response<Body> {
+    match *req.method() {
+        hyper::Method::GET => seen.get.fetch_add(1, Ordering::Relaxed),
+        hyper::Method::PUT => seen.put.fetch_add(1, Ordering::Relaxed),
+        hyper::Method::POST => seen.post.fetch_add(1, Ordering::Relaxed),
+        _ => 0,
+    };
+    let path = req.uri().path().to_owned();
+    let body = if path == "/echo" {
+        // Streams the request body back as it arrives.
+        req.into_body().boxed()
+    } else if let Some(n) = path.strip_prefix("/bytes/") {
+        full(pattern(n.parse().expect("a byte count")))
+    } else if path == "/headers" {
+        let h: BTreeMap<String, String> = req
+            .headers()
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("?").to_owned()))
+            .collect();
+        full(serde_json::to_vec(&h).expect("json"))
+    } else {
+        full(name.as_bytes().to_vec())
+    };
+    let mut resp = Response::new(body);
+    resp.headers_mut()
+        .insert("x-backend", name.parse().expect("header value"));
+    resp
+}
+
+impl Backend {
+    async fn start(name: &str) -> Backend {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind backend");
+        let addr = listener.local_addr().expect("addr");
+        let seen = Arc::new(Seen::default());
+        let (kill, mut killed) = oneshot::channel::<()>();
+        let n: Arc<str> = Arc::from(name);
+        let s = Arc::clone(&seen);
+        let task = tokio::spawn(async move {
+            let mut conns = JoinSet::new();
+            loop {
+                tokio::select! {
+                    _ = &mut killed => break,
+                    a = listener.accept() => {
+                        let Ok((stream, _)) = a else { continue };
+                        let (n, s) = (Arc::clone(&n), Arc::clone(&s));
+                        conns.spawn(async move {
+                            let svc = service_fn(move |req| {
+                                let (n, s) = (Arc::clone(&n), Arc::clone(&s));
+                                async move { Ok::<_, std::convert::Infallible>(handle(n, s, req).await) }
+                            });
+                            let _ = hyper::server::conn::http1::Builder::new()
+                                .serve_connection(TokioIo::new(stream), svc)
+                                .await;
+                        });
+                    }
+                }
+            }
+            drop(listener);
+            conns.shutdown().await;
+        });
+        Backend {
+            name: name.to_owned(),
+            addr,
+            seen,
+            kill: Some(kill),
+            task,
+        }
+    }
+
+    async fn kill(&mut self) {
+        if let Some(k) = self.kill.take() {
+            let _ = k.send(());
+        }
+        (&mut self.task).await.expect("backend task");
+    }
+}
+
+/// A port nothing listens on.
+async fn dead_address() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let a = l.local_addr().expect("addr");
+    drop(l);
+    a
+}
+
+/// A balancer proxying `web` on a loopback port, and a client owning the pool.
+struct Setup {
+    bal: TestBalancer,
+    client: Client,
+    proxy: String,
+    http: reqwest::Client,
+}
+
+async fn setup() -> Setup {
+    let bal = TestBalancer::start_with(|cfg| {
+        cfg.proxy = vec![ProxySpec {
+            pool: POOL.into(),
+            listen: "127.0.0.1:0".parse().expect("addr"),
+        }];
+        cfg.proxy_connect_timeout_ms = 500;
+        cfg.proxy_timeout_ms = 20_000;
+    })
+    .await;
+    let proxy = bal.running.edges.proxy(POOL).expect("proxy runs").url();
+    let client = bal.client_with_pool("acme", POOL).await;
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("http client");
+    Setup {
+        bal,
+        client,
+        proxy,
+        http,
+    }
+}
+
+impl Setup {
+    /// Registers `node` with an agent token of its own (one token registers one node).
+    async fn register(&self, node: &str, addr: SocketAddr) {
+        self.bal
+            .agent(&self.client, &[POOL])
+            .await
+            .register(&register(node, &addr.to_string(), &[POOL]))
+            .await
+            .expect("register");
+    }
+
+    /// Waits until the engine knows `n` nodes of the pool (its topology refresh runs every
+    /// tick).
+    async fn wait_for_nodes(&self, n: usize) {
+        let engine = &self.bal.running.state.engine;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let known = engine
+                .pools_named(POOL)
+                .first()
+                .and_then(|k| engine.pool(k))
+                .map_or(0, |r| r.snapshot().len());
+            if known == n {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the engine knows {known} of {n} nodes after 10 s"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Routing figures per node from `GET /v1/pools/web/nodes`.
+    async fn routing(&self) -> BTreeMap<String, plb_api::NodeRouting> {
+        self.client
+            .pool_nodes(POOL)
+            .await
+            .expect("nodes view")
+            .nodes
+            .into_iter()
+            .filter_map(|n| n.routing.map(|r| (n.node, r)))
+            .collect()
+    }
+}
+
+fn sha(b: &[u8]) -> Vec<u8> {
+    Sha256::digest(b).to_vec()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_of_several_mb_pass_intact_both_ways() {
+    let s = setup().await;
+    let a = Backend::start("a").await;
+    let b = Backend::start("b").await;
+    s.register("node-a", a.addr).await;
+    s.register("node-b", b.addr).await;
+    s.wait_for_nodes(2).await;
+
+    // Upload and echo: 8 MiB POST, 5 MiB PUT (too big to buffer: streamed, one attempt).
+    for (method, len) in [
+        (reqwest::Method::POST, 8 << 20),
+        (reqwest::Method::PUT, 5 << 20),
+    ] {
+        let body: Vec<u8> = (0..len).map(|i: usize| (i ^ (i >> 9)) as u8).collect();
+        let want = sha(&body);
+        let resp = s
+            .http
+            .request(method.clone(), format!("{}/echo", s.proxy))
+            .body(body)
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(resp.status(), 200, "{method}");
+        let got = resp.bytes().await.expect("body");
+        assert_eq!(got.len(), len, "{method} echo length");
+        assert_eq!(sha(&got), want, "{method} echo checksum");
+    }
+    // Download 6 MiB.
+    let n = 6 << 20;
+    let resp = s
+        .http
+        .get(format!("{}/bytes/{n}", s.proxy))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        resp.headers()
+            .get("content-length")
+            .and_then(|v| v.to_str().ok()),
+        Some(n.to_string().as_str())
+    );
+    let got = resp.bytes().await.expect("body");
+    assert_eq!(sha(&got), sha(&pattern(n)));
+    s.bal.running.stop().await.expect("stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarded_headers_arrive_and_hop_by_hop_headers_do_not() {
+    let s = setup().await;
+    let a = Backend::start("a").await;
+    s.register("node-a", a.addr).await;
+    s.wait_for_nodes(1).await;
+    let resp = s
+        .http
+        .get(format!("{}/headers", s.proxy))
+        .header("host", "shop.example:8443")
+        .header("x-forwarded-for", "203.0.113.9")
+        .header("connection", "x-hop")
+        .header("x-hop", "secret")
+        .header("x-end-to-end", "kept")
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-backend"], "a");
+    let seen: BTreeMap<String, String> = resp.json().await.expect("json");
+    assert_eq!(seen["x-forwarded-for"], "203.0.113.9, 127.0.0.1");
+    assert_eq!(seen["x-forwarded-proto"], "http");
+    assert_eq!(seen["x-forwarded-host"], "shop.example:8443");
+    assert_eq!(
+        seen["host"], "shop.example:8443",
+        "the client's Host is kept"
+    );
+    assert_eq!(
+        seen["forwarded"],
+        "for=127.0.0.1;proto=http;host=\"shop.example:8443\""
+    );
+    assert_eq!(seen["x-end-to-end"], "kept");
+    assert!(!seen.contains_key("x-hop"), "{seen:?}");
+    s.bal.running.stop().await.expect("stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_killed_mid_test_fails_no_idempotent_request() {
+    let s = setup().await;
+    let mut backends = Vec::new();
+    for name in ["a", "b", "c"] {
+        let b = Backend::start(name).await;
+        s.register(&format!("node-{name}"), b.addr).await;
+        backends.push(b);
+    }
+    s.wait_for_nodes(3).await;
+
+    let done = Arc::new(AtomicU64::new(0));
+    let mut workers = JoinSet::new();
+    for w in 0..4u64 {
+        let (http, proxy, done) = (s.http.clone(), s.proxy.clone(), Arc::clone(&done));
+        workers.spawn(async move {
+            let mut by_backend: BTreeMap<String, u64> = BTreeMap::new();
+            for i in 0..150u64 {
+                let resp = if i % 2 == 0 {
+                    http.get(format!("{proxy}/name")).send().await
+                } else {
+                    http.put(format!("{proxy}/echo"))
+                        .body(format!("worker {w} request {i}"))
+                        .send()
+                        .await
+                };
+                let resp = resp.expect("the proxy answers");
+                let status = resp.status();
+                let backend = resp
+                    .headers()
+                    .get("x-backend")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("(none)")
+                    .to_owned();
+                let body = resp.text().await.expect("body");
+                assert_eq!(status, 200, "worker {w} request {i}: {body}");
+                if i % 2 == 0 {
+                    assert_eq!(body, backend);
+                } else {
+                    assert_eq!(body, format!("worker {w} request {i}"));
+                }
+                *by_backend.entry(backend).or_default() += 1;
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+            by_backend
+        });
+    }
+    // Kill `b` once a third of the requests are through.
+    while done.load(Ordering::Relaxed) < 200 {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let before_kill =
+        backends[1].seen.get.load(Ordering::Relaxed) + backends[1].seen.put.load(Ordering::Relaxed);
+    backends[1].kill().await;
+    let mut served: BTreeMap<String, u64> = BTreeMap::new();
+    while let Some(r) = workers.join_next().await {
+        for (k, v) in r.expect("a worker panicked: a request failed") {
+            *served.entry(k).or_default() += v;
+        }
+    }
+    assert_eq!(served.values().sum::<u64>(), 600);
+    assert!(before_kill > 0, "b served before it died");
+    assert!(served["a"] > 0 && served["c"] > 0, "{served:?}");
+
+    // The failed attempts on the dead node were reported as feedback.
+    let routing = s.routing().await;
+    let dead = &routing["node-b"];
+    assert!(
+        dead.errors >= 1,
+        "attempts on the dead node count as errors: {dead:?}"
+    );
+    let completed: u64 = routing.values().map(|r| r.completed).sum();
+    assert!(completed >= 600, "every answer is feedback: {routing:?}");
+    for b in &mut backends {
+        if b.name != "b" {
+            b.kill().await;
+        }
+    }
+    s.bal.running.stop().await.expect("stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_post_to_a_dead_node_gets_502_and_is_not_retried_and_feedback_is_recorded() {
+    let s = setup().await;
+    let live = Backend::start("live").await;
+    s.register("node-live", live.addr).await;
+    s.register("node-dead", dead_address().await).await;
+    s.wait_for_nodes(2).await;
+
+    let before = s.routing().await;
+    let (mut sent, mut bad_gateway) = (0u64, 0u64);
+    while sent < 300 && (bad_gateway < 3 || sent < 40) {
+        let (status, body) = common::raw(
+            &format!("{}/post", s.proxy),
+            reqwest::Method::POST,
+            None,
+            Some("text/plain"),
+            Some(b"not idempotent".to_vec()),
+        )
+        .await;
+        sent += 1;
+        if status == 502 {
+            bad_gateway += 1;
+            common::assert_error(&(status, body), 502, "bad_gateway", "node-dead");
+        } else {
+            assert_eq!(status, 200, "{body}");
+        }
+    }
+    assert!(
+        bad_gateway >= 1,
+        "no POST was routed to the dead node in {sent}"
+    );
+    // Not retried: the live node saw exactly the POSTs that were not answered 502.
+    assert_eq!(live.seen.post.load(Ordering::Relaxed), sent - bad_gateway);
+
+    // Feedback: one outcome per attempt, the dead node's as errors.
+    let after = s.routing().await;
+    let delta = |node: &str, f: fn(&plb_api::NodeRouting) -> u64| {
+        f(&after[node]) - before.get(node).map_or(0, f)
+    };
+    assert_eq!(delta("node-dead", |r| r.errors), bad_gateway);
+    assert_eq!(delta("node-dead", |r| r.completed), bad_gateway);
+    assert_eq!(delta("node-live", |r| r.completed), sent - bad_gateway);
+    assert_eq!(delta("node-live", |r| r.errors), 0);
+    assert!(after["node-live"].latency_ms.is_some(), "{after:?}");
+    // The dead node's errors lower its share of decisions below the live node's.
+    assert!(
+        delta("node-dead", |r| r.decisions) < delta("node-live", |r| r.decisions),
+        "{before:?} -> {after:?}"
+    );
+
+    // The same pool answers every GET: a connection refused is retried on the live node.
+    for i in 0..40 {
+        let resp = s
+            .http
+            .get(format!("{}/name", s.proxy))
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(resp.status(), 200, "GET {i}");
+        assert_eq!(resp.text().await.expect("body"), "live");
+    }
+    s.bal.running.stop().await.expect("stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pool_without_nodes_answers_503_until_nodes_appear() {
+    let bal = TestBalancer::start_with(|cfg| {
+        cfg.proxy = vec!["later=127.0.0.1:0".parse().expect("spec")];
+    })
+    .await;
+    let proxy = bal.running.edges.proxy("later").expect("proxy").url();
+    let url = format!("{proxy}/x");
+    let get = async || common::raw(&url, reqwest::Method::GET, None, None, None).await;
+    common::assert_error(&get().await, 503, "no_pool", "later");
+
+    let client = bal.client_with_pool("acme", "later").await;
+    // The engine learns the pool at its next tick; until a node registers: no nodes.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let mut got = get().await;
+    while got.1["error"]["code"] == "no_pool" && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        got = get().await;
+    }
+    common::assert_error(&got, 503, "no_nodes", "later");
+
+    let backend = Backend::start("late").await;
+    let agent = bal.agent(&client, &["later"]).await;
+    agent
+        .register(&register(
+            "node-late",
+            &backend.addr.to_string(),
+            &["later"],
+        ))
+        .await
+        .expect("register");
+    let mut got = get().await;
+    while got.0 == 503 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        got = get().await;
+    }
+    assert_eq!(got.0, 200, "{got:?}");
+    assert_eq!(backend.seen.get.load(Ordering::Relaxed), 1);
+    bal.running.stop().await.expect("stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pool_name_two_clients_use_refuses_to_start() {
+    let bal = TestBalancer::start().await;
+    bal.client_with_pool("acme", "shared").await;
+    bal.client_with_pool("globex", "shared").await;
+    let mut cfg = common::config(bal.dir.path());
+    let dir = bal.dir;
+    bal.running.stop().await.expect("stop");
+
+    cfg.proxy = vec!["shared=127.0.0.1:0".parse().expect("spec")];
+    let e = plb_balancer::start(&cfg)
+        .await
+        .expect_err("an ambiguous pool name must refuse to start");
+    let msg = e.to_string();
+    assert!(
+        msg.contains("2 clients have a pool named `shared`"),
+        "{msg}"
+    );
+    // The same store without the proxy starts.
+    cfg.proxy.clear();
+    let ok = plb_balancer::start(&cfg).await.expect("starts");
+    ok.stop().await.expect("stop");
+    drop(dir);
+}
