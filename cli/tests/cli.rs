@@ -139,3 +139,139 @@ fn forecast_writes_one_row_per_point_and_horizon() {
         .expect("running plb");
     assert!(!bad.status.success());
 }
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// Kills the child on drop (also when an assertion fails).
+struct Kill(std::process::Child);
+
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn get_json(url: &str, token: &str) -> Option<serde_json::Value> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let r = reqwest::Client::new()
+            .get(url)
+            .bearer_auth(token)
+            .send()
+            .await
+            .ok()?;
+        if !r.status().is_success() {
+            return None;
+        }
+        r.json().await.ok()
+    })
+}
+
+/// Waits until every demo node has a sample of every uploaded quick probe and the
+/// route API answers; returns the client token.
+fn wait_for_cluster(data: &std::path::Path, base: &str) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+    loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "plb dev did not come up with samples from every node within 90 s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        let Ok(state) = std::fs::read(data.join("dev.json")) else {
+            continue;
+        };
+        let state: serde_json::Value = serde_json::from_slice(&state).expect("dev.json");
+        let token = state["client_token"]
+            .as_str()
+            .expect("client_token")
+            .to_string();
+        let Some(nodes) = get_json(&format!("{base}/v1/pools/demo/nodes"), &token) else {
+            continue;
+        };
+        let nodes = nodes["nodes"].as_array().cloned().unwrap_or_default();
+        let ready = nodes.len() == 3
+            && nodes.iter().all(|n| {
+                let probes: Vec<&str> = n["latest"]
+                    .as_array()
+                    .map(|l| l.iter().filter_map(|s| s["probe"].as_str()).collect())
+                    .unwrap_or_default();
+                ["health", "queue", "tcp"]
+                    .iter()
+                    .all(|p| probes.contains(p))
+            });
+        if ready && get_json(&format!("{base}/v1/pools/demo/route"), &token).is_some() {
+            return token;
+        }
+    }
+}
+
+#[test]
+fn plb_dev_runs_a_cluster_and_a_second_start_reuses_its_data() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let start = || {
+        Kill(
+            plb()
+                .args(["dev", "--listen", &format!("127.0.0.1:{port}")])
+                .args(["--exit-after-s", "120", "--load-rps", "10"])
+                .arg("--data")
+                .arg(data.path())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("starting plb dev"),
+        )
+    };
+    let first = start();
+    let token = wait_for_cluster(data.path(), &base);
+    let decision = get_json(&format!("{base}/v1/pools/demo/route"), &token).expect("route");
+    assert!(
+        decision["node"]
+            .as_str()
+            .is_some_and(|n| n.starts_with("node-")),
+        "{decision}"
+    );
+    drop(first);
+
+    let second = start();
+    let again = wait_for_cluster(data.path(), &base);
+    assert_eq!(token, again, "the second start reuses the demo client");
+    let probes = get_json(&format!("{base}/v1/pools/demo/probes"), &token).expect("probes");
+    let text = probes.to_string();
+    for p in ["health", "queue", "tcp", "cpu"] {
+        assert!(text.contains(&format!("\"{p}\"")), "{p} missing: {text}");
+    }
+    // Same modules and settings: still version 1 after the second upload.
+    assert!(!text.contains("\"version\":2"), "{text}");
+    drop(second);
+
+    // Stopping by itself (as on Ctrl-C) shuts everything down cleanly: exit code 0.
+    let mut third = plb()
+        .args(["dev", "--listen", &format!("127.0.0.1:{port}")])
+        .args(["--exit-after-s", "5"])
+        .arg("--data")
+        .arg(data.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("starting plb dev");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let status = loop {
+        if let Some(st) = third.try_wait().expect("waiting") {
+            break st;
+        }
+        assert!(std::time::Instant::now() < deadline, "plb dev did not stop");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    assert!(status.success(), "{status}");
+}

@@ -50,7 +50,9 @@ struct DevState {
     admin_token: String,
     client_id: i64,
     client_token: String,
-    agent_token: String,
+    /// One agent token per node (a token is bound to the first node it registers).
+    #[serde(default)]
+    agent_tokens: std::collections::BTreeMap<String, String>,
 }
 
 fn random_token() -> String {
@@ -93,12 +95,11 @@ async fn bootstrap(url: &str, data: &Path, admin_token: String) -> anyhow::Resul
     let created = admin.create_client("demo").await?;
     let client = Client::new(url, created.token.clone())?;
     client.create_pool(POOL, 50.0).await?;
-    let agent = client.create_agent_token(&[POOL], None).await?;
     let state = DevState {
         admin_token,
         client_id: created.id,
         client_token: created.token,
-        agent_token: agent.token,
+        agent_tokens: Default::default(),
     };
     save_state(data, &state)?;
     Ok(state)
@@ -210,8 +211,16 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("starting the balancer on {}", args.listen))?;
     let url = balancer.url();
-    let state = bootstrap(&url, &args.data, admin_token).await?;
+    let mut state = bootstrap(&url, &args.data, admin_token).await?;
     let client = Client::new(&url, state.client_token.clone())?;
+    for i in 1..=args.nodes {
+        let name = format!("node-{i}");
+        if !state.agent_tokens.contains_key(&name) {
+            let t = client.create_agent_token(&[POOL], None).await?;
+            state.agent_tokens.insert(name, t.token);
+            save_state(&args.data, &state)?;
+        }
+    }
     upload_probes(&client).await?;
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -226,7 +235,11 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         };
         let n = node::spawn(&name, SocketAddr::from(([127, 0, 0, 1], 0)), script).await?;
         let spool = args.data.join("spool").join(&name);
-        let cfg = agent_config(&url, &state.agent_token, &name, n.addr, &spool)?;
+        let token = state
+            .agent_tokens
+            .get(&name)
+            .context("an agent token for every node")?;
+        let cfg = agent_config(&url, token, &name, n.addr, &spool)?;
         let mut rx = stop_rx.clone();
         let agent_name = name.clone();
         agents.push(tokio::spawn(async move {
@@ -287,8 +300,10 @@ fn print_banner(args: &DevArgs, url: &str, state: &DevState, nodes: &[node::Demo
         out.push_str(&format!("  {:<10}  http://{}/\n", n.name, n.addr));
     }
     out.push_str(&format!(
-        "\n  client token  {}\n  admin token   {}\n  agent token   {}\n\n",
-        state.client_token, state.admin_token, state.agent_token
+        "\n  client token  {}\n  admin token   {}\n  (agent tokens in {})\n\n",
+        state.client_token,
+        state.admin_token,
+        state_path(&args.data).display()
     ));
     out.push_str("Try:\n");
     out.push_str(&format!(
