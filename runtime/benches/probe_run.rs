@@ -1,8 +1,10 @@
 //! Probe runtime benchmark: instantiate + run of a trivial probe through the full sandbox
 //! (warm compiled cache, pooling allocator, per-run store with limits, WASI context,
-//! epoch deadline, output capture) next to a bare wasmtime instantiate + call of an empty
-//! export measured in the same run; plus the CPU probe with fuel on and off.
-//! Prints a table with medians, p99, runs/s and ratios against the bare baseline.
+//! epoch deadline, output capture) next to two bare wasmtime baselines measured in the
+//! same run: an empty component's empty export (the floor of any instantiate + call),
+//! and the same trivial probe component under bare wasmtime with WASI and no sandbox
+//! (the ratio that says what PLB's sandbox costs); plus the CPU probe with fuel on and
+//! off. Prints a table with medians, p99, runs/s and ratios against the bare probe.
 use std::time::{Duration, Instant};
 
 use plb_probe_artifacts::{CPU_BENCH, TRIVIAL};
@@ -65,6 +67,82 @@ fn bare_wasmtime(iters: usize) -> anyhow::Result<Stats> {
     }))
 }
 
+struct BareHost {
+    wasi: wasmtime_wasi::WasiCtx,
+    table: wasmtime::component::ResourceTable,
+}
+
+impl wasmtime_wasi::WasiView for BareHost {
+    fn ctx(&mut self) -> wasmtime_wasi::WasiCtxView<'_> {
+        wasmtime_wasi::WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// The same trivial probe component under bare wasmtime: default engine and allocator,
+/// WASI p2 linked with an empty context, the `host` imports defined as traps (the probe
+/// does not call them), `run` called through the dynamic API. What PLB adds on top of
+/// this is the sandbox: limits, fuel choice, epoch deadline, capture, classification.
+fn bare_wasmtime_probe(
+    tokio: &tokio::runtime::Runtime,
+    wasm: &[u8],
+    iters: usize,
+) -> anyhow::Result<Stats> {
+    use wasmtime::component::Val;
+    let engine = Engine::default();
+    let component = Component::new(&engine, wasm).map_err(|e| anyhow::anyhow!("{e:#}"))?;
+    let mut linker: Linker<BareHost> = Linker::new(&engine);
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| anyhow::anyhow!("{e:#}"))?;
+    // The probe's own host functions, as traps (the trivial probe calls none). Not
+    // `define_unknown_imports_as_traps`: it would shadow WASI's semver-compatible names.
+    let mut host = linker
+        .instance("plb:probe/host@0.1.0")
+        .map_err(|e| anyhow::anyhow!("{e:#}"))?;
+    for name in ["log", "http", "tcp-connect"] {
+        host.func_new(name, |_, _, _, _| {
+            Err(wasmtime::Error::msg("not available in the baseline"))
+        })
+        .map_err(|e| anyhow::anyhow!("{e:#}"))?;
+    }
+    let pre = linker
+        .instantiate_pre(&component)
+        .map_err(|e| anyhow::anyhow!("{e:#}"))?;
+    let ctx = Val::Record(vec![
+        (
+            "target".into(),
+            Val::Record(vec![
+                ("node".into(), Val::String("bench".into())),
+                ("address".into(), Val::String("127.0.0.1:1".into())),
+            ]),
+        ),
+        ("config".into(), Val::List(vec![])),
+        ("deadline-ms".into(), Val::U32(10_000)),
+    ]);
+    Ok(measure(iters, || {
+        tokio.block_on(async {
+            let mut store = Store::new(
+                &engine,
+                BareHost {
+                    wasi: wasmtime_wasi::WasiCtx::builder().build(),
+                    table: wasmtime::component::ResourceTable::new(),
+                },
+            );
+            let instance = pre
+                .instantiate_async(&mut store)
+                .await
+                .expect("instantiate");
+            let run = instance.get_func(&mut store, "run").expect("export run");
+            let mut out = [Val::Bool(false)];
+            run.call_async(&mut store, std::slice::from_ref(&ctx), &mut out)
+                .await
+                .expect("call");
+            assert!(matches!(out[0], Val::Result(Ok(_))), "{:?}", out[0]);
+        })
+    }))
+}
+
 fn sandbox(
     rt: &Runtime,
     tokio: &tokio::runtime::Runtime,
@@ -102,11 +180,15 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     let rt = Runtime::new(RuntimeConfig::default())?;
 
-    let bare = bare_wasmtime(iters)?;
+    let bare = bare_wasmtime_probe(&tokio, TRIVIAL, iters)?;
     let rows = [
         (
-            "bare wasmtime: instantiate + call empty export",
+            "bare wasmtime: empty component, call empty export",
             bare_wasmtime(iters)?,
+        ),
+        (
+            "bare wasmtime: trivial probe, WASI, call run",
+            bare_wasmtime_probe(&tokio, TRIVIAL, iters)?,
         ),
         (
             "plb: trivial probe, fuel off",
@@ -128,7 +210,7 @@ fn main() -> anyhow::Result<()> {
     println!("\nprobe runtime benchmark ({iters} runs; cpu-bench {cpu_iters} runs)");
     println!(
         "{:<50} {:>12} {:>12} {:>12} {:>10}",
-        "case", "median", "p99", "runs/s", "vs bare"
+        "case", "median", "p99", "runs/s", "vs bare probe"
     );
     for (name, s) in &rows {
         println!(
@@ -140,7 +222,7 @@ fn main() -> anyhow::Result<()> {
             s.median.as_secs_f64() / bare.median.as_secs_f64()
         );
     }
-    let fuel_cost = rows[4].1.median.as_secs_f64() / rows[3].1.median.as_secs_f64();
+    let fuel_cost = rows[5].1.median.as_secs_f64() / rows[4].1.median.as_secs_f64();
     println!("cpu-bench fuel on / fuel off: {fuel_cost:.2}x");
     Ok(())
 }
