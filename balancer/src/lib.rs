@@ -12,6 +12,7 @@
 pub mod agent_check;
 pub mod auth;
 pub mod config;
+pub mod dashboard;
 pub mod engine;
 pub mod error;
 pub mod ingest;

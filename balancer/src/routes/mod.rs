@@ -1,6 +1,7 @@
 //! The REST API v1 routes, one module per resource, and the checks they share.
 pub mod agents;
 pub mod clients;
+pub mod history;
 pub mod notifications;
 pub mod ops;
 pub mod pools;
@@ -33,6 +34,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/pools", post(pools::create).get(pools::list))
         .route("/v1/pools/{pool}", get(pools::get))
         .route("/v1/pools/{pool}/nodes", get(pools::nodes))
+        .route("/v1/pools/{pool}/nodes/{node}/history", get(history::get))
         .route("/v1/pools/{pool}/probes", get(probes::list))
         .route(
             "/v1/pools/{pool}/probes/{name}",
@@ -51,6 +53,7 @@ pub fn router(state: AppState) -> Router {
             "/v1/pools/{pool}/webhook/deliveries",
             get(webhook::deliveries),
         )
+        .merge(crate::dashboard::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(json_limit))

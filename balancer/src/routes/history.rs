@@ -1,0 +1,131 @@
+//! A node's metric history for the dashboard's charts:
+//! `GET /v1/pools/{pool}/nodes/{node}/history?metric=probe/metric&since=ms`, the stored
+//! raw samples of one series (`ok` runs only) over a recent window, oldest first. Read
+//! through the store's time-ordered sample scan and filtered to the caller's pool and
+//! node; when the scan hits its row cap the answer says `truncated` (it then holds the
+//! window's oldest part).
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use plb_api::ErrorBody;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::{check_name, check_node_name, now_ms};
+use crate::auth::Principal;
+use crate::error::{ApiJson, ApiPath, AppError};
+use crate::state::AppState;
+
+/// Default window: the last 15 minutes.
+const DEFAULT_WINDOW_MS: i64 = 15 * 60 * 1000;
+/// Longest window: one hour (raw samples; older data is folded into minutes).
+const MAX_WINDOW_MS: i64 = 60 * 60 * 1000;
+/// Rows the scan reads at most.
+const SCAN_LIMIT: usize = 200_000;
+
+/// Query of the history endpoint.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryParams {
+    /// Series key `probe/metric`.
+    pub metric: String,
+    /// From this time on, Unix ms (default: 15 minutes ago; at most one hour back).
+    pub since: Option<i64>,
+}
+
+/// `GET /v1/pools/{pool}/nodes/{node}/history`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct MetricHistory {
+    /// The pool.
+    pub pool: String,
+    /// The node.
+    pub node: String,
+    /// Series key `probe/metric`.
+    pub metric: String,
+    /// Samples from this time on, Unix ms.
+    pub since_ms: i64,
+    /// `[taken_at_ms, value]`, oldest first.
+    pub points: Vec<(i64, f64)>,
+    /// True when the scan hit its row cap: the newest part of the window is missing.
+    pub truncated: bool,
+}
+
+fn bad_query(r: QueryRejection) -> AppError {
+    AppError::BadRequest("invalid_query", r.body_text())
+}
+
+/// One series' recent samples on one node (client token).
+#[utoipa::path(
+    get, path = "/v1/pools/{pool}/nodes/{node}/history", tag = "pools",
+    params(
+        ("pool" = String, Path, description = "Pool name"),
+        ("node" = String, Path, description = "Node id"),
+        ("metric" = String, Query, description = "Series key `probe/metric`"),
+        ("since" = Option<i64>, Query, description = "From this time on, Unix ms (default 15 minutes ago, at most one hour back)"),
+    ),
+    responses(
+        (status = 200, description = "The series' samples, oldest first", body = MetricHistory),
+        (status = 400, description = "Bad metric key or query", body = ErrorBody),
+        (status = 404, description = "The caller has no such pool, or the node is not in it", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn get(
+    State(st): State<AppState>,
+    who: Principal,
+    ApiPath((pool, node)): ApiPath<(String, String)>,
+    q: Result<Query<HistoryParams>, QueryRejection>,
+) -> Result<ApiJson<MetricHistory>, AppError> {
+    let client_id = who.client()?;
+    let Query(q) = q.map_err(bad_query)?;
+    check_name("pool", &pool)?;
+    check_node_name(&node)?;
+    let Some((probe, name)) = q.metric.split_once('/') else {
+        return Err(AppError::BadRequest(
+            "invalid_query",
+            "`metric` must be a series key `probe/metric`".into(),
+        ));
+    };
+    if name.is_empty() {
+        return Err(AppError::BadRequest(
+            "invalid_query",
+            "`metric` must name a metric after the `/`".into(),
+        ));
+    }
+    check_name("probe", probe)?;
+    let now = now_ms();
+    let since_ms = q
+        .since
+        .unwrap_or(now - DEFAULT_WINDOW_MS)
+        .max(now - MAX_WINDOW_MS);
+    // The pool must be the caller's and the node in it (else 404).
+    let nodes = st.store.pool_nodes(client_id, pool.clone()).await?;
+    if !nodes.nodes.iter().any(|n| n.node == node) {
+        return Err(AppError::NotFound(format!(
+            "node `{node}` is not in pool `{pool}`"
+        )));
+    }
+    let rows = st.store.recent_samples(since_ms, SCAN_LIMIT).await?;
+    let truncated = rows.len() >= SCAN_LIMIT;
+    let points = rows
+        .into_iter()
+        .filter(|w| {
+            w.client_id == client_id
+                && w.node == node
+                && w.sample.pool == pool
+                && w.sample.probe == probe
+                && w.sample.outcome == plb_api::Outcome::Ok
+        })
+        .filter_map(|w| {
+            let v = *w.sample.metrics.get(name)?;
+            v.is_finite().then_some((w.sample.taken_at_ms, v))
+        })
+        .collect();
+    Ok(ApiJson(MetricHistory {
+        pool,
+        node,
+        metric: q.metric,
+        since_ms,
+        points,
+        truncated,
+    }))
+}

@@ -1,0 +1,434 @@
+//! The dashboard in a real browser: starts the real `plb dev` cluster on a loopback
+//! port, waits until the demo pool has nodes with samples, predictions and routed
+//! requests, then loads `http://ADDR/#token=...` in Debian's headless Chromium and checks
+//! the DOM it rendered: the node rows match `GET /v1/pools/demo/nodes`, the probe rows
+//! match `GET /v1/pools/demo/probes`, and the uPlot charts exist with data points. A
+//! wrong token shows the 401 message and no data. Saves a screenshot to
+//! `artifacts/dashboard.png`. Needs `/usr/bin/chromium` (`apt-get install -y chromium`).
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("the workspace root")
+        .to_path_buf()
+}
+
+/// Kills the process when dropped (also when the test panics).
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind a probe port")
+        .local_addr()
+        .expect("its address")
+        .port()
+}
+
+fn log_tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(40)..].join("\n")
+}
+
+struct Api {
+    rt: tokio::runtime::Runtime,
+    http: reqwest::Client,
+    base: String,
+    token: String,
+}
+
+impl Api {
+    /// GET `path` with the token: the status and the JSON body (Null when not JSON).
+    fn get(&self, path: &str) -> (u16, Value) {
+        self.rt.block_on(async {
+            match self
+                .http
+                .get(format!("{}{path}", self.base))
+                .bearer_auth(&self.token)
+                .send()
+                .await
+            {
+                Ok(r) => {
+                    let status = r.status().as_u16();
+                    (status, r.json().await.unwrap_or(Value::Null))
+                }
+                Err(_) => (0, Value::Null),
+            }
+        })
+    }
+
+    fn ok(&self, path: &str) -> Value {
+        let (status, body) = self.get(path);
+        assert_eq!(status, 200, "GET {path}: {body}");
+        body
+    }
+}
+
+/// Runs headless Chromium with `extra` args on `url`; its stdout.
+fn chromium(profile: &Path, extra: &[String], url: &str) -> String {
+    let mut cmd = Command::new(CHROMIUM);
+    cmd.args([
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        "--hide-scrollbars",
+        "--window-size=1400,2000",
+    ])
+    .arg(format!("--user-data-dir={}", profile.display()))
+    .args(extra)
+    .arg(url)
+    .stdin(Stdio::null())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    let child = cmd.spawn().expect("start chromium");
+    let started = Instant::now();
+    let pid = child.id();
+    // A watchdog: a hung browser fails the test instead of blocking it.
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    let watchdog = std::thread::spawn(move || {
+        if done_rx.recv_timeout(Duration::from_secs(120)).is_err() {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+        }
+    });
+    let out = child.wait_with_output().expect("chromium output");
+    let _ = done_tx.send(());
+    let _ = watchdog.join();
+    assert!(
+        out.status.success(),
+        "chromium failed after {:?} ({}): {}",
+        started.elapsed(),
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The opening tag of the element with id `id` in serialized HTML.
+fn open_tag<'a>(dom: &'a str, id: &str) -> &'a str {
+    let needle = format!("id=\"{id}\"");
+    let at = dom
+        .find(&needle)
+        .unwrap_or_else(|| panic!("no element #{id} in the DOM"));
+    let start = dom[..at].rfind('<').expect("a tag start");
+    let end = at + dom[at..].find('>').expect("a tag end");
+    &dom[start..=end]
+}
+
+/// An attribute's value in an opening tag.
+fn attr<'a>(tag: &'a str, name: &str) -> Option<&'a str> {
+    let needle = format!(" {name}=\"");
+    let at = tag.find(&needle)? + needle.len();
+    let len = tag[at..].find('"')?;
+    Some(&tag[at..at + len])
+}
+
+/// The content of the element with id `id`, up to `</section>` (every chart and table
+/// sits in a section of its own).
+fn section_of<'a>(dom: &'a str, id: &str) -> &'a str {
+    let needle = format!("id=\"{id}\"");
+    let at = dom
+        .find(&needle)
+        .unwrap_or_else(|| panic!("no element #{id} in the DOM"));
+    let end = at + dom[at..].find("</section>").expect("its section's end");
+    &dom[at..end]
+}
+
+/// Every value of `attribute` on tags inside `html`.
+fn all_attrs(html: &str, attribute: &str) -> BTreeSet<String> {
+    let needle = format!(" {attribute}=\"");
+    let mut out = BTreeSet::new();
+    let mut rest = html;
+    while let Some(at) = rest.find(&needle) {
+        rest = &rest[at + needle.len()..];
+        if let Some(len) = rest.find('"') {
+            out.insert(rest[..len].to_string());
+        }
+    }
+    out
+}
+
+fn chart_points(dom: &str, id: &str) -> u64 {
+    let tag = open_tag(dom, id);
+    attr(tag, "data-points")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("#{id} has no data-points: {tag}"))
+}
+
+fn assert_chart(dom: &str, id: &str) {
+    let points = chart_points(dom, id);
+    assert!(points > 0, "#{id} has no data points");
+    let inner = section_of(dom, id);
+    assert!(
+        inner.contains("class=\"uplot") && inner.contains("<canvas"),
+        "#{id} holds no uPlot canvas"
+    );
+}
+
+#[test]
+fn dashboard_renders_the_cluster_in_headless_chromium() {
+    assert!(
+        Path::new(CHROMIUM).exists(),
+        "{CHROMIUM} is missing: this test needs Debian's chromium (`apt-get install -y chromium`)"
+    );
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let data = tmp.path().join("data");
+    let addr = format!("127.0.0.1:{}", free_port());
+    let log = tmp.path().join("plb-dev.log");
+    let log_file = std::fs::File::create(&log).expect("log file");
+    let child = Command::new(env!("CARGO_BIN_EXE_plb"))
+        .arg("dev")
+        .arg("--data")
+        .arg(&data)
+        .args([
+            "--listen",
+            &addr,
+            "--load-rps",
+            "20",
+            "--exit-after-s",
+            "600",
+        ])
+        .stdin(Stdio::null())
+        .stdout(log_file.try_clone().expect("log file"))
+        .stderr(log_file)
+        .spawn()
+        .expect("start plb dev");
+    let mut dev = KillOnDrop(child);
+
+    // The client token, once plb dev wrote it.
+    let started = Instant::now();
+    let token = loop {
+        if let Ok(b) = std::fs::read(data.join("dev.json")) {
+            let v: Value = serde_json::from_slice(&b).expect("dev.json is JSON");
+            if let Some(t) = v["client_token"].as_str() {
+                break t.to_string();
+            }
+        }
+        if let Ok(Some(st)) = dev.0.try_wait() {
+            panic!("plb dev exited ({st}):\n{}", log_tail(&log));
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "plb dev wrote no dev.json in 120 s:\n{}",
+            log_tail(&log)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let api = Api {
+        rt: tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime"),
+        http: reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .expect("http client"),
+        base: format!("http://{addr}"),
+        token: token.clone(),
+    };
+
+    // Wait until every node has samples and a forecast, the history endpoint has a
+    // series with a few points, and route decisions are stored.
+    let ready = |api: &Api| -> Result<(), String> {
+        let (st, nodes) = api.get("/v1/pools/demo/nodes");
+        if st != 200 {
+            return Err(format!("nodes: {st} {nodes}"));
+        }
+        let nodes = nodes["nodes"].as_array().cloned().unwrap_or_default();
+        if nodes.len() < 3 {
+            return Err(format!("{} nodes", nodes.len()));
+        }
+        for n in &nodes {
+            if n["latest"].as_array().is_none_or(|l| l.is_empty()) {
+                return Err(format!("{} has no samples", n["node"]));
+            }
+            let forecasting = n["assessment"]["metrics"].as_array().is_some_and(|ms| {
+                ms.iter()
+                    .any(|m| m["forecasts"].as_array().is_some_and(|f| !f.is_empty()))
+            });
+            if !forecasting {
+                return Err(format!("{} has no forecasts yet", n["node"]));
+            }
+        }
+        let node = nodes[0]["node"].as_str().unwrap_or_default();
+        // The series with the most samples (quick probes run every second or so).
+        let metric = nodes[0]["assessment"]["metrics"]
+            .as_array()
+            .and_then(|ms| ms.iter().max_by_key(|m| m["samples"].as_u64().unwrap_or(0)))
+            .and_then(|m| m["name"].as_str())
+            .unwrap_or_default()
+            .to_string();
+        let (st, h) = api.get(&format!(
+            "/v1/pools/demo/nodes/{node}/history?metric={metric}"
+        ));
+        let points = h["points"].as_array().map_or(0, Vec::len);
+        if st != 200 || points < 3 {
+            return Err(format!("history of {node} {metric}: {st}, {points} points"));
+        }
+        let (st, d) = api.get("/v1/pools/demo/decisions");
+        let decided = d["minutes"]
+            .as_array()
+            .is_some_and(|m| m.iter().any(|m| m["total"].as_u64().unwrap_or(0) > 0));
+        if st != 200 || !decided {
+            return Err(format!("decisions: {st} {d}"));
+        }
+        Ok(())
+    };
+    let started = Instant::now();
+    loop {
+        match ready(&api) {
+            Ok(()) => break,
+            Err(why) => {
+                if let Ok(Some(st)) = dev.0.try_wait() {
+                    panic!("plb dev exited ({st}):\n{}", log_tail(&log));
+                }
+                assert!(
+                    started.elapsed() < Duration::from_secs(180),
+                    "the demo cluster was not ready in 180 s ({why}):\n{}",
+                    log_tail(&log)
+                );
+            }
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    eprintln!("cluster ready after {:?}", started.elapsed());
+
+    // The page renders the cluster: dump the DOM after ~8 s of page time (four polls).
+    let profile = tempfile::tempdir().expect("browser profile dir");
+    let url = format!("http://{addr}/#token={token}");
+    let dom = chromium(
+        profile.path(),
+        &["--virtual-time-budget=8000".into(), "--dump-dom".into()],
+        &url,
+    );
+    let nodes = api.ok("/v1/pools/demo/nodes");
+    let probes = api.ok("/v1/pools/demo/probes");
+
+    assert!(
+        !open_tag(&dom, "main").contains(" hidden"),
+        "the dashboard stayed hidden with a valid token: {}",
+        open_tag(&dom, "message")
+    );
+    let api_nodes: BTreeSet<String> = nodes["nodes"]
+        .as_array()
+        .expect("nodes")
+        .iter()
+        .map(|n| n["node"].as_str().expect("node id").to_string())
+        .collect();
+    let dom_nodes = all_attrs(section_of(&dom, "nodes"), "data-node");
+    assert_eq!(dom_nodes, api_nodes, "node rows against the API");
+    // Each row shows the state the API gives (unless it changed between the two reads).
+    let states = all_attrs(section_of(&dom, "nodes"), "data-state");
+    assert!(
+        states
+            .iter()
+            .all(|s| ["healthy", "degrading", "unhealthy", "unknown"].contains(&s.as_str())),
+        "states {states:?}"
+    );
+    let api_probes: BTreeSet<String> = probes["probes"]
+        .as_array()
+        .expect("probes")
+        .iter()
+        .map(|p| p["name"].as_str().expect("probe name").to_string())
+        .collect();
+    assert!(!api_probes.is_empty(), "plb dev uploads sample probes");
+    let dom_probes = all_attrs(section_of(&dom, "probes"), "data-probe");
+    assert_eq!(dom_probes, api_probes, "probe rows against the API");
+    assert!(
+        section_of(&dom, "probes").contains("class=\"badge reliable")
+            || section_of(&dom, "probes").contains("class=\"badge flaky")
+            || section_of(&dom, "probes").contains("class=\"badge needs_update"),
+        "probe reliability badges"
+    );
+
+    assert_chart(&dom, "metric-chart");
+    let metric_tag = open_tag(&dom, "metric-chart");
+    let forecasts: u64 = attr(metric_tag, "data-forecasts")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    assert!(
+        forecasts > 0,
+        "the metric chart shows forecasts: {metric_tag}"
+    );
+    let shown_node = attr(metric_tag, "data-node").expect("chart node");
+    assert!(api_nodes.contains(shown_node), "chart of {shown_node}");
+    assert_chart(&dom, "shares-chart");
+    assert_chart(&dom, "capacity-chart");
+    assert!(
+        open_tag(&dom, "main")
+            .split("data-updates=\"")
+            .nth(1)
+            .and_then(|s| s.split('"').next())
+            .and_then(|n| n.parse::<u32>().ok())
+            .is_some_and(|n| n >= 2),
+        "the page polled more than once: {}",
+        open_tag(&dom, "main")
+    );
+
+    // A wrong token: the 401 message and no data.
+    let bad = chromium(
+        tempfile::tempdir().expect("profile").path(),
+        &["--virtual-time-budget=3000".into(), "--dump-dom".into()],
+        &format!("http://{addr}/#token=not-a-token"),
+    );
+    assert!(
+        open_tag(&bad, "main").contains(" hidden"),
+        "data shown without a valid token"
+    );
+    let message = section_until(&bad, "message", "</div>");
+    assert!(message.contains("401"), "the 401 message: {message}");
+    assert!(
+        all_attrs(&bad, "data-node").is_empty(),
+        "node rows without a valid token"
+    );
+
+    // The screenshot, for CI artifacts and for a human to look at.
+    let out_dir = root().join("artifacts");
+    std::fs::create_dir_all(&out_dir).expect("artifacts dir");
+    let png = out_dir.join("dashboard.png");
+    let _ = std::fs::remove_file(&png);
+    chromium(
+        profile.path(),
+        &[
+            "--virtual-time-budget=8000".into(),
+            format!("--screenshot={}", png.display()),
+        ],
+        &url,
+    );
+    let bytes = std::fs::read(&png).expect("the screenshot was written");
+    assert!(
+        bytes.starts_with(b"\x89PNG") && bytes.len() > 20_000,
+        "a real screenshot ({} bytes)",
+        bytes.len()
+    );
+    eprintln!("screenshot: {}", png.display());
+}
+
+fn section_until<'a>(dom: &'a str, id: &str, end: &str) -> &'a str {
+    let needle = format!("id=\"{id}\"");
+    let at = dom
+        .find(&needle)
+        .unwrap_or_else(|| panic!("no element #{id} in the DOM"));
+    let stop = dom[at..].find(end).map_or(dom.len(), |e| at + e);
+    &dom[at..stop]
+}
