@@ -5,7 +5,9 @@ use std::sync::OnceLock;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{agents, clients, notifications, ops, pools, probes, reports, webhook};
+use crate::routes::{
+    agents, clients, feedback, model, notifications, ops, pools, probes, reports, route, webhook,
+};
 
 struct BearerAuth;
 
@@ -35,6 +37,8 @@ impl Modify for BearerAuth {
         probes::put, probes::list, probes::get, probes::delete,
         agents::register, agents::assignments, agents::module,
         reports::post,
+        pools::update, route::route, route::decisions, feedback::post, model::get,
+        model::state_changes,
         notifications::list, webhook::put, webhook::get, webhook::delete, webhook::deliveries,
     ),
     modifiers(&BearerAuth),
@@ -44,6 +48,7 @@ impl Modify for BearerAuth {
         (name = "probes", description = "Probe registry"),
         (name = "agents", description = "Node agents: registration, assignments, modules, reports"),
         (name = "reliability", description = "Probe reliability: update prompts and webhooks"),
+        (name = "routing", description = "Route decisions, feedback, models and state changes"),
         (name = "ops", description = "Health, metrics, this document"),
     )
 )]

@@ -95,7 +95,7 @@ impl Trainer {
     /// Adds successful requests' rows (a failure's latency is not the node's).
     pub(crate) fn add(&mut self, rows: Vec<FeedbackRow>, cfg: &TrainingConfig) {
         for r in rows {
-            if !r.ok || !(r.latency_ms > 0.0) || !r.load.is_finite() {
+            if !r.ok || r.latency_ms.is_nan() || r.latency_ms <= 0.0 || !r.load.is_finite() {
                 continue;
             }
             self.rows.push_back((

@@ -374,9 +374,22 @@ impl Engine {
             .collect()
     }
 
-    /// The published capacity state of a pool.
-    pub(crate) fn capacity_of(&self, key: &PoolKey) -> Option<Arc<CapacityPublished>> {
-        self.capacity.load().get(key).cloned()
+    /// The pool's capacity model (once fitted), the feedback rows held for training,
+    /// and how past fits did on the feedback that came after them.
+    pub fn capacity_view(
+        &self,
+        key: &PoolKey,
+    ) -> Option<(
+        Option<plb_api::CapacityModelView>,
+        u64,
+        Vec<plb_api::CapacityScoreView>,
+    )> {
+        let c = self.capacity.load().get(key).cloned()?;
+        Some((
+            c.fitted.as_deref().map(capacity::view),
+            c.rows as u64,
+            c.scores.clone(),
+        ))
     }
 
     pub(crate) fn publish_capacity(&self, key: &PoolKey, c: CapacityPublished) {

@@ -110,6 +110,7 @@ impl PoolModels {
     ) -> Vec<NodeView> {
         let params = self.config.params().clone();
         let mut views = Vec::with_capacity(self.nodes.len());
+        let established = self.established(now);
         for (name, slot) in &mut self.nodes {
             if let Some(c) = slot.model.tick(now_ms) {
                 changes.push(NodeChange {
@@ -126,7 +127,7 @@ impl PoolModels {
                 }
             }
             let _ = slot.model.set_capacity(slot.capacity);
-            views.push(view_of(name, slot, &params, now_ms, now));
+            views.push(view_of(name, slot, &params, now_ms, now, established));
         }
         views
     }
@@ -134,10 +135,23 @@ impl PoolModels {
     /// Rebuilds the views without ticking (after a batch of samples).
     pub(crate) fn views(&mut self, now_ms: i64, now: f64) -> Vec<NodeView> {
         let params = self.config.params().clone();
+        let established = self.established(now);
         self.nodes
             .iter_mut()
-            .map(|(name, slot)| view_of(name, slot, &params, now_ms, now))
+            .map(|(name, slot)| view_of(name, slot, &params, now_ms, now, established))
             .collect()
+    }
+
+    /// Whether some node is in service and past its slow start: only then does a node
+    /// returning to service (or joining) ramp up. When every node starts together (a
+    /// new pool, a restart), nobody has traffic to protect and keys would move for
+    /// nothing.
+    fn established(&self, now: f64) -> bool {
+        let window = plb_routing::Shaping::default().slow_start_window;
+        self.nodes.values().any(|s| {
+            matches!(s.view_state, NodeState::Healthy | NodeState::Degrading)
+                && s.ready_since.is_none_or(|t| now - t >= window)
+        })
     }
 
     /// Every node's assessment at `now_ms`.
@@ -157,6 +171,7 @@ fn view_of(
     params: &NodeParams,
     now_ms: i64,
     now: f64,
+    established: bool,
 ) -> NodeView {
     let stale = slot.model.is_stale(now_ms);
     let state = if stale {
@@ -166,7 +181,7 @@ fn view_of(
     };
     let was_out = matches!(slot.view_state, NodeState::Unhealthy | NodeState::Unknown);
     let is_in = matches!(state, NodeState::Healthy | NodeState::Degrading);
-    if was_out && is_in {
+    if was_out && is_in && established {
         slot.ready_since = Some(now);
     }
     slot.view_state = state;

@@ -3,11 +3,10 @@
 //! peak-EWMA latency, error rate), the selected policy, and the buffers through which
 //! feedback reaches the engine task. Nothing here does I/O or waits on the engine.
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
-use arc_swap::ArcSwap;
 use plb_api::NodeState;
 use plb_routing::{
     AnyPolicy, Decision, Facts, NodeLive, Policy, PolicyConfig, PolicyKind, Reason, RouteRequest,
@@ -23,6 +22,13 @@ const MAX_PENDING_ROWS: usize = 65_536;
 const MAX_OUTSTANDING_PER_NODE: usize = 16_384;
 /// Tries of the policy before an excluded pick falls back to the least-loaded node.
 const EXCLUDE_TRIES: usize = 4;
+
+fn policy_index(kind: PolicyKind) -> usize {
+    PolicyKind::ALL
+        .iter()
+        .position(|k| *k == kind)
+        .unwrap_or(PolicyKind::ALL.len() - 1)
+}
 
 /// The engine's clock for routing (seconds since the engine started, monotonic).
 #[derive(Debug, Clone, Copy)]
@@ -151,8 +157,10 @@ pub struct PoolRouter {
     clock: Clock,
     pub(crate) snapshot: SharedSnapshot,
     pub(crate) live: plb_routing::LiveSet,
-    policy: ArcSwap<AnyPolicy>,
-    policy_config: PolicyConfig,
+    /// Every policy, built once (round-robin keeps its rotation across switches).
+    policies: Vec<AnyPolicy>,
+    /// Index in `policies` of the pool's policy.
+    selected: AtomicUsize,
     slo_ms: AtomicU64,
     outstanding: Mutex<HashMap<String, VecDeque<Outstanding>>>,
     rows: Mutex<VecDeque<FeedbackRow>>,
@@ -181,15 +189,18 @@ impl PoolRouter {
         models: PoolModels,
         counters: Option<Arc<crate::metrics::RouteCounters>>,
     ) -> Self {
-        let policy_config = PolicyConfig::default();
+        let config = PolicyConfig::default();
         PoolRouter {
             pool_id,
             name,
             clock,
             snapshot: SharedSnapshot::default(),
             live: plb_routing::LiveSet::default(),
-            policy: ArcSwap::from_pointee(AnyPolicy::new(policy, policy_config)),
-            policy_config,
+            policies: PolicyKind::ALL
+                .iter()
+                .map(|&k| AnyPolicy::new(k, config))
+                .collect(),
+            selected: AtomicUsize::new(policy_index(policy)),
             slo_ms: AtomicU64::new(slo_ms.to_bits()),
             outstanding: Mutex::new(HashMap::new()),
             rows: Mutex::new(VecDeque::new()),
@@ -211,15 +222,20 @@ impl PoolRouter {
 
     /// The routing policy in use.
     pub fn policy(&self) -> PolicyKind {
-        self.policy.load().kind()
+        PolicyKind::ALL
+            .get(self.selected.load(Ordering::Relaxed))
+            .copied()
+            .unwrap_or_default()
     }
 
     /// Switches the routing policy (live state is kept).
     pub fn set_policy(&self, kind: PolicyKind) {
-        if self.policy() != kind {
-            self.policy
-                .store(Arc::new(AnyPolicy::new(kind, self.policy_config)));
-        }
+        self.selected.store(policy_index(kind), Ordering::Relaxed);
+    }
+
+    fn policy_for(&self, kind: Option<PolicyKind>) -> &AnyPolicy {
+        let i = kind.map_or_else(|| self.selected.load(Ordering::Relaxed), policy_index);
+        &self.policies[i.min(self.policies.len() - 1)]
     }
 
     /// The pool's latency objective, ms.
@@ -249,8 +265,9 @@ impl PoolRouter {
         q: &RouteQuery,
         exclude: &[&str],
         now: f64,
+        kind: Option<PolicyKind>,
     ) -> Option<Decision> {
-        let policy = self.policy.load();
+        let policy = self.policy_for(kind);
         let req = q.request();
         let mut rng = rand::rng();
         let excluded = |i: usize| {
@@ -302,7 +319,7 @@ impl PoolRouter {
     pub fn route(&self, q: &RouteQuery, exclude: &[&str]) -> Option<Routed> {
         let snap = self.snapshot.load();
         let now = self.clock.now();
-        let decision = self.decide(&snap, q, exclude, now)?;
+        let decision = self.decide(&snap, q, exclude, now, None)?;
         let node = snap.node(decision.index)?;
         let live = Arc::clone(snap.live(decision.index)?);
         live.begin();
@@ -346,10 +363,11 @@ impl PoolRouter {
 
     /// A decision for the HTTP route API: counted in flight on the node until feedback
     /// for that node arrives over HTTP (oldest first) or the engine expires it.
-    pub fn route_http(&self, q: &RouteQuery) -> Option<HttpDecision> {
+    /// `policy` overrides the pool's policy for this one decision.
+    pub fn route_http(&self, q: &RouteQuery, policy: Option<PolicyKind>) -> Option<HttpDecision> {
         let snap = self.snapshot.load();
         let now = self.clock.now();
-        let decision = self.decide(&snap, q, &[], now)?;
+        let decision = self.decide(&snap, q, &[], now, policy)?;
         let node = snap.node(decision.index)?;
         let live = snap.live(decision.index)?;
         live.begin();

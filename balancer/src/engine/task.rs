@@ -57,6 +57,13 @@ pub(super) async fn run(
                         engine.rebuild(r, now_ms);
                     }
                 }
+                // State changes are stored promptly, not only once a tick.
+                if !st.changes.is_empty() {
+                    write(&store, EngineWrites {
+                        changes: std::mem::take(&mut st.changes),
+                        ..EngineWrites::default()
+                    });
+                }
             }
             _ = tick.tick() => on_tick(&engine, &store, &mut st).await,
         }
@@ -276,11 +283,16 @@ async fn on_tick(engine: &Arc<Engine>, store: &Arc<dyn Store>, st: &mut TaskStat
     st.trainers.retain(|k, _| routers.contains_key(k));
     writes.changes = std::mem::take(&mut st.changes);
     if !writes.is_empty() {
-        let store = Arc::clone(store);
-        tokio::spawn(async move {
-            if let Err(e) = store.engine_write(writes).await {
-                tracing::error!(error = %e, "engine: cannot store state changes and decision counts");
-            }
-        });
+        write(store, writes);
     }
+}
+
+/// Stores `writes` in the background (the engine loop never waits on the store's writer).
+fn write(store: &Arc<dyn Store>, writes: EngineWrites) {
+    let store = Arc::clone(store);
+    tokio::spawn(async move {
+        if let Err(e) = store.engine_write(writes).await {
+            tracing::error!(error = %e, "engine: cannot store state changes and decision counts");
+        }
+    });
 }

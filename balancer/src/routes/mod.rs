@@ -1,12 +1,15 @@
 //! The REST API v1 routes, one module per resource, and the checks they share.
 pub mod agents;
 pub mod clients;
+pub mod feedback;
 pub mod history;
+pub mod model;
 pub mod notifications;
 pub mod ops;
 pub mod pools;
 pub mod probes;
 pub mod reports;
+pub mod route;
 pub mod webhook;
 
 use axum::Router;
@@ -32,9 +35,14 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/agent-tokens", post(clients::create_agent_token))
         .route("/v1/agent-tokens/{id}", delete(clients::revoke_agent_token))
         .route("/v1/pools", post(pools::create).get(pools::list))
-        .route("/v1/pools/{pool}", get(pools::get))
+        .route("/v1/pools/{pool}", get(pools::get).patch(pools::update))
         .route("/v1/pools/{pool}/nodes", get(pools::nodes))
         .route("/v1/pools/{pool}/nodes/{node}/history", get(history::get))
+        .route("/v1/pools/{pool}/route", get(route::route))
+        .route("/v1/pools/{pool}/feedback", post(feedback::post))
+        .route("/v1/pools/{pool}/decisions", get(route::decisions))
+        .route("/v1/pools/{pool}/model", get(model::get))
+        .route("/v1/pools/{pool}/state-changes", get(model::state_changes))
         .route("/v1/pools/{pool}/probes", get(probes::list))
         .route(
             "/v1/pools/{pool}/probes/{name}",

@@ -1,16 +1,33 @@
-//! Pools: create, list, get, and the read side of a pool's nodes. A client sees only its
-//! own pools; another client's pool is a 404.
+//! Pools: create, list, get, change settings (`PATCH`: policy, objective), and the read
+//! side of a pool's nodes with each node's prediction (state, evidence, profiles,
+//! forecasts, errors, capacity, recent outcomes) and live routing figures. A client sees
+//! only its own pools; another client's pool is a 404.
 use axum::extract::State;
 use axum::http::StatusCode;
-use plb_api::{CreatePool, ErrorBody, PoolList, PoolNodes, PoolView};
+use plb_api::{CreatePool, ErrorBody, PoolList, PoolNodes, PoolView, UpdatePool};
 
+use super::route::parse_policy;
 use super::{check_name, now_ms};
 use crate::auth::Principal;
+use crate::engine::PoolKey;
 use crate::error::{ApiJson, ApiPath, AppError};
 use crate::state::AppState;
 
 /// Largest latency objective, ms (one hour).
 const MAX_SLO_MS: f64 = 3_600_000.0;
+
+fn check_slo(slo: f64) -> Result<(), AppError> {
+    if slo.is_finite() && slo > 0.0 && slo <= MAX_SLO_MS {
+        Ok(())
+    } else {
+        Err(AppError::BadRequest(
+            "invalid_settings",
+            format!(
+                "invalid setting `latency_slo_ms`: must be positive and at most {MAX_SLO_MS}, got {slo}"
+            ),
+        ))
+    }
+}
 
 /// Creates a pool (client token).
 #[utoipa::path(
@@ -30,18 +47,7 @@ pub async fn create(
 ) -> Result<(StatusCode, ApiJson<PoolView>), AppError> {
     let client_id = who.client()?;
     check_name("pool", &req.name)?;
-    if !(req.latency_slo_ms.is_finite()
-        && req.latency_slo_ms > 0.0
-        && req.latency_slo_ms <= MAX_SLO_MS)
-    {
-        return Err(AppError::BadRequest(
-            "invalid_settings",
-            format!(
-                "invalid setting `latency_slo_ms`: must be positive and at most {MAX_SLO_MS}, got {}",
-                req.latency_slo_ms
-            ),
-        ));
-    }
+    check_slo(req.latency_slo_ms)?;
     let pool = st.store.create_pool(client_id, req, now_ms()).await?;
     Ok((StatusCode::CREATED, ApiJson(pool)))
 }
@@ -80,8 +86,48 @@ pub async fn get(
     Ok(ApiJson(st.store.get_pool(client_id, pool).await?))
 }
 
-/// A pool's nodes, each with its address, last-seen time and newest sample per probe
-/// (client token).
+/// Changes a pool's routing policy and/or latency objective (client token). Takes
+/// effect for the next decision.
+#[utoipa::path(
+    patch, path = "/v1/pools/{pool}", tag = "pools",
+    params(("pool" = String, Path, description = "Pool name")),
+    request_body = UpdatePool,
+    responses(
+        (status = 200, description = "The pool with its new settings", body = PoolView),
+        (status = 400, description = "Unknown policy or bad objective", body = ErrorBody),
+        (status = 404, description = "The caller has no such pool", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn update(
+    State(st): State<AppState>,
+    who: Principal,
+    ApiPath(pool): ApiPath<String>,
+    ApiJson(req): ApiJson<UpdatePool>,
+) -> Result<ApiJson<PoolView>, AppError> {
+    let client_id = who.client()?;
+    let policy = req.policy.as_deref().map(parse_policy).transpose()?;
+    if let Some(slo) = req.latency_slo_ms {
+        check_slo(slo)?;
+    }
+    let view = st
+        .store
+        .update_pool(
+            client_id,
+            pool.clone(),
+            policy.map(|p| p.as_str().to_string()),
+            req.latency_slo_ms,
+        )
+        .await?;
+    let key = PoolKey { client_id, pool };
+    if let (Some(router), Some(p)) = (st.engine.pool(&key), policy) {
+        router.set_policy(p);
+    }
+    Ok(ApiJson(view))
+}
+
+/// A pool's nodes, each with its address, last-seen time, newest sample per probe, its
+/// prediction (`assessment`) and live routing figures (`routing`) (client token).
 #[utoipa::path(
     get, path = "/v1/pools/{pool}/nodes", tag = "pools",
     params(("pool" = String, Path, description = "Pool name")),
@@ -97,5 +143,16 @@ pub async fn nodes(
     ApiPath(pool): ApiPath<String>,
 ) -> Result<ApiJson<PoolNodes>, AppError> {
     let client_id = who.client()?;
-    Ok(ApiJson(st.store.pool_nodes(client_id, pool).await?))
+    let mut view = st.store.pool_nodes(client_id, pool.clone()).await?;
+    let key = PoolKey { client_id, pool };
+    if st.engine.pool_fresh(&st.store, &key).await?.is_some() {
+        let mut details = st.engine.node_details(&key);
+        for n in &mut view.nodes {
+            if let Some((a, r)) = details.remove(&n.node) {
+                n.assessment = Some(a);
+                n.routing = r;
+            }
+        }
+    }
+    Ok(ApiJson(view))
 }

@@ -436,9 +436,7 @@ impl Store for SqliteStore {
         policy: Option<String>,
         slo_ms: Option<f64>,
     ) -> StoreFuture<PoolView> {
-        self.write(move |c| {
-            engine_sql::update_pool(c, client_id, &pool, policy.as_deref(), slo_ms)
-        })
+        self.write(move |c| engine_sql::update_pool(c, client_id, &pool, policy.as_deref(), slo_ms))
     }
 }
 

@@ -1,0 +1,298 @@
+//! Routing benchmark (issue 6): in-process decision time through the engine at 10, 100
+//! and 1,000 nodes, next to the bare `plb-routing` policy on the same snapshot (the
+//! engine's overhead); then HTTP `GET /v1/pools/{pool}/route` requests per second and
+//! latency percentiles with N concurrent keep-alive clients, next to `/healthz` measured
+//! the same way in the same run. Real balancer on a loopback port, real SQLite file,
+//! nodes registered and sampled over the REST API.
+//!
+//! `cargo bench -p plb-balancer --bench route` (add `-- --quick` for a short run; the
+//! environment variable `PLB_BENCH_QUICK=1` does the same).
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use plb_api::{NODE_SAMPLER_PROBE, Outcome, RegisterRequest, ReportBatch, Sample};
+use plb_balancer::engine::{PoolKey, RouteQuery};
+use plb_client::Client;
+use plb_routing::{Policy, PolicyKind, RouteRequest};
+
+const ADMIN: &str = "bench-admin-token-0123456789";
+
+struct Setup {
+    quick: bool,
+    decisions: usize,
+    http_secs: f64,
+    clients: usize,
+}
+
+fn setup() -> Setup {
+    let quick = std::env::args().any(|a| a == "--quick")
+        || std::env::var("PLB_BENCH_QUICK").is_ok_and(|v| v == "1");
+    Setup {
+        quick,
+        decisions: if quick { 20_000 } else { 200_000 },
+        http_secs: if quick { 2.0 } else { 8.0 },
+        clients: 32,
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// A pool of `n` nodes with 35 samples each (profiles ready, all healthy).
+async fn pool(admin: &Client, name: &str, n: usize) -> Client {
+    let c = admin.create_client(name).await.expect("client");
+    let client = admin.with_token(c.token);
+    client.create_pool("web", 100.0).await.expect("pool");
+    let t0 = now_ms() - 35_000;
+    for i in 0..n {
+        let t = client
+            .create_agent_token(&["web"], None)
+            .await
+            .expect("agent token");
+        let agent = admin.with_token(t.token);
+        let node = format!("n{i:04}");
+        agent
+            .register(&RegisterRequest {
+                node: node.clone(),
+                address: format!("10.0.{}.{}:8080", i / 250, i % 250 + 1),
+                pools: vec!["web".into()],
+                labels: BTreeMap::new(),
+            })
+            .await
+            .expect("register");
+        let samples = (0..35)
+            .map(|k| Sample {
+                id: format!("{node}-{k}"),
+                pool: "web".into(),
+                probe: NODE_SAMPLER_PROBE.into(),
+                version: 0,
+                taken_at_ms: t0 + 1000 * k,
+                outcome: Outcome::Ok,
+                metrics: BTreeMap::from([(
+                    "latency-ms".to_string(),
+                    10.0 + (i % 7) as f64 + 0.1 * (k % 5) as f64,
+                )]),
+                duration_ms: 1.0,
+                fuel_used: None,
+                message: String::new(),
+                stderr: String::new(),
+            })
+            .collect();
+        agent
+            .report(&ReportBatch {
+                node,
+                samples,
+                dropped: 0,
+            })
+            .await
+            .expect("report");
+    }
+    client
+}
+
+fn percentile(sorted: &[Duration], q: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * q).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+struct Load {
+    rps: f64,
+    p50: Duration,
+    p99: Duration,
+    errors: usize,
+}
+
+/// `clients` keep-alive clients calling `url` back to back for `secs`.
+async fn load(url: String, token: String, clients: usize, secs: f64) -> Load {
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(clients)
+        .build()
+        .expect("http client");
+    let deadline = Instant::now() + Duration::from_secs_f64(secs);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..clients {
+        let (http, url, token) = (http.clone(), url.clone(), token.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::with_capacity(100_000);
+            let mut errors = 0;
+            while Instant::now() < deadline {
+                let t = Instant::now();
+                match http.get(&url).bearer_auth(&token).send().await {
+                    Ok(r) if r.status().is_success() => {
+                        let _ = r.bytes().await;
+                        lat.push(t.elapsed());
+                    }
+                    _ => errors += 1,
+                }
+            }
+            (lat, errors)
+        }));
+    }
+    let mut all = Vec::new();
+    let mut errors = 0;
+    for t in tasks {
+        let (l, e) = t.await.expect("load task");
+        all.extend(l);
+        errors += e;
+    }
+    let took = started.elapsed().as_secs_f64();
+    all.sort();
+    Load {
+        rps: all.len() as f64 / took,
+        p50: percentile(&all, 0.5),
+        p99: percentile(&all, 0.99),
+        errors,
+    }
+}
+
+fn main() {
+    let s = setup();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(run(s));
+}
+
+async fn run(s: Setup) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cfg = plb_balancer::BalancerConfig::new(dir.path().join("bench.db"), ADMIN);
+    cfg.listen = "127.0.0.1:0".parse().expect("addr");
+    let running = plb_balancer::start(&cfg).await.expect("balancer");
+    let admin = Client::new(&running.url(), ADMIN).expect("admin");
+    let engine = Arc::clone(&running.state.engine);
+    println!(
+        "routing benchmark ({} mode): 2 tokio workers, balancer and load generator in one process",
+        if s.quick { "quick" } else { "full" }
+    );
+
+    // 1. In-process decision time.
+    println!();
+    println!("in-process decision (route + feedback through the engine) vs the bare policy pick");
+    println!(
+        "{:>6} {:>14} {:>16} {:>16} {:>8}",
+        "nodes", "policy", "engine ns/dec", "policy ns/dec", "ratio"
+    );
+    let mut http_pool = None;
+    for (i, n) in [10usize, 100, 1000].into_iter().enumerate() {
+        let client = pool(&admin, &format!("bench{i}"), n).await;
+        let key = PoolKey {
+            client_id: (i + 1) as i64,
+            pool: "web".into(),
+        };
+        let router = loop {
+            if let Some(r) = engine.pool(&key)
+                && r.snapshot().len() == n
+                && r.snapshot().eligible().len() == n
+            {
+                break r;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        for kind in [
+            PolicyKind::Plb,
+            PolicyKind::PeakEwma,
+            PolicyKind::LeastRequest,
+        ] {
+            router.set_policy(kind);
+            let q = RouteQuery::default();
+            let t = Instant::now();
+            for _ in 0..s.decisions {
+                let r = router.route(&q, &[]).expect("a node");
+                router.feedback(&r, 5.0, true);
+            }
+            let engine_ns = t.elapsed().as_nanos() as f64 / s.decisions as f64;
+            // The bare policy on the same snapshot, with the same in-flight bookkeeping.
+            let snap = router.snapshot();
+            let policy = plb_routing::AnyPolicy::new(kind, plb_routing::PolicyConfig::default());
+            let mut rng = rand::rng();
+            let req = RouteRequest::default();
+            let t = Instant::now();
+            for k in 0..s.decisions {
+                let d = policy
+                    .pick(&snap, &req, 1000.0 + k as f64 * 1e-6, &mut rng)
+                    .expect("a node");
+                if let Some(l) = snap.live(d.index) {
+                    l.begin();
+                    l.end(0.005, true, 1000.0 + k as f64 * 1e-6);
+                }
+            }
+            let policy_ns = t.elapsed().as_nanos() as f64 / s.decisions as f64;
+            println!(
+                "{:>6} {:>14} {:>16.0} {:>16.0} {:>7.2}x",
+                n,
+                kind.as_str(),
+                engine_ns,
+                policy_ns,
+                engine_ns / policy_ns
+            );
+        }
+        router.set_policy(PolicyKind::Plb);
+        if n == 100 {
+            http_pool = Some(client);
+        }
+    }
+
+    // 2. HTTP route requests against /healthz.
+    let client = http_pool.expect("the 100-node pool");
+    let token = client.token().to_string();
+    let base = running.url();
+    println!();
+    println!(
+        "HTTP, {} keep-alive clients, {:.0} s each, 100-node pool, policy plb",
+        s.clients, s.http_secs
+    );
+    println!(
+        "{:>10} {:>12} {:>10} {:>10} {:>8} {:>10}",
+        "endpoint", "req/s", "p50 ms", "p99 ms", "errors", "vs healthz"
+    );
+    let health = load(
+        format!("{base}/healthz"),
+        token.clone(),
+        s.clients,
+        s.http_secs,
+    )
+    .await;
+    let route = load(
+        format!("{base}/v1/pools/web/route?key=user-1&cost=1"),
+        token.clone(),
+        s.clients,
+        s.http_secs,
+    )
+    .await;
+    let route_nokey = load(
+        format!("{base}/v1/pools/web/route"),
+        token,
+        s.clients,
+        s.http_secs,
+    )
+    .await;
+    for (name, l) in [
+        ("healthz", &health),
+        ("route+key", &route),
+        ("route", &route_nokey),
+    ] {
+        println!(
+            "{:>10} {:>12.0} {:>10.3} {:>10.3} {:>8} {:>9.2}x",
+            name,
+            l.rps,
+            l.p50.as_secs_f64() * 1000.0,
+            l.p99.as_secs_f64() * 1000.0,
+            l.errors,
+            l.rps / health.rps
+        );
+    }
+    println!();
+    println!("goals: < 1 us per decision at 100 nodes; >= 20,000 route req/s with p99 < 2 ms");
+    running.stop().await.expect("stop");
+}

@@ -1,0 +1,192 @@
+//! Routing endpoints (client token): `GET /v1/pools/{pool}/route` (one decision from the
+//! pool's snapshot: no store access, no lock) and `GET /v1/pools/{pool}/decisions`
+//! (route decisions per node and minute, as stored for the dashboard).
+use std::collections::BTreeMap;
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use plb_api::{DecisionMinute, DecisionShares, ErrorBody, NodeShare, RouteDecision};
+use plb_routing::PolicyKind;
+use serde::Deserialize;
+
+use super::{check_name, now_ms};
+use crate::auth::Principal;
+use crate::engine::{PoolKey, PoolRouter, RouteQuery};
+use crate::error::{ApiJson, ApiPath, AppError};
+use crate::state::AppState;
+
+/// Longest routing key, bytes.
+const MAX_KEY: usize = 1024;
+/// Default window of the decisions view, ms.
+const DEFAULT_DECISIONS_WINDOW_MS: i64 = 3_600_000;
+
+/// Query of `GET /v1/pools/{pool}/route`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct RouteParams {
+    /// Locality key: the same key goes to the same node while it has headroom.
+    pub key: Option<String>,
+    /// Request size in bytes (non-negative).
+    pub size: Option<f64>,
+    /// Relative cost, 1 = a typical request (non-negative).
+    pub cost: Option<f64>,
+    /// Overrides the pool's policy for this decision: `plb`, `round-robin`,
+    /// `least-request`, `peak-ewma`, `prequal`.
+    pub policy: Option<String>,
+}
+
+/// A query string's rejection in the one error shape.
+pub(crate) fn bad_query(r: QueryRejection) -> AppError {
+    AppError::BadRequest("invalid_query", r.body_text())
+}
+
+/// Parses a policy name with a message listing the choices.
+pub(crate) fn parse_policy(name: &str) -> Result<PolicyKind, AppError> {
+    name.parse::<PolicyKind>().map_err(|_| {
+        AppError::BadRequest(
+            "invalid_policy",
+            format!(
+                "unknown routing policy `{}`; use one of plb, round-robin, least-request, peak-ewma, prequal",
+                name.chars().take(64).collect::<String>()
+            ),
+        )
+    })
+}
+
+/// The caller's pool's router, loaded from the store if the engine does not have it
+/// yet; 404 if the caller has no such pool.
+pub(crate) async fn router_of(
+    st: &AppState,
+    client_id: i64,
+    pool: &str,
+) -> Result<std::sync::Arc<PoolRouter>, AppError> {
+    let key = PoolKey {
+        client_id,
+        pool: pool.to_string(),
+    };
+    st.engine
+        .pool_fresh(&st.store, &key)
+        .await?
+        .ok_or_else(|| AppError::NotFound(format!("pool `{pool}` not found")))
+}
+
+fn check_number(name: &str, v: Option<f64>) -> Result<(), AppError> {
+    match v {
+        Some(x) if !(x.is_finite() && x >= 0.0) => Err(AppError::BadRequest(
+            "invalid_query",
+            format!("`{name}` must be a finite number >= 0, got {x}"),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Chooses a node for one request. The decision counts the request in flight on that
+/// node until feedback for the node arrives (`POST .../feedback`) or 30 s pass.
+#[utoipa::path(
+    get, path = "/v1/pools/{pool}/route", tag = "routing",
+    params(("pool" = String, Path, description = "Pool name"), RouteParams),
+    responses(
+        (status = 200, description = "The chosen node and why", body = RouteDecision),
+        (status = 400, description = "A bad key, size, cost or policy", body = ErrorBody),
+        (status = 404, description = "The caller has no such pool", body = ErrorBody),
+        (status = 409, description = "The pool has no nodes yet", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn route(
+    State(st): State<AppState>,
+    who: Principal,
+    ApiPath(pool): ApiPath<String>,
+    q: Result<Query<RouteParams>, QueryRejection>,
+) -> Result<ApiJson<RouteDecision>, AppError> {
+    let client_id = who.client()?;
+    let Query(q) = q.map_err(bad_query)?;
+    check_name("pool", &pool)?;
+    check_number("size", q.size)?;
+    check_number("cost", q.cost)?;
+    if q.key.as_ref().is_some_and(|k| k.len() > MAX_KEY) {
+        return Err(AppError::BadRequest(
+            "invalid_query",
+            format!("`key` is at most {MAX_KEY} bytes"),
+        ));
+    }
+    let policy = q.policy.as_deref().map(parse_policy).transpose()?;
+    let router = router_of(&st, client_id, &pool).await?;
+    let query = RouteQuery {
+        key: q.key,
+        size: q.size,
+        cost: q.cost,
+    };
+    match router.route_http(&query, policy) {
+        Some(d) => Ok(ApiJson(d.decision)),
+        None => Err(AppError::Conflict(format!(
+            "pool `{pool}` has no nodes yet: register a node (an agent) into it first"
+        ))),
+    }
+}
+
+/// Query of `GET /v1/pools/{pool}/decisions`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct DecisionsParams {
+    /// Minutes from this time on, Unix ms (default: the last hour).
+    pub since: Option<i64>,
+}
+
+/// Route decisions per node and minute, with each node's share (client token).
+#[utoipa::path(
+    get, path = "/v1/pools/{pool}/decisions", tag = "routing",
+    params(("pool" = String, Path, description = "Pool name"), DecisionsParams),
+    responses(
+        (status = 200, description = "Decisions per minute and node", body = DecisionShares),
+        (status = 404, description = "The caller has no such pool", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn decisions(
+    State(st): State<AppState>,
+    who: Principal,
+    ApiPath(pool): ApiPath<String>,
+    q: Result<Query<DecisionsParams>, QueryRejection>,
+) -> Result<ApiJson<DecisionShares>, AppError> {
+    let client_id = who.client()?;
+    let Query(q) = q.map_err(bad_query)?;
+    let since_ms = q
+        .since
+        .unwrap_or_else(|| now_ms() - DEFAULT_DECISIONS_WINDOW_MS);
+    let rows = st
+        .store
+        .route_decisions(client_id, pool.clone(), since_ms)
+        .await?;
+    let mut minutes: BTreeMap<i64, Vec<(String, u64)>> = BTreeMap::new();
+    for (m, node, n) in rows {
+        minutes.entry(m).or_default().push((node, n));
+    }
+    let minutes = minutes
+        .into_iter()
+        .map(|(minute_ms, nodes)| {
+            let total: u64 = nodes.iter().map(|(_, n)| n).sum();
+            DecisionMinute {
+                minute_ms,
+                total,
+                nodes: nodes
+                    .into_iter()
+                    .map(|(node, decisions)| NodeShare {
+                        node,
+                        decisions,
+                        share: if total > 0 {
+                            decisions as f64 / total as f64
+                        } else {
+                            0.0
+                        },
+                    })
+                    .collect(),
+            }
+        })
+        .collect();
+    Ok(ApiJson(DecisionShares {
+        pool,
+        since_ms,
+        minutes,
+    }))
+}

@@ -1,0 +1,396 @@
+//! The prediction engine inside a real balancer (loopback port, SQLite file), driven by
+//! samples posted over `/v1/reports` with their own timestamps: a node slowing down
+//! steadily loses route share before its metric leaves its band, turns `degrading` with
+//! evidence (its deep probes speed up), and gets its share back gradually once it
+//! recovers; a restart keeps state changes and warm models; NaN never gets in.
+mod common;
+mod engine_common;
+
+use std::time::Duration;
+
+use common::*;
+use engine_common::*;
+use plb_api::{NodeState, Outcome, ProbeSettings, Tier};
+use plb_client::Fetched;
+
+const BASE: f64 = 10.0;
+
+/// a's value at ramp step `k` (0 = baseline): +1 % a step.
+fn ramp(k: usize) -> f64 {
+    BASE * (1.0 + 0.01 * k as f64)
+}
+
+struct Step {
+    value: f64,
+    band_hi: f64,
+    share: f64,
+    state: NodeState,
+    degrade: f64,
+}
+
+/// Posts one sample per node at `t` (a at `a_value`), waits until the engine has it and
+/// the snapshot is rebuilt, and measures a's route share over `n` decisions.
+async fn step(p: &Pool, t: i64, k: usize, a_value: f64, n: usize) -> Step {
+    p.sample("a", t, Outcome::Ok, a_value).await;
+    for node in ["b", "c"] {
+        p.sample(node, t, Outcome::Ok, BASE * (1.0 + jitter(k)))
+            .await;
+    }
+    p.wait_for("the step's samples", |v| {
+        ["a", "b", "c"].iter().all(|n| {
+            v.get(*n)
+                .and_then(|x| x.assessment.as_ref())
+                .and_then(|a| a.last_seen_ms)
+                == Some(t)
+        })
+    })
+    .await;
+    // The snapshot is rebuilt within the engine's 100 ms rebuild interval.
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let v = p.nodes().await;
+    let a = &v["a"];
+    let metric = a
+        .assessment
+        .as_ref()
+        .and_then(|x| x.metrics.iter().find(|m| m.name == SERIES))
+        .expect("a's series");
+    let band_hi = metric.profile.as_ref().expect("profile").hi;
+    let routing = a.routing.clone().expect("routing");
+    let shares = p.shares(n, "").await;
+    Step {
+        value: a_value,
+        band_hi,
+        share: *shares.get("a").unwrap_or(&0) as f64 / n as f64,
+        state: routing.state,
+        degrade: routing.degrade_score,
+    }
+}
+
+async fn deep_interval(p: &Pool, node: &str) -> (u64, Option<String>) {
+    match p.agents[node]
+        .assignments(node, None)
+        .await
+        .expect("assignments")
+    {
+        Fetched::Changed { assignments, etag } => (
+            assignments
+                .probes
+                .iter()
+                .find(|a| a.tier == Tier::Deep)
+                .expect("the deep probe")
+                .interval_ms,
+            etag,
+        ),
+        Fetched::Unchanged => panic!("no ETag was sent"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slowing_node_sheds_before_its_band_and_returns_gradually() {
+    let b = TestBalancer::start().await;
+    let p = Pool::new(&b, "acme", "web", &["a", "b", "c"]).await;
+    let deep = ProbeSettings {
+        tier: Tier::Deep,
+        interval_ms: 30_000,
+        ..ProbeSettings::default()
+    };
+    p.client
+        .upload_probe("web", "bench", plb_probe_artifacts::CPU_BENCH, &deep)
+        .await
+        .expect("upload a deep probe");
+    let (interval, etag_before) = deep_interval(&p, "a").await;
+    assert_eq!(interval, 30_000);
+
+    // 40 s of baseline, one sample a second, ending now.
+    let t0 = now_ms() - 40_000;
+    for node in ["a", "b", "c"] {
+        let points: Vec<(i64, f64)> = (0..40)
+            .map(|k| (t0 + 1000 * k as i64, BASE * (1.0 + jitter(k))))
+            .collect();
+        p.samples(node, &points).await;
+    }
+    p.wait_for("baseline learnt, all healthy", |v| {
+        ["a", "b", "c"]
+            .iter()
+            .all(|n| routing_state(v, n) == Some(NodeState::Healthy))
+    })
+    .await;
+    let fair = 1.0 / 3.0;
+    let first = step(&p, t0 + 40_000, 40, BASE * (1.0 + jitter(40)), 300).await;
+    assert!(
+        (first.share - fair).abs() < 0.12,
+        "a healthy node gets about its fair share: {}",
+        first.share
+    );
+
+    // a slows down steadily: +1 % a second.
+    let mut t = t0 + 41_000;
+    let mut ramp_steps = Vec::new();
+    for k in 1..=40 {
+        let s = step(&p, t, k, ramp(k), 300).await;
+        t += 1000;
+        let degrading = s.state == NodeState::Degrading;
+        ramp_steps.push(s);
+        if degrading && ramp_steps.len() >= 3 {
+            break;
+        }
+    }
+    let table: Vec<String> = ramp_steps
+        .iter()
+        .map(|s| {
+            format!(
+                "value {:.2} hi {:.2} share {:.3} degrade {:.2} {:?}",
+                s.value, s.band_hi, s.share, s.degrade, s.state
+            )
+        })
+        .collect();
+    println!("ramp:\n{}", table.join("\n"));
+    let shed = ramp_steps
+        .iter()
+        .position(|s| s.share < 0.75 * fair)
+        .unwrap_or_else(|| panic!("a's share never fell: {table:#?}"));
+    assert!(
+        ramp_steps[shed].value < ramp_steps[shed].band_hi,
+        "a's share fell only after its metric left its band: {table:#?}"
+    );
+    assert!(
+        ramp_steps.iter().any(|s| s.state == NodeState::Degrading),
+        "a turned degrading: {table:#?}"
+    );
+    // Gradual: some step between full share and the floor.
+    assert!(
+        ramp_steps
+            .iter()
+            .any(|s| s.share > 0.1 && s.share < 0.75 * fair),
+        "no cliff: {table:#?}"
+    );
+
+    // The change is stored with its evidence; deep probes speed up while degrading.
+    let (s, v) = raw(
+        &format!("{}/v1/pools/web/state-changes?node=a", b.url()),
+        reqwest::Method::GET,
+        Some(p.client.token()),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    let to_degrading = v["changes"]
+        .as_array()
+        .expect("changes")
+        .iter()
+        .find(|c| c["to"] == "degrading")
+        .unwrap_or_else(|| panic!("no change to degrading stored: {v}"));
+    assert_eq!(to_degrading["evidence"][0]["metric"], SERIES, "{v}");
+    assert!(
+        to_degrading["evidence"][0]["forecast"].as_f64()
+            > to_degrading["evidence"][0]["threshold"].as_f64(),
+        "{v}"
+    );
+    let (interval, etag_during) = deep_interval(&p, "a").await;
+    assert_eq!(
+        interval, 15_000,
+        "deep probes run twice as often while degrading"
+    );
+    assert_ne!(
+        etag_before, etag_during,
+        "the ETag changes with the interval"
+    );
+    assert_eq!(
+        deep_interval(&p, "b").await.0,
+        30_000,
+        "other nodes keep theirs"
+    );
+
+    // a recovers: its share comes back, not at once.
+    let mut recovery = Vec::new();
+    for k in 0..40 {
+        let s = step(&p, t, k, BASE * (1.0 + jitter(k)), 300).await;
+        t += 1000;
+        let back = s.share > 0.8 * fair && s.state == NodeState::Healthy;
+        recovery.push(s);
+        if back {
+            break;
+        }
+    }
+    let table: Vec<String> = recovery
+        .iter()
+        .map(|s| {
+            format!(
+                "value {:.2} share {:.3} degrade {:.2} {:?}",
+                s.value, s.share, s.degrade, s.state
+            )
+        })
+        .collect();
+    println!("recovery:\n{}", table.join("\n"));
+    let last = recovery.last().expect("steps");
+    assert!(
+        last.share > 0.8 * fair && last.state == NodeState::Healthy,
+        "a got its share back: {table:#?}"
+    );
+    assert!(
+        recovery.len() >= 2 && recovery[0].share < 0.8 * fair,
+        "not at once: {table:#?}"
+    );
+    let (interval, _) = deep_interval(&p, "a").await;
+    assert_eq!(interval, 30_000, "back to the uploaded interval");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_keeps_state_changes_and_warm_models() {
+    let b = TestBalancer::start().await;
+    let mut p = Pool::new(&b, "acme", "web", &["a", "b"]).await;
+    let t0 = now_ms() - 20_000;
+    let points: Vec<(i64, f64)> = (0..35)
+        .map(|k| (t0 + 500 * k as i64, BASE * (1.0 + jitter(k))))
+        .collect();
+    p.samples("a", &points).await;
+    p.samples("b", &points[..5]).await;
+    for k in 0..2 {
+        p.sample("b", t0 + 5_000 + 500 * k, Outcome::Unhealthy, 0.0)
+            .await;
+    }
+    p.wait_for("b unhealthy", |v| {
+        routing_state(v, "b") == Some(NodeState::Unhealthy)
+            && routing_state(v, "a") == Some(NodeState::Healthy)
+    })
+    .await;
+    let before = p.nodes().await;
+    let series_before = before["a"]
+        .assessment
+        .as_ref()
+        .and_then(|a| a.metrics.iter().find(|m| m.name == SERIES).cloned())
+        .expect("a's series");
+    assert!(series_before.profile.as_ref().is_some_and(|p| p.ready));
+    // Stored promptly (within the engine's rebuild interval).
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while b.count("SELECT count(*) FROM state_changes") < 3 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "state changes not stored"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let TestBalancer {
+        running,
+        dir,
+        admin,
+    } = b;
+    running.stop().await.expect("stop");
+    let running = plb_balancer::start(&config(dir.path()))
+        .await
+        .expect("restart");
+    let b = TestBalancer {
+        running,
+        dir,
+        admin,
+    };
+    p.rebase(&b.url());
+    let warmed = b.running.state.engine.warmed().expect("warmed on start");
+    assert_eq!((warmed.samples, warmed.rejected), (42, 0), "{warmed:?}");
+
+    // No new sample: the models are as they were.
+    let after = p.nodes().await;
+    assert_eq!(routing_state(&after, "b"), Some(NodeState::Unhealthy));
+    assert_eq!(routing_state(&after, "a"), Some(NodeState::Healthy));
+    let series_after = after["a"]
+        .assessment
+        .as_ref()
+        .and_then(|a| a.metrics.iter().find(|m| m.name == SERIES).cloned())
+        .expect("a's series after the restart");
+    assert_eq!(series_after.samples, series_before.samples);
+    assert_eq!(series_after.profile, series_before.profile);
+    assert_eq!(series_after.last_value, series_before.last_value);
+    let (s, v) = raw(
+        &format!("{}/v1/pools/web/state-changes", b.url()),
+        reqwest::Method::GET,
+        Some(p.client.token()),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    let changes = v["changes"].as_array().expect("changes");
+    assert!(
+        changes.iter().any(|c| c["node"] == "b"
+            && c["to"] == "unhealthy"
+            && c["evidence"][0]["metric"] == "probe/node"),
+        "{v}"
+    );
+    // The warm-up records nothing twice.
+    assert_eq!(changes.len(), 3, "{v}");
+    // An unhealthy node still gets nothing after the restart.
+    let shares = p.shares(50, "").await;
+    assert_eq!(shares.get("b"), None, "{shares:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nan_and_infinite_metrics_are_refused_at_ingest() {
+    let b = TestBalancer::start().await;
+    let p = Pool::new(&b, "acme", "web", &["a"]).await;
+    let t = now_ms();
+    let agent = p.agents["a"].token().to_string();
+    let url = format!("{}/v1/reports", b.url());
+    let body = |metric: &str| {
+        format!(
+            r#"{{"node":"a","samples":[{{"id":"s1","pool":"web","probe":"node","version":0,"taken_at_ms":{t},"outcome":"ok","metrics":{{"latency-ms":{metric}}},"duration_ms":1.0}}]}}"#
+        )
+        .into_bytes()
+    };
+    // JSON has no NaN: a client's serialiser writes null, or a bare token.
+    let got = raw(
+        &url,
+        reqwest::Method::POST,
+        Some(&agent),
+        Some("application/json"),
+        Some(body("null")),
+    )
+    .await;
+    assert_error(&got, 422, "invalid_body", "latency-ms");
+    let got = raw(
+        &url,
+        reqwest::Method::POST,
+        Some(&agent),
+        Some("application/json"),
+        Some(body("NaN")),
+    )
+    .await;
+    assert_error(&got, 400, "invalid_json", "malformed");
+    let got = raw(
+        &url,
+        reqwest::Method::POST,
+        Some(&agent),
+        Some("application/json"),
+        Some(body("1e999")),
+    )
+    .await;
+    assert_eq!(got.0 / 100, 4, "{}", got.1);
+    // A finite value goes in and reaches the model.
+    let got = raw(
+        &url,
+        reqwest::Method::POST,
+        Some(&agent),
+        Some("application/json"),
+        Some(body("12.5")),
+    )
+    .await;
+    assert_eq!(got.0, 200, "{}", got.1);
+    let v = p
+        .wait_for("the sample in the model", |v| {
+            v["a"]
+                .assessment
+                .as_ref()
+                .is_some_and(|a| a.metrics.iter().any(|m| m.name == SERIES))
+        })
+        .await;
+    let a = v["a"].assessment.as_ref().expect("assessment");
+    assert_eq!(a.metrics.len(), 1);
+    assert_eq!(a.metrics[0].samples, 1);
+    assert_eq!(b.count("SELECT count(*) FROM samples"), 1);
+    let metrics = b.admin.metrics_text().await.expect("metrics");
+    assert!(
+        metrics.contains("plb_engine_rejected_samples_total 0"),
+        "{metrics}"
+    );
+}
