@@ -223,7 +223,14 @@ fn plb_dev_runs_a_cluster_and_a_second_start_reuses_its_data() {
         Kill(
             plb()
                 .args(["dev", "--listen", &format!("127.0.0.1:{port}")])
-                .args(["--exit-after-s", "120", "--load-rps", "10"])
+                .args([
+                    "--exit-after-s",
+                    "120",
+                    "--load-rps",
+                    "10",
+                    "--proxy",
+                    "127.0.0.1:0",
+                ])
                 .arg("--data")
                 .arg(data.path())
                 .stdout(std::process::Stdio::piped())
@@ -232,8 +239,32 @@ fn plb_dev_runs_a_cluster_and_a_second_start_reuses_its_data() {
                 .expect("starting plb dev"),
         )
     };
-    let first = start();
+    let mut first = start();
     let token = wait_for_cluster(data.path(), &base);
+    // The banner names the proxy; traffic through it reaches a demo node.
+    let stdout = first.0.stdout.take().expect("stdout");
+    let proxy = std::io::BufRead::lines(std::io::BufReader::new(stdout))
+        .map_while(Result::ok)
+        .find_map(|l| {
+            let l = l.trim().to_string();
+            l.strip_prefix("proxy")
+                .and_then(|rest| rest.split_whitespace().next().map(str::to_string))
+        })
+        .expect("a proxy line in the banner");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let body = rt
+        .block_on(async {
+            reqwest::get(proxy.clone())
+                .await?
+                .error_for_status()?
+                .text()
+                .await
+        })
+        .expect("a request through the proxy");
+    assert!(body.starts_with("served by node-"), "{body}");
     let decision = get_json(&format!("{base}/v1/pools/demo/route"), &token).expect("route");
     assert!(
         decision["node"]
@@ -258,7 +289,7 @@ fn plb_dev_runs_a_cluster_and_a_second_start_reuses_its_data() {
     // Stopping by itself (as on Ctrl-C) shuts everything down cleanly: exit code 0.
     let mut third = plb()
         .args(["dev", "--listen", &format!("127.0.0.1:{port}")])
-        .args(["--exit-after-s", "5"])
+        .args(["--exit-after-s", "5", "--proxy", "127.0.0.1:0"])
         .arg("--data")
         .arg(data.path())
         .stdout(std::process::Stdio::null())

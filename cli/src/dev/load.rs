@@ -1,6 +1,7 @@
-//! The built-in load of `plb dev`: an open-loop Poisson stream of requests, each routed
-//! by the balancer (`GET /v1/pools/demo/route`), sent to the chosen demo node, and
-//! reported back as feedback, exactly as a real caller of the route API would.
+//! The built-in load of `plb dev`: an open-loop Poisson stream of requests. Every other
+//! request goes through the reverse proxy; the rest are routed by the route API
+//! (`GET /v1/pools/demo/route`), sent to the chosen demo node and reported back as
+//! feedback, exactly as a real caller of the route API would.
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -14,6 +15,7 @@ use super::POOL;
 /// Runs until `stop` turns true.
 pub async fn run(
     client: Client,
+    proxy: String,
     nodes: HashMap<String, SocketAddr>,
     rps: f64,
     mut stop: watch::Receiver<bool>,
@@ -23,7 +25,9 @@ pub async fn run(
         .build()
         .unwrap_or_default();
     let mut last_warning: Option<Instant> = None;
+    let mut via_proxy = false;
     loop {
+        via_proxy = !via_proxy;
         let gap = {
             let u: f64 = rand::rng().random_range(f64::EPSILON..1.0);
             -u.ln() / rps
@@ -35,18 +39,32 @@ pub async fn run(
         let client = client.clone();
         let http = http.clone();
         let nodes = nodes.clone();
+        let proxy = proxy.clone();
         let warn = last_warning.is_none_or(|t| t.elapsed() > Duration::from_secs(60));
         if warn {
             last_warning = Some(Instant::now());
         }
         tokio::spawn(async move {
-            if let Err(e) = one(&client, &http, &nodes).await
+            let r = if via_proxy {
+                through_proxy(&http, &proxy).await
+            } else {
+                one(&client, &http, &nodes).await
+            };
+            if let Err(e) = r
                 && warn
             {
                 tracing::warn!(error = %e, "demo load: a request failed (more are not logged for a minute)");
             }
         });
     }
+}
+
+async fn through_proxy(http: &reqwest::Client, proxy: &str) -> anyhow::Result<()> {
+    let r = http.get(format!("{proxy}/")).send().await?;
+    let status = r.status();
+    r.bytes().await?;
+    anyhow::ensure!(status.is_success(), "the proxy answered {status}");
+    Ok(())
 }
 
 async fn one(

@@ -32,6 +32,9 @@ pub struct DevArgs {
     /// The balancer's address (API and dashboard).
     #[arg(long, env = "PLB_DEV_LISTEN", default_value = "127.0.0.1:7070")]
     pub listen: SocketAddr,
+    /// The reverse proxy for the demo pool (0 for a free port).
+    #[arg(long, env = "PLB_DEV_PROXY", default_value = "127.0.0.1:7080")]
+    pub proxy: SocketAddr,
     /// Demo nodes (the second one degrades and recovers).
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=32))]
     pub nodes: u32,
@@ -207,10 +210,20 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     };
     let mut cfg = plb_balancer::BalancerConfig::new(args.data.join("plb.db"), admin_token.clone());
     cfg.listen = args.listen;
+    cfg.proxy = vec![
+        format!("{POOL}={}", args.proxy)
+            .parse()
+            .map_err(|e: String| anyhow::anyhow!(e))?,
+    ];
     let balancer = plb_balancer::start(&cfg)
         .await
         .with_context(|| format!("starting the balancer on {}", args.listen))?;
     let url = balancer.url();
+    let proxy_url = balancer
+        .edges
+        .proxy(POOL)
+        .map(|p| p.url())
+        .context("the demo pool's proxy")?;
     let mut state = bootstrap(&url, &args.data, admin_token).await?;
     let client = Client::new(&url, state.client_token.clone())?;
     for i in 1..=args.nodes {
@@ -256,13 +269,14 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         let targets = nodes.iter().map(|n| (n.name.clone(), n.addr)).collect();
         tokio::spawn(load::run(
             client.clone(),
+            proxy_url.clone(),
             targets,
             args.load_rps,
             stop_rx.clone(),
         ))
     });
 
-    print_banner(&args, &url, &state, &nodes);
+    print_banner(&args, &url, &proxy_url, &state, &nodes);
 
     let deadline = async {
         match args.exit_after_s {
@@ -287,13 +301,20 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn print_banner(args: &DevArgs, url: &str, state: &DevState, nodes: &[node::DemoNode]) {
+fn print_banner(
+    args: &DevArgs,
+    url: &str,
+    proxy_url: &str,
+    state: &DevState,
+    nodes: &[node::DemoNode],
+) {
     let mut out = String::new();
     out.push_str("\nPLB dev cluster is up\n\n");
     out.push_str(&format!("  dashboard   {url}/  (paste the client token)\n"));
     out.push_str(&format!(
         "  API         {url}/v1/  (OpenAPI: {url}/v1/openapi.json)\n"
     ));
+    out.push_str(&format!("  proxy       {proxy_url}/  (pool {POOL})\n"));
     out.push_str(&format!("  metrics     {url}/metrics\n"));
     out.push_str(&format!("  data        {}\n\n", args.data.display()));
     for n in nodes {
@@ -316,6 +337,7 @@ fn print_banner(args: &DevArgs, url: &str, state: &DevState, nodes: &[node::Demo
     out.push_str(&format!(
         "  curl -s -H \"Authorization: Bearer $PLB_TOKEN\" {url}/v1/pools/{POOL}/nodes\n"
     ));
+    out.push_str(&format!("  curl -s {proxy_url}/\n"));
     out.push_str(&format!("  plb route {POOL} --count 100\n"));
     out.push_str(&format!("  plb probe list --pool {POOL}\n"));
     out.push_str("\nnode-2 starts to slow down a minute after start and recovers ~4 min later.\nCtrl-C stops everything.\n");
