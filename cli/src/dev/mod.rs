@@ -228,9 +228,9 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let client = Client::new(&url, state.client_token.clone())?;
     for i in 1..=args.nodes {
         let name = format!("node-{i}");
-        if !state.agent_tokens.contains_key(&name) {
+        if let std::collections::btree_map::Entry::Vacant(e) = state.agent_tokens.entry(name) {
             let t = client.create_agent_token(&[POOL], None).await?;
-            state.agent_tokens.insert(name, t.token);
+            e.insert(t.token);
             save_state(&args.data, &state)?;
         }
     }
