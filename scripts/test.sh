@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # PLB's whole test suite, from a fresh machine: installs what the tests need (the
-# wasm32-wasip2 target, componentize-py for the Python probe, haproxy and chromium from
+# wasm32-wasip2 target, componentize-py for the Python probe,
+# componentize-js for the JavaScript probe, haproxy and chromium from
 # Debian's packages), builds the workspace
 # once (dev profile; the sample probes are built by probe-artifacts/build.rs), then
 # runs every test: unit, end-to-end and the slow cluster tests.
@@ -21,6 +22,7 @@ if [ ${#need[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}"
 fi
 scripts/build-python-probe.sh target/probes/python-probe.wasm
+scripts/build-js-probe.sh target/probes/js-probe.wasm
 
 echo "==> format"
 cargo fmt --all -- --check

@@ -70,6 +70,10 @@ pub struct RunArgs {
     /// The node id passed to the probe.
     #[arg(long, default_value = "local")]
     pub node: String,
+    /// Keep compiled probes here, so the next run of the same module skips compiling
+    /// (keyed by the module's sha256 and the engine's settings).
+    #[arg(long, env = "PLB_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
 }
 
 pub fn parse_kv(s: &str) -> Result<(String, String), String> {
@@ -102,6 +106,7 @@ async fn run_local(args: RunArgs) -> anyhow::Result<()> {
     let cfg = RuntimeConfig {
         max_concurrent_runs: 2,
         max_memory_mib: args.memory_mib.max(64),
+        cache_dir: args.cache_dir,
         ..RuntimeConfig::default()
     };
     let runtime = Runtime::new(cfg).context("starting the sandbox")?;

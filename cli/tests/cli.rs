@@ -44,11 +44,16 @@ fn serve(status: u16, body: &'static str) -> std::net::SocketAddr {
     addr
 }
 
-fn run_python_probe(target: std::net::SocketAddr, extra: &[&str]) -> serde_json::Value {
-    let wasm = root().join("target/probes/python-probe.wasm");
+fn run_guest_probe(
+    file: &str,
+    script: &str,
+    target: std::net::SocketAddr,
+    extra: &[&str],
+) -> serde_json::Value {
+    let wasm = root().join("target/probes").join(file);
     assert!(
         wasm.exists(),
-        "{} is missing: build it with scripts/build-python-probe.sh {} (scripts/test.sh does)",
+        "{} is missing: build it with scripts/{script} {} (scripts/test.sh does)",
         wasm.display(),
         wasm.display()
     );
@@ -57,6 +62,10 @@ fn run_python_probe(target: std::net::SocketAddr, extra: &[&str]) -> serde_json:
         .arg(&wasm)
         .args(["--target", &target.to_string(), "--timeout-ms", "5000"])
         .args(["--fuel", "0", "--memory-mib", "128"])
+        // Compiled once per module for the whole test run (a 12-18 MB component takes
+        // seconds to compile).
+        .arg("--cache-dir")
+        .arg(root().join("target/probes/compiled"))
         .args(extra)
         .output()
         .expect("running plb");
@@ -66,6 +75,39 @@ fn run_python_probe(target: std::net::SocketAddr, extra: &[&str]) -> serde_json:
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_slice(&out.stdout).expect("JSON on stdout")
+}
+
+fn run_python_probe(target: std::net::SocketAddr, extra: &[&str]) -> serde_json::Value {
+    run_guest_probe("python-probe.wasm", "build-python-probe.sh", target, extra)
+}
+
+fn run_js_probe(target: std::net::SocketAddr, extra: &[&str]) -> serde_json::Value {
+    run_guest_probe("js-probe.wasm", "build-js-probe.sh", target, extra)
+}
+
+#[test]
+fn the_javascript_probe_checks_a_real_endpoint() {
+    let up = serve(200, "all good");
+    let report = run_js_probe(up, &["--config", "body-contains=good"]);
+    assert_eq!(report["outcome"], "ok", "{report:#}");
+    let total = report["metrics"]["http-total-ms"]
+        .as_f64()
+        .expect("http-total-ms");
+    assert!(total > 0.0 && total < 5000.0, "{report:#}");
+    assert_eq!(report["metrics"]["http-body-bytes"].as_f64(), Some(8.0));
+
+    let down = serve(503, "overloaded");
+    let report = run_js_probe(down, &[]);
+    assert_eq!(report["outcome"], "unhealthy", "{report:#}");
+    assert!(
+        report["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("503")),
+        "{report:#}"
+    );
+
+    let report = run_js_probe(up, &["--config", "expect-status=2yy"]);
+    assert_eq!(report["outcome"], "broken", "{report:#}");
 }
 
 #[test]

@@ -312,6 +312,7 @@ fn dashboard_renders_the_cluster_in_headless_chromium() {
         std::thread::sleep(Duration::from_millis(500));
     }
     eprintln!("cluster ready after {:?}", started.elapsed());
+    check_history_endpoint(&api);
 
     // The page renders the cluster: dump the DOM after ~8 s of page time (four polls).
     let profile = tempfile::tempdir().expect("browser profile dir");
@@ -422,6 +423,96 @@ fn dashboard_renders_the_cluster_in_headless_chromium() {
         bytes.len()
     );
     eprintln!("screenshot: {}", png.display());
+}
+
+/// The history endpoint the metric chart reads: the stored samples of one series, in
+/// time order, matching what the node view shows as the newest sample; `since` pages;
+/// errors take the API's shape.
+fn check_history_endpoint(api: &Api) {
+    let nodes = api.ok("/v1/pools/demo/nodes");
+    let node = &nodes["nodes"][0];
+    let id = node["node"].as_str().expect("node id");
+    // A quick probe's sample and one of its metrics.
+    let sample = node["latest"]
+        .as_array()
+        .expect("latest samples")
+        .iter()
+        .find(|s| s["probe"] == "health" && s["outcome"] == "ok")
+        .expect("an ok sample of the health probe");
+    let (name, value) = sample["metrics"]
+        .as_object()
+        .and_then(|m| m.iter().find(|(k, _)| k.as_str() == "http-total-ms"))
+        .expect("http-total-ms in the health sample");
+    let value = value.as_f64().expect("a number");
+    let taken = sample["taken_at_ms"].as_i64().expect("taken_at_ms");
+    let path = format!("/v1/pools/demo/nodes/{id}/history?metric=health/{name}");
+    let h = api.ok(&path);
+    let points: Vec<(i64, f64)> = h["points"]
+        .as_array()
+        .expect("points")
+        .iter()
+        .map(|p| (p[0].as_i64().expect("time"), p[1].as_f64().expect("value")))
+        .collect();
+    assert!(points.len() >= 3, "history points: {h}");
+    assert!(
+        points.windows(2).all(|w| w[0].0 <= w[1].0),
+        "oldest first: {h}"
+    );
+    let since = h["since_ms"].as_i64().expect("since_ms");
+    assert!(points.iter().all(|p| p.0 >= since), "within the window");
+    assert!(
+        points.iter().any(|p| p.0 == taken && p.1 == value),
+        "the node view's newest sample ({taken}, {value}) is in the history: {h}"
+    );
+    assert_eq!(h["truncated"], false);
+    // `since` pages: only points at or after it.
+    let mid = points[points.len() / 2].0;
+    let later = api.ok(&format!("{path}&since={mid}"));
+    let later = later["points"].as_array().expect("points");
+    assert!(!later.is_empty(), "points after {mid}");
+    assert!(
+        later
+            .iter()
+            .all(|p| p[0].as_i64().is_some_and(|t| t >= mid))
+    );
+    // Errors.
+    for (bad, status, code) in [
+        (
+            "/v1/pools/demo/nodes/no-such-node/history?metric=health/x",
+            404,
+            "not_found",
+        ),
+        (
+            "/v1/pools/nope/nodes/node-1/history?metric=health/x",
+            404,
+            "not_found",
+        ),
+        (
+            &format!("/v1/pools/demo/nodes/{id}/history?metric=nometric"),
+            400,
+            "invalid_query",
+        ),
+        (
+            &format!("/v1/pools/demo/nodes/{id}/history"),
+            400,
+            "invalid_query",
+        ),
+    ] {
+        let (st, body) = api.get(bad);
+        assert_eq!(st, status, "{bad}: {body}");
+        assert_eq!(body["error"]["code"], code, "{bad}: {body}");
+    }
+    let anon = Api {
+        rt: tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime"),
+        http: reqwest::Client::new(),
+        base: api.base.clone(),
+        token: "not-a-token".into(),
+    };
+    let (st, body) = anon.get(&path);
+    assert_eq!(st, 401, "{body}");
 }
 
 fn section_until<'a>(dom: &'a str, id: &str, end: &str) -> &'a str {
