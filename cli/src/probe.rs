@@ -25,15 +25,16 @@ pub enum ProbeCommand {
         #[arg(long)]
         pool: String,
     },
-    /// One probe with its version and reliability.
+    /// Probes with their version and reliability (state, failure rate and its
+    /// interval, evidence); all of the pool's probes without a name.
     Status {
         #[command(flatten)]
         remote: crate::remote::Remote,
         /// The pool.
         #[arg(long)]
         pool: String,
-        /// The probe.
-        name: String,
+        /// The probe (default: every probe of the pool).
+        name: Option<String>,
     },
     /// Delete a probe (no longer assigned; its versions and samples are kept).
     Delete {
@@ -89,7 +90,7 @@ pub async fn run(cmd: ProbeCommand) -> anyhow::Result<()> {
         ProbeCommand::Upload { remote, args } => crate::remote::upload(&remote, args).await,
         ProbeCommand::List { remote, pool } => crate::remote::probes(&remote, &pool).await,
         ProbeCommand::Status { remote, pool, name } => {
-            crate::remote::probe_status(&remote, &pool, &name).await
+            crate::remote::probe_status(&remote, &pool, name.as_deref()).await
         }
         ProbeCommand::Delete { remote, pool, name } => {
             crate::remote::delete_probe(&remote, &pool, &name).await

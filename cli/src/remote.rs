@@ -250,12 +250,23 @@ pub async fn probes(remote: &Remote, pool: &str) -> anyhow::Result<()> {
     print(&remote.client()?.probes(pool).await?)
 }
 
-pub async fn probe_status(remote: &Remote, pool: &str, name: &str) -> anyhow::Result<()> {
-    let v = remote
-        .client()?
-        .get_value(&["v1", "pools", pool, "probes", name], &[])
-        .await?;
-    print(&v)
+pub async fn probe_status(remote: &Remote, pool: &str, name: Option<&str>) -> anyhow::Result<()> {
+    let c = remote.client()?;
+    let names: Vec<String> = match name {
+        Some(n) => vec![n.to_string()],
+        None => c.probes(pool).await?.into_iter().map(|p| p.name).collect(),
+    };
+    let mut probes = Vec::with_capacity(names.len());
+    for n in &names {
+        probes.push(
+            c.get_value(&["v1", "pools", pool, "probes", n], &[])
+                .await?,
+        );
+    }
+    match (name, probes.len()) {
+        (Some(_), 1) => print(&probes[0]),
+        _ => print(&serde_json::json!({ "pool": pool, "probes": probes })),
+    }
 }
 
 pub async fn delete_probe(remote: &Remote, pool: &str, name: &str) -> anyhow::Result<()> {

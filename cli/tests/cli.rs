@@ -307,6 +307,61 @@ fn plb_dev_runs_a_cluster_and_a_second_start_reuses_its_data() {
         })
         .expect("a request through the proxy");
     assert!(body.starts_with("served by node-"), "{body}");
+
+    // The remote subcommands against it.
+    let cli = |args: &[&str]| -> serde_json::Value {
+        let out = plb()
+            .args(args)
+            .args(["--balancer", &base, "--token", &token])
+            .output()
+            .expect("running plb");
+        assert!(
+            out.status.success(),
+            "plb {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("JSON on stdout")
+    };
+    let share = cli(&["route", "demo", "--count", "30"]);
+    let total: u64 = share
+        .as_object()
+        .expect("a share per node")
+        .iter()
+        .map(|(node, n)| {
+            assert!(node.starts_with("node-"), "{share}");
+            n.as_u64().expect("a count")
+        })
+        .sum();
+    assert_eq!(total, 30, "{share}");
+    let tcp = plb_probe_artifacts::path("tcp-connect").expect("the tcp-connect sample");
+    let up = cli(&[
+        "probe",
+        "upload",
+        tcp.to_str().expect("utf-8 path"),
+        "--pool",
+        "demo",
+        "--name",
+        "tcp-cli",
+        "--interval-ms",
+        "3000",
+        "--config",
+        "attempts=2",
+    ]);
+    assert_eq!(up["name"], "tcp-cli", "{up}");
+    assert_eq!(up["version"], 1, "{up}");
+    let status = cli(&["probe", "status", "--pool", "demo"]);
+    let names: Vec<&str> = status["probes"]
+        .as_array()
+        .expect("probes")
+        .iter()
+        .filter_map(|p| p["name"].as_str())
+        .collect();
+    assert!(
+        names.contains(&"tcp-cli") && names.contains(&"health"),
+        "{status}"
+    );
+    let one = cli(&["probe", "status", "--pool", "demo", "health"]);
+    assert!(one["reliability"].is_object(), "{one}");
     let decision = get_json(&format!("{base}/v1/pools/demo/route"), &token).expect("route");
     assert!(
         decision["node"]
