@@ -394,3 +394,105 @@ async fn nan_and_infinite_metrics_are_refused_at_ingest() {
         "{metrics}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn feedback_trains_the_capacity_model_and_each_fit_is_scored() {
+    let b = TestBalancer::start().await;
+    let p = Pool::new(&b, "acme", "web", &["a"]).await;
+    // A queue whose latency grows with the requests in flight: 20 ms + 10 ms per request
+    // in flight at dispatch. The pool's objective is 200 ms, so the knee is at 18.
+    let knee = (200.0 - 20.0) / 10.0;
+    let round = |depth: usize| {
+        let p = &p;
+        async move {
+            for _ in 0..depth {
+                assert_eq!(p.route("").await.node, "a");
+            }
+            // Feedback releases the oldest decision first: its load at dispatch was 1.
+            let items: Vec<_> = (1..=depth)
+                .map(|load| {
+                    serde_json::json!({"node": "a", "latency_ms": 20.0 + 10.0 * load as f64, "ok": true})
+                })
+                .collect();
+            let (s, v) = p.feedback(serde_json::json!(items)).await;
+            assert_eq!(s, 200, "{v}");
+        }
+    };
+    for depth in [4, 8, 12, 16, 6, 10, 14, 3] {
+        round(depth).await;
+    }
+    let model = |b: &TestBalancer| {
+        let url = format!("{}/v1/pools/web/model", b.url());
+        let token = p.client.token().to_string();
+        async move {
+            let (s, v) = raw(&url, reqwest::Method::GET, Some(&token), None, None).await;
+            assert_eq!(s, 200, "{v}");
+            v
+        }
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let fitted = loop {
+        let v = model(&b).await;
+        if !v["capacity"].is_null() {
+            break v;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no capacity model: {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let cap = fitted["capacity"]["pool_capacity"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("a capacity: {fitted}"));
+    assert!(
+        (cap - knee).abs() / knee < 0.2,
+        "capacity {cap} within 20 % of the knee {knee}: {fitted}"
+    );
+    assert_eq!(fitted["capacity"]["nodes"][0]["node"], "a", "{fitted}");
+    assert!(
+        fitted["capacity"]["rows_used"].as_u64() >= Some(60),
+        "{fitted}"
+    );
+    // The nodes view carries the capacity the router uses.
+    let v = p
+        .wait_for("capacity in the routing view", |v| {
+            v["a"].routing.as_ref().and_then(|r| r.capacity).is_some()
+        })
+        .await;
+    let routed_cap = v["a"]
+        .routing
+        .as_ref()
+        .and_then(|r| r.capacity)
+        .expect("capacity");
+    assert!((routed_cap - cap).abs() < 1e-6, "{routed_cap} vs {cap}");
+
+    // More feedback, then the next fit scores the previous one on it.
+    for depth in [5, 9, 13, 17, 7, 11] {
+        round(depth).await;
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let scored = loop {
+        let v = model(&b).await;
+        if v["capacity_scores"]
+            .as_array()
+            .is_some_and(|a| !a.is_empty())
+        {
+            break v;
+        }
+        assert!(std::time::Instant::now() < deadline, "no scored fit: {v}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let score = &scored["capacity_scores"][0];
+    let (mae, base) = (
+        score["mae_ms"].as_f64().expect("mae"),
+        score["baseline_mae_ms"].as_f64().expect("baseline"),
+    );
+    assert!(score["rows"].as_u64() > Some(0), "{scored}");
+    assert!(
+        mae < 0.5 * base,
+        "the model beats a constant on later feedback: {scored}"
+    );
+    let metrics = b.admin.metrics_text().await.expect("metrics");
+    assert!(!metrics.contains("plb_capacity_fits_total 0"), "{metrics}");
+}

@@ -125,8 +125,12 @@ pub struct Engine {
     clock: Clock,
     metrics: Arc<Metrics>,
     refresh: tokio::sync::Mutex<()>,
+    last_refresh: std::sync::atomic::AtomicU64,
     warmed: ArcSwapOption<WarmReport>,
 }
+
+/// Least time between two on-demand topology refreshes, ms.
+const MIN_REFRESH_MS: u64 = 200;
 
 /// What [`Engine::warm`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -171,6 +175,7 @@ impl Engine {
             clock: Clock::new(),
             metrics,
             refresh: tokio::sync::Mutex::new(()),
+            last_refresh: std::sync::atomic::AtomicU64::new(f64::NEG_INFINITY.to_bits()),
             warmed: ArcSwapOption::empty(),
         }))
     }
@@ -211,18 +216,36 @@ impl Engine {
         store: &Arc<dyn Store>,
         key: &PoolKey,
     ) -> Result<Option<Arc<PoolRouter>>, StoreError> {
-        if let Some(p) = self.pool(key)
-            && !p.snapshot().is_empty()
-        {
-            return Ok(Some(p));
+        let known = self.pool(key);
+        match &known {
+            Some(p) if !p.snapshot().is_empty() || !self.refresh_due() => return Ok(known),
+            Some(_) => {}
+            // A pool the caller does not have costs one indexed read, not a refresh.
+            None => match store.get_pool(key.client_id, key.pool.clone()).await {
+                Err(StoreError::NotFound(_)) => return Ok(None),
+                Err(e) => return Err(e),
+                Ok(_) => {}
+            },
         }
         self.refresh_topology(store).await?;
         Ok(self.pool(key))
     }
 
+    /// Whether an on-demand refresh may run: a pool without nodes asks the store at
+    /// most every [`MIN_REFRESH_MS`], however often it is routed to.
+    fn refresh_due(&self) -> bool {
+        let now = self.clock.now();
+        let last = f64::from_bits(self.last_refresh.load(std::sync::atomic::Ordering::Relaxed));
+        now - last >= MIN_REFRESH_MS as f64 / 1000.0
+    }
+
     /// Loads every pool and node from the store: new pools get a router, changed node
     /// sets are synced and their snapshots rebuilt.
     pub(crate) async fn refresh_topology(&self, store: &Arc<dyn Store>) -> Result<(), StoreError> {
+        self.last_refresh.store(
+            self.clock.now().to_bits(),
+            std::sync::atomic::Ordering::Relaxed,
+        );
         let topo = store.engine_topology().await?;
         let _guard = self.refresh.lock().await;
         self.apply_topology(topo);
@@ -318,10 +341,37 @@ impl Engine {
         Ok(report)
     }
 
-    /// Starts the engine task (once; later calls return `None`).
+    /// Starts the engine task (once; later calls return `None`) on a thread of its own
+    /// with its own single-threaded runtime: a tick over thousands of nodes takes
+    /// milliseconds of CPU, which must not hold up a worker that serves route
+    /// requests. The returned handle owns the task: aborting or dropping its future
+    /// stops the engine thread.
     pub fn spawn(self: &Arc<Self>, store: Arc<dyn Store>) -> Option<tokio::task::JoinHandle<()>> {
         let rx = lock(&self.rx).take()?;
-        Some(tokio::spawn(task::run(Arc::clone(self), store, rx)))
+        let (keep, stop) = tokio::sync::oneshot::channel::<()>();
+        let engine = Arc::clone(self);
+        let thread = std::thread::Builder::new()
+            .name("plb-engine".into())
+            .spawn(move || {
+                match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt.block_on(task::run(engine, store, rx, stop)),
+                    Err(e) => tracing::error!(error = %e, "cannot start the engine's runtime"),
+                }
+            });
+        match thread {
+            Ok(_) => Some(tokio::spawn(async move {
+                // Holding `keep` keeps the engine running; dropping it stops it.
+                let _keep = keep;
+                std::future::pending::<()>().await;
+            })),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start the engine thread");
+                None
+            }
+        }
     }
 
     /// Every node's assessment and live routing figures in one of the client's pools.

@@ -32,6 +32,7 @@ pub(super) async fn run(
     engine: Arc<Engine>,
     store: Arc<dyn Store>,
     mut rx: mpsc::UnboundedReceiver<Event>,
+    mut stop: tokio::sync::oneshot::Receiver<()>,
 ) {
     let mut tick = tokio::time::interval(Duration::from_millis(engine.config.tick_ms.max(10)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -44,6 +45,7 @@ pub(super) async fn run(
     };
     loop {
         tokio::select! {
+            _ = &mut stop => break,
             ev = rx.recv() => match ev {
                 None => break,
                 Some(Event::Batch(b)) => apply_batch(&engine, &store, &b, &mut st).await,
