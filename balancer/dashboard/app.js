@@ -19,7 +19,7 @@
     nodes: [],
     node: null,
     metric: null,
-    hist: { key: null, points: [], endpoint: true },
+    hist: { key: null, points: [], given: {}, endpoint: true },
     cap: {}, // node -> [[t_s, load, capacity]]
     notes: [],
     noteSince: 0,
@@ -73,6 +73,16 @@
     var lo = Math.min(0, min == null ? 0 : min);
     var hi = max == null || max <= lo ? lo + 1 : max * 1.15;
     return [lo, hi];
+  }
+
+  // Time axis: a single point gets `pad` seconds around it (uPlot would show a day,
+  // or years once the axis is split).
+  function timeRange(pad) {
+    return function (u, min, max) {
+      var xs = u.data && u.data[0];
+      if (xs && xs.length && xs[xs.length - 1] === xs[0]) return [xs[0] - pad / 2, xs[0] + pad / 2];
+      return [min, max];
+    };
   }
 
   function pct(v) { return v == null || !isFinite(v) ? '–' : (v * 100).toFixed(v < 0.1 ? 1 : 0) + ' %'; }
@@ -162,7 +172,7 @@
     S.nodes = [];
     S.node = null;
     S.metric = null;
-    S.hist = { key: null, points: [], endpoint: true };
+    S.hist = { key: null, points: [], given: {}, endpoint: true };
     S.cap = {};
     S.notes = [];
     S.noteSince = 0;
@@ -189,13 +199,17 @@
     var slow = S.tick % SLOW_EVERY === 0;
     var p = (slow || !S.pools.length ? loadPools() : Promise.resolve())
       .then(function () {
+        // The token works: show the panels before drawing, so charts get their width.
+        if ($('main').hidden) {
+          $('main').hidden = false;
+          resize();
+        }
         if (!S.pool) return null;
         var jobs = [loadNodes().then(loadHistory)];
         if (slow) jobs.push(loadShares(), loadProbes(), loadModel(), loadNotifications());
         return Promise.all(jobs);
       })
       .then(function () {
-        $('main').hidden = false;
         $('main').dataset.updates = String(Number($('main').dataset.updates || 0) + 1);
         setStatus('updated ' + new Date().toLocaleTimeString());
       })
@@ -346,7 +360,7 @@
         el('td', { text: n.node }),
         el('td', { text: n.address }),
         el('td', null, badge(state)),
-        el('td', { cls: 'reason', text: reason }),
+        el('td', { cls: 'reason', text: reason, title: evidenceText(a) }),
         el('td', { text: load + ' / ' + cap }),
         el('td', { text: r ? pct(r.share) : '–' }),
         el('td', { text: ago(n.last_seen_ms) })
@@ -354,6 +368,13 @@
       tr.addEventListener('click', function () { selectNode(n.node); });
       tb.appendChild(tr);
     });
+  }
+
+  function evidenceText(a) {
+    if (!a || !a.evidence || !a.evidence.length) return '';
+    return a.evidence.map(function (e) {
+      return e.metric + ': forecast ' + fmt(e.forecast) + ' vs threshold ' + fmt(e.threshold) + ' at h=' + e.horizon + ' (' + e.reason + ')';
+    }).join('\n');
   }
 
   function renderSelectors(names) {
@@ -404,7 +425,7 @@
       return Promise.resolve();
     }
     var key = S.pool + '\n' + S.node + '\n' + S.metric;
-    if (S.hist.key !== key) S.hist = { key: key, points: [], endpoint: S.hist.endpoint };
+    if (S.hist.key !== key) S.hist = { key: key, points: [], given: {}, endpoint: S.hist.endpoint };
     var h = S.hist;
     var cutoff = Date.now() - WINDOW_MS;
     var fromLatest = function () {
@@ -490,15 +511,27 @@
         fc.push([m.last_seen_ms + ahead, f.mean, f.lo, f.hi]);
       });
     }
+    // The shortest-horizon forecast of every poll, kept to show against what happened.
+    var given = S.hist.given;
+    if (m && fc.length > 1) given[fc[1][0]] = fc[1][1];
+    var cutoff = Date.now() - WINDOW_MS;
+    var past = [];
+    Object.keys(given).forEach(function (t) {
+      t = Number(t);
+      if (t < cutoff) delete given[t];
+      else if (m && t <= m.last_seen_ms) past.push([t, given[t]]);
+    });
     if (!pts.length && !fc.length) return noData('metric', box);
     var xsMap = {};
     pts.forEach(function (p) { xsMap[p[0]] = true; });
     fc.forEach(function (p) { xsMap[p[0]] = true; });
+    past.forEach(function (p) { xsMap[p[0]] = true; });
     var xs = Object.keys(xsMap).map(Number).sort(function (a, b) { return a - b; });
     var idx = {};
     xs.forEach(function (x, i) { idx[x] = i; });
     var col = function () { return xs.map(function () { return null; }); };
-    var val = col(), mean = col(), flo = col(), fhi = col(), plo = col(), phi = col();
+    var val = col(), mean = col(), flo = col(), fhi = col(), plo = col(), phi = col(), was = col();
+    past.forEach(function (p) { was[idx[p[0]]] = p[1]; });
     pts.forEach(function (p) { val[idx[p[0]]] = p[1]; });
     fc.forEach(function (p) {
       var i = idx[p[0]];
@@ -513,19 +546,25 @@
         phi[i] = prof.hi;
       }
     }
-    var data = [xs.map(function (x) { return x / 1000; }), val, mean, flo, fhi, plo, phi];
+    var data = [xs.map(function (x) { return x / 1000; }), val, mean, flo, fhi, plo, phi, was];
     var opts = {
       height: 280,
       cursor: { drag: { x: true, y: false } },
-      scales: { x: { time: true } },
+      scales: { x: { time: true, range: timeRange(30) } },
       series: [
         {},
         { label: S.metric, stroke: '#2f6fdb', width: 1.5, points: { show: true, size: 4 } },
         { label: 'forecast', stroke: '#862e9c', width: 1.5, dash: [6, 4], spanGaps: true },
-        { label: 'interval lo', stroke: 'rgba(134,46,156,0.45)', width: 1, spanGaps: true },
-        { label: 'interval hi', stroke: 'rgba(134,46,156,0.45)', width: 1, spanGaps: true },
-        { label: 'band lo', stroke: '#2b8a3e', width: 1, dash: [2, 3] },
-        { label: 'band hi', stroke: '#2b8a3e', width: 1, dash: [2, 3] },
+        { label: 'interval lo', stroke: 'rgba(134,46,156,0.45)', width: 1, spanGaps: true, points: { show: false } },
+        { label: 'interval hi', stroke: 'rgba(134,46,156,0.45)', width: 1, spanGaps: true, points: { show: false } },
+        { label: 'band lo', stroke: '#2b8a3e', width: 1, dash: [2, 3], points: { show: false } },
+        { label: 'band hi', stroke: '#2b8a3e', width: 1, dash: [2, 3], points: { show: false } },
+        {
+          label: 'earlier forecasts',
+          stroke: '#e67700',
+          paths: function () { return null; },
+          points: { show: true, size: 6, fill: '#e67700' },
+        },
       ],
       bands: [
         { series: [4, 3], fill: 'rgba(134,46,156,0.12)' },
@@ -536,6 +575,7 @@
     plot('metric', box, opts, data, 'metric');
     box.dataset.points = String(pts.length);
     box.dataset.forecasts = String(Math.max(0, fc.length - 1));
+    box.dataset.earlier = String(past.length);
     box.dataset.metric = S.metric;
     box.dataset.node = S.node || '';
     var parts = [];
@@ -584,7 +624,7 @@
     });
     var opts = {
       height: 220,
-      scales: { x: { time: true }, y: { range: fromZero } },
+      scales: { x: { time: true, range: timeRange(30) }, y: { range: fromZero } },
       series: series,
       axes: [{}, { size: 50, values: axisFmt }],
     };
@@ -639,7 +679,7 @@
       });
       var opts = {
         height: 220,
-        scales: { x: { time: true }, y: { range: [0, 1] } },
+        scales: { x: { time: true, range: timeRange(180) }, y: { range: [0, 1] } },
         series: series,
         axes: [{}, { size: 50, values: function (u, vals) { return vals.map(function (v) { return Math.round(v * 100) + '%'; }); } }],
       };
@@ -718,7 +758,7 @@
     Object.keys(S.charts).forEach(function (k) {
       var c = S.charts[k];
       var box = c.root.parentNode;
-      if (box) c.setSize({ width: chartWidth(box), height: c.height });
+      if (box && box.clientWidth && c.width !== chartWidth(box)) c.setSize({ width: chartWidth(box), height: c.height });
     });
   }
 

@@ -208,6 +208,8 @@ fn dashboard_renders_the_cluster_in_headless_chromium() {
             "--exit-after-s",
             "600",
         ])
+        // The demo proxy on a free port (by env: older `plb dev` builds have no proxy).
+        .env("PLB_DEV_PROXY", "127.0.0.1:0")
         .stdin(Stdio::null())
         .stdout(log_file.try_clone().expect("log file"))
         .stderr(log_file)
