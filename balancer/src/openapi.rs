@@ -6,7 +6,8 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::routes::{
-    agents, clients, feedback, model, notifications, ops, pools, probes, reports, route, webhook,
+    agents, clients, feedback, history, model, notifications, ops, pools, probes, reports, route,
+    webhook,
 };
 
 struct BearerAuth;
@@ -33,7 +34,7 @@ impl Modify for BearerAuth {
     paths(
         ops::healthz, ops::metrics, ops::openapi,
         clients::create, clients::revoke, clients::create_agent_token, clients::revoke_agent_token,
-        pools::create, pools::list, pools::get, pools::nodes,
+        pools::create, pools::list, pools::get, pools::nodes, history::get,
         probes::put, probes::list, probes::get, probes::delete,
         agents::register, agents::assignments, agents::module,
         reports::post,

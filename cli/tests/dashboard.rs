@@ -515,6 +515,13 @@ fn check_history_endpoint(api: &Api) {
     };
     let (st, body) = anon.get(&path);
     assert_eq!(st, 401, "{body}");
+    // Documented in the OpenAPI document with its body schema.
+    let doc = api.ok("/v1/openapi.json");
+    assert!(
+        doc["paths"]["/v1/pools/{pool}/nodes/{node}/history"]["get"].is_object(),
+        "history in the OpenAPI document"
+    );
+    assert!(doc["components"]["schemas"]["MetricHistory"].is_object());
 }
 
 fn section_until<'a>(dom: &'a str, id: &str, end: &str) -> &'a str {
