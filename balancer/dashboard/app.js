@@ -185,6 +185,8 @@
 
   function start() {
     S.running = true;
+    S.gen = (S.gen || 0) + 1; // a poll of an earlier generation does not reschedule
+    S.busy = false;
     poll();
   }
 
@@ -196,6 +198,11 @@
 
   function poll() {
     if (!S.running) return;
+    S.timer = null;
+    // A background tab does not poll; it catches up when shown again.
+    if (document.hidden) return;
+    S.busy = true;
+    var gen = S.gen;
     var slow = S.tick % SLOW_EVERY === 0;
     var p = (slow || !S.pools.length ? loadPools() : Promise.resolve())
       .then(function () {
@@ -228,7 +235,9 @@
         setStatus('update failed: ' + (e.message || e) + ' (retrying)');
       })
       .then(function () {
+        if (gen !== S.gen) return;
         S.tick++;
+        S.busy = false;
         if (S.running) S.timer = setTimeout(poll, POLL_MS);
       });
     return p;
@@ -777,6 +786,12 @@
     $('node-select').addEventListener('change', function (ev) { selectNode(ev.target.value); });
     $('metric-select').addEventListener('change', function (ev) { selectMetric(ev.target.value); });
     window.addEventListener('resize', resize);
+    document.addEventListener('visibilitychange', function () {
+      if (!document.hidden && S.running && !S.busy) {
+        if (S.timer) clearTimeout(S.timer);
+        poll();
+      }
+    });
     window.addEventListener('hashchange', function () {
       tokenFromFragment();
       var t = sessionStorage.getItem(TOKEN_KEY);
