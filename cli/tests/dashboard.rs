@@ -432,15 +432,20 @@ fn dashboard_renders_the_cluster_in_headless_chromium() {
 /// errors take the API's shape.
 fn check_history_endpoint(api: &Api) {
     let nodes = api.ok("/v1/pools/demo/nodes");
-    let node = &nodes["nodes"][0];
-    let id = node["node"].as_str().expect("node id");
-    // A quick probe's sample and one of its metrics.
-    let sample = node["latest"]
+    // A node whose newest run of the quick `health` probe succeeded, and that sample.
+    let (node, sample) = nodes["nodes"]
         .as_array()
-        .expect("latest samples")
+        .expect("nodes")
         .iter()
-        .find(|s| s["probe"] == "health" && s["outcome"] == "ok")
-        .expect("an ok sample of the health probe");
+        .find_map(|n| {
+            let s = n["latest"]
+                .as_array()?
+                .iter()
+                .find(|s| s["probe"] == "health" && s["outcome"] == "ok")?;
+            Some((n, s))
+        })
+        .expect("a node whose newest health sample is ok");
+    let id = node["node"].as_str().expect("node id");
     let (name, value) = sample["metrics"]
         .as_object()
         .and_then(|m| m.iter().find(|(k, _)| k.as_str() == "http-total-ms"))
