@@ -51,8 +51,9 @@ impl PoolModels {
     pub(crate) fn sync(&mut self, nodes: &[(i64, String, String)]) -> bool {
         let mut changed = false;
         let before = self.nodes.len();
-        self.nodes
-            .retain(|name, _| nodes.iter().any(|(_, n, _)| n == name));
+        let keep: std::collections::HashSet<&str> =
+            nodes.iter().map(|(_, n, _)| n.as_str()).collect();
+        self.nodes.retain(|name, _| keep.contains(name.as_str()));
         changed |= self.nodes.len() != before;
         for (id, name, address) in nodes {
             match self.nodes.get_mut(name) {
