@@ -213,7 +213,7 @@
         }
         if (!S.pool) return null;
         var jobs = [loadNodes().then(loadHistory)];
-        if (slow) jobs.push(loadShares(), loadProbes(), loadModel(), loadNotifications());
+        if (slow) jobs.push(loadShares(), loadProbes(), loadModel(), loadNotifications(), loadChanges());
         return Promise.all(jobs);
       })
       .then(function () {
@@ -426,6 +426,28 @@
     loadHistory().catch(function (e) { setStatus('update failed: ' + e.message); });
   }
 
+  // Stored state changes of the pool's nodes in the last hour, newest first.
+  function loadChanges() {
+    var since = Date.now() - 60 * 60 * 1000;
+    return optional('/v1/pools/' + enc(S.pool) + '/state-changes?since=' + since).then(function (b) {
+      var ul = $('changes');
+      ul.textContent = '';
+      var list = (b && b.changes) || [];
+      if (!list.length) {
+        ul.appendChild(el('li', { cls: 'empty', text: b ? 'no state changes in the last hour' : 'no data yet' }));
+        return;
+      }
+      list.slice(-30).reverse().forEach(function (c) {
+        ul.appendChild(el('li', { 'data-change': c.node },
+          el('span', { cls: 'when', text: new Date(c.at_ms).toLocaleTimeString() }),
+          el('strong', { text: c.node }), ' ',
+          badge(c.from), ' → ', badge(c.to), ' ',
+          el('span', { cls: 'muted', text: c.reason })
+        ));
+      });
+    });
+  }
+
   // ---- metric history, forecast, interval, threshold ---------------------------------
 
   function loadHistory() {
@@ -505,7 +527,11 @@
   function drawMetric() {
     var box = $('metric-chart');
     var info = $('metric-info');
-    var pts = S.hist.points;
+    // The chosen span before the newest sample (the whole 15 min are kept).
+    var span = Number($('window-select').value || 120) * 1000;
+    var all = S.hist.points;
+    var newest = all.length ? all[all.length - 1][0] : 0;
+    var pts = all.filter(function (p) { return p[0] >= newest - span; });
     var m = currentAssessment();
     if (!S.metric) {
       info.textContent = '';
@@ -528,7 +554,7 @@
     Object.keys(given).forEach(function (t) {
       t = Number(t);
       if (t < cutoff) delete given[t];
-      else if (m && t <= m.last_seen_ms) past.push([t, given[t]]);
+      else if (m && t <= m.last_seen_ms && t >= newest - span) past.push([t, given[t]]);
     });
     if (!pts.length && !fc.length) return noData('metric', box);
     var xsMap = {};
@@ -558,7 +584,7 @@
     var data = [xs.map(function (x) { return x / 1000; }), val, mean, flo, fhi, plo, phi, was];
     var opts = {
       height: 280,
-      cursor: { drag: { x: true, y: false } },
+      cursor: { drag: { x: true, y: true, uni: 30 } },
       scales: { x: { time: true, range: timeRange(30) } },
       series: [
         {},
@@ -785,6 +811,7 @@
     });
     $('node-select').addEventListener('change', function (ev) { selectNode(ev.target.value); });
     $('metric-select').addEventListener('change', function (ev) { selectMetric(ev.target.value); });
+    $('window-select').addEventListener('change', drawMetric);
     window.addEventListener('resize', resize);
     document.addEventListener('visibilitychange', function () {
       if (!document.hidden && S.running && !S.busy) {

@@ -364,6 +364,12 @@ fn dashboard_renders_the_cluster_in_headless_chromium() {
         "probe reliability badges"
     );
 
+    // The state-change list read its endpoint (a change, or the words for none).
+    let changes = section_until(&dom, "changes", "</ul>");
+    assert!(
+        changes.contains("data-change=") || changes.contains("no state changes"),
+        "state changes: {changes}"
+    );
     assert_chart(&dom, "metric-chart");
     let metric_tag = open_tag(&dom, "metric-chart");
     let forecasts: u64 = attr(metric_tag, "data-forecasts")
