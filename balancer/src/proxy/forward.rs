@@ -60,7 +60,7 @@ impl Default for ForwardSettings {
 
 /// Forwards requests for one pool.
 pub struct Forwarder<U: Upstream> {
-    upstream: U,
+    upstream: Arc<U>,
     client: Client<HttpConnector, UpstreamBody>,
     settings: ForwardSettings,
     pool: String,
@@ -85,8 +85,9 @@ enum Failure {
 }
 
 impl<U: Upstream> Forwarder<U> {
-    /// A forwarder for `pool` over `upstream`.
-    pub fn new(pool: impl Into<String>, upstream: U, settings: ForwardSettings) -> Arc<Self> {
+    /// A forwarder for `pool` over `upstream`, with its own connection pools. Its
+    /// connections' tasks run on the runtime that first uses it.
+    pub fn new(pool: impl Into<String>, upstream: Arc<U>, settings: ForwardSettings) -> Arc<Self> {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(settings.connect_timeout));
         connector.set_nodelay(true);
@@ -176,7 +177,13 @@ impl<U: Upstream> Forwarder<U> {
                 Some(Err(stream)) => (None, Either::Right(stream)),
                 None => break,
             };
-            let mut out = Request::from_parts(parts.clone(), this_body);
+            // The head is kept only while a retry may need it.
+            let head = if replay.is_some() {
+                parts.clone()
+            } else {
+                std::mem::replace(&mut parts, Request::new(()).into_parts().0)
+            };
+            let mut out = Request::from_parts(head, this_body);
             *out.uri_mut() = uri;
             let started = Instant::now();
             let result = match tokio::time::timeout_at(deadline, self.client.request(out)).await {

@@ -20,8 +20,7 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
-use tokio::task::JoinHandle;
+use tokio::sync::{mpsc, watch};
 
 pub use forward::{ForwardSettings, Forwarder};
 
@@ -131,8 +130,8 @@ pub struct RunningProxy {
     pub pool: String,
     /// The bound address (useful with port 0).
     pub addr: SocketAddr,
-    stop: watch::Sender<bool>,
-    task: JoinHandle<()>,
+    stop: watch::Sender<Option<Duration>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl RunningProxy {
@@ -141,55 +140,98 @@ impl RunningProxy {
         format!("http://{}", self.addr)
     }
 
-    /// Stops accepting; connections get up to `grace` to finish their requests.
+    /// Stops accepting; connections get up to `grace` to finish their requests, then are
+    /// closed.
     pub async fn stop(self, grace: Duration) {
-        let _ = self.stop.send(true);
-        let mut task = self.task;
-        if tokio::time::timeout(grace, &mut task).await.is_err() {
-            task.abort();
-        }
+        let _ = self.stop.send(Some(grace));
+        let threads = self.threads;
+        let _ = tokio::task::spawn_blocking(move || {
+            for t in threads {
+                let _ = t.join();
+            }
+        })
+        .await;
     }
 }
 
-/// Binds `listen` and serves `forwarder` there until stopped.
+/// Threads a proxy runs on by default: one per core.
+pub fn default_threads() -> usize {
+    std::thread::available_parallelism().map_or(2, std::num::NonZero::get)
+}
+
+/// Binds `listen` and serves the pool there until stopped, on `threads` threads of its
+/// own, each with a single-threaded runtime and its own [`Forwarder`] (connection pools):
+/// a request's client connection, node connection and the tasks between them stay on one
+/// thread, with no cross-thread wake-ups (HAProxy's threading model). The first thread
+/// also accepts, and hands connections to the threads in turn (threads all accepting from
+/// one socket would not share the connections evenly). The upstream is shared.
 pub async fn start<U: Upstream>(
-    forwarder: Arc<Forwarder<U>>,
+    upstream: Arc<U>,
+    settings: ForwardSettings,
     pool: &str,
     listen: SocketAddr,
+    threads: usize,
 ) -> Result<RunningProxy, ProxyError> {
-    let listener = TcpListener::bind(listen)
-        .await
-        .map_err(|source| ProxyError::Bind {
-            pool: pool.to_owned(),
-            addr: listen,
-            source,
-        })?;
-    let addr = listener.local_addr().map_err(|source| ProxyError::Bind {
+    let bind_err = |source| ProxyError::Bind {
         pool: pool.to_owned(),
         addr: listen,
         source,
-    })?;
-    let (stop, stopped) = watch::channel(false);
-    let task = tokio::spawn(accept_loop(listener, forwarder, stopped));
-    tracing::info!(%addr, pool, "proxy listening");
+    };
+    let listener = TcpListener::bind(listen).await.map_err(bind_err)?;
+    let addr = listener.local_addr().map_err(bind_err)?;
+    let mut listener = Some(listener.into_std().map_err(bind_err)?);
+    let (stop, stopped) = watch::channel(None);
+    let n = threads.max(1);
+    let (senders, receivers): (Vec<_>, Vec<_>) = (0..n).map(|_| mpsc::unbounded_channel()).unzip();
+    let mut handles = Vec::new();
+    for (i, rx) in receivers.into_iter().enumerate() {
+        let acceptor = listener.take().map(|l| (l, senders.clone()));
+        let fwd = Forwarder::new(pool.to_owned(), Arc::clone(&upstream), settings.clone());
+        let stopped = stopped.clone();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(bind_err)?;
+        let handle = std::thread::Builder::new()
+            .name(format!("plb-proxy-{pool}-{i}"))
+            .spawn(move || {
+                rt.block_on(serve_thread(acceptor, rx, fwd, stopped));
+                // Dropping the runtime closes the connections still open past the grace.
+                drop(rt);
+            })
+            .map_err(bind_err)?;
+        handles.push(handle);
+    }
+    tracing::info!(%addr, pool, threads = handles.len(), "proxy listening");
     Ok(RunningProxy {
         pool: pool.to_owned(),
         addr,
         stop,
-        task,
+        threads: handles,
     })
 }
 
-async fn accept_loop<U: Upstream>(
-    listener: TcpListener,
-    forwarder: Arc<Forwarder<U>>,
-    mut stopped: watch::Receiver<bool>,
+/// An accepted connection on its way to a proxy thread.
+type Accepted = (std::net::TcpStream, SocketAddr);
+
+/// Accepts and deals connections to the threads in turn.
+async fn accept_loop(
+    listener: std::net::TcpListener,
+    threads: Vec<mpsc::UnboundedSender<Accepted>>,
+    mut stopped: watch::Receiver<Option<Duration>>,
 ) {
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let listener = match TcpListener::from_std(listener) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(error = %e, "the proxy cannot listen");
+            return;
+        }
+    };
+    let mut next = 0usize;
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
-            _ = stopped.wait_for(|s| *s) => break,
+            _ = stopped.wait_for(Option::is_some) => break,
         };
         let (stream, peer) = match accepted {
             Ok(a) => a,
@@ -201,6 +243,45 @@ async fn accept_loop<U: Upstream>(
             }
         };
         let _ = stream.set_nodelay(true);
+        let Ok(stream) = stream.into_std() else {
+            continue;
+        };
+        if let Some(t) = threads.get(next % threads.len()) {
+            let _ = t.send((stream, peer));
+        }
+        next = next.wrapping_add(1);
+    }
+}
+
+/// One proxy thread: serves the connections dealt to it until stopped, then gives them
+/// the grace period to finish.
+async fn serve_thread<U: Upstream>(
+    acceptor: Option<(std::net::TcpListener, Vec<mpsc::UnboundedSender<Accepted>>)>,
+    mut connections: mpsc::UnboundedReceiver<Accepted>,
+    forwarder: Arc<Forwarder<U>>,
+    mut stopped: watch::Receiver<Option<Duration>>,
+) {
+    if let Some((listener, threads)) = acceptor {
+        tokio::spawn(accept_loop(listener, threads, stopped.clone()));
+    }
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let grace = loop {
+        let (stream, peer) = tokio::select! {
+            c = connections.recv() => match c {
+                Some(c) => c,
+                None => break Duration::ZERO,
+            },
+            g = stopped.wait_for(Option::is_some) => {
+                break g.ok().and_then(|g| *g).unwrap_or_default();
+            }
+        };
+        let stream = match tokio::net::TcpStream::from_std(stream) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, %peer, "proxy thread cannot take a connection");
+                continue;
+            }
+        };
         let fwd = Arc::clone(&forwarder);
         let service = service_fn(move |req| {
             let fwd = Arc::clone(&fwd);
@@ -217,9 +298,8 @@ async fn accept_loop<U: Upstream>(
                 tracing::debug!(error = %e, %peer, "proxy connection ended with an error");
             }
         });
-    }
-    drop(listener);
-    graceful.shutdown().await;
+    };
+    let _ = tokio::time::timeout(grace, graceful.shutdown()).await;
 }
 
 /// The balancer's data-plane edges: the `--proxy` listeners and the `--agent-check`
@@ -249,8 +329,14 @@ impl Edges {
         for spec in &cfg.proxy {
             let started = async {
                 let upstream = engine::EngineUpstream::new(Arc::clone(&state.engine), &spec.pool)?;
-                let fwd = Forwarder::new(spec.pool.clone(), upstream, settings.clone());
-                start(fwd, &spec.pool, spec.listen).await
+                start(
+                    Arc::new(upstream),
+                    settings.clone(),
+                    &spec.pool,
+                    spec.listen,
+                    default_threads(),
+                )
+                .await
             }
             .await;
             match started {
