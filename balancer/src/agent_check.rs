@@ -203,6 +203,43 @@ mod tests {
         assert_eq!(Reply::Unknown.to_string(), "\n");
     }
 
+    fn snapshot(nodes: Vec<plb_routing::NodeView>) -> Snapshot {
+        let live = plb_routing::LiveSet::default();
+        Snapshot::new(nodes, &live, plb_routing::Shaping::default(), 0.0).expect("snapshot")
+    }
+
+    fn node(id: &str, state: NodeState, weight: f64) -> plb_routing::NodeView {
+        let mut n = plb_routing::NodeView::new(id, "127.0.0.1:1");
+        n.state = state;
+        n.weight = weight;
+        n
+    }
+
+    #[test]
+    fn replies_follow_the_snapshot() {
+        let snap = snapshot(vec![
+            node("full", NodeState::Healthy, 2.0),
+            node("half", NodeState::Healthy, 1.0),
+            node("unknown", NodeState::Unknown, 2.0),
+            node("drained", NodeState::Healthy, 0.0),
+            node("failing", NodeState::Unhealthy, 2.0),
+        ]);
+        assert_eq!(reply_for(&snap, "full", 100.0), Reply::Up(100));
+        assert_eq!(reply_for(&snap, "half", 100.0), Reply::Up(50));
+        // Unknown nodes count at half their weight.
+        assert_eq!(reply_for(&snap, "unknown", 100.0), Reply::Up(50));
+        assert_eq!(reply_for(&snap, "drained", 100.0), Reply::Drain);
+        assert_eq!(reply_for(&snap, "failing", 100.0), Reply::Down);
+        assert_eq!(reply_for(&snap, "nobody", 100.0), Reply::Unknown);
+
+        // All unhealthy: PLB routes best effort to every node, so all stay up.
+        let snap = snapshot(vec![
+            node("a", NodeState::Unhealthy, 1.0),
+            node("b", NodeState::Unhealthy, 1.0),
+        ]);
+        assert_eq!(reply_for(&snap, "a", 100.0), Reply::Up(100));
+    }
+
     #[test]
     fn percent_is_relative_to_the_heaviest() {
         assert_eq!(percent(2.0, 2.0), Reply::Up(100));

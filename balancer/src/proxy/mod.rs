@@ -386,6 +386,38 @@ mod tests {
     use super::*;
 
     #[test]
+    fn proxy_flags_repeat_and_name_their_format() {
+        use clap::Parser;
+        #[derive(Debug, Parser)]
+        struct Cli {
+            #[command(flatten)]
+            cfg: crate::BalancerConfig,
+        }
+        let cli = Cli::try_parse_from([
+            "plb",
+            "--admin-token",
+            "0123456789abcdef",
+            "--proxy",
+            "web=127.0.0.1:8080",
+            "--proxy",
+            "api=127.0.0.1:8081",
+            "--agent-check",
+            "127.0.0.1:7071",
+        ])
+        .expect("parses");
+        let pools: Vec<&str> = cli.cfg.proxy.iter().map(|p| p.pool.as_str()).collect();
+        assert_eq!(pools, ["web", "api"]);
+        assert_eq!(
+            cli.cfg.agent_check,
+            Some("127.0.0.1:7071".parse().expect("addr"))
+        );
+        cli.cfg.validate().expect("valid");
+        let e = Cli::try_parse_from(["plb", "--admin-token", "0123456789abcdef", "--proxy", "web"])
+            .expect_err("no address");
+        assert!(e.to_string().contains("POOL=LISTEN_ADDR"), "{e}");
+    }
+
+    #[test]
     fn specs_parse() {
         let s: ProxySpec = "web=127.0.0.1:8080".parse().expect("parses");
         assert_eq!(s.pool, "web");
