@@ -150,27 +150,17 @@ impl Trainer {
     /// after it. Returns the new state.
     pub(crate) fn install(&mut self, out: FitOutcome) -> Option<Arc<Fitted>> {
         self.fitting = false;
-        if let Some(prev) = &self.current {
-            let after: Vec<CapacityRow> = self
-                .rows
-                .iter()
-                .filter(|(t, _, _)| *t > prev.at_ms)
-                .map(|(_, _, r)| r.clone())
-                .collect();
-            if let Some(model) = &prev.pool
-                && let Some(s) = model.score(&after)
-            {
-                if self.scores.len() == SCORES_KEPT {
-                    self.scores.pop_front();
-                }
-                self.scores.push_back(CapacityScoreView {
-                    fitted_at_ms: prev.at_ms,
-                    scored_at_ms: out.at_ms,
-                    rows: s.rows as u64,
-                    mae_ms: s.mae_ms,
-                    baseline_mae_ms: s.baseline_mae_ms,
-                });
+        if let Some(prev) = &self.current
+            && let Some(s) = score(prev, &self.rows)
+        {
+            if self.scores.len() == SCORES_KEPT {
+                self.scores.pop_front();
             }
+            self.scores.push_back(CapacityScoreView {
+                fitted_at_ms: prev.at_ms,
+                scored_at_ms: out.at_ms,
+                ..s
+            });
         }
         if out.pool.is_none() && out.nodes.is_empty() {
             return self.current.clone();
@@ -216,6 +206,38 @@ impl Trainer {
     }
 }
 
+/// Scores `fitted` on the rows that came after it: each node's rows against the model
+/// the node's capacity came from (its own, else the pool's), weighted by rows.
+fn score(
+    fitted: &Fitted,
+    rows: &VecDeque<(i64, String, CapacityRow)>,
+) -> Option<CapacityScoreView> {
+    let mut by_node: BTreeMap<&str, Vec<CapacityRow>> = BTreeMap::new();
+    for (t, n, r) in rows {
+        if *t > fitted.at_ms {
+            by_node.entry(n.as_str()).or_default().push(r.clone());
+        }
+    }
+    let (mut n, mut mae, mut base) = (0usize, 0.0, 0.0);
+    for (node, rows) in by_node {
+        let Some(model) = fitted.nodes.get(node).or(fitted.pool.as_ref()) else {
+            continue;
+        };
+        if let Some(s) = model.score(&rows) {
+            n += s.rows;
+            mae += s.mae_ms * s.rows as f64;
+            base += s.baseline_mae_ms * s.rows as f64;
+        }
+    }
+    (n > 0).then(|| CapacityScoreView {
+        fitted_at_ms: fitted.at_ms,
+        scored_at_ms: fitted.at_ms,
+        rows: n as u64,
+        mae_ms: mae / n as f64,
+        baseline_mae_ms: base / n as f64,
+    })
+}
+
 /// The wire view of a fitted state.
 pub(crate) fn view(f: &Fitted) -> CapacityModelView {
     let describe = |m: &CapacityModel| (m.form().as_str().to_string(), m.rows(), m.loo_error());
@@ -249,5 +271,72 @@ pub(crate) fn view(f: &Fitted) -> CapacityModelView {
                 }
             })
             .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(node: &str, load: f64, latency_ms: f64, at_ms: i64) -> FeedbackRow {
+        FeedbackRow {
+            node: node.into(),
+            at_ms,
+            load,
+            latency_ms,
+            ok: true,
+        }
+    }
+
+    #[test]
+    fn the_knee_of_each_node_is_found_and_capped_at_the_median() {
+        let cfg = TrainingConfig::default();
+        let mut t = Trainer::default();
+        // a: 20 ms + 10 ms per request in flight (knee 18 at 200 ms); b: twice as slow
+        // per request (knee 9); c: like a.
+        let mut rows = Vec::new();
+        for k in 0..300 {
+            let load = f64::from(1 + k % 16);
+            rows.push(row("a", load, 20.0 + 10.0 * load, 1_000 + i64::from(k)));
+            rows.push(row("b", load, 20.0 + 20.0 * load, 1_000 + i64::from(k)));
+            rows.push(row("c", load, 20.0 + 10.0 * load, 1_000 + i64::from(k)));
+        }
+        // Failures are not the node's latency.
+        rows.push(FeedbackRow {
+            ok: false,
+            ..row("a", 1.0, 1.0, 1_500)
+        });
+        t.add(rows, &cfg);
+        assert_eq!(t.rows(), 900);
+        let due = t.due(2_000, &cfg).expect("enough rows");
+        assert!(t.due(2_000, &cfg).is_none(), "one fit at a time");
+        let fitted = t
+            .install(fit(due, 200.0, cfg.min_rows, 2_000))
+            .expect("fitted");
+        let est = |n: &str| fitted.estimates[n];
+        assert!((est("a") - 18.0).abs() < 1.0, "{:?}", fitted.estimates);
+        assert!((est("b") - 9.0).abs() < 0.5, "{:?}", fitted.estimates);
+        assert!(est("c") <= est("a") + 1e-9);
+        let v = view(&fitted);
+        assert_eq!(v.nodes.len(), 3);
+        assert!(v.nodes.iter().all(|n| n.own_model));
+
+        // The next fit scores this one on the rows that came after it.
+        let later: Vec<FeedbackRow> = (0..120)
+            .map(|k| {
+                let load = f64::from(1 + k % 16);
+                row("a", load, 20.0 + 10.0 * load, 3_000 + i64::from(k))
+            })
+            .collect();
+        t.add(later, &cfg);
+        let due = t.due(2_000 + cfg.refit_every_ms, &cfg).expect("due again");
+        t.install(fit(due, 200.0, cfg.min_rows, 4_000));
+        let s = t.scores.back().expect("scored");
+        assert_eq!(s.fitted_at_ms, 2_000);
+        assert!(s.rows >= 100 && s.mae_ms < 0.5 * s.baseline_mae_ms, "{s:?}");
+
+        // No feedback for longer than the fit's lifetime: dropped.
+        t.due(4_000 + cfg.ttl_ms + 1, &cfg);
+        assert!(t.current.is_none());
     }
 }

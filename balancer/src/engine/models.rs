@@ -246,3 +246,75 @@ pub(crate) fn degrade_score(model: &NodeModel, params: &NodeParams, now_ms: i64)
     }
     worst.clamp(0.0, 1.0)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use plb_api::Outcome;
+
+    use super::*;
+
+    fn sample(t: i64, v: f64) -> Sample {
+        Sample {
+            id: format!("s{t}"),
+            pool: "web".into(),
+            probe: "node".into(),
+            version: 0,
+            taken_at_ms: t,
+            outcome: Outcome::Ok,
+            metrics: BTreeMap::from([("latency-ms".to_string(), v)]),
+            duration_ms: 1.0,
+            fuel_used: None,
+            message: String::new(),
+            stderr: String::new(),
+        }
+    }
+
+    const NOISE: [f64; 10] = [
+        0.0, 0.02, -0.015, 0.01, -0.03, 0.025, -0.005, 0.015, -0.02, 0.03,
+    ];
+
+    #[test]
+    fn the_degrade_score_rises_before_the_band_and_noise_leaves_it_at_zero() {
+        let config = NodeConfig::new(NodeParams::default()).expect("params");
+        let mut m = PoolModels::new(Arc::clone(&config));
+        assert!(m.sync(&[(1, "a".into(), "h:1".into())]));
+        assert!(!m.sync(&[(1, "a".into(), "h:1".into())]), "nothing changed");
+        let mut t = 1_000_000;
+        for k in 0..60 {
+            m.observe("a", &sample(t, 10.0 * (1.0 + NOISE[k % 10])))
+                .expect("observe");
+            t += 1000;
+        }
+        let views = m.views(t, 0.0);
+        assert_eq!(views[0].state, NodeState::Healthy);
+        assert_eq!(views[0].degrade_score, 0.0, "noise is not a trend");
+        let mut first_rise = None;
+        for k in 1..=30 {
+            let v = 10.0 * (1.0 + 0.01 * k as f64);
+            m.observe("a", &sample(t, v)).expect("observe");
+            let hi = m.nodes["a"]
+                .model
+                .series("node/latency-ms")
+                .and_then(|s| s.profile().forecast_band(3.0))
+                .map(|b| b.1)
+                .expect("band");
+            let score = m.views(t, 0.0)[0].degrade_score;
+            if score > 0.0 && first_rise.is_none() {
+                first_rise = Some((v, hi, score));
+            }
+            t += 1000;
+        }
+        let (v, hi, _) = first_rise.expect("the score rises");
+        assert!(
+            v < hi,
+            "it rose before the value left its band: {v} vs {hi}"
+        );
+        // Stale: unknown, and the view says so.
+        let views = m.views(t + 60_000, 0.0);
+        assert_eq!(views[0].state, NodeState::Unknown);
+        // Unknown nodes are not learnt from.
+        assert!(m.observe("zz", &sample(t, 1.0)).expect("ignored").is_none());
+    }
+}

@@ -495,3 +495,139 @@ impl PoolRouter {
         lock(&self.outstanding).values().map(VecDeque::len).sum()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use plb_predict::{NodeConfig, NodeParams};
+    use plb_routing::{NodeView, Shaping, Snapshot};
+
+    use super::*;
+
+    fn router(nodes: &[&str]) -> PoolRouter {
+        let config = NodeConfig::new(NodeParams::default()).expect("params");
+        let r = PoolRouter::new(
+            1,
+            "web".into(),
+            Clock::new(),
+            PolicyKind::Plb,
+            100.0,
+            PoolModels::new(Arc::clone(&config)),
+            None,
+        );
+        let views = nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| NodeView::new(*n, format!("127.0.0.1:{}", 9000 + i)))
+            .collect();
+        let snap = Snapshot::new(views, &r.live, Shaping::default(), 0.0).expect("snapshot");
+        r.snapshot.store(snap);
+        r
+    }
+
+    fn in_flight(r: &PoolRouter) -> u64 {
+        r.live.in_flight()
+    }
+
+    #[test]
+    fn excluded_nodes_are_skipped_and_none_when_all_are() {
+        let r = router(&["a", "b", "c"]);
+        let q = RouteQuery::default();
+        for _ in 0..200 {
+            let got = r.route(&q, &["a", "b"]).expect("c is left");
+            assert_eq!(
+                (got.node.as_str(), got.address.as_str()),
+                ("c", "127.0.0.1:9002")
+            );
+        }
+        assert!(r.route(&q, &["a", "b", "c"]).is_none());
+        assert!(router(&[]).route(&q, &[]).is_none());
+    }
+
+    #[test]
+    fn a_routed_request_holds_its_slot_until_feedback_or_drop() {
+        let r = router(&["a", "b"]);
+        let q = RouteQuery::default();
+        let one = r.route(&q, &[]).expect("a node");
+        let two = r.route(&q, &[]).expect("a node");
+        assert_eq!(in_flight(&r), 2);
+        r.feedback(&one, 12.0, true);
+        r.feedback(&one, 12.0, true); // ignored: already reported
+        assert_eq!(in_flight(&r), 1);
+        drop(two); // cancelled: slot given back, no observation
+        assert_eq!(in_flight(&r), 0);
+        assert!(!one.reason().is_empty());
+        drop(one);
+        assert_eq!(in_flight(&r), 0, "a reported request is not released twice");
+        let rows = r.take_rows();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(
+            (rows[0].load, rows[0].latency_ms, rows[0].ok),
+            (1.0, 12.0, true)
+        );
+        let snap = r.snapshot();
+        let completed: u64 = (0..snap.len())
+            .filter_map(|i| snap.live(i))
+            .map(|l| l.completed())
+            .sum();
+        assert_eq!(completed, 1);
+    }
+
+    #[test]
+    fn http_decisions_are_released_by_feedback_in_order_or_by_the_timeout() {
+        let r = router(&["a"]);
+        let q = RouteQuery::default();
+        for _ in 0..3 {
+            let d = r.route_http(&q, None).expect("a");
+            assert_eq!(d.decision.node, "a");
+            assert!(
+                d.decision.reason.starts_with("node a"),
+                "{}",
+                d.decision.reason
+            );
+        }
+        assert_eq!((in_flight(&r), r.outstanding()), (3, 3));
+        r.feedback_http("a", 5.0, true).expect("known node");
+        assert_eq!((in_flight(&r), r.outstanding()), (2, 2));
+        // The oldest decision went first: it was sent with 1 in flight.
+        assert_eq!(r.take_rows()[0].load, 1.0);
+        assert_eq!(
+            r.feedback_http("zz", 5.0, true),
+            Err(FeedbackError::UnknownNode("zz".into()))
+        );
+        assert!(matches!(
+            r.feedback_http("a", -1.0, true),
+            Err(FeedbackError::BadLatency(_))
+        ));
+        assert!(r.check_feedback("a", f64::NAN).is_err());
+        assert_eq!(r.expire_outstanding(3600.0), 0, "nothing is that old");
+        assert_eq!(r.expire_outstanding(0.0), 2);
+        assert_eq!((in_flight(&r), r.outstanding()), (0, 0));
+        // Feedback for a request routed elsewhere: estimates only, nothing released.
+        r.feedback_http("a", 5.0, false).expect("known node");
+        assert_eq!(in_flight(&r), 0);
+    }
+
+    #[test]
+    fn the_policy_can_be_switched_and_overridden() {
+        let r = router(&["a", "b", "c"]);
+        assert_eq!(r.policy(), PolicyKind::Plb);
+        r.set_policy(PolicyKind::RoundRobin);
+        assert_eq!(r.policy(), PolicyKind::RoundRobin);
+        let q = RouteQuery::default();
+        let nodes: std::collections::HashSet<String> = (0..3)
+            .map(|_| r.route_http(&q, None).expect("a node").decision.node)
+            .collect();
+        assert_eq!(nodes.len(), 3, "round-robin visits every node");
+        let d = r
+            .route_http(&q, Some(PolicyKind::LeastRequest))
+            .expect("a node");
+        assert_eq!(d.policy, PolicyKind::LeastRequest);
+        assert_eq!(
+            r.policy(),
+            PolicyKind::RoundRobin,
+            "an override is for one decision"
+        );
+    }
+}
