@@ -63,6 +63,9 @@ async fn handle(name: Arc<str>, seen: Arc<Seen>, req: Request<Incoming>) -> Resp
         _ => 0,
     };
     let path = req.uri().path().to_owned();
+    if let Some(ms) = path.strip_prefix("/sleep/") {
+        tokio::time::sleep(Duration::from_millis(ms.parse().expect("ms"))).await;
+    }
     let body = if path == "/echo" {
         // Streams the request body back as it arrives.
         req.into_body().boxed()
@@ -151,6 +154,10 @@ struct Setup {
 }
 
 async fn setup() -> Setup {
+    setup_with(|_| {}).await
+}
+
+async fn setup_with(tweak: impl FnOnce(&mut plb_balancer::BalancerConfig)) -> Setup {
     let bal = TestBalancer::start_with(|cfg| {
         cfg.proxy = vec![ProxySpec {
             pool: POOL.into(),
@@ -158,6 +165,7 @@ async fn setup() -> Setup {
         }];
         cfg.proxy_connect_timeout_ms = 500;
         cfg.proxy_timeout_ms = 20_000;
+        tweak(cfg);
     })
     .await;
     let proxy = bal.running.edges.proxy(POOL).expect("proxy runs").url();
@@ -517,4 +525,43 @@ async fn a_pool_name_two_clients_use_refuses_to_start() {
     let ok = plb_balancer::start(&cfg).await.expect("starts");
     ok.stop().await.expect("stop");
     drop(dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_slower_than_the_total_timeout_gets_504_and_an_error_as_feedback() {
+    let s = setup_with(|cfg| cfg.proxy_timeout_ms = 300).await;
+    let slow = Backend::start("slow").await;
+    s.register("node-slow", slow.addr).await;
+    s.wait_for_nodes(1).await;
+    let before = s.routing().await;
+    let started = std::time::Instant::now();
+    let got = common::raw(
+        &format!("{}/sleep/2000", s.proxy),
+        reqwest::Method::GET,
+        None,
+        None,
+        None,
+    )
+    .await;
+    let took = started.elapsed();
+    common::assert_error(&got, 504, "gateway_timeout", "node-slow");
+    assert!(
+        took < Duration::from_millis(1500),
+        "answered at the timeout, not when the node did: {took:?}"
+    );
+    let after = s.routing().await;
+    let errors =
+        |m: &BTreeMap<String, plb_api::NodeRouting>| m.get("node-slow").map_or(0, |r| r.errors);
+    assert_eq!(errors(&after) - errors(&before), 1, "{after:?}");
+    // A fast answer still passes.
+    let got = common::raw(
+        &format!("{}/name", s.proxy),
+        reqwest::Method::GET,
+        None,
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(got.0, 200);
+    s.bal.running.stop().await.expect("stop");
 }
