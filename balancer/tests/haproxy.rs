@@ -7,6 +7,8 @@ mod common;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use common::{TestBalancer, batch, now_ms, register, sample};
@@ -132,14 +134,16 @@ async fn haproxy_agent_check_sets_the_weights_plb_says() {
 
     // node-1 reports healthy samples, node-3 fails its checks, node-2 reports nothing
     // (unknown: half weight).
+    let node3_ok = Arc::new(AtomicBool::new(false));
     let reporters: Vec<_> = ["node-1", "node-3"]
         .into_iter()
         .map(|node| {
             let agent = agents[node].0.clone();
+            let node3_ok = Arc::clone(&node3_ok);
             tokio::spawn(async move {
                 loop {
                     let mut s = sample(POOL, NODE_SAMPLER_PROBE, 0, now_ms());
-                    if node == "node-3" {
+                    if node == "node-3" && !node3_ok.load(Ordering::Relaxed) {
                         s.outcome = Outcome::Unhealthy;
                         s.message = "connection refused".into();
                     }
@@ -192,65 +196,93 @@ async fn haproxy_agent_check_sets_the_weights_plb_says() {
         .spawn()
         .expect("start haproxy");
 
-    // Until PLB's own weights have settled apart (node-1 slow-starts to full weight,
-    // node-2 stays at half, node-3 is unhealthy), and HAProxy shows the same.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(75);
-    let mut last: String;
-    let agreed = loop {
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        let want = plb_expected(&client).await;
-        let text = match stats(&sock, "show servers state be").await {
-            Ok(t) => t,
-            Err(e) => {
-                last = format!("stats socket: {e}");
-                if tokio::time::Instant::now() > deadline {
-                    break None;
-                }
-                continue;
-            }
-        };
-        let got = parse_state(&text);
-        last = format!("PLB {want:?}\nHAProxy {got:?}");
-        let settled = want
-            .get("node-3")
+    // Until PLB's own weights have settled apart (node-1 at full weight, node-2 at half,
+    // node-3 unhealthy), and HAProxy shows the same.
+    let first = agreement(&client, &sock, |want| {
+        want.get("node-3")
             .is_some_and(|w| w.0 == NodeState::Unhealthy)
             && want.get("node-1").and_then(|w| w.1) == Some(100)
             && want
                 .get("node-2")
                 .and_then(|w| w.1)
-                .is_some_and(|p| p <= 60);
-        let matches = NODES.iter().enumerate().all(|(i, node)| {
-            let (Some(w), Some(h)) = (want.get(*node), got.get(&format!("s{}", i + 1))) else {
-                return false;
-            };
-            match w.1 {
-                Some(pct) => h.op_state == 2 && h.weight.abs_diff(pct) <= 2,
-                None => h.op_state == 0,
-            }
-        });
-        if settled && matches {
-            break Some((want, got));
+                .is_some_and(|p| p <= 60)
+    })
+    .await;
+    // Then node-3 recovers: HAProxy brings it back up at the weight PLB gives it.
+    node3_ok.store(true, Ordering::Relaxed);
+    let second = match &first {
+        Ok(_) => {
+            agreement(&client, &sock, |want| {
+                want.get("node-3")
+                    .is_some_and(|w| w.0 != NodeState::Unhealthy && w.1.is_some())
+            })
+            .await
         }
-        if tokio::time::Instant::now() > deadline {
-            break None;
-        }
+        Err(e) => Err(e.clone()),
     };
     for r in reporters {
         r.abort();
     }
     let _ = ha.start_kill();
     let out = ha.wait_with_output().await.expect("haproxy output");
-    let Some((want, got)) = agreed else {
-        panic!(
-            "HAProxy's weights never matched PLB's within 75 s:\n{last}\nhaproxy stderr:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let (want, got) = first.unwrap_or_else(|e| panic!("{e}\nhaproxy stderr:\n{stderr}"));
     eprintln!("PLB {want:?}\nHAProxy {got:?}");
     assert_eq!(got["s1"].weight, 100);
     assert!(got["s2"].weight < 70 && got["s2"].weight > 0, "{got:?}");
     assert_eq!(got["s3"].op_state, 0, "node-3 is down in HAProxy");
+    let (want, got) =
+        second.unwrap_or_else(|e| panic!("after recovery: {e}\nhaproxy stderr:\n{stderr}"));
+    eprintln!("after recovery: PLB {want:?}\nHAProxy {got:?}");
+    assert_eq!(got["s3"].op_state, 2, "node-3 is up again in HAProxy");
     bal.running.stop().await.expect("stop");
+}
+
+/// Polls PLB's nodes view and HAProxy's stats socket until PLB's figures satisfy
+/// `settled` and HAProxy's servers match them (up at PLB's percentage within 2 points, or
+/// down), for up to 60 s.
+async fn agreement(
+    client: &plb_client::Client,
+    sock: &std::path::Path,
+    settled: impl Fn(&BTreeMap<String, (NodeState, Option<u32>)>) -> bool,
+) -> Result<
+    (
+        BTreeMap<String, (NodeState, Option<u32>)>,
+        BTreeMap<String, HaServer>,
+    ),
+    String,
+> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let mut last: String;
+    loop {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let want = plb_expected(client).await;
+        match stats(sock, "show servers state be").await {
+            Ok(text) => {
+                let got = parse_state(&text);
+                last = format!("PLB {want:?}\nHAProxy {got:?}");
+                let matches = NODES.iter().enumerate().all(|(i, node)| {
+                    let (Some(w), Some(h)) = (want.get(*node), got.get(&format!("s{}", i + 1)))
+                    else {
+                        return false;
+                    };
+                    match w.1 {
+                        Some(pct) => h.op_state == 2 && h.weight.abs_diff(pct) <= 2,
+                        None => h.op_state == 0,
+                    }
+                });
+                if settled(&want) && matches {
+                    return Ok((want, got));
+                }
+            }
+            Err(e) => last = format!("stats socket: {e}"),
+        }
+        if tokio::time::Instant::now() > deadline {
+            return Err(format!(
+                "HAProxy's weights never matched PLB's within 60 s:\n{last}"
+            ));
+        }
+    }
 }
 
 fn which(bin: &str) -> Option<std::path::PathBuf> {
