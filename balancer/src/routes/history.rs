@@ -1,9 +1,8 @@
 //! A node's metric history for the dashboard's charts:
 //! `GET /v1/pools/{pool}/nodes/{node}/history?metric=probe/metric&since=ms`, the stored
-//! raw samples of one series (`ok` runs only) over a recent window, oldest first. Read
-//! through the store's time-ordered sample scan and filtered to the caller's pool and
-//! node; when the scan hits its row cap the answer says `truncated` (it then holds the
-//! window's oldest part).
+//! raw samples of one series (`ok` runs only) over a recent window, oldest first, read
+//! by [`crate::store::Store::node_probe_samples`]; past the row cap the answer keeps the
+//! window's newest part and says `truncated`.
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use plb_api::ErrorBody;
@@ -19,8 +18,8 @@ use crate::state::AppState;
 const DEFAULT_WINDOW_MS: i64 = 15 * 60 * 1000;
 /// Longest window: one hour (raw samples; older data is folded into minutes).
 const MAX_WINDOW_MS: i64 = 60 * 60 * 1000;
-/// Rows the scan reads at most.
-const SCAN_LIMIT: usize = 200_000;
+/// Samples answered at most (a quick probe every 100 ms for an hour).
+const MAX_POINTS: usize = 36_000;
 
 /// Query of the history endpoint.
 #[derive(Debug, Deserialize)]
@@ -45,7 +44,7 @@ pub struct MetricHistory {
     pub since_ms: i64,
     /// `[taken_at_ms, value]`, oldest first.
     pub points: Vec<(i64, f64)>,
-    /// True when the scan hit its row cap: the newest part of the window is missing.
+    /// True when the window held more samples than answered: its oldest part is left out.
     pub truncated: bool,
 }
 
@@ -104,20 +103,25 @@ pub async fn get(
             "node `{node}` is not in pool `{pool}`"
         )));
     }
-    let rows = st.store.recent_samples(since_ms, SCAN_LIMIT).await?;
-    let truncated = rows.len() >= SCAN_LIMIT;
+    let rows = st
+        .store
+        .node_probe_samples(
+            client_id,
+            pool.clone(),
+            node.clone(),
+            probe.to_string(),
+            since_ms,
+            MAX_POINTS + 1,
+        )
+        .await?;
+    let truncated = rows.len() > MAX_POINTS;
+    let skip = rows.len().saturating_sub(MAX_POINTS);
     let points = rows
         .into_iter()
-        .filter(|w| {
-            w.client_id == client_id
-                && w.node == node
-                && w.sample.pool == pool
-                && w.sample.probe == probe
-                && w.sample.outcome == plb_api::Outcome::Ok
-        })
-        .filter_map(|w| {
-            let v = *w.sample.metrics.get(name)?;
-            v.is_finite().then_some((w.sample.taken_at_ms, v))
+        .skip(skip)
+        .filter_map(|(t, metrics)| {
+            let v = *metrics.get(name)?;
+            v.is_finite().then_some((t, v))
         })
         .collect();
     Ok(ApiJson(MetricHistory {

@@ -7,6 +7,7 @@
 //! change another's pools, probes or nodes.
 mod engine_sql;
 mod fold;
+mod history_sql;
 mod readers;
 mod reliability_sql;
 mod schema;
@@ -21,6 +22,7 @@ use plb_api::{
 };
 
 pub use fold::FoldStats;
+pub use history_sql::TimedMetrics;
 pub use reliability_sql::{
     AttemptNext, AttemptRecord, DueDelivery, ReliabilityRecord, ReliabilityStore, ReplaySample,
     StoredReliability,
@@ -333,6 +335,19 @@ pub trait Store: ReliabilityStore + Send + Sync + 'static {
         pool: String,
         since_ms: i64,
     ) -> StoreFuture<Vec<(i64, String, u64)>>;
+
+    /// One node's stored `ok` samples of one probe in one of the client's pools, taken
+    /// at or after `since_ms`: the newest `limit` as `(taken_at_ms, metrics)`, oldest
+    /// first (the dashboard's history).
+    fn node_probe_samples(
+        &self,
+        client_id: i64,
+        pool: String,
+        node: String,
+        probe: String,
+        since_ms: i64,
+        limit: usize,
+    ) -> StoreFuture<Vec<TimedMetrics>>;
 
     /// A pool's stored forecast errors from `since_ms`, oldest first, at most `limit`.
     fn forecast_errors(

@@ -419,6 +419,22 @@ impl Store for SqliteStore {
         self.read(move |c| engine_sql::route_decisions(c, client_id, &pool, since_ms))
     }
 
+    fn node_probe_samples(
+        &self,
+        client_id: i64,
+        pool: String,
+        node: String,
+        probe: String,
+        since_ms: i64,
+        limit: usize,
+    ) -> StoreFuture<Vec<super::TimedMetrics>> {
+        self.read(move |c| {
+            super::history_sql::node_probe_samples(
+                c, client_id, &pool, &node, &probe, since_ms, limit,
+            )
+        })
+    }
+
     fn forecast_errors(
         &self,
         client_id: i64,
