@@ -310,7 +310,10 @@ fn print_banner(
 ) {
     let mut out = String::new();
     out.push_str("\nPLB dev cluster is up\n\n");
-    out.push_str(&format!("  dashboard   {url}/  (paste the client token)\n"));
+    out.push_str(&format!(
+        "  dashboard   {url}/#token={}\n",
+        state.client_token
+    ));
     out.push_str(&format!(
         "  API         {url}/v1/  (OpenAPI: {url}/v1/openapi.json)\n"
     ));
