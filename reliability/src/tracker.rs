@@ -207,6 +207,8 @@ impl NodeWindow {
 #[derive(Debug, Default)]
 struct Recent {
     runs: VecDeque<(Outcome, f64)>,
+    /// Node-side failures among `runs`.
+    node_side: usize,
 }
 
 /// Runs kept per probe and node for the degrade and pass checks.
@@ -215,8 +217,11 @@ const RECENT_KEPT: usize = 32;
 impl Recent {
     fn push(&mut self, o: Outcome, duration_ms: f64) {
         self.runs.push_back((o, duration_ms));
+        self.node_side += usize::from(Self::node_side(o));
         while self.runs.len() > RECENT_KEPT {
-            self.runs.pop_front();
+            if let Some((old, _)) = self.runs.pop_front() {
+                self.node_side -= usize::from(Self::node_side(old));
+            }
         }
     }
 
@@ -258,12 +263,7 @@ impl Recent {
         if n < p.node_min_runs {
             return None;
         }
-        let fails = self
-            .runs
-            .iter()
-            .filter(|(o, _)| Self::node_side(*o))
-            .count() as f64;
-        Some(fails / n as f64 <= p.node_passing_share)
+        Some(self.node_side as f64 / n as f64 <= p.node_passing_share)
     }
 }
 
@@ -317,8 +317,8 @@ fn tail(s: &str, max: usize) -> String {
 
 /// The per-node numbers the cross-node rules look at.
 #[derive(Debug)]
-struct NodeFacts {
-    node: String,
+struct NodeFacts<'a> {
+    node: &'a str,
     n: u64,
     node_charged: u64,
     probe_charged: u64,
@@ -482,34 +482,37 @@ impl Tracker {
 
     fn evaluate_one(&mut self, key: &ProbeKey, now_ms: i64) -> Option<Transition> {
         let oldest = now_ms.saturating_sub(self.policy.window_ms);
-        let facts: Vec<NodeFacts> = {
+        {
             let t = self.probes.get_mut(key)?;
             t.dirty = false;
             for w in t.nodes.values_mut() {
                 w.prune(oldest);
             }
             t.nodes.retain(|_, w| w.n() > 0);
-            t.nodes
-                .iter()
-                .map(|(node, w)| NodeFacts {
-                    node: node.clone(),
+        }
+        let p = &self.policy;
+        let t = self.probes.get(key)?;
+        let facts: Vec<NodeFacts<'_>> = t
+            .nodes
+            .iter()
+            .map(|(node, w)| {
+                // Only a node failing node-side needs the other probes' verdict.
+                let failing =
+                    w.n() > 0 && w.node_charged as f64 / w.n() as f64 >= p.node_failing_share;
+                NodeFacts {
+                    node: node.as_str(),
                     n: w.n(),
                     node_charged: w.node_charged,
                     probe_charged: w.probe_charged,
                     failures: w.failures(),
-                    others_pass: None,
-                })
-                .collect()
-        };
-        let facts: Vec<NodeFacts> = facts
-            .into_iter()
-            .map(|mut f| {
-                f.others_pass = self.others_pass(&f.node, key);
-                f
+                    others_pass: if failing {
+                        self.others_pass(node, key)
+                    } else {
+                        None
+                    },
+                }
             })
             .collect();
-        let p = &self.policy;
-        let t = self.probes.get_mut(key)?;
         let ev = evidence(p, t, &facts);
         let i = Interval {
             p: ev.failure_rate,
@@ -519,12 +522,13 @@ impl Tracker {
         let from = t.state;
         let from_version = t.state_version;
         let to = next_state(p, from, ev.runs, i);
-        t.evidence = Some(ev.clone());
         // Still `needs_update`, but a newer version is broken too: a new prompt.
         let version_moved = to == ProbeState::NeedsUpdate
             && from == ProbeState::NeedsUpdate
             && t.version > from_version
             && is_broken(p, ev.runs, i);
+        let t = self.probes.get_mut(key)?;
+        t.evidence = Some(ev.clone());
         if to == from && !version_moved {
             if to != ProbeState::NeedsUpdate {
                 t.state_version = t.version;
@@ -631,7 +635,7 @@ fn evidence(p: &Policy, t: &ProbeTrack, facts: &[NodeFacts]) -> ReliabilityEvide
         .filter(|f| {
             share(f.node_charged, f.n) >= p.node_failing_share && f.others_pass == Some(true)
         })
-        .map(|f| f.node.as_str())
+        .map(|f| f.node)
         .collect();
     let rule_a = node_side_failing.len() >= 2 && node_side_failing.len() * 2 > eligible.len();
     // Rule B: probe-side failures on few nodes while it passes on the others: those
@@ -639,7 +643,7 @@ fn evidence(p: &Policy, t: &ProbeTrack, facts: &[NodeFacts]) -> ReliabilityEvide
     let probe_side_failing: BTreeSet<&str> = eligible
         .iter()
         .filter(|f| share(f.probe_charged, f.n) >= p.node_failing_share)
-        .map(|f| f.node.as_str())
+        .map(|f| f.node)
         .collect();
     let passing = eligible
         .iter()
@@ -657,16 +661,16 @@ fn evidence(p: &Policy, t: &ProbeTrack, facts: &[NodeFacts]) -> ReliabilityEvide
     for f in facts {
         runs += f.n;
         let (mut pf, mut nf) = (f.probe_charged, f.node_charged);
-        if rule_a && node_side_failing.contains(f.node.as_str()) {
+        if rule_a && node_side_failing.contains(f.node) {
             pf += nf;
             nf = 0;
         }
-        if rule_b && probe_side_failing.contains(f.node.as_str()) {
+        if rule_b && probe_side_failing.contains(f.node) {
             nf += pf;
             pf = 0;
         }
         if pf > 0 {
-            affected.push(f.node.clone());
+            affected.push(f.node.to_string());
         }
         probe_failures += pf;
         node_failures += nf;
