@@ -27,9 +27,11 @@ use super::headers;
 use super::{Hint, Unavailable, Upstream};
 
 /// Request header carrying a routing key (rendezvous hashing on the node side).
-pub const KEY_HEADER: &str = "x-plb-key";
+pub const KEY_HEADER: hyper::header::HeaderName =
+    hyper::header::HeaderName::from_static("x-plb-key");
 /// Request header carrying a request's relative cost.
-pub const COST_HEADER: &str = "x-plb-cost";
+pub const COST_HEADER: hyper::header::HeaderName =
+    hyper::header::HeaderName::from_static("x-plb-cost");
 
 /// How the proxy forwards.
 #[derive(Debug, Clone)]
@@ -265,10 +267,10 @@ pub fn is_idempotent(m: &Method) -> bool {
 
 /// The routing hint of a request: its key and cost headers, its size.
 fn hint(h: &hyper::HeaderMap, body: &Incoming) -> Hint {
-    let text = |name: &str| h.get(name).and_then(|v| v.to_str().ok());
+    let text = |name: &hyper::header::HeaderName| h.get(name).and_then(|v| v.to_str().ok());
     Hint {
-        key: text(KEY_HEADER).map(str::to_owned),
-        cost: text(COST_HEADER)
+        key: text(&KEY_HEADER).map(str::to_owned),
+        cost: text(&COST_HEADER)
             .and_then(|c| c.trim().parse::<f64>().ok())
             .filter(|c| c.is_finite() && *c >= 0.0),
         size: body.size_hint().exact().map(|n| n as f64),
