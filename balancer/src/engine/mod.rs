@@ -54,6 +54,10 @@ pub struct EngineConfig {
     pub tick_ms: u64,
     /// Snapshots of pools whose predictions moved are rebuilt this often, ms.
     pub rebuild_ms: u64,
+    /// The topology (pools, nodes, policies) is reread from the store this often, ms.
+    /// A route to an unknown or empty pool and a sample from an unknown node reread it
+    /// at once.
+    pub topology_every_ms: i64,
     /// HTTP decisions without feedback are released after this, ms.
     pub outstanding_timeout_ms: u64,
     /// How far back stored samples warm the models on start, ms.
@@ -76,6 +80,7 @@ impl Default for EngineConfig {
             node: NodeParams::default(),
             tick_ms: 1_000,
             rebuild_ms: 100,
+            topology_every_ms: 5_000,
             outstanding_timeout_ms: 30_000,
             warm_window_ms: 30 * 60 * 1000,
             warm_limit: 2_000_000,

@@ -243,7 +243,8 @@ impl PoolRouter {
         f64::from_bits(self.slo_ms.load(Ordering::Relaxed))
     }
 
-    pub(crate) fn set_slo_ms(&self, slo: f64) {
+    /// Sets the pool's latency objective (the next capacity fit uses it).
+    pub fn set_slo_ms(&self, slo: f64) {
         self.slo_ms.store(slo.to_bits(), Ordering::Relaxed);
     }
 

@@ -22,6 +22,7 @@ struct TaskState {
     trainers: HashMap<PoolKey, Trainer>,
     last_errors_ms: i64,
     last_expire_ms: i64,
+    last_topology_ms: i64,
 }
 
 fn minute(ms: i64) -> i64 {
@@ -152,10 +153,13 @@ fn installed(engine: &Engine, key: &PoolKey, outcome: capacity::FitOutcome, st: 
 }
 
 async fn on_tick(engine: &Arc<Engine>, store: &Arc<dyn Store>, st: &mut TaskState) {
-    if let Err(e) = engine.refresh_topology(store).await {
-        tracing::warn!(error = %e, "engine: cannot refresh the topology");
-    }
     let now_ms = crate::routes::now_ms();
+    if now_ms - st.last_topology_ms >= engine.config.topology_every_ms {
+        st.last_topology_ms = now_ms;
+        if let Err(e) = engine.refresh_topology(store).await {
+            tracing::warn!(error = %e, "engine: cannot refresh the topology");
+        }
+    }
     let routers = engine.routers();
     let cfg = &engine.config;
     let timeout = cfg.outstanding_timeout_ms as f64 / 1000.0;

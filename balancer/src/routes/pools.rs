@@ -120,8 +120,11 @@ pub async fn update(
         )
         .await?;
     let key = PoolKey { client_id, pool };
-    if let (Some(router), Some(p)) = (st.engine.pool(&key), policy) {
-        router.set_policy(p);
+    if let Some(router) = st.engine.pool(&key) {
+        if let Some(p) = policy {
+            router.set_policy(p);
+        }
+        router.set_slo_ms(view.latency_slo_ms);
     }
     Ok(ApiJson(view))
 }
