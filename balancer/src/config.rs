@@ -88,24 +88,6 @@ pub struct BalancerConfig {
     /// Longest delay between webhook retries, in milliseconds.
     #[arg(long, env = "PLB_WEBHOOK_RETRY_MAX_MS", default_value_t = 600_000)]
     pub webhook_retry_max_ms: u64,
-
-    /// Reverse-proxy a pool: `POOL=LISTEN_ADDR`, e.g. `web=0.0.0.0:8080`. Repeatable;
-    /// in the environment, comma-separated.
-    #[arg(long = "proxy", env = "PLB_PROXY", value_delimiter = ',')]
-    pub proxy: Vec<crate::proxy::ProxySpec>,
-
-    /// Time for the proxy to open a connection to a node, in milliseconds.
-    #[arg(long, env = "PLB_PROXY_CONNECT_TIMEOUT_MS", default_value_t = 1000)]
-    pub proxy_connect_timeout_ms: u64,
-
-    /// Time for one proxied exchange (response headers and body), in milliseconds.
-    #[arg(long, env = "PLB_PROXY_TIMEOUT_MS", default_value_t = 60_000)]
-    pub proxy_timeout_ms: u64,
-
-    /// Serve HAProxy's agent-check protocol on this address: HAProxy sends
-    /// `POOL/NODE` (`agent-send`) and reads the node's weight and state.
-    #[arg(long, env = "PLB_AGENT_CHECK")]
-    pub agent_check: Option<SocketAddr>,
 }
 
 impl std::fmt::Debug for BalancerConfig {
@@ -128,10 +110,6 @@ impl std::fmt::Debug for BalancerConfig {
             .field("webhook_timeout_ms", &self.webhook_timeout_ms)
             .field("webhook_retry_ms", &self.webhook_retry_ms)
             .field("webhook_retry_max_ms", &self.webhook_retry_max_ms)
-            .field("proxy", &self.proxy)
-            .field("proxy_connect_timeout_ms", &self.proxy_connect_timeout_ms)
-            .field("proxy_timeout_ms", &self.proxy_timeout_ms)
-            .field("agent_check", &self.agent_check)
             .finish()
     }
 }
@@ -195,10 +173,6 @@ impl BalancerConfig {
             webhook_timeout_ms: 10_000,
             webhook_retry_ms: 1_000,
             webhook_retry_max_ms: 600_000,
-            proxy: Vec::new(),
-            proxy_connect_timeout_ms: 1000,
-            proxy_timeout_ms: 60_000,
-            agent_check: None,
         }
     }
 

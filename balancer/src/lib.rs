@@ -83,7 +83,13 @@ pub async fn build_state(cfg: &BalancerConfig) -> Result<AppState, Error> {
             context: "starting the prediction engine".into(),
             source: std::io::Error::other(e),
         })?;
-    Ok(AppState::new(cfg, Arc::new(store), runtime, metrics, engine))
+    Ok(AppState::new(
+        cfg,
+        Arc::new(store),
+        runtime,
+        metrics,
+        engine,
+    ))
 }
 
 /// A balancer serving in the background (tests, `plb dev`).
