@@ -174,8 +174,12 @@ impl Trainer {
                 .get(n)
                 .and_then(|m| m.capacity(&[]))
                 .or_else(|| out.pool.as_ref().and_then(|m| m.capacity(&[])));
+            // Below one request in flight the fit extrapolates past its data (any node
+            // that answers at all takes one request); such an estimate would flag an
+            // idle node as over capacity, so it is not used.
             if let Some(c) = c
                 && c.load.is_finite()
+                && c.load >= 1.0
             {
                 raw.insert(n.to_string(), c.load);
             }
