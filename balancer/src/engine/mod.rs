@@ -77,7 +77,7 @@ pub struct EngineConfig {
 impl Default for EngineConfig {
     fn default() -> Self {
         EngineConfig {
-            node: NodeParams::default(),
+            node: live_node_params(),
             tick_ms: 1_000,
             rebuild_ms: 100,
             topology_every_ms: 5_000,
@@ -90,6 +90,21 @@ impl Default for EngineConfig {
             min_deep_interval_ms: 1_000,
         }
     }
+}
+
+/// The node-model parameters for live probes. Against the library defaults (tuned on
+/// 5-minute CloudWatch series): a wider relative floor on each profile's scale, since
+/// sub-millisecond probe latencies on a busy host wiggle by tens of percent without
+/// meaning anything, and more consecutive assessments to enter and leave `degrading`,
+/// since a node is assessed on every sample of every probe (several a second) and the
+/// worst of many metrics is a multiple comparison. Without these, `plb dev` flipped
+/// healthy nodes to `degrading` and back every few seconds.
+pub fn live_node_params() -> NodeParams {
+    let mut p = NodeParams::default();
+    p.profile.min_rel_scale = 0.03;
+    p.state.enter_after = 6;
+    p.state.leave_after = 10;
+    p
 }
 
 /// Why the engine could not start.

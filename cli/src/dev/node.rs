@@ -81,7 +81,6 @@ struct Node {
     permits: Semaphore,
     queued: AtomicU64,
     busy: AtomicU64,
-    served: AtomicU64,
 }
 
 impl Node {
@@ -117,7 +116,6 @@ pub async fn spawn(name: &str, listen: SocketAddr, script: Script) -> anyhow::Re
         permits: Semaphore::new(4),
         queued: AtomicU64::new(0),
         busy: AtomicU64::new(0),
-        served: AtomicU64::new(0),
     });
     let app = Router::new()
         .route("/", get(work).post(work))
@@ -156,7 +154,6 @@ async fn work(State(node): State<Arc<Node>>) -> impl IntoResponse {
     node.busy.fetch_add(1, Ordering::Relaxed);
     tokio::time::sleep(service_time(&node)).await;
     node.busy.fetch_sub(1, Ordering::Relaxed);
-    node.served.fetch_add(1, Ordering::Relaxed);
     drop(permit);
     format!("served by {}\n", node.name)
 }
@@ -169,13 +166,13 @@ async fn health(State(node): State<Arc<Node>>) -> impl IntoResponse {
 }
 
 async fn status(State(node): State<Arc<Node>>) -> impl IntoResponse {
+    // Only what a real node's status page would show: no script internals (the probes
+    // must find the slowdown themselves), nothing that grows for ever.
     Json(serde_json::json!({
         "node": node.name,
         "queued": node.queued.load(Ordering::Relaxed),
         "busy": node.busy.load(Ordering::Relaxed),
         "workers": node.workers,
-        "served": node.served.load(Ordering::Relaxed),
-        "slowdown": node.slowdown(),
     }))
 }
 
