@@ -27,7 +27,12 @@ async fn assert_good_probe_still_runs(rt: &plb_runtime::Runtime) {
 
 /// (mode, extra config, limits, expected outcome, must end within timeout + margin)
 /// (misbehave mode, extra config, limits, expected outcome)
-type Case = (&'static str, Vec<(&'static str, &'static str)>, Limits, Outcome);
+type Case = (
+    &'static str,
+    Vec<(&'static str, &'static str)>,
+    Limits,
+    Outcome,
+);
 
 fn cases() -> Vec<Case> {
     vec![
