@@ -25,7 +25,6 @@ async fn assert_good_probe_still_runs(rt: &plb_runtime::Runtime) {
     assert!(!r.metrics.is_empty());
 }
 
-/// (mode, extra config, limits, expected outcome, must end within timeout + margin)
 /// (misbehave mode, extra config, limits, expected outcome)
 type Case = (
     &'static str,
