@@ -141,6 +141,10 @@ pub struct PoolNodes {
     pub pool: String,
     /// Its nodes, by id.
     pub nodes: Vec<NodeView>,
+    /// Probes of the pool in `needs_update`: their samples are stored but left out of
+    /// every node's forecasts and of routing (see `GET .../probes/{name}`).
+    #[serde(default)]
+    pub excluded_probes: Vec<String>,
 }
 
 /// `GET /healthz`.

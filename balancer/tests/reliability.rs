@@ -611,6 +611,8 @@ async fn an_excluded_probe_no_longer_feeds_the_engine_and_no_node_is_drained() {
         assert!(p.last_run_ms < excluded_at, "{}: {p:?}", n.node);
         assert_ne!(a.state, plb_api::NodeState::Unhealthy, "{}: {a:?}", n.node);
     }
+    // The node view and route reasons say which probe is left out.
+    assert_eq!(nodes.excluded_probes, vec!["p".to_string()]);
     // Routing still spreads over every node.
     let mut chosen = std::collections::BTreeSet::new();
     for _ in 0..60 {
@@ -620,6 +622,11 @@ async fn an_excluded_probe_no_longer_feeds_the_engine_and_no_node_is_drained() {
             .await
             .expect("route");
         let d: plb_api::RouteDecision = serde_json::from_value(v).expect("RouteDecision");
+        assert!(
+            d.reason.contains("probe(s) p need an update"),
+            "{}",
+            d.reason
+        );
         chosen.insert(d.node);
     }
     assert_eq!(chosen.len(), 3, "{chosen:?}");

@@ -251,6 +251,15 @@ impl Engine {
         Ok(self.pool(key))
     }
 
+    /// The stored topology changed (a node registered): the next on-demand refresh runs
+    /// whatever the time since the last one.
+    pub fn topology_changed(&self) {
+        self.last_refresh.store(
+            f64::NEG_INFINITY.to_bits(),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
+
     /// Whether an on-demand refresh may run: a pool without nodes asks the store at
     /// most every [`MIN_REFRESH_MS`], however often it is routed to.
     fn refresh_due(&self) -> bool {

@@ -125,6 +125,24 @@ impl Exclusions {
             .any(|(c, p, n)| *c == client_id && p == pool && n == probe)
     }
 
+    /// The client's excluded probes in `pool`, by name.
+    pub fn in_pool(&self, client_id: i64, pool: &str) -> Vec<String> {
+        let set = self.set.read().unwrap_or_else(|e| e.into_inner());
+        let mut names: Vec<String> = set
+            .iter()
+            .filter(|(c, p, _)| *c == client_id && p == pool)
+            .map(|(_, _, n)| n.clone())
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// Whether any probe of the client's `pool` is excluded (no allocation).
+    pub fn any_in_pool(&self, client_id: i64, pool: &str) -> bool {
+        let set = self.set.read().unwrap_or_else(|e| e.into_inner());
+        set.iter().any(|(c, p, _)| *c == client_id && p == pool)
+    }
+
     fn set(&self, key: (i64, String, String), excluded: bool) -> usize {
         let mut set = self.set.write().unwrap_or_else(|e| e.into_inner());
         let at = set.iter().position(|k| *k == key);

@@ -83,6 +83,9 @@ pub async fn register(
         .register_node(token_id, client_id, req, now_ms())
         .await?;
     tracing::info!(%node, ?pools, token = token_id, "node registered");
+    // The next route to these pools rereads the topology at once, so a node is routable
+    // as soon as its registration is answered.
+    st.engine.topology_changed();
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -147,6 +147,7 @@ pub async fn nodes(
 ) -> Result<ApiJson<PoolNodes>, AppError> {
     let client_id = who.client()?;
     let mut view = st.store.pool_nodes(client_id, pool.clone()).await?;
+    view.excluded_probes = st.reliability.exclusions().in_pool(client_id, &pool);
     let key = PoolKey { client_id, pool };
     if st.engine.pool_fresh(&st.store, &key).await?.is_some() {
         let mut details = st.engine.node_details(&key);

@@ -118,7 +118,17 @@ pub async fn route(
         cost: q.cost,
     };
     match router.route_http(&query, policy) {
-        Some(d) => Ok(ApiJson(d.decision)),
+        Some(mut d) => {
+            let exclusions = st.reliability.exclusions();
+            if exclusions.any_in_pool(client_id, &pool) {
+                let names = exclusions.in_pool(client_id, &pool);
+                d.decision.reason.push_str(&format!(
+                    "; not weighed: probe(s) {} need an update (their samples are left out of forecasts)",
+                    names.join(", ")
+                ));
+            }
+            Ok(ApiJson(d.decision))
+        }
         None => Err(AppError::Conflict(format!(
             "pool `{pool}` has no nodes yet: register a node (an agent) into it first"
         ))),

@@ -951,5 +951,9 @@ fn pool_nodes(c: &Connection, client_id: i64, pool: String) -> Result<PoolNodes,
             routing: None,
         });
     }
-    Ok(PoolNodes { pool, nodes })
+    Ok(PoolNodes {
+        pool,
+        nodes,
+        excluded_probes: Vec::new(),
+    })
 }
