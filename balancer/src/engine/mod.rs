@@ -146,6 +146,9 @@ pub struct Engine {
     metrics: Arc<Metrics>,
     refresh: tokio::sync::Mutex<()>,
     last_refresh: std::sync::atomic::AtomicU64,
+    /// Set when the stored topology changed (a pool created, a node registered): the
+    /// next tick rereads it whatever its schedule.
+    topology_dirty: std::sync::atomic::AtomicBool,
     warmed: ArcSwapOption<WarmReport>,
 }
 
@@ -196,6 +199,7 @@ impl Engine {
             metrics,
             refresh: tokio::sync::Mutex::new(()),
             last_refresh: std::sync::atomic::AtomicU64::new(f64::NEG_INFINITY.to_bits()),
+            topology_dirty: std::sync::atomic::AtomicBool::new(false),
             warmed: ArcSwapOption::empty(),
         }))
     }
@@ -251,13 +255,23 @@ impl Engine {
         Ok(self.pool(key))
     }
 
-    /// The stored topology changed (a node registered): the next on-demand refresh runs
-    /// whatever the time since the last one.
+    /// The stored topology changed (a pool created, a node registered): the next
+    /// on-demand refresh runs whatever the time since the last one, and the next tick
+    /// (within a second) rereads it for the proxy and agent-check, which never refresh
+    /// on demand.
     pub fn topology_changed(&self) {
+        self.topology_dirty
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         self.last_refresh.store(
             f64::NEG_INFINITY.to_bits(),
             std::sync::atomic::Ordering::Relaxed,
         );
+    }
+
+    /// Takes the "topology changed" mark (for the tick).
+    pub(crate) fn take_topology_dirty(&self) -> bool {
+        self.topology_dirty
+            .swap(false, std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Whether an on-demand refresh may run: a pool without nodes asks the store at

@@ -154,7 +154,9 @@ fn installed(engine: &Engine, key: &PoolKey, outcome: capacity::FitOutcome, st: 
 
 async fn on_tick(engine: &Arc<Engine>, store: &Arc<dyn Store>, st: &mut TaskState) {
     let now_ms = crate::routes::now_ms();
-    if now_ms - st.last_topology_ms >= engine.config.topology_every_ms {
+    if engine.take_topology_dirty()
+        || now_ms - st.last_topology_ms >= engine.config.topology_every_ms
+    {
         st.last_topology_ms = now_ms;
         if let Err(e) = engine.refresh_topology(store).await {
             tracing::warn!(error = %e, "engine: cannot refresh the topology");

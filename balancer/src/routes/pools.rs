@@ -49,6 +49,7 @@ pub async fn create(
     check_name("pool", &req.name)?;
     check_slo(req.latency_slo_ms)?;
     let pool = st.store.create_pool(client_id, req, now_ms()).await?;
+    st.engine.topology_changed();
     Ok((StatusCode::CREATED, ApiJson(pool)))
 }
 
