@@ -166,26 +166,16 @@ async fn a_slowing_node_sheds_before_its_band_and_returns_gradually() {
     );
 
     // The change is stored with its evidence; deep probes speed up while degrading.
-    let (s, v) = raw(
-        &format!("{}/v1/pools/web/state-changes?node=a", b.url()),
-        reqwest::Method::GET,
-        Some(p.client.token()),
-        None,
-        None,
-    )
-    .await;
-    assert_eq!(s, 200, "{v}");
-    let to_degrading = v["changes"]
-        .as_array()
-        .expect("changes")
+    let changes = p.state_changes("node=a").await;
+    let to_degrading = changes
         .iter()
         .find(|c| c["to"] == "degrading")
-        .unwrap_or_else(|| panic!("no change to degrading stored: {v}"));
-    assert_eq!(to_degrading["evidence"][0]["metric"], SERIES, "{v}");
+        .unwrap_or_else(|| panic!("no change to degrading stored: {changes:?}"));
+    assert_eq!(to_degrading["evidence"][0]["metric"], SERIES, "{changes:?}");
     assert!(
         to_degrading["evidence"][0]["forecast"].as_f64()
             > to_degrading["evidence"][0]["threshold"].as_f64(),
-        "{v}"
+        "{to_degrading}"
     );
     let (interval, etag_during) = deep_interval(&p, "a").await;
     assert_eq!(
@@ -302,24 +292,15 @@ async fn a_restart_keeps_state_changes_and_warm_models() {
     assert_eq!(series_after.samples, series_before.samples);
     assert_eq!(series_after.profile, series_before.profile);
     assert_eq!(series_after.last_value, series_before.last_value);
-    let (s, v) = raw(
-        &format!("{}/v1/pools/web/state-changes", b.url()),
-        reqwest::Method::GET,
-        Some(p.client.token()),
-        None,
-        None,
-    )
-    .await;
-    assert_eq!(s, 200, "{v}");
-    let changes = v["changes"].as_array().expect("changes");
+    let changes = p.state_changes("").await;
     assert!(
         changes.iter().any(|c| c["node"] == "b"
             && c["to"] == "unhealthy"
             && c["evidence"][0]["metric"] == "probe/node"),
-        "{v}"
+        "{changes:?}"
     );
     // The warm-up records nothing twice.
-    assert_eq!(changes.len(), 3, "{v}");
+    assert_eq!(changes.len(), 3, "{changes:?}");
     // An unhealthy node still gets nothing after the restart.
     let shares = p.shares(50, "").await;
     assert_eq!(shares.get("b"), None, "{shares:?}");
@@ -338,43 +319,22 @@ async fn nan_and_infinite_metrics_are_refused_at_ingest() {
         )
         .into_bytes()
     };
+    let post = |metric: &str| {
+        raw(
+            &url,
+            reqwest::Method::POST,
+            Some(&agent),
+            Some("application/json"),
+            Some(body(metric)),
+        )
+    };
     // JSON has no NaN: a client's serialiser writes null, or a bare token.
-    let got = raw(
-        &url,
-        reqwest::Method::POST,
-        Some(&agent),
-        Some("application/json"),
-        Some(body("null")),
-    )
-    .await;
-    assert_error(&got, 422, "invalid_body", "latency-ms");
-    let got = raw(
-        &url,
-        reqwest::Method::POST,
-        Some(&agent),
-        Some("application/json"),
-        Some(body("NaN")),
-    )
-    .await;
-    assert_error(&got, 400, "invalid_json", "malformed");
-    let got = raw(
-        &url,
-        reqwest::Method::POST,
-        Some(&agent),
-        Some("application/json"),
-        Some(body("1e999")),
-    )
-    .await;
+    assert_error(&post("null").await, 422, "invalid_body", "latency-ms");
+    assert_error(&post("NaN").await, 400, "invalid_json", "malformed");
+    let got = post("1e999").await;
     assert_eq!(got.0 / 100, 4, "{}", got.1);
     // A finite value goes in and reaches the model.
-    let got = raw(
-        &url,
-        reqwest::Method::POST,
-        Some(&agent),
-        Some("application/json"),
-        Some(body("12.5")),
-    )
-    .await;
+    let got = post("12.5").await;
     assert_eq!(got.0, 200, "{}", got.1);
     let v = p
         .wait_for("the sample in the model", |v| {

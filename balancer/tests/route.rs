@@ -276,20 +276,11 @@ async fn unhealthy_nodes_get_nothing_until_all_are() {
         );
     }
     // The state changes are stored with their evidence.
-    let (s, v) = raw(
-        &format!("{}/v1/pools/web/state-changes?node=c", b.url()),
-        reqwest::Method::GET,
-        Some(p.client.token()),
-        None,
-        None,
-    )
-    .await;
-    assert_eq!(s, 200, "{v}");
-    let changes = v["changes"].as_array().expect("changes");
+    let changes = p.state_changes("node=c").await;
     let last = changes.last().expect("a change");
-    assert_eq!(last["to"], "unhealthy", "{v}");
+    assert_eq!(last["to"], "unhealthy", "{changes:?}");
     assert_eq!(last["node"], "c");
-    assert_eq!(last["evidence"][0]["metric"], "probe/node", "{v}");
+    assert_eq!(last["evidence"][0]["metric"], "probe/node", "{changes:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

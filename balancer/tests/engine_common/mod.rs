@@ -114,6 +114,24 @@ impl Pool {
         (status, resp.json().await.unwrap_or(serde_json::Value::Null))
     }
 
+    /// `GET /v1/pools/{pool}/state-changes?{query}`: the stored changes (asserts 200).
+    pub async fn state_changes(&self, query: &str) -> Vec<serde_json::Value> {
+        let resp = self
+            .http
+            .get(format!(
+                "{}/v1/pools/{}/state-changes?{query}",
+                self.url, self.name
+            ))
+            .bearer_auth(self.client.token())
+            .send()
+            .await
+            .expect("state changes");
+        let status = resp.status().as_u16();
+        let v: serde_json::Value = resp.json().await.expect("JSON");
+        assert_eq!(status, 200, "{v}");
+        v["changes"].as_array().expect("changes").clone()
+    }
+
     /// `n` decisions, each answered with feedback (in batches of 20, so few are in
     /// flight at once); decisions per node.
     pub async fn shares(&self, n: usize, query: &str) -> HashMap<String, usize> {
