@@ -468,6 +468,42 @@ pub struct ProbeUpload<'a> {
     pub config: &'a [(&'a str, &'a str)],
 }
 
+impl<'a> ProbeUpload<'a> {
+    /// A `quick` probe without fuel metering and with 32 MiB of memory.
+    pub fn quick(
+        pool: &'a str,
+        name: &'a str,
+        wasm: &'a [u8],
+        interval_ms: u64,
+        timeout_ms: u32,
+        config: &'a [(&'a str, &'a str)],
+    ) -> Self {
+        ProbeUpload {
+            pool,
+            name,
+            wasm,
+            tier: "quick",
+            interval_ms,
+            timeout_ms,
+            fuel: None,
+            memory_mib: 32,
+            config,
+        }
+    }
+}
+
+/// A node for the probes to measure: a loopback TCP port that accepts and closes.
+pub fn tcp_target() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = l.local_addr().expect("addr").to_string();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            drop(s);
+        }
+    });
+    addr
+}
+
 /// One stored sample, read from the balancer's SQLite file.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoredSample {

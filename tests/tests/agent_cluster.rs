@@ -8,7 +8,7 @@ use std::time::Duration;
 use plb_probe_artifacts::{MISBEHAVE, TCP_CONNECT, TRIVIAL};
 use plb_tests::cluster::{
     AgentSpec, Balancer, ModuleProxy, ProbeUpload, Proc, StoredSample, free_port, metric_sum,
-    wait_for,
+    tcp_target, wait_for,
 };
 
 const POOL: &str = "web";
@@ -20,18 +20,6 @@ fn now_ms() -> i64 {
         .as_millis() as i64
 }
 
-/// A node for the probes to measure: a loopback TCP port that accepts and closes.
-fn target() -> String {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let addr = l.local_addr().expect("addr").to_string();
-    std::thread::spawn(move || {
-        for s in l.incoming() {
-            drop(s);
-        }
-    });
-    addr
-}
-
 fn upload<'a>(
     name: &'a str,
     wasm: &'a [u8],
@@ -39,17 +27,7 @@ fn upload<'a>(
     timeout_ms: u32,
     config: &'a [(&'a str, &'a str)],
 ) -> ProbeUpload<'a> {
-    ProbeUpload {
-        pool: POOL,
-        name,
-        wasm,
-        tier: "quick",
-        interval_ms,
-        timeout_ms,
-        fuel: None,
-        memory_mib: 32,
-        config,
-    }
+    ProbeUpload::quick(POOL, name, wasm, interval_ms, timeout_ms, config)
 }
 
 struct Cluster {
@@ -82,7 +60,7 @@ fn cluster(dir: &Path, node: &str, extra: &[&str]) -> Cluster {
         balancer: balancer.url(),
         token,
         node: node.into(),
-        address: target(),
+        address: tcp_target(),
         pools: vec![POOL.into()],
         spool: dir.join("spool"),
         metrics_port: free_port(),

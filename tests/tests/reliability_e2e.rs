@@ -13,7 +13,9 @@ use plb_api::{
     RouteDecision, WebhookDeliveries,
 };
 use plb_probe_artifacts::{MISBEHAVE, TCP_CONNECT, TRIVIAL};
-use plb_tests::cluster::{AgentSpec, Balancer, ProbeUpload, Proc, free_port, test_dir, wait_for};
+use plb_tests::cluster::{
+    AgentSpec, Balancer, ProbeUpload, Proc, free_port, tcp_target, test_dir, wait_for,
+};
 use sha2::Sha256;
 
 const POOL: &str = "web";
@@ -130,18 +132,6 @@ impl Receiver {
     }
 }
 
-/// A loopback TCP port that accepts and closes: a node for the probes to measure.
-fn target() -> String {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let addr = l.local_addr().expect("addr").to_string();
-    std::thread::spawn(move || {
-        for s in l.incoming() {
-            drop(s);
-        }
-    });
-    addr
-}
-
 /// A loopback address where nothing listens.
 fn dead_address() -> String {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -154,17 +144,7 @@ fn upload<'a>(
     interval_ms: u64,
     config: &'a [(&'a str, &'a str)],
 ) -> ProbeUpload<'a> {
-    ProbeUpload {
-        pool: POOL,
-        name,
-        wasm,
-        tier: "quick",
-        interval_ms,
-        timeout_ms: 1000,
-        fuel: None,
-        memory_mib: 32,
-        config,
-    }
+    ProbeUpload::quick(POOL, name, wasm, interval_ms, 1000, config)
 }
 
 struct Cluster {
@@ -234,7 +214,10 @@ fn cluster(dir: &Path, probes: &[ProbeUpload<'_>], n3_address: String) -> Cluste
         balancer.upload(&token, p).expect("upload");
     }
     let mut agents = Vec::new();
-    for (i, address) in [target(), target(), n3_address].into_iter().enumerate() {
+    for (i, address) in [tcp_target(), tcp_target(), n3_address]
+        .into_iter()
+        .enumerate()
+    {
         let node = format!("n{}", i + 1);
         // One agent token per node: a token registers one node.
         let agent_token = balancer.agent_token(&token, &[POOL]).expect("agent token");
@@ -282,7 +265,7 @@ fn a_version_that_panics_everywhere_is_prompted_once_without_draining_and_a_fix_
             upload("tcp", TCP_CONNECT, 300, &[("attempts", "1")]),
             upload("p", MISBEHAVE, 300, &[("mode", "ok")]),
         ],
-        target(),
+        tcp_target(),
     );
     c.set_webhook(&rx.url());
     wait_for(
@@ -464,7 +447,7 @@ fn webhooks_retry_while_the_receiver_is_down_and_none_is_lost_across_a_restart()
             upload("trivial", TRIVIAL, 300, &[]),
             upload("p", MISBEHAVE, 300, &[("mode", "panic")]),
         ],
-        target(),
+        tcp_target(),
     );
     let port = free_port();
     c.set_webhook(&format!("http://127.0.0.1:{port}/hook"));
