@@ -25,7 +25,9 @@ pub use capacity::{Capacity, CapacityModel, CapacityParams, CapacityRow, CurveFo
 pub use error::{PredictError, Result};
 pub use forecast::{AutoForecaster, Forecast, Forecaster, Holt, Naive, Ses};
 pub use node::{NodeConfig, NodeModel, NodeParams, Observation};
-pub use offline::{forecast_series, parse_csv, parse_horizons, timestamp_seconds};
+pub use offline::{
+    forecast_series, forecast_series_with_step, parse_csv, parse_horizons, timestamp_seconds,
+};
 pub use profile::{Profile, ProfileParams};
 pub use series::SeriesModel;
 pub use state::{StateParams, infer_direction};

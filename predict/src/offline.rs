@@ -22,6 +22,17 @@ pub struct Point {
 /// beyond ±1e300 are skipped (no row for them, and the model does not see them); no
 /// row is written before the first usable value. Every `yhat` is finite.
 pub fn forecast_series(values: &[f64], horizons: &[u32]) -> Vec<(usize, u32, f64)> {
+    forecast_series_with_step(values, horizons, None)
+}
+
+/// [`forecast_series`] for values `step_ms` apart: the seasonal members then look for
+/// hourly, daily and weekly periods. The background refits (period detection, ARIMA
+/// fit) run inline whenever due.
+pub fn forecast_series_with_step(
+    values: &[f64],
+    horizons: &[u32],
+    step_ms: Option<f64>,
+) -> Vec<(usize, u32, f64)> {
     let horizons: Vec<u32> = horizons.iter().copied().filter(|&h| h > 0).collect();
     let hmax = horizons
         .iter()
@@ -43,6 +54,7 @@ pub fn forecast_series(values: &[f64], horizons: &[u32]) -> Vec<(usize, u32, f64
             continue;
         }
         model.update(v);
+        model.refit_inline(step_ms);
         for &h in &horizons {
             out.push((t, h, model.forecast(h).mean));
         }

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use crate::error::{PredictError, Result};
-use crate::forecast::{AutoForecaster, BankSpec, Forecast, Forecaster};
+use crate::forecast::{AutoForecaster, BankSpec, Forecast, Forecaster, RefitJob, RefitResult};
 use crate::num::{check_input, clean};
 use crate::profile::{Profile, ProfileParams};
 
@@ -55,6 +55,30 @@ impl SeriesModel {
         self.forecaster.update(y);
         self.profile.observe_level(self.forecaster.forecast(1).mean);
         Ok(())
+    }
+
+    /// True when a background refit of the forecaster (period detection, ARIMA fit) is
+    /// due; it stays true until a result is installed, so keep one job in flight.
+    pub fn refit_due(&self) -> bool {
+        self.forecaster.refit_due()
+    }
+
+    /// The refit job for this series (owns its data; run it off the sample path with
+    /// [`RefitJob::run`], then [`SeriesModel::install`] the result). Candidate periods
+    /// come from the smoothed sampling interval.
+    pub fn refit_job(&self) -> Option<RefitJob> {
+        self.forecaster.refit_job(self.step_ms())
+    }
+
+    /// Installs a refit result.
+    pub fn install(&mut self, result: RefitResult) {
+        self.forecaster.install(result)
+    }
+
+    /// Runs a due refit inline (offline callers).
+    pub fn refit_inline(&mut self) {
+        let step = self.step_ms();
+        self.forecaster.refit_inline(step)
     }
 
     /// The profile.
@@ -134,6 +158,6 @@ mod tests {
             s.observe("m", i * 5_000, 1.0).expect("ok");
         }
         assert_eq!(s.step_ms(), Some(5_000.0));
-        assert!(s.bytes() > 1_000 && s.bytes() < 4_000, "{}", s.bytes());
+        assert!(s.bytes() > 1_000 && s.bytes() < 32 * 1024, "{}", s.bytes());
     }
 }

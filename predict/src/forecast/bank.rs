@@ -1,9 +1,15 @@
-//! A bank of exponential-smoothing members run side by side, each scored per horizon
-//! by the exponentially weighted absolute error of its own past forecasts.
+//! A bank of forecasting members run side by side (exponential smoothing, seasonal
+//! naive, Holt-Winters, ARIMA), each scored per horizon by the exponentially weighted
+//! absolute error of its own past forecasts; and the per-series state the seasonal and
+//! ARIMA members share (history, seasonal profile, fitted models), refreshed by a
+//! background refit ([`Bank::refit_job`], [`RefitJob::run`], [`Bank::install`]).
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use super::arima::{self, ArimaModel, ArimaState};
+use super::refit::{RefitJob, RefitResult, SeasonChange};
+use super::season::{self, History, Season};
 use super::{Forecast, INTERVAL_Z};
 use crate::error::{PredictError, Result};
 use crate::num::{acceptable, clean, clean_or};
@@ -27,6 +33,13 @@ pub enum Family {
     Ses,
     /// Holt's linear trend with damping.
     Holt,
+    /// The value one season ago.
+    SeasonalNaive,
+    /// Additive Holt-Winters with damped trend (level and trend of the deseasonalised
+    /// series plus the series' seasonal profile).
+    HoltWinters,
+    /// ARIMA(p, d, q), order and coefficients fitted in the background.
+    Arima,
 }
 
 impl Family {
@@ -36,6 +49,9 @@ impl Family {
             Family::Naive => "naive",
             Family::Ses => "ses",
             Family::Holt => "holt",
+            Family::SeasonalNaive => "seasonal_naive",
+            Family::HoltWinters => "holt_winters",
+            Family::Arima => "arima",
         }
     }
 }
@@ -59,6 +75,27 @@ pub enum Member {
         /// Trend damping, in (0, 1]; 1 is Holt's undamped linear trend.
         phi: f64,
     },
+    /// Forecast = the series' level one period before the target (the last value
+    /// until a period is detected).
+    SeasonalNaive,
+    /// Additive Holt-Winters with damped trend: damped Holt on `y - season(t)`, plus
+    /// `season(t + h)`. The seasonal profile is the series' own (one per series, see
+    /// [`super::season`]); before a period is detected it is damped Holt.
+    HoltWinters {
+        /// Level smoothing, in (0, 1].
+        alpha: f64,
+        /// Trend smoothing, in [0, 1]; 0 keeps no trend (seasonal SES).
+        beta: f64,
+        /// Trend damping, in (0, 1].
+        phi: f64,
+    },
+    /// ARIMA with the order and coefficients of the series' last background fit (the
+    /// last value until then); with `seasonal`, fitted to and run on the
+    /// deseasonalised series.
+    Arima {
+        /// Runs on `y - season(t)` and adds `season(t + h)`.
+        seasonal: bool,
+    },
 }
 
 impl Member {
@@ -68,7 +105,26 @@ impl Member {
             Member::Naive => Family::Naive,
             Member::Ses { .. } => Family::Ses,
             Member::Holt { .. } => Family::Holt,
+            Member::SeasonalNaive => Family::SeasonalNaive,
+            Member::HoltWinters { .. } => Family::HoltWinters,
+            Member::Arima { .. } => Family::Arima,
         }
+    }
+
+    /// Floats of running state per member (and per remembered step).
+    fn width(&self) -> usize {
+        match self {
+            Member::Arima { .. } => 5,
+            _ => 2,
+        }
+    }
+
+    /// True for members that read the seasonal profile or an ARIMA fit.
+    fn needs_refit(&self) -> bool {
+        matches!(
+            self,
+            Member::SeasonalNaive | Member::HoltWinters { .. } | Member::Arima { .. }
+        )
     }
 
     /// A short label with the parameters, e.g. `holt(0.5,0.1,0.9)`.
@@ -77,6 +133,10 @@ impl Member {
             Member::Naive => "naive".to_string(),
             Member::Ses { alpha } => format!("ses({alpha})"),
             Member::Holt { alpha, beta, phi } => format!("holt({alpha},{beta},{phi})"),
+            Member::SeasonalNaive => "seasonal_naive".to_string(),
+            Member::HoltWinters { alpha, beta, phi } => format!("hw({alpha},{beta},{phi})"),
+            Member::Arima { seasonal: false } => "arima".to_string(),
+            Member::Arima { seasonal: true } => "arima+season".to_string(),
         }
     }
 
@@ -100,14 +160,25 @@ impl Member {
                 unit("beta", beta)?;
                 unit("phi", phi)
             }
+            Member::HoltWinters { alpha, beta, phi } => {
+                unit("alpha", alpha)?;
+                if !(0.0..=1.0).contains(&beta) {
+                    return Err(PredictError::InvalidParam {
+                        name: "beta",
+                        message: format!("{beta} is outside its range"),
+                    });
+                }
+                unit("phi", phi)
+            }
+            Member::SeasonalNaive | Member::Arima { .. } => Ok(()),
         }
     }
 
     /// Sum phi + phi^2 + ... + phi^h (0 for members without a trend).
     fn damp_sum(&self, h: u64) -> f64 {
         match *self {
-            Member::Holt { phi, .. } if phi >= 1.0 => h as f64,
-            Member::Holt { phi, .. } => {
+            Member::Holt { phi, .. } | Member::HoltWinters { phi, .. } if phi >= 1.0 => h as f64,
+            Member::Holt { phi, .. } | Member::HoltWinters { phi, .. } => {
                 let h = i32::try_from(h).unwrap_or(i32::MAX);
                 phi * (1.0 - phi.powi(h)) / (1.0 - phi)
             }
@@ -128,6 +199,15 @@ pub struct ForecastParams {
     /// How many of the best members (by recent error at the horizon) are averaged
     /// into the forecast (1..=8; 1 = the single best).
     pub combine: u32,
+    /// Samples between background refits (period detection, ARIMA fit) of banks with
+    /// seasonal or ARIMA members (16..=1_000_000). The first refits come sooner: at
+    /// 128 samples, then each time the count has doubled, until this interval.
+    #[serde(default = "default_refit_every")]
+    pub refit_every: u32,
+}
+
+fn default_refit_every() -> u32 {
+    256
 }
 
 impl Default for ForecastParams {
@@ -136,6 +216,7 @@ impl Default for ForecastParams {
             max_horizon: 6,
             decay: 0.02,
             combine: 1,
+            refit_every: default_refit_every(),
         }
     }
 }
@@ -161,6 +242,12 @@ impl ForecastParams {
                 message: format!("must be 1..=8, got {}", self.combine),
             });
         }
+        if !(16..=1_000_000).contains(&self.refit_every) {
+            return Err(PredictError::InvalidParam {
+                name: "refit_every",
+                message: format!("must be 16..=1000000, got {}", self.refit_every),
+            });
+        }
         Ok(())
     }
 }
@@ -174,9 +261,16 @@ pub struct BankSpec {
     hmax: usize,
     decay: f64,
     combine: usize,
+    refit_every: u64,
     /// `damp[m * hmax + h - 1]` = phi + ... + phi^h of member m.
     damp: Vec<f64>,
+    /// Offset of member m's state in the packed state; `offset[members.len()]` is the width.
+    offset: Vec<usize>,
     naive: Option<usize>,
+    /// True when some member reads the seasonal profile or an ARIMA fit.
+    refit: bool,
+    /// Whether plain / seasonal ARIMA members are present.
+    arima: [bool; 2],
 }
 
 /// SES smoothing constants of the default banks. Noisy server metrics often want a
@@ -189,6 +283,19 @@ const HOLT_PARAMS: [(f64, f64, f64); 4] = [
     (0.2, 0.2, 0.9),
     (0.35, 0.1, 1.0),
 ];
+/// Holt-Winters (alpha, beta, phi) of the default banks; beta = 0 is seasonal SES.
+const HW_PARAMS: [(f64, f64, f64); 5] = [
+    (0.02, 0.0, 1.0),
+    (0.1, 0.0, 1.0),
+    (0.35, 0.0, 1.0),
+    (0.2, 0.05, 0.9),
+    (0.5, 0.1, 0.85),
+];
+
+/// Raw values kept for ARIMA fits.
+pub(super) const RECENT: usize = 256;
+/// The first background refit, in samples.
+const FIRST_REFIT: u64 = 128;
 
 impl BankSpec {
     /// A bank of the given members (1..=255 of them).
@@ -210,33 +317,62 @@ impl BankSpec {
                 damp.push(m.damp_sum(h));
             }
         }
+        let mut offset = Vec::with_capacity(members.len() + 1);
+        let mut w = 0;
+        for m in &members {
+            offset.push(w);
+            w += m.width();
+        }
+        offset.push(w);
         let combine = (params.combine as usize).min(members.len());
         Ok(Arc::new(BankSpec {
             labels: members.iter().map(Member::label).collect(),
             naive: members.iter().position(|m| *m == Member::Naive),
+            refit: members.iter().any(Member::needs_refit),
+            arima: [
+                members.contains(&Member::Arima { seasonal: false }),
+                members.contains(&Member::Arima { seasonal: true }),
+            ],
             members,
             hmax,
             decay: params.decay,
             combine,
+            refit_every: u64::from(params.refit_every),
             damp,
+            offset,
         }))
     }
 
     /// The default members of one family (or of all of them with `None`).
     pub fn default_members(family: Option<Family>) -> Vec<Member> {
         let mut out = Vec::new();
-        if matches!(family, None | Some(Family::Naive)) {
+        let want = |f: Family| family.is_none_or(|x| x == f);
+        if want(Family::Naive) {
             out.push(Member::Naive);
         }
-        if matches!(family, None | Some(Family::Ses)) {
+        if want(Family::Ses) {
             out.extend(SES_ALPHAS.iter().map(|&alpha| Member::Ses { alpha }));
         }
-        if matches!(family, None | Some(Family::Holt)) {
+        if want(Family::Holt) {
             out.extend(HOLT_PARAMS.iter().map(|&(alpha, beta, phi)| Member::Holt {
                 alpha,
                 beta,
                 phi,
             }));
+        }
+        if want(Family::SeasonalNaive) {
+            out.push(Member::SeasonalNaive);
+        }
+        if want(Family::HoltWinters) {
+            out.extend(
+                HW_PARAMS
+                    .iter()
+                    .map(|&(alpha, beta, phi)| Member::HoltWinters { alpha, beta, phi }),
+            );
+        }
+        if want(Family::Arima) {
+            out.push(Member::Arima { seasonal: false });
+            out.push(Member::Arima { seasonal: true });
         }
         out
     }
@@ -261,6 +397,11 @@ impl BankSpec {
         self.naive
     }
 
+    /// True when the bank has members that need background refits.
+    pub fn needs_refit(&self) -> bool {
+        self.refit
+    }
+
     fn damp(&self, m: usize, h: u64) -> f64 {
         if h >= 1 && h <= self.hmax as u64 {
             self.damp[m * self.hmax + h as usize - 1]
@@ -268,6 +409,50 @@ impl BankSpec {
             self.members[m].damp_sum(h)
         }
     }
+
+    fn width(&self) -> usize {
+        self.offset[self.members.len()]
+    }
+}
+
+/// What the seasonal and ARIMA members share within one series.
+#[derive(Debug, Clone)]
+struct Extra {
+    history: History,
+    /// Ring of the newest raw values (slot `i % RECENT` holds value i).
+    recent: Box<[f64]>,
+    season: Option<Season>,
+    /// Plain and seasonal ARIMA fits.
+    arima: [Option<ArimaModel>; 2],
+    next_refit: u64,
+    refits: u32,
+}
+
+impl Extra {
+    fn new() -> Extra {
+        Extra {
+            history: History::new(),
+            recent: vec![0.0; RECENT].into_boxed_slice(),
+            season: None,
+            arima: [None, None],
+            next_refit: FIRST_REFIT,
+            refits: 0,
+        }
+    }
+
+    fn heap_bytes(&self) -> usize {
+        std::mem::size_of::<Extra>()
+            + self.history.heap_bytes()
+            + 8 * self.recent.len()
+            + self.season.as_ref().map_or(0, Season::heap_bytes)
+    }
+}
+
+/// Seasonal index and last-cycle value at one target sample (0 without a season).
+#[derive(Clone, Copy, Default)]
+struct At {
+    index: f64,
+    last_cycle: Option<f64>,
 }
 
 /// The running state of one bank over one series.
@@ -276,7 +461,8 @@ pub struct Bank {
     spec: Arc<BankSpec>,
     /// Values seen.
     n: u64,
-    /// Current level and trend per member, interleaved `[l0, b0, l1, b1, ...]`.
+    /// Running state per member, packed at the spec's offsets (`[level, trend]` for the
+    /// smoothing members, `[y, y-1, y-2, e, e-1]` for ARIMA).
     state: Box<[f64]>,
     /// Ring of past states: slot `k % hmax` holds the state after value k (1-based).
     hist: Box<[f64]>,
@@ -287,6 +473,7 @@ pub struct Bank {
     /// EW mean absolute error of the forecasts the bank actually gave, per horizon.
     emitted: Box<[f64]>,
     last: f64,
+    extra: Option<Box<Extra>>,
 }
 
 impl Bank {
@@ -294,14 +481,16 @@ impl Bank {
     pub fn new(spec: Arc<BankSpec>) -> Bank {
         let m = spec.members.len();
         let h = spec.hmax;
+        let w = spec.width();
         Bank {
             n: 0,
-            state: vec![0.0; 2 * m].into_boxed_slice(),
-            hist: vec![0.0; 2 * m * h].into_boxed_slice(),
+            state: vec![0.0; w].into_boxed_slice(),
+            hist: vec![0.0; w * h].into_boxed_slice(),
             err: vec![0.0; m * h].into_boxed_slice(),
             given: vec![0.0; h * h].into_boxed_slice(),
             emitted: vec![0.0; h].into_boxed_slice(),
             last: 0.0,
+            extra: spec.refit.then(|| Box::new(Extra::new())),
             spec,
         }
     }
@@ -328,6 +517,51 @@ impl Bank {
             + self.err.len()
             + self.given.len()
             + self.emitted.len())
+            + self.extra.as_ref().map_or(0, |e| e.heap_bytes())
+    }
+
+    /// The detected period in samples and its strength (share of within-cycle variance
+    /// explained), if any.
+    pub fn season(&self) -> Option<(u64, f64)> {
+        let s = self.extra.as_ref()?.season.as_ref()?;
+        Some((s.period(), s.strength()))
+    }
+
+    /// The installed ARIMA fits: plain, and on the deseasonalised series.
+    pub fn arima(&self) -> [Option<ArimaModel>; 2] {
+        self.extra.as_ref().map_or([None, None], |e| e.arima)
+    }
+
+    fn at(&self, target: u64) -> At {
+        match self.extra.as_ref().and_then(|e| e.season.as_ref()) {
+            Some(s) => At {
+                index: s.index(target),
+                last_cycle: Some(s.last_cycle(target)),
+            },
+            None => At::default(),
+        }
+    }
+
+    /// Member `m`'s forecast `h` steps after the state `st` (its packed slice), for a
+    /// target whose seasonal values are `at`.
+    fn predict(&self, m: usize, st: &[f64], h: u64, at: At) -> f64 {
+        match self.spec.members[m] {
+            Member::Naive | Member::Ses { .. } => st[0],
+            Member::Holt { .. } => st[0] + self.spec.damp(m, h) * st[1],
+            Member::SeasonalNaive => at.last_cycle.unwrap_or(st[0]),
+            Member::HoltWinters { .. } => st[0] + self.spec.damp(m, h) * st[1] + at.index,
+            Member::Arima { seasonal } => {
+                let off = if seasonal { at.index } else { 0.0 };
+                let model = self
+                    .extra
+                    .as_ref()
+                    .and_then(|e| e.arima[usize::from(seasonal)].as_ref());
+                match model {
+                    Some(md) => arima::forecast(md, &ArimaState::unpack(st), h) + off,
+                    None => st[0] + off,
+                }
+            }
+        }
     }
 
     /// Feeds one value; unacceptable values (NaN, infinite, beyond ±1e300) are ignored.
@@ -338,61 +572,184 @@ impl Bank {
         let spec = Arc::clone(&self.spec);
         let nm = spec.members.len();
         let hmax = spec.hmax;
+        let width = spec.width();
         let n = self.n;
+        // Seasonal values at this sample (index n), read before the season learns it.
+        let at_now = self.at(n);
         // Score every forecast made for this step: the one made h steps ago, h = 1..=hmax.
         let scored = (n as usize).min(hmax);
+        let mut errs_now = [0.0f64; 256];
         for h in 1..=scored {
             let made_after = n + 1 - h as u64; // 1-based index of the value it was made after
             let count = made_after; // errors at h so far, this one included
             let w = spec.decay.max(1.0 / count as f64);
             let slot = (made_after % hmax as u64) as usize;
-            let past = &self.hist[slot * 2 * nm..(slot + 1) * 2 * nm];
+            for (m, e) in errs_now.iter_mut().enumerate().take(nm) {
+                let o = slot * width + spec.offset[m];
+                let past = &self.hist[o..o + spec.members[m].width()];
+                *e = (y - self.predict(m, past, h as u64, at_now)).abs();
+            }
             let errs = &mut self.err[(h - 1) * nm..h * nm];
-            for m in 0..nm {
-                let pred = past[2 * m] + spec.damp[m * hmax + h - 1] * past[2 * m + 1];
-                let e = (y - pred).abs();
-                errs[m] += w * (e - errs[m]);
+            for (m, e) in errs.iter_mut().enumerate() {
+                *e += w * (errs_now[m] - *e);
             }
             let e = (y - self.given[slot * hmax + h - 1]).abs();
             self.emitted[h - 1] += w * (e - self.emitted[h - 1]);
         }
         // Advance every member.
         for (m, member) in spec.members.iter().enumerate() {
-            let (l, b) = (self.state[2 * m], self.state[2 * m + 1]);
-            let y = if n >= 2 && *member != Member::Naive {
-                let pred = l + spec.damp[m * hmax] * b;
+            let (o, mw) = (spec.offset[m], member.width());
+            let y_in = if n >= 2 && !matches!(member, Member::Naive | Member::SeasonalNaive) {
+                let pred = self.predict(m, &self.state[o..o + mw], 1, at_now);
                 let band = CLIP_SIGMAS * MAE_TO_SIGMA * self.err[m];
                 y.clamp(pred - band, pred + band)
             } else {
                 y
             };
-            let (nl, nb) = if n == 0 {
-                (y, 0.0)
+            let pred1 = if matches!(member, Member::Arima { .. }) && n >= 1 {
+                self.predict(m, &self.state[o..o + mw], 1, at_now)
             } else {
-                match *member {
-                    Member::Naive => (y, 0.0),
-                    Member::Ses { alpha } => (l + alpha * (y - l), 0.0),
-                    Member::Holt { alpha, beta, phi } => {
-                        let nl = alpha * y + (1.0 - alpha) * (l + phi * b);
-                        (nl, beta * (nl - l) + (1.0 - beta) * phi * b)
+                0.0
+            };
+            let st = &mut self.state[o..o + mw];
+            match *member {
+                Member::Naive | Member::SeasonalNaive => {
+                    st[0] = y;
+                    st[1] = 0.0;
+                }
+                Member::Ses { alpha } => {
+                    st[0] = if n == 0 {
+                        y
+                    } else {
+                        st[0] + alpha * (y_in - st[0])
+                    };
+                    st[1] = 0.0;
+                }
+                Member::Holt { alpha, beta, phi } | Member::HoltWinters { alpha, beta, phi } => {
+                    let x = if matches!(member, Member::HoltWinters { .. }) {
+                        y_in - at_now.index
+                    } else {
+                        y_in
+                    };
+                    if n == 0 {
+                        st[0] = x;
+                        st[1] = 0.0;
+                    } else {
+                        let (l, b) = (st[0], st[1]);
+                        let nl = alpha * x + (1.0 - alpha) * (l + phi * b);
+                        st[1] = beta * (nl - l) + (1.0 - beta) * phi * b;
+                        st[0] = nl;
                     }
                 }
-            };
+                Member::Arima { seasonal } => {
+                    let off = if seasonal { at_now.index } else { 0.0 };
+                    let x = y_in - off;
+                    if n == 0 {
+                        st.copy_from_slice(&[x, x, x, 0.0, 0.0]);
+                    } else {
+                        let mut s = ArimaState::unpack(st);
+                        s.push(x, pred1 - off);
+                        st.copy_from_slice(&s.pack());
+                    }
+                }
+            }
             // Cannot happen for inputs within ±1e300, but a member must never go bad.
-            let (nl, nb) = if nl.is_finite() && nb.is_finite() {
-                (nl, nb)
-            } else {
-                (y, 0.0)
-            };
-            self.state[2 * m] = nl;
-            self.state[2 * m + 1] = nb;
+            if !st.iter().all(|v| v.is_finite()) {
+                st.fill(0.0);
+                st[0] = y;
+                if mw == 5 {
+                    st[1] = y;
+                    st[2] = y;
+                }
+            }
+        }
+        if let Some(extra) = self.extra.as_mut() {
+            if let Some(s) = extra.season.as_mut() {
+                s.observe(n, y);
+            }
+            extra.history.push(y);
+            extra.recent[(n % RECENT as u64) as usize] = y;
         }
         self.n = n + 1;
         self.last = y;
         let slot = (self.n % hmax as u64) as usize;
-        self.hist[slot * 2 * nm..(slot + 1) * 2 * nm].copy_from_slice(&self.state);
+        self.hist[slot * width..(slot + 1) * width].copy_from_slice(&self.state);
         for h in 1..=hmax {
             self.given[slot * hmax + h - 1] = self.mean(h as u64);
+        }
+    }
+
+    /// True when a background refit is due (period detection and ARIMA fit). It stays
+    /// true until a result is installed: keep at most one job in flight per series.
+    pub fn refit_due(&self) -> bool {
+        self.extra.as_ref().is_some_and(|e| self.n >= e.next_refit)
+    }
+
+    /// A refit job owning the data it needs (history, recent values, the current
+    /// season), for a sampling interval of `step_ms` (candidate periods of an hour, a
+    /// day and a week are derived from it; without it no period is sought). `None`
+    /// when the bank has no seasonal or ARIMA member.
+    pub fn refit_job(&self, step_ms: Option<f64>) -> Option<RefitJob> {
+        let extra = self.extra.as_ref()?;
+        let (blocks, width, start) = extra.history.snapshot();
+        let len = (self.n as usize).min(RECENT);
+        let first = self.n - len as u64;
+        let recent: Vec<f64> = (first..self.n)
+            .map(|i| extra.recent[(i % RECENT as u64) as usize])
+            .collect();
+        Some(RefitJob {
+            n: self.n,
+            step_ms,
+            blocks,
+            width,
+            start,
+            recent,
+            recent_start: first,
+            current: extra.season.as_ref().map(|s| {
+                let p = s.period();
+                let w = season::slot_width(p);
+                let profile = (0..p.div_ceil(w)).map(|k| s.index(k * w)).collect();
+                (p, s.strength(), profile)
+            }),
+            arima: self.spec.arima,
+        })
+    }
+
+    /// Installs a refit result (from a job of this bank; results of an older job than
+    /// the last installed one are ignored).
+    pub fn install(&mut self, result: RefitResult) {
+        let Some(extra) = self.extra.as_mut() else {
+            return;
+        };
+        let every = self.spec.refit_every;
+        if result.n + FIRST_REFIT <= extra.next_refit && extra.refits > 0 {
+            return;
+        }
+        match result.season {
+            SeasonChange::Keep => {}
+            SeasonChange::Strength(s) => {
+                if let Some(cur) = extra.season.as_mut() {
+                    cur.set_strength(s);
+                }
+            }
+            SeasonChange::Install(fit) => extra.season = Some(Season::from_fit(&fit)),
+            SeasonChange::Drop => extra.season = None,
+        }
+        for (slot, model) in extra.arima.iter_mut().zip(result.arima) {
+            if model.is_some() {
+                *slot = model;
+            }
+        }
+        extra.refits += 1;
+        extra.next_refit = result.n + result.n.clamp(FIRST_REFIT, every.max(1));
+    }
+
+    /// Runs a due refit inline (offline callers: `plb forecast`, benchmarks).
+    pub fn refit_inline(&mut self, step_ms: Option<f64>) {
+        if self.refit_due()
+            && let Some(job) = self.refit_job(step_ms)
+        {
+            self.install(job.run());
         }
     }
 
@@ -448,9 +805,18 @@ impl Bank {
 
     /// Member `m`'s point forecast `h` steps ahead.
     pub fn member_mean(&self, m: usize, h: u64) -> f64 {
-        let l = self.state[2 * m];
-        let b = self.state[2 * m + 1];
-        clean_or(l + self.spec.damp(m, h.max(1)) * b, l)
+        let Some(member) = self.spec.members.get(m) else {
+            return self.last;
+        };
+        let h = h.max(1);
+        let o = self.spec.offset[m];
+        let st = &self.state[o..o + member.width()];
+        let at = if member.needs_refit() {
+            self.at((self.n + h).saturating_sub(1))
+        } else {
+            At::default()
+        };
+        clean_or(self.predict(m, st, h, at), st[0])
     }
 
     /// Member `m`'s recent mean absolute error at horizon `h` (`None` before any is scored).
@@ -564,6 +930,7 @@ mod tests {
                 max_horizon: 3,
                 decay: 0.5,
                 combine: 1,
+                ..Default::default()
             },
         )
         .expect("spec");

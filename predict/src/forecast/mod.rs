@@ -1,5 +1,6 @@
 //! Forecasting behind one trait: naive, simple exponential smoothing, damped-trend Holt,
-//! and the automatic choice between them, all self-tuning online.
+//! seasonal naive, additive Holt-Winters with damped trend, small ARIMA, and the
+//! automatic choice between them, all self-tuning online.
 //!
 //! Every model is a [`Bank`] of smoothing members with fixed parameters, run side by
 //! side. Each member's own forecasts are scored against what then happened, per
@@ -7,12 +8,23 @@
 //! `h` comes from the member with the lowest recent error at `h`. So `Ses` tunes its
 //! alpha, `Holt` its (alpha, beta, phi), and [`AutoForecaster`] its model family, with
 //! no hand tuning per series. Intervals come from the same errors.
-//! More families (seasonal, ARIMA-like) slot in as new [`Member`] kinds.
+//!
+//! The seasonal members read a per-series period and profile ([`season`]) and the
+//! ARIMA members a per-series fit ([`arima`]); both come from a background refit
+//! ([`Bank::refit_job`] → [`RefitJob::run`] → [`Bank::install`]) that never runs on the
+//! sample path. Until a period is found, the seasonal members behave like their
+//! non-seasonal twins and are chosen only if they earn it on recent error.
+pub mod arima;
 mod bank;
 mod models;
+mod refit;
+pub mod season;
 
+pub use arima::{ArimaModel, ArimaState, Order};
 pub use bank::{Bank, BankSpec, Family, ForecastParams, Member};
-pub use models::{AutoForecaster, FamilyError, Holt, Naive, Ses};
+pub use models::{AutoForecaster, FamilyError, Holt, HoltWinters, Naive, Ses};
+pub use refit::{RefitJob, RefitResult, SeasonChange};
+pub use season::SeasonFit;
 
 use serde::{Deserialize, Serialize};
 

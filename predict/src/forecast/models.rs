@@ -1,15 +1,19 @@
-//! The named forecasters: [`Naive`], [`Ses`], [`Holt`] and [`AutoForecaster`], each a
-//! [`Bank`] of members of its family (all families for the automatic one).
+//! The named forecasters: [`Naive`], [`Ses`], [`Holt`], [`HoltWinters`] and
+//! [`AutoForecaster`], each a [`Bank`] of members of its family (all families for the
+//! automatic one).
 use std::sync::{Arc, OnceLock};
 
 use serde::{Deserialize, Serialize};
 
-use super::{Bank, BankSpec, Family, Forecast, ForecastParams, Forecaster};
+use super::{Bank, BankSpec, Family, Forecast, ForecastParams, Forecaster, RefitJob, RefitResult};
 use crate::error::Result;
 use crate::num::clean;
 
 fn default_spec(family: Option<Family>) -> Arc<BankSpec> {
-    static SPECS: [OnceLock<Arc<BankSpec>>; 4] = [
+    static SPECS: [OnceLock<Arc<BankSpec>>; 7] = [
+        OnceLock::new(),
+        OnceLock::new(),
+        OnceLock::new(),
         OnceLock::new(),
         OnceLock::new(),
         OnceLock::new(),
@@ -20,6 +24,9 @@ fn default_spec(family: Option<Family>) -> Arc<BankSpec> {
         Some(Family::Naive) => 1,
         Some(Family::Ses) => 2,
         Some(Family::Holt) => 3,
+        Some(Family::SeasonalNaive) => 4,
+        Some(Family::HoltWinters) => 5,
+        Some(Family::Arima) => 6,
     };
     Arc::clone(SPECS[i].get_or_init(|| {
         BankSpec::new(BankSpec::default_members(family), ForecastParams::default())
@@ -50,6 +57,26 @@ macro_rules! family_forecaster {
             /// The bank inside, for its per-member errors.
             pub fn bank(&self) -> &Bank {
                 &self.0
+            }
+
+            /// See [`Bank::refit_due`].
+            pub fn refit_due(&self) -> bool {
+                self.0.refit_due()
+            }
+
+            /// See [`Bank::refit_job`].
+            pub fn refit_job(&self, step_ms: Option<f64>) -> Option<RefitJob> {
+                self.0.refit_job(step_ms)
+            }
+
+            /// See [`Bank::install`].
+            pub fn install(&mut self, result: RefitResult) {
+                self.0.install(result)
+            }
+
+            /// See [`Bank::refit_inline`].
+            pub fn refit_inline(&mut self, step_ms: Option<f64>) {
+                self.0.refit_inline(step_ms)
             }
         }
 
@@ -92,6 +119,15 @@ family_forecaster!(
     "holt"
 );
 
+family_forecaster!(
+    /// Additive Holt-Winters with damped trend over the series' detected period,
+    /// (alpha, beta, phi) chosen per horizon by recent error. Needs background refits
+    /// (period detection) to be seasonal: see [`Bank::refit_job`].
+    HoltWinters,
+    Family::HoltWinters,
+    "holt_winters"
+);
+
 /// One family's recent error at one horizon: its best member's, next to the naive one.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FamilyError {
@@ -105,8 +141,10 @@ pub struct FamilyError {
     pub relative_to_naive: Option<f64>,
 }
 
-/// Runs naive, SES and Holt members side by side and, per horizon, forecasts with the
-/// one whose recent error is lowest. The choice and every family's error are visible.
+/// Runs naive, SES, Holt, seasonal naive, Holt-Winters and ARIMA members side by side
+/// and, per horizon, forecasts with the one whose recent error is lowest. The choice
+/// and every family's error are visible. The seasonal and ARIMA members need the
+/// background refit ([`AutoForecaster::refit_job`]) to find a period and fit a model.
 #[derive(Debug, Clone)]
 pub struct AutoForecaster(Bank);
 
@@ -130,6 +168,26 @@ impl AutoForecaster {
     /// The bank inside.
     pub fn bank(&self) -> &Bank {
         &self.0
+    }
+
+    /// See [`Bank::refit_due`].
+    pub fn refit_due(&self) -> bool {
+        self.0.refit_due()
+    }
+
+    /// See [`Bank::refit_job`].
+    pub fn refit_job(&self, step_ms: Option<f64>) -> Option<RefitJob> {
+        self.0.refit_job(step_ms)
+    }
+
+    /// See [`Bank::install`].
+    pub fn install(&mut self, result: RefitResult) {
+        self.0.install(result)
+    }
+
+    /// See [`Bank::refit_inline`].
+    pub fn refit_inline(&mut self, step_ms: Option<f64>) {
+        self.0.refit_inline(step_ms)
     }
 
     /// The member forecasting horizon `h` now, e.g. `holt(0.5,0.05,0.9)`.

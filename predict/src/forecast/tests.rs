@@ -64,7 +64,7 @@ fn noise_is_smoothed_below_the_naive_error() {
     assert!(mae < 0.9 && naive > 1.0, "auto {mae} naive {naive}");
     assert_eq!(auto.chosen_family(1), Family::Ses);
     let fams = auto.family_errors(1);
-    assert_eq!(fams.len(), 3);
+    assert_eq!(fams.len(), 6);
     let ses = fams.iter().find(|f| f.family == Family::Ses).expect("ses");
     assert!(ses.relative_to_naive.expect("ratio") < 0.8);
 }
@@ -148,4 +148,80 @@ fn fuzz_no_nan_or_infinity_leaves() {
             }
         }
     }
+}
+
+/// A daily cycle at 5-minute samples: 288 per day, with noise.
+fn daily_series(days: usize, seed: u64) -> Vec<f64> {
+    let mut rng = Rng::new(seed);
+    (0..days * 288)
+        .map(|t| {
+            let ph = (t % 288) as f64 / 288.0 * std::f64::consts::TAU;
+            100.0 + 40.0 * ph.sin() + 15.0 * (2.0 * ph).cos() + 3.0 * rng.normal()
+        })
+        .collect()
+}
+
+#[test]
+fn seasonal_member_wins_on_a_seasonal_series() {
+    let ys = daily_series(8, 21);
+    let mut auto = AutoForecaster::new();
+    for &y in &ys {
+        auto.update(y);
+        auto.refit_inline(Some(300_000.0));
+    }
+    let (period, strength) = auto.bank().season().expect("period found");
+    assert_eq!(period, 288);
+    assert!(strength > 0.8, "{strength}");
+    for h in [1, 3, 6] {
+        let label = auto.chosen(h);
+        let seasonal = matches!(
+            auto.chosen_family(h),
+            Family::HoltWinters | Family::SeasonalNaive
+        ) || label == "arima+season";
+        assert!(seasonal, "h={h}: {label}");
+    }
+    // The seasonal forecast beats the best non-seasonal member by a wide margin at h=6.
+    let fams = auto.family_errors(6);
+    let err = |f: Family| fams.iter().find(|e| e.family == f).map(|e| e.mae);
+    let hw = err(Family::HoltWinters).expect("hw");
+    let holt = err(Family::Holt).expect("holt");
+    assert!(hw < 0.8 * holt, "hw {hw} holt {holt}");
+    // Next value's forecast lands near the truth.
+    let t = ys.len();
+    let ph = (t % 288) as f64 / 288.0 * std::f64::consts::TAU;
+    let truth = 100.0 + 40.0 * ph.sin() + 15.0 * (2.0 * ph).cos();
+    assert!((auto.forecast(1).mean - truth).abs() < 8.0);
+}
+
+#[test]
+fn refit_job_is_due_until_installed_and_bounded() {
+    let mut auto = AutoForecaster::new();
+    let ys = daily_series(3, 5);
+    let mut jobs = 0;
+    for (i, &y) in ys.iter().enumerate() {
+        auto.update(y);
+        if auto.refit_due() {
+            let job = auto.refit_job(Some(300_000.0)).expect("job");
+            assert_eq!(job.samples(), i as u64 + 1);
+            // Still due while the job runs elsewhere.
+            assert!(auto.refit_due());
+            auto.install(job.run());
+            assert!(!auto.refit_due());
+            jobs += 1;
+        }
+    }
+    // 128, 256, 512, then every 256.
+    assert_eq!(jobs, 4, "{jobs}");
+    assert!(auto.bank().arima()[0].is_some());
+    assert!(
+        auto.bank().heap_bytes() < 32 * 1024,
+        "{}",
+        auto.bank().heap_bytes()
+    );
+    // Banks without seasonal or ARIMA members never need a refit.
+    let mut holt = Holt::new();
+    feed(&mut holt, ys.iter().copied());
+    assert!(!holt.refit_due());
+    assert!(holt.refit_job(Some(300_000.0)).is_none());
+    assert!(holt.bank().heap_bytes() < 2_000);
 }
