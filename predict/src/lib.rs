@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 
 pub mod capacity;
+pub mod demand;
 pub mod error;
 pub mod forecast;
 pub mod node;
@@ -22,6 +23,10 @@ pub mod state;
 mod testutil;
 
 pub use capacity::{Capacity, CapacityModel, CapacityParams, CapacityRow, CurveForm, fit_per_node};
+pub use demand::{
+    DemandParams, Direction, NodesNeeded, PoolDemand, RecommendationChange, Recommender,
+    RecommenderParams, ScalePlan,
+};
 pub use error::{PredictError, Result};
 pub use forecast::{AutoForecaster, Forecast, Forecaster, Holt, Naive, Ses};
 pub use node::{NodeConfig, NodeModel, NodeParams, Observation};
