@@ -34,6 +34,10 @@ pub struct DemandParams {
     pub min_nodes: u32,
     /// Most nodes ever recommended.
     pub max_nodes: u32,
+    /// Weight of the newest error when the bank scores its members (see
+    /// [`ForecastParams::decay`]); demand wants a longer memory than node metrics, so
+    /// that a member that foresaw yesterday's rises is still trusted before today's.
+    pub decay: f64,
 }
 
 impl Default for DemandParams {
@@ -46,6 +50,7 @@ impl Default for DemandParams {
             plan_z: 1.0,
             min_nodes: 1,
             max_nodes: 10_000,
+            decay: 0.02,
         }
     }
 }
@@ -175,6 +180,7 @@ impl PoolDemand {
         params.validate()?;
         let fp = ForecastParams {
             max_horizon: params.max_horizon(),
+            decay: params.decay,
             ..ForecastParams::default()
         };
         let spec = BankSpec::new(BankSpec::default_members(None), fp)?;
@@ -253,7 +259,17 @@ impl PoolDemand {
 
     fn needed(&self, h: u32, per_node: f64) -> NodesNeeded {
         let p = &self.params;
-        let f = self.forecaster.forecast(h);
+        let mut f = self.forecaster.forecast(h);
+        let mut model = self.forecaster.chosen(h).to_string();
+        // Once a cycle is established, plan for what it predicts when that is higher:
+        // the bank picks members by recent error, and a calm hour before a daily rise
+        // does not tell them apart.
+        if let Some((s, label)) = self.forecaster.seasonal_forecast(h)
+            && s.mean > f.mean
+        {
+            f = s;
+            model = format!("{label} (season)");
+        }
         let planned = clean((f.mean + p.plan_z * f.sigma()).max(0.0));
         NodesNeeded {
             horizon: h,
@@ -263,7 +279,7 @@ impl PoolDemand {
             nodes: nodes_for(planned, per_node, p),
             nodes_lo: nodes_for(f.lo, per_node, p),
             nodes_hi: nodes_for(f.hi, per_node, p),
-            model: self.forecaster.chosen(h).to_string(),
+            model,
         }
     }
 

@@ -190,6 +190,34 @@ impl AutoForecaster {
         self.0.refit_inline(step_ms)
     }
 
+    /// Once a period is installed, the forecast at horizon `h` of the seasonal member
+    /// (seasonal naive, Holt-Winters, seasonal ARIMA) with the lowest recent error
+    /// there, with its label: what the cycle alone predicts.
+    pub fn seasonal_forecast(&self, h: u32) -> Option<(Forecast, &str)> {
+        let bank = &self.0;
+        bank.season()?;
+        let h = u64::from(h.max(1));
+        let spec = bank.spec();
+        let best = spec
+            .members()
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| {
+                matches!(
+                    m,
+                    super::Member::SeasonalNaive
+                        | super::Member::HoltWinters { .. }
+                        | super::Member::Arima { seasonal: true }
+                )
+            })
+            .filter_map(|(i, _)| Some((i, bank.member_mae(i, h)?)))
+            .min_by(|a, b| a.1.total_cmp(&b.1))?;
+        Some((
+            bank.member_forecast(best.0, h),
+            spec.labels()[best.0].as_str(),
+        ))
+    }
+
     /// The member forecasting horizon `h` now, e.g. `holt(0.5,0.05,0.9)`.
     pub fn chosen(&self, h: u32) -> &str {
         &self.0.spec().labels()[self.0.choose(u64::from(h))]
