@@ -20,6 +20,13 @@ use crate::num::{acceptable, clean, clean_or};
 /// naive member is never clipped, so a real level shift is still followed at once.
 const CLIP_SIGMAS: f64 = 3.0;
 
+/// In banks with seasonal and ARIMA members, a member replaces the naive forecast only
+/// when its recent error is lower by more than this share. The more members, the
+/// likelier one beats the last value on noise alone (selection bias), and on series
+/// where nothing really does, switching between members costs more than it wins. Banks
+/// of naive, SES and Holt only keep the plain rule (their accuracy is unchanged).
+const NAIVE_EDGE: f64 = 0.03;
+
 /// sqrt(pi / 2): the standard deviation of a normal error per unit of mean absolute error.
 const MAE_TO_SIGMA: f64 = 1.253_314_137_315_500_3;
 
@@ -770,12 +777,20 @@ impl Bank {
             idx[0] = self.spec.naive.unwrap_or(0);
             return (idx, 1);
         }
-        let errs = &self.err[(hs - 1) * nm..hs * nm];
+        let raw = &self.err[(hs - 1) * nm..hs * nm];
+        let naive = self.spec.naive.filter(|_| self.spec.refit);
+        let score = |m: usize| {
+            if Some(m) == naive {
+                raw[m] * (1.0 - NAIVE_EDGE)
+            } else {
+                raw[m]
+            }
+        };
         let mut len = 0;
         for m in 0..nm {
             // Insertion into the sorted top-k.
             let mut pos = len;
-            while pos > 0 && errs[m] < errs[idx[pos - 1]] {
+            while pos > 0 && score(m) < score(idx[pos - 1]) {
                 pos -= 1;
             }
             if pos < k {
