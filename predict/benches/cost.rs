@@ -150,8 +150,10 @@ fn main() {
     let members = BankSpec::default_members(None).len();
     let ses = BankSpec::default_members(Some(Family::Ses)).len();
     let holt = BankSpec::default_members(Some(Family::Holt)).len();
+    let hw = BankSpec::default_members(Some(Family::HoltWinters)).len();
+    let arima = BankSpec::default_members(Some(Family::Arima)).len();
     println!(
-        "Cost: {n_series} series x {rounds} updates (real NAB values); auto bank = naive + {ses} SES + {holt} Holt = {members} members, horizons 1..=6 scored"
+        "Cost: {n_series} series x {rounds} updates (real NAB values); auto bank = naive + {ses} SES + {holt} Holt + seasonal naive + {hw} Holt-Winters + {arima} ARIMA = {members} members, horizons 1..=6 scored (too few updates for a refit: see the forecast_cost bench for costs with periods and ARIMA fits installed)"
     );
     println!();
     println!(
