@@ -3,6 +3,9 @@
 //! have found periods and fitted ARIMA models), memory per series, and the cost of one
 //! background refit job. Real NAB values, 5-minute steps; the naive bank is the
 //! baseline measured in the same run, and the timer's own overhead is shown.
+// A bench measures time, reads data files and prints: it opts out of the pure-crate
+// lints of predict/clippy.toml.
+#![allow(clippy::disallowed_methods, clippy::disallowed_types, clippy::disallowed_macros)]
 mod common;
 
 use std::hint::black_box;
