@@ -10,7 +10,11 @@
 //! goals.
 // A bench measures time, reads data files and prints: it opts out of the pure-crate
 // lints of predict/clippy.toml.
-#![allow(clippy::disallowed_methods, clippy::disallowed_types, clippy::disallowed_macros)]
+#![allow(
+    clippy::disallowed_methods,
+    clippy::disallowed_types,
+    clippy::disallowed_macros
+)]
 mod common;
 
 use std::sync::Arc;

@@ -5,7 +5,11 @@
 //! baseline measured in the same run, and the timer's own overhead is shown.
 // A bench measures time, reads data files and prints: it opts out of the pure-crate
 // lints of predict/clippy.toml.
-#![allow(clippy::disallowed_methods, clippy::disallowed_types, clippy::disallowed_macros)]
+#![allow(
+    clippy::disallowed_methods,
+    clippy::disallowed_types,
+    clippy::disallowed_macros
+)]
 mod common;
 
 use std::hint::black_box;
