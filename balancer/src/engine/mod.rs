@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex};
 use arc_swap::{ArcSwap, ArcSwapOption};
 use plb_api::{Assignments, NodeAssessment, NodeRouting, NodeState, Tier};
 use plb_predict::{NodeConfig, NodeParams};
-use plb_routing::{PolicyKind, Shaping, Snapshot};
+use plb_routing::{Shaping, Snapshot};
 use tokio::sync::mpsc;
 
 pub use capacity::TrainingConfig;
@@ -305,7 +305,7 @@ impl Engine {
                 client_id: t.client_id,
                 pool: t.name.clone(),
             };
-            let policy = t.policy.parse::<PolicyKind>().unwrap_or_default();
+            let policy = t.policy;
             let router = match current.get(&key) {
                 Some(r) if r.pool_id() == t.pool_id => Arc::clone(r),
                 _ => {

@@ -9,6 +9,8 @@ use plb_api::{MetricDirection, NodeAssessment, NodeState, Sample, StateChange};
 use plb_predict::{NodeConfig, NodeModel, NodeParams, PredictError};
 use plb_routing::NodeView;
 
+use crate::store::TopologyNode;
+
 /// One node of the pool.
 #[derive(Debug)]
 pub(crate) struct NodeSlot {
@@ -46,16 +48,15 @@ impl PoolModels {
         }
     }
 
-    /// Makes the node set `nodes` (id, name, address): new nodes start `unknown`,
-    /// gone nodes are forgotten. Returns whether anything changed.
-    pub(crate) fn sync(&mut self, nodes: &[(i64, String, String)]) -> bool {
+    /// Makes the node set `nodes`: new nodes start `unknown`, gone nodes are forgotten.
+    /// Returns whether anything changed.
+    pub(crate) fn sync(&mut self, nodes: &[TopologyNode]) -> bool {
         let mut changed = false;
         let before = self.nodes.len();
-        let keep: std::collections::HashSet<&str> =
-            nodes.iter().map(|(_, n, _)| n.as_str()).collect();
+        let keep: std::collections::HashSet<&str> = nodes.iter().map(|n| n.name.as_str()).collect();
         self.nodes.retain(|name, _| keep.contains(name.as_str()));
         changed |= self.nodes.len() != before;
-        for (id, name, address) in nodes {
+        for TopologyNode { id, name, address } in nodes {
             match self.nodes.get_mut(name) {
                 Some(slot) => {
                     if slot.address != *address || slot.node_id != *id {
@@ -279,8 +280,13 @@ mod tests {
     fn the_degrade_score_rises_before_the_band_and_noise_leaves_it_at_zero() {
         let config = NodeConfig::new(NodeParams::default()).expect("params");
         let mut m = PoolModels::new(Arc::clone(&config));
-        assert!(m.sync(&[(1, "a".into(), "h:1".into())]));
-        assert!(!m.sync(&[(1, "a".into(), "h:1".into())]), "nothing changed");
+        let a = || TopologyNode {
+            id: 1,
+            name: "a".into(),
+            address: "h:1".into(),
+        };
+        assert!(m.sync(&[a()]));
+        assert!(!m.sync(&[a()]), "nothing changed");
         let mut t = 1_000_000;
         for k in 0..60 {
             m.observe("a", &sample(t, 10.0 * (1.0 + NOISE[k % 10])))

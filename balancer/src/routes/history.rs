@@ -119,9 +119,9 @@ pub async fn get(
     let points = rows
         .into_iter()
         .skip(skip)
-        .filter_map(|(t, metrics)| {
-            let v = *metrics.get(name)?;
-            v.is_finite().then_some((t, v))
+        .filter_map(|row| {
+            let v = *row.metrics.get(name)?;
+            v.is_finite().then_some((row.taken_at_ms, v))
         })
         .collect();
     Ok(ApiJson(MetricHistory {

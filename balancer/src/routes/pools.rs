@@ -113,12 +113,7 @@ pub async fn update(
     }
     let view = st
         .store
-        .update_pool(
-            client_id,
-            pool.clone(),
-            policy.map(|p| p.as_str().to_string()),
-            req.latency_slo_ms,
-        )
+        .update_pool(client_id, pool.clone(), policy, req.latency_slo_ms)
         .await?;
     let key = PoolKey { client_id, pool };
     if let Some(router) = st.engine.pool(&key) {

@@ -169,8 +169,11 @@ pub async fn decisions(
         .route_decisions(client_id, pool.clone(), since_ms)
         .await?;
     let mut minutes: BTreeMap<i64, Vec<(String, u64)>> = BTreeMap::new();
-    for (m, node, n) in rows {
-        minutes.entry(m).or_default().push((node, n));
+    for r in rows {
+        minutes
+            .entry(r.minute_ms)
+            .or_default()
+            .push((r.node, r.decisions));
     }
     let minutes = minutes
         .into_iter()

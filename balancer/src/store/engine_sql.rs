@@ -1,13 +1,11 @@
 //! The prediction engine's SQL: the routing topology (every pool with its nodes), recent
 //! samples to warm the models after a restart, state changes with their evidence,
-//! per-minute route decision counts, periodic forecast errors, and pool settings.
-use plb_api::{
-    Evidence, ForecastErrorRecord, NodeState, NodeStateChange, PoolView, Sample, StateChange,
-};
+//! per-minute route decision counts and periodic forecast errors.
+use plb_api::{Evidence, ForecastErrorRecord, NodeState, NodeStateChange, Sample, StateChange};
 use rusqlite::{Connection, params};
 
-use super::sqlite::{get_pool, pool_id};
-use super::{EngineWrites, PoolTopology, StoreError, WarmSample};
+use super::pools_sql::{parse_policy, pool_id};
+use super::{EngineWrites, MinuteDecisions, PoolTopology, StoreError, TopologyNode, WarmSample};
 
 pub(super) fn topology(c: &Connection) -> Result<Vec<PoolTopology>, StoreError> {
     let mut pools_q = c.prepare_cached(
@@ -15,12 +13,13 @@ pub(super) fn topology(c: &Connection) -> Result<Vec<PoolTopology>, StoreError> 
     )?;
     let mut pools: Vec<PoolTopology> = pools_q
         .query_map([], |r| {
+            let pool_id = r.get(0)?;
             Ok(PoolTopology {
-                pool_id: r.get(0)?,
+                pool_id,
                 client_id: r.get(1)?,
                 name: r.get(2)?,
                 slo_ms: r.get(3)?,
-                policy: r.get(4)?,
+                policy: parse_policy(pool_id, &r.get::<_, String>(4)?),
                 nodes: Vec::new(),
             })
         })?
@@ -45,7 +44,11 @@ pub(super) fn topology(c: &Connection) -> Result<Vec<PoolTopology>, StoreError> 
     for row in rows {
         let (pid, nid, name, address) = row?;
         if let Some(&i) = by_id.get(&pid) {
-            pools[i].nodes.push((nid, name, address));
+            pools[i].nodes.push(TopologyNode {
+                id: nid,
+                name,
+                address,
+            });
         }
     }
     Ok(pools)
@@ -210,7 +213,7 @@ pub(super) fn route_decisions(
     client_id: i64,
     pool: &str,
     since_ms: i64,
-) -> Result<Vec<(i64, String, u64)>, StoreError> {
+) -> Result<Vec<MinuteDecisions>, StoreError> {
     let pid = pool_id(c, client_id, pool)?;
     let mut q = c.prepare_cached(
         "SELECT rd.minute_ms, n.name, rd.decisions FROM route_decisions rd
@@ -218,11 +221,11 @@ pub(super) fn route_decisions(
          WHERE rd.pool_id = ?1 AND rd.minute_ms >= ?2 ORDER BY rd.minute_ms, n.name",
     )?;
     let rows = q.query_map(params![pid, since_ms], |r| {
-        Ok((
-            r.get::<_, i64>(0)?,
-            r.get::<_, String>(1)?,
-            u64::try_from(r.get::<_, i64>(2)?).unwrap_or(0),
-        ))
+        Ok(MinuteDecisions {
+            minute_ms: r.get(0)?,
+            node: r.get(1)?,
+            decisions: u64::try_from(r.get::<_, i64>(2)?).unwrap_or(0),
+        })
     })?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
@@ -255,27 +258,4 @@ pub(super) fn forecast_errors(
         })
     })?;
     Ok(rows.collect::<Result<_, _>>()?)
-}
-
-pub(super) fn update_pool(
-    c: &Connection,
-    client_id: i64,
-    pool: &str,
-    policy: Option<&str>,
-    slo_ms: Option<f64>,
-) -> Result<PoolView, StoreError> {
-    let pid = pool_id(c, client_id, pool)?;
-    if let Some(p) = policy {
-        c.execute(
-            "UPDATE pools SET policy = ?2 WHERE id = ?1",
-            params![pid, p],
-        )?;
-    }
-    if let Some(s) = slo_ms {
-        c.execute(
-            "UPDATE pools SET latency_slo_ms = ?2 WHERE id = ?1",
-            params![pid, s],
-        )?;
-    }
-    get_pool(c, client_id, pool)
 }

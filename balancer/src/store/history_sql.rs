@@ -7,10 +7,16 @@ use rusqlite::{Connection, params};
 
 use super::StoreError;
 
-/// A sample's time (Unix ms) and its metrics.
-pub type TimedMetrics = (i64, BTreeMap<String, f64>);
+/// A stored sample's time and its metrics.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TimedMetrics {
+    /// When it was taken, Unix ms.
+    pub taken_at_ms: i64,
+    /// Its metrics by name.
+    pub metrics: BTreeMap<String, f64>,
+}
 
-/// `(taken_at_ms, metrics)` of the node's `ok` runs of `probe` in `pool` taken at or
+/// Time and metrics of the node's `ok` runs of `probe` in `pool` taken at or
 /// after `since_ms`: the newest `limit`, oldest first.
 pub(super) fn node_probe_samples(
     c: &Connection,
@@ -33,7 +39,10 @@ pub(super) fn node_probe_samples(
     let mut out = Vec::new();
     while let Some(r) = rows.next()? {
         let metrics: String = r.get(1)?;
-        out.push((r.get(0)?, serde_json::from_str(&metrics)?));
+        out.push(TimedMetrics {
+            taken_at_ms: r.get(0)?,
+            metrics: serde_json::from_str(&metrics)?,
+        });
     }
     out.reverse();
     Ok(out)

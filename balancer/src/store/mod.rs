@@ -1,15 +1,23 @@
 //! The balancer's storage behind one trait. All SQL lives in this module: [`Store`] is
 //! what handlers see (`Arc<dyn Store>` in the app state), [`SqliteStore`] the one
 //! implementation (a group-committing writer thread plus a pool of read connections).
+//! The trait and the types it speaks (this file, `reliability_sql`'s record types) name
+//! no backend type, so a second backend implements the same trait; `sqlite.rs` holds the
+//! SQLite plumbing and the `*_sql.rs` modules its SQL, one per group of tables.
 //!
 //! Every method takes the caller's identity (client id or agent token id) and answers
 //! [`StoreError::NotFound`] for anything outside it, so one client can never read or
 //! change another's pools, probes or nodes.
+mod clients_sql;
 mod engine_sql;
 mod fold;
 mod history_sql;
+mod nodes_sql;
+mod pools_sql;
+mod probes_sql;
 mod readers;
 mod reliability_sql;
+mod samples_sql;
 mod schema;
 mod sqlite;
 mod writer;
@@ -20,6 +28,7 @@ use plb_api::{
     Assignments, CreatePool, PoolNodes, PoolView, ProbeSettings, ProbeView, RegisterRequest,
     ReportAck, ReportBatch, Sample,
 };
+use plb_routing::PolicyKind;
 
 pub use fold::FoldStats;
 pub use history_sql::TimedMetrics;
@@ -27,7 +36,8 @@ pub use reliability_sql::{
     AttemptNext, AttemptRecord, DueDelivery, ReliabilityRecord, ReliabilityStore, ReplaySample,
     StoredReliability,
 };
-pub use sqlite::{SqliteOptions, SqliteStore, Synchronous, WriterMetrics};
+pub use sqlite::{SqliteOptions, SqliteStore, Synchronous};
+pub use writer::WriterMetrics;
 
 /// A future answered by the store.
 pub type StoreFuture<T> = BoxFuture<'static, Result<T, StoreError>>;
@@ -36,7 +46,9 @@ pub type StoreFuture<T> = BoxFuture<'static, Result<T, StoreError>>;
 pub type TokenHash = [u8; 32];
 
 /// A failed store operation. The first four name a problem of the request; the rest are
-/// internal.
+/// internal. A backend's own failures have variants named after it (`Sqlite`,
+/// `SqliteMigration`); a second backend adds its own beside them, and callers only match
+/// the backend-neutral ones (anything else is an internal error).
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The thing named does not exist for this caller.
@@ -54,9 +66,9 @@ pub enum StoreError {
     /// SQLite failed.
     #[error("sqlite: {0}")]
     Sqlite(#[from] rusqlite::Error),
-    /// Migrating the schema failed.
-    #[error("migrating the schema: {0}")]
-    Migration(#[from] rusqlite_migration::Error),
+    /// Migrating the SQLite schema failed.
+    #[error("migrating the SQLite schema: {0}")]
+    SqliteMigration(#[from] rusqlite_migration::Error),
     /// A stored JSON column could not be read or written.
     #[error("stored JSON: {0}")]
     Json(#[from] serde_json::Error),
@@ -148,10 +160,33 @@ pub struct PoolTopology {
     pub name: String,
     /// Latency objective, ms.
     pub slo_ms: f64,
-    /// Routing policy name.
-    pub policy: String,
-    /// Its nodes: (row id, name, address), by name.
-    pub nodes: Vec<(i64, String, String)>,
+    /// Routing policy. A stored name this build does not know reads as the default
+    /// (`plb`), with a warning in the log.
+    pub policy: PolicyKind,
+    /// Its nodes, by name.
+    pub nodes: Vec<TopologyNode>,
+}
+
+/// A node of a [`PoolTopology`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopologyNode {
+    /// The node's row id.
+    pub id: i64,
+    /// Its name (unique within its client).
+    pub name: String,
+    /// Its registered address.
+    pub address: String,
+}
+
+/// Route decisions of one node in one minute, as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MinuteDecisions {
+    /// Start of the minute, Unix ms.
+    pub minute_ms: i64,
+    /// The node's name.
+    pub node: String,
+    /// Decisions for it in that minute.
+    pub decisions: u64,
 }
 
 /// A stored sample for warming the models after a restart.
@@ -328,17 +363,16 @@ pub trait Store: ReliabilityStore + Send + Sync + 'static {
         limit: usize,
     ) -> StoreFuture<Vec<plb_api::NodeStateChange>>;
 
-    /// A pool's route decisions per minute and node from `since_ms`: (minute, node, count).
+    /// A pool's route decisions per minute and node from `since_ms`, by minute then node.
     fn route_decisions(
         &self,
         client_id: i64,
         pool: String,
         since_ms: i64,
-    ) -> StoreFuture<Vec<(i64, String, u64)>>;
+    ) -> StoreFuture<Vec<MinuteDecisions>>;
 
     /// One node's stored `ok` samples of one probe in one of the client's pools, taken
-    /// at or after `since_ms`: the newest `limit` as `(taken_at_ms, metrics)`, oldest
-    /// first (the dashboard's history).
+    /// at or after `since_ms`: the newest `limit`, oldest first (the dashboard's history).
     fn node_probe_samples(
         &self,
         client_id: i64,
@@ -363,7 +397,7 @@ pub trait Store: ReliabilityStore + Send + Sync + 'static {
         &self,
         client_id: i64,
         pool: String,
-        policy: Option<String>,
+        policy: Option<PolicyKind>,
         slo_ms: Option<f64>,
     ) -> StoreFuture<PoolView>;
 }

@@ -7,6 +7,10 @@ use rusqlite::{Connection, OpenFlags};
 
 use super::StoreError;
 
+/// Bytes of the database file read through a memory map, per connection (the writer's
+/// too).
+pub(crate) const MMAP_BYTES: i64 = 256 * 1024 * 1024;
+
 pub(crate) struct Readers {
     path: PathBuf,
     idle: Mutex<Vec<Connection>>,
@@ -29,7 +33,7 @@ impl Readers {
         )?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.pragma_update(None, "cache_size", -16 * 1024)?;
-        conn.pragma_update(None, "mmap_size", super::sqlite::MMAP_BYTES)?;
+        conn.pragma_update(None, "mmap_size", MMAP_BYTES)?;
         conn.set_prepared_statement_cache_capacity(64);
         Ok(conn)
     }

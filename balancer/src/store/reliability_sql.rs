@@ -8,7 +8,8 @@ use plb_api::{
 };
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::sqlite::{SqliteStore, pool_id};
+use super::SqliteStore;
+use super::pools_sql::pool_id;
 use super::{StoreError, StoreFuture};
 
 /// A probe's state as stored.

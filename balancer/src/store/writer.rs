@@ -2,13 +2,52 @@
 //! waiting in its channel (up to a cap), runs each in its own savepoint inside one
 //! transaction, commits once, and only then answers each caller. A write that fails
 //! rolls back to its savepoint without touching the others; a failed commit fails all.
+//! Its counters ([`WriterMetrics`]) are registered in `/metrics` by the caller.
 use std::thread::JoinHandle;
+use std::time::Duration;
 
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
 
 use super::StoreError;
-use super::sqlite::WriterMetrics;
+
+/// Counters of the writer thread, registered in `/metrics` by the caller.
+#[derive(Debug, Clone)]
+pub struct WriterMetrics {
+    /// Transactions committed.
+    pub commits: Counter,
+    /// Transactions that failed to commit.
+    pub failed_commits: Counter,
+    /// Writes per transaction.
+    pub group_size: Histogram,
+    /// Time to run and commit one transaction, in seconds.
+    pub commit_seconds: Histogram,
+}
+
+impl Default for WriterMetrics {
+    fn default() -> Self {
+        WriterMetrics {
+            commits: Counter::default(),
+            failed_commits: Counter::default(),
+            group_size: Histogram::new(exponential_buckets(1.0, 2.0, 8)),
+            commit_seconds: Histogram::new(exponential_buckets(0.0001, 2.0, 16)),
+        }
+    }
+}
+
+impl WriterMetrics {
+    pub(crate) fn observe_commit(&self, jobs: usize, took: Duration, ok: bool) {
+        if ok {
+            self.commits.inc();
+        } else {
+            self.failed_commits.inc();
+        }
+        self.group_size.observe(jobs as f64);
+        self.commit_seconds.observe(took.as_secs_f64());
+    }
+}
 
 /// Tells a job how its transaction ended: `Ok` once committed.
 type Completion = Box<dyn FnOnce(Result<(), String>) + Send>;
