@@ -20,11 +20,12 @@ use crate::num::{acceptable, clean, clean_or};
 /// naive member is never clipped, so a real level shift is still followed at once.
 const CLIP_SIGMAS: f64 = 3.0;
 
-/// In banks with seasonal and ARIMA members, a member replaces the naive forecast only
-/// when its recent error is lower by more than this share. The more members, the
-/// likelier one beats the last value on noise alone (selection bias), and on series
-/// where nothing really does, switching between members costs more than it wins. Banks
-/// of naive, SES and Holt only keep the plain rule (their accuracy is unchanged).
+/// Once a bank's seasonal or ARIMA members are in play (a period or a fit installed), a
+/// member replaces the naive forecast only when its recent error is lower by more than
+/// this share. The more members, the likelier one beats the last value on noise alone
+/// (selection bias), and on series where nothing really does, switching between members
+/// costs more than it wins. Until then, and in banks of naive, SES and Holt only, the
+/// plain rule holds (their choices and accuracy are unchanged).
 const NAIVE_EDGE: f64 = 0.03;
 
 /// sqrt(pi / 2): the standard deviation of a normal error per unit of mean absolute error.
@@ -778,7 +779,23 @@ impl Bank {
             return (idx, 1);
         }
         let raw = &self.err[(hs - 1) * nm..hs * nm];
-        let naive = self.spec.naive.filter(|_| self.spec.refit);
+        // A seasonal or ARIMA member is scored from the start but chosen only once its
+        // refit state exists (before, it merely duplicates a plain member).
+        let (season, fitted) = self.extra.as_ref().map_or((false, [false; 2]), |e| {
+            (
+                e.season.is_some(),
+                [e.arima[0].is_some(), e.arima[1].is_some()],
+            )
+        });
+        let ready = |m: usize| match self.spec.members[m] {
+            Member::SeasonalNaive | Member::HoltWinters { .. } => season,
+            Member::Arima { seasonal: false } => fitted[0],
+            Member::Arima { seasonal: true } => season && fitted[1],
+            _ => true,
+        };
+        let any_ready = (0..nm).any(ready);
+        let eligible = |m: usize| !any_ready || ready(m);
+        let naive = self.spec.naive.filter(|_| season || fitted[0]);
         let score = |m: usize| {
             if Some(m) == naive {
                 raw[m] * (1.0 - NAIVE_EDGE)
@@ -787,7 +804,7 @@ impl Bank {
             }
         };
         let mut len = 0;
-        for m in 0..nm {
+        for m in (0..nm).filter(|&m| eligible(m)) {
             // Insertion into the sorted top-k.
             let mut pos = len;
             while pos > 0 && score(m) < score(idx[pos - 1]) {

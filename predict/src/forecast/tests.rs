@@ -225,3 +225,28 @@ fn refit_job_is_due_until_installed_and_bounded() {
     assert!(holt.refit_job(Some(300_000.0)).is_none());
     assert!(holt.bank().heap_bytes() < 2_000);
 }
+
+#[test]
+fn without_refits_the_full_bank_forecasts_like_the_plain_one() {
+    let classic: Vec<Member> = BankSpec::default_members(None)
+        .into_iter()
+        .filter(|m| matches!(m.family(), Family::Naive | Family::Ses | Family::Holt))
+        .collect();
+    let spec = BankSpec::new(classic, ForecastParams::default()).expect("spec");
+    let mut plain = AutoForecaster::with_spec(spec);
+    let mut full = AutoForecaster::new();
+    let ys = daily_series(2, 9);
+    for &y in &ys {
+        plain.update(y);
+        full.update(y);
+        for h in [1, 3, 6] {
+            assert_eq!(plain.forecast(h), full.forecast(h));
+        }
+    }
+    // Once refits run, the seasonal members take over.
+    for &y in &ys {
+        full.update(y);
+        full.refit_inline(Some(300_000.0));
+    }
+    assert!(full.bank().season().is_some());
+}
