@@ -1,10 +1,15 @@
 //! The balancer's one config: CLI flags with `PLB_*` environment fallbacks (flattened
-//! into `plb balancer` by the CLI), validated once with typed errors.
+//! into `plb balancer` by the CLI), validated once with typed errors. It sits above the
+//! layers it configures and builds their settings from its flags (the store's
+//! [`Synchronous`], the proxy's [`ProxySpec`] and [`EdgesConfig`], the webhooks'
+//! [`DeliveryConfig`]); none of them reads it.
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::proxy::{EdgesConfig, ForwardSettings, ProxySpec};
 use crate::store::Synchronous;
+use crate::webhooks::DeliveryConfig;
 
 /// Default listen address.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7070";
@@ -62,7 +67,7 @@ pub struct BalancerConfig {
     /// Reverse-proxy a pool: `POOL=LISTEN_ADDR`, e.g. `web=0.0.0.0:8080`. Repeatable;
     /// in the environment, comma-separated.
     #[arg(long = "proxy", env = "PLB_PROXY", value_delimiter = ',')]
-    pub proxy: Vec<crate::proxy::ProxySpec>,
+    pub proxy: Vec<ProxySpec>,
 
     /// Time for the proxy to open a connection to a node, in milliseconds.
     #[arg(long, env = "PLB_PROXY_CONNECT_TIMEOUT_MS", default_value_t = 1000)]
@@ -177,12 +182,25 @@ impl BalancerConfig {
     }
 
     /// How webhook deliveries are retried.
-    pub fn delivery(&self) -> crate::webhooks::DeliveryConfig {
-        crate::webhooks::DeliveryConfig {
+    pub fn delivery(&self) -> DeliveryConfig {
+        DeliveryConfig {
             timeout_ms: self.webhook_timeout_ms.clamp(1, 300_000),
             backoff_base_ms: self.webhook_retry_ms.max(1),
             backoff_max_ms: self.webhook_retry_max_ms.max(self.webhook_retry_ms).max(1),
-            ..crate::webhooks::DeliveryConfig::default()
+            ..DeliveryConfig::default()
+        }
+    }
+
+    /// The proxies and the agent-check export to start.
+    pub fn edges(&self) -> EdgesConfig {
+        EdgesConfig {
+            proxies: self.proxy.clone(),
+            forward: ForwardSettings {
+                connect_timeout: Duration::from_millis(self.proxy_connect_timeout_ms),
+                total_timeout: Duration::from_millis(self.proxy_timeout_ms),
+                ..ForwardSettings::default()
+            },
+            agent_check: self.agent_check,
         }
     }
 
@@ -280,6 +298,32 @@ mod tests {
     struct Cli {
         #[command(flatten)]
         cfg: BalancerConfig,
+    }
+
+    #[test]
+    fn proxy_flags_repeat_and_name_their_format() {
+        let cli = Cli::try_parse_from([
+            "plb",
+            "--admin-token",
+            "0123456789abcdef",
+            "--proxy",
+            "web=127.0.0.1:8080",
+            "--proxy",
+            "api=127.0.0.1:8081",
+            "--agent-check",
+            "127.0.0.1:7071",
+        ])
+        .expect("parses");
+        let pools: Vec<&str> = cli.cfg.proxy.iter().map(|p| p.pool.as_str()).collect();
+        assert_eq!(pools, ["web", "api"]);
+        assert_eq!(
+            cli.cfg.agent_check,
+            Some("127.0.0.1:7071".parse().expect("addr"))
+        );
+        cli.cfg.validate().expect("valid");
+        let e = Cli::try_parse_from(["plb", "--admin-token", "0123456789abcdef", "--proxy", "web"])
+            .expect_err("no address");
+        assert!(e.to_string().contains("POOL=LISTEN_ADDR"), "{e}");
     }
 
     #[test]

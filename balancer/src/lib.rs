@@ -11,6 +11,7 @@
 
 pub mod agent_check;
 pub mod auth;
+pub mod clock;
 pub mod config;
 pub mod dashboard;
 pub mod engine;
@@ -190,7 +191,18 @@ pub async fn start_with_state(
         retention::Retention::from(cfg),
     ));
     let (stop, stopped) = oneshot::channel::<()>();
-    let edges = proxy::Edges::start(cfg, &state).await?;
+    let edges = proxy::Edges::start(&cfg.edges(), &state.engine)
+        .await
+        .map_err(|e| match e {
+            proxy::EdgesError::Proxy(e) => Error::Io {
+                context: "starting the proxy".into(),
+                source: std::io::Error::other(e),
+            },
+            proxy::EdgesError::AgentCheck { listen, source } => Error::Io {
+                context: format!("--agent-check {listen}: cannot listen"),
+                source,
+            },
+        })?;
     let router = app(state.clone());
     let server = tokio::spawn(async move {
         axum::serve(listener, router)

@@ -1,17 +1,13 @@
 //! `/metrics`: the balancer's Prometheus registry (`prometheus-client`): HTTP requests by
-//! route and status, samples ingested, probe uploads, retention, the store's writer.
-use std::time::Instant;
-
-use axum::extract::{MatchedPath, Request, State};
-use axum::middleware::Next;
-use axum::response::Response;
+//! route and status, samples ingested, probe uploads, retention, the store's writer,
+//! route decisions, probe reliability. Plain counters, below every layer that counts: the
+//! HTTP middleware that fills the request families is `routes::request_metrics`.
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::state::AppState;
 use crate::store::WriterMetrics;
 
 /// Labels of one HTTP request.
@@ -287,30 +283,4 @@ impl Metrics {
         prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
         Ok(out)
     }
-}
-
-/// Middleware: counts and times every request by its route template.
-pub async fn track(State(st): State<AppState>, req: Request, next: Next) -> Response {
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_string(), |m| m.as_str().to_string());
-    let method = req.method().as_str().to_string();
-    let started = Instant::now();
-    let resp = next.run(req).await;
-    st.metrics
-        .request_seconds
-        .get_or_create(&RouteLabels {
-            route: route.clone(),
-        })
-        .observe(started.elapsed().as_secs_f64());
-    st.metrics
-        .requests
-        .get_or_create(&RequestLabels {
-            route,
-            method,
-            status: resp.status().as_u16(),
-        })
-        .inc();
-    resp
 }

@@ -5,7 +5,12 @@
 //! Parts: [`headers`] (hop-by-hop, `X-Forwarded-*`, `Forwarded`), [`body`] (streamed and
 //! buffered bodies, the total deadline), [`forward`] (the forwarding core, generic over
 //! [`Upstream`]), [`engine`] ([`Upstream`] over the routing engine, pool resolution) and the
-//! listener here.
+//! listener here, with [`Edges`] (every proxy and the agent-check export, from an
+//! [`EdgesConfig`]).
+//!
+//! Above the engine, below the config and the HTTP layer: the `--proxy` flag's type
+//! ([`ProxySpec`]) and [`EdgesConfig`] are defined here and `config` builds them; nothing
+//! here reads the config or the app state.
 pub mod body;
 pub mod engine;
 pub mod forward;
@@ -302,6 +307,33 @@ async fn serve_thread<U: Upstream>(
     let _ = tokio::time::timeout(grace, graceful.shutdown()).await;
 }
 
+/// What the data-plane edges run.
+#[derive(Debug, Clone, Default)]
+pub struct EdgesConfig {
+    /// One proxy per `--proxy POOL=LISTEN_ADDR`, in flag order.
+    pub proxies: Vec<ProxySpec>,
+    /// How every proxy forwards.
+    pub forward: ForwardSettings,
+    /// Where to serve HAProxy's agent-check protocol, if anywhere.
+    pub agent_check: Option<SocketAddr>,
+}
+
+/// Why the edges could not start (every edge started before is stopped again).
+#[derive(Debug, thiserror::Error)]
+pub enum EdgesError {
+    /// A proxy could not start.
+    #[error("starting the proxy: {0}")]
+    Proxy(#[source] ProxyError),
+    /// The agent-check listener could not be bound.
+    #[error("--agent-check {listen}: cannot listen: {source}")]
+    AgentCheck {
+        /// The address.
+        listen: SocketAddr,
+        /// The cause.
+        source: std::io::Error,
+    },
+}
+
 /// The balancer's data-plane edges: the `--proxy` listeners and the `--agent-check`
 /// export. Started after the engine has warmed (so pool names resolve), stopped with the
 /// balancer.
@@ -314,24 +346,19 @@ pub struct Edges {
 }
 
 impl Edges {
-    /// Starts every proxy and the agent-check listener `cfg` asks for; refuses a proxied
-    /// pool name that more than one client uses.
+    /// Starts every proxy and the agent-check listener `cfg` asks for, over `engine`;
+    /// refuses a proxied pool name that more than one client uses.
     pub async fn start(
-        cfg: &crate::BalancerConfig,
-        state: &crate::AppState,
-    ) -> Result<Edges, crate::Error> {
-        let settings = ForwardSettings {
-            connect_timeout: Duration::from_millis(cfg.proxy_connect_timeout_ms),
-            total_timeout: Duration::from_millis(cfg.proxy_timeout_ms),
-            ..ForwardSettings::default()
-        };
+        cfg: &EdgesConfig,
+        engine: &Arc<crate::engine::Engine>,
+    ) -> Result<Edges, EdgesError> {
         let mut edges = Edges::default();
-        for spec in &cfg.proxy {
+        for spec in &cfg.proxies {
             let started = async {
-                let upstream = engine::EngineUpstream::new(Arc::clone(&state.engine), &spec.pool)?;
+                let upstream = engine::EngineUpstream::new(Arc::clone(engine), &spec.pool)?;
                 start(
                     Arc::new(upstream),
-                    settings.clone(),
+                    cfg.forward.clone(),
                     &spec.pool,
                     spec.listen,
                     default_threads(),
@@ -343,22 +370,16 @@ impl Edges {
                 Ok(p) => edges.proxies.push(p),
                 Err(e) => {
                     edges.stop().await;
-                    return Err(crate::Error::Io {
-                        context: "starting the proxy".into(),
-                        source: std::io::Error::other(e),
-                    });
+                    return Err(EdgesError::Proxy(e));
                 }
             }
         }
         if let Some(listen) = cfg.agent_check {
-            match crate::agent_check::start(Arc::clone(&state.engine), listen).await {
+            match crate::agent_check::start(Arc::clone(engine), listen).await {
                 Ok(a) => edges.agent_check = Some(a),
-                Err(e) => {
+                Err(source) => {
                     edges.stop().await;
-                    return Err(crate::Error::Io {
-                        context: format!("--agent-check {listen}: cannot listen"),
-                        source: e,
-                    });
+                    return Err(EdgesError::AgentCheck { listen, source });
                 }
             }
         }
@@ -384,38 +405,6 @@ impl Edges {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn proxy_flags_repeat_and_name_their_format() {
-        use clap::Parser;
-        #[derive(Debug, Parser)]
-        struct Cli {
-            #[command(flatten)]
-            cfg: crate::BalancerConfig,
-        }
-        let cli = Cli::try_parse_from([
-            "plb",
-            "--admin-token",
-            "0123456789abcdef",
-            "--proxy",
-            "web=127.0.0.1:8080",
-            "--proxy",
-            "api=127.0.0.1:8081",
-            "--agent-check",
-            "127.0.0.1:7071",
-        ])
-        .expect("parses");
-        let pools: Vec<&str> = cli.cfg.proxy.iter().map(|p| p.pool.as_str()).collect();
-        assert_eq!(pools, ["web", "api"]);
-        assert_eq!(
-            cli.cfg.agent_check,
-            Some("127.0.0.1:7071".parse().expect("addr"))
-        );
-        cli.cfg.validate().expect("valid");
-        let e = Cli::try_parse_from(["plb", "--admin-token", "0123456789abcdef", "--proxy", "web"])
-            .expect_err("no address");
-        assert!(e.to_string().contains("POOL=LISTEN_ADDR"), "{e}");
-    }
 
     #[test]
     fn specs_parse() {

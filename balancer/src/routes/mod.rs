@@ -9,6 +9,7 @@ pub mod ops;
 pub mod pools;
 pub mod probes;
 pub mod reports;
+pub mod request_metrics;
 pub mod route;
 pub mod webhook;
 
@@ -21,6 +22,9 @@ use axum::routing::{delete, get, post, put};
 
 use crate::error::{AppError, method_not_allowed, not_found};
 use crate::state::AppState;
+
+/// Now, Unix ms (the handlers' clock; it lives in [`crate::clock`]).
+pub use crate::clock::now_ms;
 
 /// Every route of the service, with metrics, body limits and the error shape for
 /// unknown routes and methods.
@@ -69,7 +73,7 @@ pub fn router(state: AppState) -> Router {
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
-            crate::metrics::track,
+            request_metrics::track,
         ))
         .with_state(state)
 }
@@ -121,14 +125,6 @@ fn check_name_max(what: &str, name: &str, max: usize) -> Result<(), AppError> {
             ),
         ))
     }
-}
-
-/// Now, Unix ms.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
 }
 
 #[cfg(test)]
