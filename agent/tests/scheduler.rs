@@ -14,6 +14,7 @@ use plb_agent::spool::Spool;
 use plb_api::{Assignment, Outcome, Sample, Tier};
 use plb_probe_artifacts::{MISBEHAVE, TCP_CONNECT};
 use plb_runtime::{Probe, Runtime, RuntimeConfig};
+use plb_testkit::tcp_target;
 use tokio::sync::watch;
 
 fn assignment(
@@ -87,18 +88,7 @@ async fn run_plan(plan: Plan, for_: Duration) -> (BTreeMap<String, Vec<Sample>>,
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_good_probe_keeps_its_schedule_beside_misbehaving_ones() {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let address = listener.local_addr().expect("addr").to_string();
-    tokio::spawn(async move {
-        loop {
-            let Ok((sock, _)) = listener.accept().await else {
-                return;
-            };
-            drop(sock);
-        }
-    });
+    let address = tcp_target();
     let good = Probe::new(TCP_CONNECT.to_vec());
     let bad = Probe::new(MISBEHAVE.to_vec());
     let ready = |p: &Probe| Module::Ready(p.clone());

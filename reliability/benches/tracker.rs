@@ -5,6 +5,13 @@
 //! run: copying each observation into a `Vec` (the least an observer can do).
 //!
 //! Run: `cargo bench -p plb-reliability --bench tracker`.
+// A bench measures time and prints: it opts out of the pure-crate lints of
+// reliability/clippy.toml.
+#![allow(
+    clippy::disallowed_methods,
+    clippy::disallowed_types,
+    clippy::disallowed_macros
+)]
 use std::hint::black_box;
 use std::time::Instant;
 

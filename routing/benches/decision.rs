@@ -1,6 +1,13 @@
 //! In-process route-decision time for 10, 100 and 1,000 nodes, every policy, with
 //! round-robin measured in the same run as the baseline; prints a table with ratios.
 //! Run: `cargo bench -p plb-routing` (one thread; median of several rounds).
+// A bench measures time and prints: it opts out of the pure-crate lints of
+// routing/clippy.toml.
+#![allow(
+    clippy::disallowed_methods,
+    clippy::disallowed_types,
+    clippy::disallowed_macros
+)]
 use std::hint::black_box;
 use std::time::Instant;
 

@@ -1,191 +1,15 @@
-//! Helpers for end-to-end tests of the agent: the `plb` binary, free loopback ports,
-//! child processes (SIGTERM, `kill -9`, RSS), a real balancer and a real agent as child
-//! processes, scraping the agent's `/metrics`, and a module proxy that corrupts module
-//! bytes on their way to the agent.
+//! The end-to-end cluster: a real balancer and real agents as `plb` child processes
+//! (started, stopped, restarted on the same port, SQLite file and spool), probe uploads,
+//! the agent's `/metrics`, the stored samples read from the SQLite file, and a module
+//! proxy that corrupts module bytes on their way to the agent. Generic helpers (ports,
+//! processes, polling) are in `plb-testkit`.
 use std::collections::BTreeMap;
-use std::fs::File;
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-
-/// `target/<profile>/plb`, found from the running test executable
-/// (`target/<profile>/deps/<test>-<hash>`). Build it first (`cargo build --workspace`).
-pub fn plb_bin() -> PathBuf {
-    let exe = std::env::current_exe().expect("current exe");
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("test exe lives in target/<profile>/deps");
-    let bin = profile_dir.join(format!("plb{}", std::env::consts::EXE_SUFFIX));
-    assert!(
-        bin.exists(),
-        "{} not found: run `cargo build --workspace` (or `cargo build -p plb`) before the end-to-end tests",
-        bin.display()
-    );
-    bin
-}
-
-/// A loopback port free right now.
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
-/// A child process whose stderr goes to a log file; killed when dropped.
-#[derive(Debug)]
-pub struct Proc {
-    /// What it is, for messages.
-    pub name: String,
-    child: Option<Child>,
-    /// Its log file (stdout and stderr).
-    pub log: PathBuf,
-}
-
-impl Proc {
-    /// Starts `plb <args>` with `envs`, logging to `log`.
-    pub fn spawn(name: &str, args: &[String], envs: &[(&str, String)], log: &Path) -> Result<Proc> {
-        let out = File::options().create(true).append(true).open(log)?;
-        let err = out.try_clone()?;
-        let mut cmd = Command::new(plb_bin());
-        cmd.args(args).stdin(Stdio::null()).stdout(out).stderr(err);
-        for (k, v) in envs {
-            cmd.env(k, v);
-        }
-        let child = cmd.spawn().with_context(|| format!("starting {name}"))?;
-        Ok(Proc {
-            name: name.to_string(),
-            child: Some(child),
-            log: log.to_path_buf(),
-        })
-    }
-
-    /// Process id.
-    pub fn pid(&self) -> u32 {
-        self.child.as_ref().map_or(0, Child::id)
-    }
-
-    /// Whether it is still running.
-    pub fn alive(&mut self) -> bool {
-        self.child
-            .as_mut()
-            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
-    }
-
-    /// `kill -9`: no chance to clean up.
-    pub fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    /// SIGTERM, then waits up to `within` for a clean exit; returns its exit status.
-    pub fn terminate(&mut self, within: Duration) -> Result<std::process::ExitStatus> {
-        let Some(mut c) = self.child.take() else {
-            bail!("{} is not running", self.name)
-        };
-        let st = Command::new("kill")
-            .args(["-TERM", &c.id().to_string()])
-            .status()?;
-        if !st.success() {
-            bail!("kill -TERM {} failed", c.id());
-        }
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(status) = c.try_wait()? {
-                return Ok(status);
-            }
-            if Instant::now() > deadline {
-                let _ = c.kill();
-                let _ = c.wait();
-                bail!(
-                    "{} did not exit within {within:?} of SIGTERM; log:\n{}",
-                    self.name,
-                    self.log_tail(4000)
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// Resident memory, from `/proc/<pid>/status`.
-    pub fn rss_bytes(&self) -> Option<u64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).ok()?;
-        let kib: u64 = status
-            .lines()
-            .find(|l| l.starts_with("VmRSS:"))?
-            .split_whitespace()
-            .nth(1)?
-            .parse()
-            .ok()?;
-        Some(kib * 1024)
-    }
-
-    /// The last `bytes` of its log.
-    pub fn log_tail(&self, bytes: usize) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let mut at = text.len().saturating_sub(bytes);
-        while !text.is_char_boundary(at) {
-            at += 1;
-        }
-        text[at..].to_string()
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        self.kill9();
-    }
-}
-
-/// Polls `f` every 50 ms until it returns `Some` or `timeout` passes.
-pub fn wait_for<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> Result<T> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f() {
-            return Ok(v);
-        }
-        if Instant::now() > deadline {
-            bail!("timed out after {timeout:?} waiting for {what}");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// Parses Prometheus text into `name{labels}` -> value.
-pub fn parse_metrics(text: &str) -> BTreeMap<String, f64> {
-    text.lines()
-        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
-        .filter_map(|l| {
-            let (k, v) = l.rsplit_once(' ')?;
-            Some((k.to_string(), v.parse().ok()?))
-        })
-        .collect()
-}
-
-/// Sum of every series of `name` whose labels contain all of `labels` (`k="v"` pairs).
-pub fn metric_sum(m: &BTreeMap<String, f64>, name: &str, labels: &[(&str, &str)]) -> f64 {
-    m.iter()
-        .filter(|(k, _)| {
-            let (n, rest) = k.split_once('{').unwrap_or((k.as_str(), ""));
-            n == name
-                && labels
-                    .iter()
-                    .all(|(lk, lv)| rest.contains(&format!("{lk}=\"{lv}\"")))
-        })
-        .map(|(_, v)| v)
-        .sum()
-}
-
-/// A loopback address as `127.0.0.1:port`.
-pub fn loopback(port: u16) -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], port))
-}
+use plb_testkit::{Proc, free_port, http_get, loopback, parse_metrics, plb_bin, wait_for};
 
 /// How to start an agent.
 #[derive(Debug, Clone)]
@@ -238,6 +62,7 @@ impl AgentSpec {
     pub fn start(&self, log: &Path) -> Result<Proc> {
         let mut p = Proc::spawn(
             &format!("agent {}", self.node),
+            &plb_bin(),
             &self.args(),
             &[
                 ("PLB_LOG", "info,plb_agent=debug".into()),
@@ -265,27 +90,6 @@ impl AgentSpec {
             loopback(self.metrics_port)
         ))?))
     }
-}
-
-/// A blocking GET on loopback (a fresh current-thread runtime per call, so the
-/// helpers work from plain `#[test]`s).
-pub fn http_get(url: &str) -> Result<String> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    rt.block_on(async {
-        let resp = reqwest::Client::new()
-            .get(url)
-            .timeout(Duration::from_secs(5))
-            .send()
-            .await?;
-        let status = resp.status();
-        let body = resp.text().await?;
-        if !status.is_success() {
-            bail!("GET {url}: {status}: {body}");
-        }
-        Ok(body)
-    })
 }
 
 /// A reverse proxy in front of the balancer that, while `corrupt` is on, flips one byte
@@ -492,18 +296,6 @@ impl<'a> ProbeUpload<'a> {
     }
 }
 
-/// A node for the probes to measure: a loopback TCP port that accepts and closes.
-pub fn tcp_target() -> String {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let addr = l.local_addr().expect("addr").to_string();
-    std::thread::spawn(move || {
-        for s in l.incoming() {
-            drop(s);
-        }
-    });
-    addr
-}
-
 /// One stored sample, read from the balancer's SQLite file.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoredSample {
@@ -568,6 +360,7 @@ impl Balancer {
         let log = self.dir.join(format!("balancer-{}.log", self.starts));
         let mut p = Proc::spawn(
             "balancer",
+            &plb_bin(),
             &args,
             &[("PLB_ADMIN_TOKEN", self.admin_token.clone())],
             &log,
@@ -749,18 +542,4 @@ impl Balancer {
         })?;
         Ok(rows.collect::<Result<Vec<_>, _>>()?)
     }
-}
-
-/// A temporary directory for one test, kept (and its path printed) when `PLB_TEST_KEEP`
-/// is set, for reading the balancer's and agents' logs after a failure.
-pub fn test_dir(name: &str) -> tempfile::TempDir {
-    let mut dir = tempfile::Builder::new()
-        .prefix(&format!("plb-{name}-"))
-        .tempdir()
-        .expect("tempdir");
-    if std::env::var_os("PLB_TEST_KEEP").is_some() {
-        dir.disable_cleanup(true);
-        eprintln!("{name}: keeping {}", dir.path().display());
-    }
-    dir
 }

@@ -1,3 +1,4 @@
-//! Helpers shared by the end-to-end tests: locating the `plb` binary, free ports, child processes.
+//! PLB's end-to-end suite (`tests/tests/*.rs`) and its cluster of real `plb` processes
+//! ([`cluster`]); the generic helpers are in `plb-testkit`.
 
 pub mod cluster;

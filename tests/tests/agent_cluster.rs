@@ -6,19 +6,10 @@ use std::path::Path;
 use std::time::Duration;
 
 use plb_probe_artifacts::{MISBEHAVE, TCP_CONNECT, TRIVIAL};
-use plb_tests::cluster::{
-    AgentSpec, Balancer, ModuleProxy, ProbeUpload, Proc, StoredSample, free_port, metric_sum,
-    tcp_target, wait_for,
-};
+use plb_testkit::{Proc, free_port, metric_sum, now_ms, tcp_target, test_dir, wait_for};
+use plb_tests::cluster::{AgentSpec, Balancer, ModuleProxy, ProbeUpload, StoredSample};
 
 const POOL: &str = "web";
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_millis() as i64
-}
 
 fn upload<'a>(
     name: &'a str,
@@ -121,7 +112,7 @@ fn wait_spool_empty(agent: &AgentSpec, within: Duration) {
 
 #[test]
 fn samples_arrive_at_their_intervals_and_changes_reach_the_agent_within_a_poll() {
-    let dir = plb_tests::cluster::test_dir(module_path!());
+    let dir = test_dir(module_path!());
     let c = cluster(dir.path(), "n-sched", &[]);
     let b = &c.balancer;
     b.upload(
@@ -235,7 +226,7 @@ fn samples_arrive_at_their_intervals_and_changes_reach_the_agent_within_a_poll()
 
 #[test]
 fn samples_taken_while_the_balancer_is_down_or_the_agent_killed_are_stored_exactly_once() {
-    let dir = plb_tests::cluster::test_dir(module_path!());
+    let dir = test_dir(module_path!());
     let node = "n-outage";
     let mut c = cluster(dir.path(), node, &[]);
     c.balancer
@@ -354,7 +345,7 @@ fn samples_taken_while_the_balancer_is_down_or_the_agent_killed_are_stored_exact
 
 #[test]
 fn misbehaving_probes_do_not_disturb_a_good_one_or_the_agents_memory() {
-    let dir = plb_tests::cluster::test_dir(module_path!());
+    let dir = test_dir(module_path!());
     let node = "n-bad";
     let c = cluster(dir.path(), node, &[]);
     let b = &c.balancer;
@@ -449,7 +440,7 @@ fn misbehaving_probes_do_not_disturb_a_good_one_or_the_agents_memory() {
 
 #[test]
 fn a_module_whose_bytes_do_not_match_its_sha256_is_refused_and_reported() {
-    let dir = plb_tests::cluster::test_dir(module_path!());
+    let dir = test_dir(module_path!());
     let node = "n-hash";
     let mut c = cluster(dir.path(), node, &["--node-sample-ms", "0"]);
     let proxy = ModuleProxy::start(&c.balancer.url()).expect("proxy");
@@ -523,7 +514,7 @@ fn stop_field(log: &Path, field: &str) -> i64 {
 
 #[test]
 fn a_full_spool_drops_the_oldest_samples_and_reports_how_many() {
-    let dir = plb_tests::cluster::test_dir(module_path!());
+    let dir = test_dir(module_path!());
     let node = "n-full";
     // A 16 KiB spool holds a few dozen node samples; they come 10 a second.
     let mut c = cluster(

@@ -3,7 +3,8 @@
 //! second agent cannot take the same spool.
 use std::time::Duration;
 
-use plb_tests::cluster::{AgentSpec, free_port, metric_sum, wait_for};
+use plb_testkit::{free_port, metric_sum, wait_for};
+use plb_tests::cluster::AgentSpec;
 
 fn spec(spool: &std::path::Path) -> AgentSpec {
     AgentSpec {

@@ -4,7 +4,6 @@
 //! with its own HMAC-SHA256.
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hmac::{Hmac, Mac};
@@ -13,20 +12,14 @@ use plb_api::{
     RouteDecision, WebhookDeliveries,
 };
 use plb_probe_artifacts::{MISBEHAVE, TCP_CONNECT, TRIVIAL};
-use plb_tests::cluster::{
-    AgentSpec, Balancer, ProbeUpload, Proc, free_port, tcp_target, test_dir, wait_for,
+use plb_testkit::{
+    Proc, WebhookReceiver, free_addr, free_port, loopback, now_s, tcp_target, test_dir, wait_for,
 };
+use plb_tests::cluster::{AgentSpec, Balancer, ProbeUpload};
 use sha2::Sha256;
 
 const POOL: &str = "web";
 const SECRET: &str = "e2e-webhook-secret-0123456789abcdef";
-
-fn now_s() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_secs() as i64
-}
 
 /// Checks `t=..,v1=..` over `t.body` with an HMAC computed here.
 fn signature_ok(header: &str, body: &[u8]) -> bool {
@@ -51,91 +44,14 @@ fn signature_ok(header: &str, body: &[u8]) -> bool {
     mac.verify_slice(&v1).is_ok()
 }
 
-#[derive(Debug, Clone)]
-struct Received {
-    signature_ok: bool,
-    delivery: String,
-    body: Notification,
-}
-
-/// A webhook receiver on its own thread and runtime.
-struct Receiver {
-    got: Arc<Mutex<Vec<Received>>>,
-    port: u16,
-    _stop: tokio::sync::oneshot::Sender<()>,
-}
-
-impl Receiver {
-    fn start(port: u16) -> Receiver {
-        let got: Arc<Mutex<Vec<Received>>> = Arc::default();
-        let g = Arc::clone(&got);
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            rt.block_on(async move {
-                let app = axum::Router::new().route(
-                    "/hook",
-                    axum::routing::post(
-                        move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
-                            let g = Arc::clone(&g);
-                            async move {
-                                let h = |n: &str| {
-                                    headers
-                                        .get(n)
-                                        .and_then(|v| v.to_str().ok())
-                                        .unwrap_or_default()
-                                        .to_string()
-                                };
-                                let r = Received {
-                                    signature_ok: signature_ok(&h("x-plb-signature"), &body),
-                                    delivery: h("x-plb-delivery"),
-                                    body: serde_json::from_slice(&body)
-                                        .expect("a Notification body"),
-                                };
-                                g.lock().expect("lock").push(r);
-                                axum::http::StatusCode::OK
-                            }
-                        },
-                    ),
-                );
-                let l = tokio::net::TcpListener::bind(("127.0.0.1", port))
-                    .await
-                    .expect("bind the receiver");
-                let _ = ready_tx.send(l.local_addr().expect("addr").port());
-                let _ = axum::serve(l, app)
-                    .with_graceful_shutdown(async move {
-                        let _ = stopped.await;
-                    })
-                    .await;
-            });
-        });
-        let port = ready_rx
-            .recv_timeout(Duration::from_secs(10))
-            .expect("receiver ready");
-        Receiver {
-            got,
-            port,
-            _stop: stop,
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("http://127.0.0.1:{}/hook", self.port)
-    }
-
-    fn received(&self) -> Vec<Received> {
-        self.got.lock().expect("lock").clone()
-    }
+/// A webhook receiver on `port` (0: any) checking signatures with [`signature_ok`].
+fn receiver(port: u16) -> WebhookReceiver {
+    WebhookReceiver::start(loopback(port), signature_ok)
 }
 
 /// A loopback address where nothing listens.
 fn dead_address() -> String {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").to_string()
+    free_addr().to_string()
 }
 
 fn upload<'a>(
@@ -258,7 +174,7 @@ fn cluster(dir: &Path, probes: &[ProbeUpload<'_>], n3_address: String) -> Cluste
 #[test]
 fn a_version_that_panics_everywhere_is_prompted_once_without_draining_and_a_fix_resolves_it() {
     let dir = test_dir("rel-panic");
-    let rx = Receiver::start(0);
+    let rx = receiver(0);
     let c = cluster(
         dir.path(),
         &[
@@ -457,7 +373,7 @@ fn webhooks_retry_while_the_receiver_is_down_and_none_is_lost_across_a_restart()
     })
     .expect("attempts");
     c.balancer.stop().expect("stop");
-    let rx = Receiver::start(port);
+    let rx = receiver(port);
     c.balancer.restart().expect("restart");
     let delivered = wait_for(
         Duration::from_secs(60),
