@@ -9,19 +9,13 @@ use std::time::{Duration, Instant};
 use plb_api::{Outcome, ProbeSettings, RegisterRequest, ReportBatch, Sample};
 use plb_balancer::BalancerConfig;
 use plb_balancer::store::{Ingest, Store};
+use plb_testkit::now_ms;
 
 const ADMIN: &str = "bench-admin-token-0123456789";
 const BATCH: usize = 100;
 const CLIENTS: usize = 4;
 const BATCHES_PER_CLIENT: usize = 500;
 const GOAL: f64 = 50_000.0;
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
 
 /// Agents name samples with time-ordered UUIDs (v7); `random` uses v4 instead.
 fn sample(pool: &str, probe: &str, t: i64, random: bool) -> Sample {

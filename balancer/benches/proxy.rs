@@ -17,6 +17,7 @@ use http_body_util::{BodyExt, Empty, Full};
 use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
+use plb_testkit::{free_addr, spawn_haproxy, which};
 use tokio::net::{TcpListener, TcpStream};
 
 const ADMIN: &str = "bench-admin-token-0123456789";
@@ -51,11 +52,6 @@ async fn backend() -> SocketAddr {
         }
     });
     addr
-}
-
-async fn free_port() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    l.local_addr().expect("addr")
 }
 
 /// One keep-alive connection sending GETs back to back until `stop`; latencies in µs.
@@ -164,15 +160,6 @@ async fn wait_ok(addr: SocketAddr, what: &str) {
     }
 }
 
-fn which(bin: &str) -> Option<std::path::PathBuf> {
-    std::env::var_os("PATH")?
-        .to_str()?
-        .split(':')
-        .chain(["/usr/sbin", "/sbin"])
-        .map(|d| std::path::Path::new(d).join(bin))
-        .find(|p| p.is_file())
-}
-
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick")
         || std::env::var("PLB_BENCH_QUICK").is_ok_and(|v| v == "1");
@@ -193,8 +180,8 @@ async fn bench(secs: Duration, warmup: Duration, rounds: usize) {
     let dir = tempfile::tempdir().expect("tempdir");
 
     // PLB: the balancer process with the proxy, nodes registered over the API.
-    let plb_addr = free_port().await;
-    let api = free_port().await;
+    let plb_addr = free_addr();
+    let api = free_addr();
     let mut plb = tokio::process::Command::new(env!("CARGO_BIN_EXE_plb-balancer"))
         .arg("--listen")
         .arg(api.to_string())
@@ -237,7 +224,7 @@ async fn bench(secs: Duration, warmup: Duration, rounds: usize) {
     wait_ok(plb_addr, "PLB's proxy").await;
 
     // HAProxy: round-robin over the same backends, keep-alive both sides.
-    let ha_addr = free_port().await;
+    let ha_addr = free_addr();
     let mut cfg = format!(
         "global\n    maxconn 4096\n\
          defaults\n    mode http\n    timeout connect 1s\n    timeout client 30s\n    timeout server 30s\n    http-reuse always\n\
@@ -249,15 +236,7 @@ async fn bench(secs: Duration, warmup: Duration, rounds: usize) {
     }
     let cfg_path = dir.path().join("haproxy.cfg");
     std::fs::write(&cfg_path, cfg).expect("write haproxy.cfg");
-    let mut ha = tokio::process::Command::new(&haproxy)
-        .arg("-db")
-        .arg("-f")
-        .arg(&cfg_path)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start haproxy");
+    let mut ha = spawn_haproxy(&haproxy, &cfg_path, Stdio::null());
     wait_ok(ha_addr, "HAProxy").await;
 
     // Throughput under load (32 connections), then latency unloaded (1 connection). The

@@ -15,6 +15,7 @@ use plb_api::{NODE_SAMPLER_PROBE, Outcome, RegisterRequest, ReportBatch, Sample}
 use plb_balancer::engine::{PoolKey, RouteQuery};
 use plb_client::Client;
 use plb_routing::{Policy, PolicyKind, RouteRequest};
+use plb_testkit::now_ms;
 
 const ADMIN: &str = "bench-admin-token-0123456789";
 
@@ -34,13 +35,6 @@ fn setup() -> Setup {
         http_secs: if quick { 2.0 } else { 8.0 },
         clients: 32,
     }
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 /// A pool of `n` nodes with 35 samples each (profiles ready, all healthy).

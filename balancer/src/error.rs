@@ -1,6 +1,7 @@
 //! Errors: [`AppError`], the one HTTP error (always `{"error": {"code", "message"}}` with
-//! its status; internal details logged, never sent), the [`ApiJson`] extractor whose
-//! rejections take the same shape, and [`Error`], what starting the service can fail with.
+//! its status; internal details logged, never sent), the [`ApiJson`], [`ApiPath`] and
+//! [`ApiQuery`] extractors whose rejections take the same shape, and [`Error`], what
+//! starting the service can fail with.
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, Request};
 use axum::http::{HeaderValue, StatusCode, header};
@@ -262,4 +263,40 @@ where
             Err(r) => Err(AppError::BadRequest("invalid_path", r.body_text())),
         }
     }
+}
+
+/// `axum::extract::Query`, with a bad query string answered as an [`AppError`]: 400
+/// `invalid_query` with a message naming the parameter (e.g. "Failed to deserialize query
+/// string: limit: invalid digit found in string").
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ApiQuery<T>(pub T);
+
+impl<T: serde::de::DeserializeOwned> ApiQuery<T> {
+    /// Parses the query string of `uri` (for handlers that read it beside a body).
+    pub fn try_from_uri(uri: &axum::http::Uri) -> Result<Self, AppError> {
+        match axum::extract::Query::<T>::try_from_uri(uri) {
+            Ok(axum::extract::Query(v)) => Ok(ApiQuery(v)),
+            Err(r) => Err(query_rejection(&r)),
+        }
+    }
+}
+
+impl<S, T> axum::extract::FromRequestParts<S> for ApiQuery<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = AppError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Self::try_from_uri(&parts.uri)
+    }
+}
+
+/// A query string's rejection in the one error shape.
+fn query_rejection(r: &axum::extract::rejection::QueryRejection) -> AppError {
+    AppError::BadRequest("invalid_query", r.body_text())
 }

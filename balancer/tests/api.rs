@@ -10,6 +10,7 @@ use plb_api::ProbeSettings;
 use plb_balancer::{CommittedBatch, IngestObserver};
 use plb_client::Fetched;
 use plb_probe_artifacts::{CPU_BENCH, OTHER_WORLD, TRIVIAL};
+use plb_testkit::now_ms;
 use reqwest::Method;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -787,4 +788,42 @@ async fn early_errors_on_bodies_never_break_the_next_request() {
         assert!(e.status() == Some(413) || e.retryable(), "round {i}: {e}");
         acme.pool("web").await.expect("the next call works");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_query_strings_get_the_error_shape_naming_the_parameter() {
+    let b = TestBalancer::start().await;
+    let acme = b.client_with_pool("acme", "web").await;
+    for (query, param) in [
+        ("/v1/notifications?limit=abc", "limit"),
+        ("/v1/notifications?since_ms=yesterday", "since_ms"),
+        ("/v1/pools/web/route?size=abc", "size"),
+        ("/v1/pools/web/decisions?since=soon", "since"),
+        ("/v1/pools/web/model?since=soon", "since"),
+        ("/v1/pools/web/state-changes?limit=-1", "limit"),
+        (
+            "/v1/pools/web/nodes/n1/history?metric=a/b&since=soon",
+            "since",
+        ),
+    ] {
+        let got = raw(
+            &format!("{}{query}", b.url()),
+            Method::GET,
+            Some(acme.token()),
+            None,
+            None,
+        )
+        .await;
+        assert_error(&got, 400, "invalid_query", param);
+    }
+    // A well-formed query on the same endpoint still works.
+    let got = raw(
+        &format!("{}/v1/notifications?limit=5", b.url()),
+        Method::GET,
+        Some(acme.token()),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(got.0, 200, "{}", got.1);
 }

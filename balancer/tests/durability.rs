@@ -6,63 +6,36 @@ mod common;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::*;
 use plb_client::Client;
 use plb_probe_artifacts::TRIVIAL;
-
-struct Proc {
-    child: Child,
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Proc {
-    /// SIGKILL: no chance to flush or clean up.
-    fn kill9(mut self) {
-        self.child.kill().expect("kill -9");
-        self.child.wait().expect("reaped");
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("port")
-}
+use plb_testkit::{Proc, free_port, now_ms};
 
 async fn spawn(db: &Path, port: u16, log: &Path) -> Proc {
-    let out = std::fs::File::options()
-        .create(true)
-        .append(true)
-        .open(log)
-        .expect("log");
-    let child = Command::new(env!("CARGO_BIN_EXE_plb-balancer"))
-        .args(["--listen", &format!("127.0.0.1:{port}"), "--db"])
-        .arg(db)
-        .env("PLB_ADMIN_TOKEN", ADMIN)
-        .stdin(Stdio::null())
-        .stdout(out.try_clone().expect("log"))
-        .stderr(out)
-        .spawn()
-        .expect("spawn plb-balancer");
-    let mut p = Proc { child };
+    let args = [
+        "--listen".to_string(),
+        format!("127.0.0.1:{port}"),
+        "--db".to_string(),
+        db.display().to_string(),
+    ];
+    let mut p = Proc::spawn(
+        "plb-balancer",
+        Path::new(env!("CARGO_BIN_EXE_plb-balancer")),
+        &args,
+        &[("PLB_ADMIN_TOKEN", ADMIN.to_string())],
+        log,
+    )
+    .expect("spawn plb-balancer");
     let c = Client::new(&format!("http://127.0.0.1:{port}"), ADMIN).expect("client");
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         if c.health().await.is_ok() {
             return p;
         }
-        if let Ok(Some(st)) = p.child.try_wait() {
+        if let Some(st) = p.exited() {
             panic!(
                 "balancer exited with {st}: {}",
                 std::fs::read_to_string(log).unwrap_or_default()
@@ -120,7 +93,7 @@ async fn setup() -> (Setup, Proc) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_acknowledged_upload_survives_kill_9() {
-    let (s, p) = setup().await;
+    let (s, mut p) = setup().await;
     let up = s
         .client
         .upload_probe("web", "ping", TRIVIAL, &quick(1000))

@@ -5,24 +5,19 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use common::{TestBalancer, batch, now_ms, register, sample};
+use common::{TestBalancer, batch, register, sample};
 use plb_api::{NODE_SAMPLER_PROBE, NodeState, Outcome};
+use plb_testkit::{free_addr, now_ms, spawn_haproxy, which};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, UnixStream};
+use tokio::net::UnixStream;
 
 const POOL: &str = "web";
 const NODES: [&str; 3] = ["node-1", "node-2", "node-3"];
-
-async fn free_port() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    l.local_addr().expect("addr")
-}
 
 /// Runs `cmd` on HAProxy's stats socket and returns its answer.
 async fn stats(sock: &std::path::Path, cmd: &str) -> std::io::Result<String> {
@@ -124,7 +119,7 @@ async fn haproxy_agent_check_sets_the_weights_plb_says() {
     let mut agents = BTreeMap::new();
     for node in NODES {
         let agent = bal.agent(&client, &[POOL]).await;
-        let addr = free_port().await;
+        let addr = free_addr();
         agent
             .register(&register(node, &addr.to_string(), &[POOL]))
             .await
@@ -158,7 +153,7 @@ async fn haproxy_agent_check_sets_the_weights_plb_says() {
     // each asking PLB for its weight with `agent-send "POOL/NODE\n"` every 200 ms.
     let dir = tempfile::tempdir().expect("tempdir");
     let sock = dir.path().join("admin.sock");
-    let frontend = free_port().await;
+    let frontend = free_addr();
     let mut cfg = format!(
         "global\n    stats socket {} mode 600 level admin\n\
          defaults\n    mode http\n    timeout connect 1s\n    timeout client 5s\n    timeout server 5s\n    timeout check 1s\n\
@@ -186,15 +181,7 @@ async fn haproxy_agent_check_sets_the_weights_plb_says() {
         "haproxy rejects the config:\n{cfg}\n{}",
         String::from_utf8_lossy(&check.stderr)
     );
-    let mut ha = tokio::process::Command::new(&haproxy)
-        .arg("-db")
-        .arg("-f")
-        .arg(&cfg_path)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start haproxy");
+    let mut ha = spawn_haproxy(&haproxy, &cfg_path, Stdio::piped());
 
     // Until PLB's own weights have settled apart (node-1 at full weight, node-2 at half,
     // node-3 unhealthy), and HAProxy shows the same.
@@ -283,13 +270,4 @@ async fn agreement(
             ));
         }
     }
-}
-
-fn which(bin: &str) -> Option<std::path::PathBuf> {
-    std::env::var_os("PATH")?
-        .to_str()?
-        .split(':')
-        .chain(["/usr/sbin", "/sbin"])
-        .map(|d| std::path::Path::new(d).join(bin))
-        .find(|p| p.is_file())
 }

@@ -12,6 +12,7 @@ use common::*;
 use engine_common::*;
 use plb_api::{NodeState, Outcome, ProbeSettings, Tier};
 use plb_client::Fetched;
+use plb_testkit::now_ms;
 
 const BASE: f64 = 10.0;
 

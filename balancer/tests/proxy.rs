@@ -19,6 +19,7 @@ use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use plb_balancer::proxy::ProxySpec;
 use plb_client::Client;
+use plb_testkit::free_addr;
 use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -135,14 +136,6 @@ impl Backend {
         }
         (&mut self.task).await.expect("backend task");
     }
-}
-
-/// A port nothing listens on.
-async fn dead_address() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let a = l.local_addr().expect("addr");
-    drop(l);
-    a
 }
 
 /// A balancer proxying `web` on a loopback port, and a client owning the pool.
@@ -402,7 +395,8 @@ async fn a_post_to_a_dead_node_gets_502_and_is_not_retried_and_feedback_is_recor
     let s = setup().await;
     let live = Backend::start("live").await;
     s.register("node-live", live.addr).await;
-    s.register("node-dead", dead_address().await).await;
+    // A free port: nothing listens there.
+    s.register("node-dead", free_addr()).await;
     s.wait_for_nodes(2).await;
 
     let before = s.routing().await;

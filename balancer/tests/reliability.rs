@@ -3,92 +3,32 @@
 //! port 0) that checks every signature, and restarts on the same database file.
 mod common;
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::body::Bytes;
-use axum::http::{HeaderMap, StatusCode};
 use plb_api::{
-    Notification, NotificationKind, NotificationList, Outcome, ProbeDetail, ProbeState, Sample,
+    NotificationKind, NotificationList, Outcome, ProbeDetail, ProbeState, Sample,
     WebhookDeliveries, WebhookView,
 };
 use plb_balancer::BalancerConfig;
-use plb_balancer::webhooks::{SIGNATURE_HEADER, verify};
+use plb_balancer::webhooks::verify;
 use plb_client::Client;
 use plb_probe_artifacts::TRIVIAL;
+use plb_testkit::{WebhookReceiver, free_addr, loopback, now_ms};
 
 use common::*;
 
 const SECRET: &str = "a-webhook-secret-of-32-bytes-xyz";
 
-/// One POST the receiver got.
-#[derive(Debug, Clone)]
-struct Received {
-    delivery: String,
-    event: String,
-    signature_ok: bool,
-    body: Notification,
+/// A webhook receiver on `addr` (port 0: any) that checks every signature with the
+/// balancer's own `verify` at arrival.
+fn receiver_on(addr: std::net::SocketAddr) -> WebhookReceiver {
+    WebhookReceiver::start(addr, |signature, body| {
+        verify(SECRET.as_bytes(), signature, body, now_ms() / 1000, 300).is_ok()
+    })
 }
 
-/// A webhook receiver on loopback that records every POST and checks its signature.
-struct Receiver {
-    got: Arc<Mutex<Vec<Received>>>,
-    addr: std::net::SocketAddr,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Receiver {
-    async fn start_on(addr: std::net::SocketAddr) -> Receiver {
-        let got: Arc<Mutex<Vec<Received>>> = Arc::default();
-        let g = Arc::clone(&got);
-        let app = axum::Router::new().route(
-            "/hook",
-            axum::routing::post(move |headers: HeaderMap, body: Bytes| {
-                let g = Arc::clone(&g);
-                async move {
-                    let h = |n: &str| {
-                        headers
-                            .get(n)
-                            .and_then(|v| v.to_str().ok())
-                            .unwrap_or_default()
-                            .to_string()
-                    };
-                    let now_s = now_ms() / 1000;
-                    let signature_ok =
-                        verify(SECRET.as_bytes(), &h(SIGNATURE_HEADER), &body, now_s, 300).is_ok();
-                    let body: Notification =
-                        serde_json::from_slice(&body).expect("the body is a Notification");
-                    g.lock().expect("lock").push(Received {
-                        delivery: h("x-plb-delivery"),
-                        event: h("x-plb-event"),
-                        signature_ok,
-                        body,
-                    });
-                    StatusCode::NO_CONTENT
-                }
-            }),
-        );
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .expect("bind the receiver");
-        let addr = listener.local_addr().expect("addr");
-        let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, app).await;
-        });
-        Receiver { got, addr, task }
-    }
-
-    async fn start() -> Receiver {
-        Self::start_on("127.0.0.1:0".parse().expect("addr")).await
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}/hook", self.addr)
-    }
-
-    fn received(&self) -> Vec<Received> {
-        self.got.lock().expect("lock").clone()
-    }
+fn receiver() -> WebhookReceiver {
+    receiver_on(loopback(0))
 }
 
 fn fast_retries(cfg: &mut BalancerConfig) {
@@ -223,7 +163,7 @@ where
 async fn a_broken_version_is_prompted_once_and_a_fixed_one_resolves_it() {
     let b = TestBalancer::start_with(fast_retries).await;
     let s = setup(&b).await;
-    let rx = Receiver::start().await;
+    let rx = receiver();
     set_webhook(&s.client, &rx.url()).await;
     // The secret is never shown back.
     let v = s
@@ -343,7 +283,7 @@ async fn a_broken_version_is_prompted_once_and_a_fixed_one_resolves_it() {
         assert_eq!(del.log[0].status, Some(204));
     }
     assert_eq!(first.delivery, d.deliveries[1].id.to_string());
-    rx.task.abort();
+    drop(rx);
     b.running.stop().await.expect("stop");
 }
 
@@ -416,10 +356,7 @@ async fn deliveries_are_retried_while_the_receiver_is_down_and_survive_a_restart
     };
     let s = setup(&b).await;
     // A port with nobody listening: every attempt fails to connect.
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        l.local_addr().expect("addr")
-    };
+    let port = free_addr();
     let url = format!("http://{port}/hook");
     set_webhook(&s.client, &url).await;
     for _ in 0..4 {
@@ -449,7 +386,7 @@ async fn deliveries_are_retried_while_the_receiver_is_down_and_survive_a_restart
     // Restart on the same file; the receiver comes back on the same port.
     let TestBalancer { running, dir, .. } = b;
     running.stop().await.expect("stop");
-    let rx = Receiver::start_on(port).await;
+    let rx = receiver_on(port);
     let running = plb_balancer::start(&cfg).await.expect("restart");
     let client = Client::new(&running.url(), s.client.token()).expect("client");
     let delivered = eventually("delivery after the restart", || async {
@@ -475,7 +412,7 @@ async fn deliveries_are_retried_while_the_receiver_is_down_and_survive_a_restart
         d.reliability.evidence.is_some_and(|e| e.runs >= 4),
         "windows warmed from stored samples"
     );
-    rx.task.abort();
+    drop(rx);
     running.stop().await.expect("stop");
     drop(dir);
 }

@@ -10,6 +10,7 @@ use plb_api::Outcome;
 use plb_balancer::retention::{self, Retention};
 use plb_balancer::store::Ingest;
 use plb_probe_artifacts::TRIVIAL;
+use plb_testkit::now_ms;
 
 const HOUR_MS: i64 = 3_600_000;
 const MINUTE_MS: i64 = 60_000;

@@ -10,6 +10,7 @@ use std::time::Duration;
 use common::*;
 use engine_common::*;
 use plb_api::{NodeState, Outcome};
+use plb_testkit::now_ms;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn decisions_in_flight_feedback_and_validation() {

@@ -2,15 +2,9 @@
 //! `scripts/build-python-probe.sh`, which `scripts/test.sh` runs first) checked against a
 //! real HTTP server through `plb probe run`, and `plb forecast` on a committed NAB
 //! series.
-use std::path::PathBuf;
 use std::process::Command;
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("the workspace root")
-        .to_path_buf()
-}
+use plb_testkit::{KillOnDrop, free_port, workspace_root as root};
 
 fn plb() -> Command {
     Command::new(env!("CARGO_BIN_EXE_plb"))
@@ -182,23 +176,6 @@ fn forecast_writes_one_row_per_point_and_horizon() {
     assert!(!bad.status.success());
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
-/// Kills the child on drop (also when an assertion fails).
-struct Kill(std::process::Child);
-
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn get_json(url: &str, token: &str) -> Option<serde_json::Value> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -262,7 +239,7 @@ fn plb_dev_runs_a_cluster_and_a_second_start_reuses_its_data() {
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
     let start = || {
-        Kill(
+        KillOnDrop(
             plb()
                 .args(["dev", "--listen", &format!("127.0.0.1:{port}")])
                 .args([

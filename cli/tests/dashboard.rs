@@ -6,38 +6,14 @@
 //! wrong token shows the 401 message and no data. Saves a screenshot to
 //! `artifacts/dashboard.png`. Needs `/usr/bin/chromium` (`apt-get install -y chromium`).
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use plb_testkit::{KillOnDrop, free_port, workspace_root as root};
 use serde_json::Value;
 
 const CHROMIUM: &str = "/usr/bin/chromium";
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("the workspace root")
-        .to_path_buf()
-}
-
-/// Kills the process when dropped (also when the test panics).
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind a probe port")
-        .local_addr()
-        .expect("its address")
-        .port()
-}
 
 fn log_tail(path: &Path) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();

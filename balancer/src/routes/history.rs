@@ -3,15 +3,14 @@
 //! raw samples of one series (`ok` runs only) over a recent window, oldest first, read
 //! by [`crate::store::Store::node_probe_samples`]; past the row cap the answer keeps the
 //! window's newest part and says `truncated`.
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use plb_api::ErrorBody;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::{check_name, check_node_name, now_ms};
 use crate::auth::Principal;
-use crate::error::{ApiJson, ApiPath, AppError};
+use crate::error::{ApiJson, ApiPath, ApiQuery, AppError};
 use crate::state::AppState;
 
 /// Default window: the last 15 minutes.
@@ -48,10 +47,6 @@ pub struct MetricHistory {
     pub truncated: bool,
 }
 
-fn bad_query(r: QueryRejection) -> AppError {
-    AppError::BadRequest("invalid_query", r.body_text())
-}
-
 /// One series' recent samples on one node (client token).
 #[utoipa::path(
     get, path = "/v1/pools/{pool}/nodes/{node}/history", tag = "pools",
@@ -72,10 +67,9 @@ pub async fn get(
     State(st): State<AppState>,
     who: Principal,
     ApiPath((pool, node)): ApiPath<(String, String)>,
-    q: Result<Query<HistoryParams>, QueryRejection>,
+    ApiQuery(q): ApiQuery<HistoryParams>,
 ) -> Result<ApiJson<MetricHistory>, AppError> {
     let client_id = who.client()?;
-    let Query(q) = q.map_err(bad_query)?;
     check_name("pool", &pool)?;
     check_node_name(&node)?;
     let Some((probe, name)) = q.metric.split_once('/') else {

@@ -2,16 +2,15 @@
 //! pool's capacity model, how each fit did on the feedback that came after it, and
 //! every series' forecast errors next to the last-value forecast) and
 //! `GET /v1/pools/{pool}/state-changes` (stored state changes with their evidence).
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use plb_api::{ErrorBody, HorizonSummary, PoolModelView, SeriesErrors, StateChangeList};
 use serde::Deserialize;
 
 use super::check_node_name;
-use super::route::{bad_query, router_of};
+use super::route::router_of;
 use crate::auth::Principal;
 use crate::engine::PoolKey;
-use crate::error::{ApiJson, ApiPath, AppError};
+use crate::error::{ApiJson, ApiPath, ApiQuery, AppError};
 use crate::state::AppState;
 
 /// Most stored forecast errors one answer carries.
@@ -41,10 +40,9 @@ pub async fn get(
     State(st): State<AppState>,
     who: Principal,
     ApiPath(pool): ApiPath<String>,
-    q: Result<Query<ModelParams>, QueryRejection>,
+    ApiQuery(q): ApiQuery<ModelParams>,
 ) -> Result<ApiJson<PoolModelView>, AppError> {
     let client_id = who.client()?;
-    let Query(q) = q.map_err(bad_query)?;
     let view = st.store.get_pool(client_id, pool.clone()).await?;
     let router = router_of(&st, client_id, &pool).await?;
     let key = PoolKey {
@@ -64,7 +62,7 @@ pub async fn get(
         }
     }
     series.sort_by(|a, b| (&a.node, &a.series).cmp(&(&b.node, &b.series)));
-    let horizons = st.engine.config().node.report_horizons.clone();
+    let horizons = st.engine.config().pipeline.node.report_horizons.clone();
     let summary = horizons
         .iter()
         .map(|&h| {
@@ -132,10 +130,9 @@ pub async fn state_changes(
     State(st): State<AppState>,
     who: Principal,
     ApiPath(pool): ApiPath<String>,
-    q: Result<Query<ChangesParams>, QueryRejection>,
+    ApiQuery(q): ApiQuery<ChangesParams>,
 ) -> Result<ApiJson<StateChangeList>, AppError> {
     let client_id = who.client()?;
-    let Query(q) = q.map_err(bad_query)?;
     if let Some(n) = &q.node {
         check_node_name(n)?;
     }

@@ -1,11 +1,10 @@
 //! `GET /v1/notifications`: the update prompts raised for the caller's probes (a probe
 //! entering `needs_update`, and its resolution), oldest first, paged by id.
-use axum::extract::{Query, State};
-use axum::http::Uri;
+use axum::extract::State;
 use plb_api::{ErrorBody, NotificationList};
 
 use crate::auth::Principal;
-use crate::error::{ApiJson, AppError};
+use crate::error::{ApiJson, ApiQuery, AppError};
 use crate::state::AppState;
 
 /// Most notifications per page.
@@ -36,11 +35,9 @@ pub struct NotificationQuery {
 pub async fn list(
     State(st): State<AppState>,
     who: Principal,
-    uri: Uri,
+    ApiQuery(q): ApiQuery<NotificationQuery>,
 ) -> Result<ApiJson<NotificationList>, AppError> {
     let client_id = who.client()?;
-    let Query(q) = Query::<NotificationQuery>::try_from_uri(&uri)
-        .map_err(|e| AppError::bad_request(e.body_text()))?;
     let limit = q.limit.unwrap_or(100);
     if !(1..=MAX_LIMIT).contains(&limit) {
         return Err(AppError::bad_request(format!(

@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, HashSet};
 
 use axum::body::Body;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use http_body_util::BodyExt;
@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 
 use super::{check_name, now_ms};
 use crate::auth::Principal;
-use crate::error::{ApiJson, ApiPath, AppError};
+use crate::error::{ApiJson, ApiPath, ApiQuery, AppError};
 use crate::metrics::UploadLabels;
 use crate::state::AppState;
 use crate::store::{NewProbeVersion, PutProbe};
@@ -196,8 +196,7 @@ async fn put_checked(
     let client_id = who.client()?;
     check_name("pool", &pool)?;
     check_probe_name(&name)?;
-    let Query(pairs) = Query::<Vec<(String, String)>>::try_from_uri(uri)
-        .map_err(|e| AppError::BadRequest("invalid_settings", e.body_text()))?;
+    let ApiQuery(pairs) = ApiQuery::<Vec<(String, String)>>::try_from_uri(uri)?;
     let settings = parse_settings(pairs)?;
     let ct = headers
         .get(header::CONTENT_TYPE)

@@ -3,8 +3,7 @@
 //! (route decisions per node and minute, as stored for the dashboard).
 use std::collections::BTreeMap;
 
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use plb_api::{DecisionMinute, DecisionShares, ErrorBody, NodeShare, RouteDecision};
 use plb_routing::PolicyKind;
 use serde::Deserialize;
@@ -12,7 +11,7 @@ use serde::Deserialize;
 use super::{check_name, now_ms};
 use crate::auth::Principal;
 use crate::engine::{PoolKey, PoolRouter, RouteQuery};
-use crate::error::{ApiJson, ApiPath, AppError};
+use crate::error::{ApiJson, ApiPath, ApiQuery, AppError};
 use crate::state::AppState;
 
 /// Longest routing key, bytes.
@@ -33,11 +32,6 @@ pub struct RouteParams {
     /// Overrides the pool's policy for this decision: `plb`, `round-robin`,
     /// `least-request`, `peak-ewma`, `prequal`.
     pub policy: Option<String>,
-}
-
-/// A query string's rejection in the one error shape.
-pub(crate) fn bad_query(r: QueryRejection) -> AppError {
-    AppError::BadRequest("invalid_query", r.body_text())
 }
 
 /// Parses a policy name with a message listing the choices.
@@ -97,10 +91,9 @@ pub async fn route(
     State(st): State<AppState>,
     who: Principal,
     ApiPath(pool): ApiPath<String>,
-    q: Result<Query<RouteParams>, QueryRejection>,
+    ApiQuery(q): ApiQuery<RouteParams>,
 ) -> Result<ApiJson<RouteDecision>, AppError> {
     let client_id = who.client()?;
-    let Query(q) = q.map_err(bad_query)?;
     check_name("pool", &pool)?;
     check_number("size", q.size)?;
     check_number("cost", q.cost)?;
@@ -157,10 +150,9 @@ pub async fn decisions(
     State(st): State<AppState>,
     who: Principal,
     ApiPath(pool): ApiPath<String>,
-    q: Result<Query<DecisionsParams>, QueryRejection>,
+    ApiQuery(q): ApiQuery<DecisionsParams>,
 ) -> Result<ApiJson<DecisionShares>, AppError> {
     let client_id = who.client()?;
-    let Query(q) = q.map_err(bad_query)?;
     let since_ms = q
         .since
         .unwrap_or_else(|| now_ms() - DEFAULT_DECISIONS_WINDOW_MS);

@@ -92,13 +92,6 @@ pub fn register(node: &str, address: &str, pools: &[&str]) -> RegisterRequest {
     }
 }
 
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_millis() as i64
-}
-
 pub fn sample(pool: &str, probe: &str, version: u32, taken_at_ms: i64) -> Sample {
     Sample {
         id: uuid::Uuid::new_v4().to_string(),
