@@ -794,7 +794,11 @@ async fn early_errors_on_bodies_never_break_the_next_request() {
 async fn malformed_query_strings_get_the_error_shape_naming_the_parameter() {
     let b = TestBalancer::start().await;
     let acme = b.client_with_pool("acme", "web").await;
-    for (query, param) in [
+    let get = async |path: &str| {
+        let url = format!("{}{path}", b.url());
+        raw(&url, Method::GET, Some(acme.token()), None, None).await
+    };
+    for (path, param) in [
         ("/v1/notifications?limit=abc", "limit"),
         ("/v1/notifications?since_ms=yesterday", "since_ms"),
         ("/v1/pools/web/route?size=abc", "size"),
@@ -806,24 +810,9 @@ async fn malformed_query_strings_get_the_error_shape_naming_the_parameter() {
             "since",
         ),
     ] {
-        let got = raw(
-            &format!("{}{query}", b.url()),
-            Method::GET,
-            Some(acme.token()),
-            None,
-            None,
-        )
-        .await;
-        assert_error(&got, 400, "invalid_query", param);
+        assert_error(&get(path).await, 400, "invalid_query", param);
     }
     // A well-formed query on the same endpoint still works.
-    let got = raw(
-        &format!("{}/v1/notifications?limit=5", b.url()),
-        Method::GET,
-        Some(acme.token()),
-        None,
-        None,
-    )
-    .await;
-    assert_eq!(got.0, 200, "{}", got.1);
+    let (status, body) = get("/v1/notifications?limit=5").await;
+    assert_eq!(status, 200, "{body}");
 }
