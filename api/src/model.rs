@@ -137,6 +137,16 @@ pub struct CapacityModelView {
     pub loo_error: Option<f64>,
     /// The pool model's capacity, requests in flight per node.
     pub pool_capacity: Option<f64>,
+    /// The probe metrics (`probe/metric`) offered to the probe-feature models.
+    #[serde(default)]
+    pub features: Vec<String>,
+    /// Whether probe-feature models were fitted this time (enough rows carried them).
+    #[serde(default)]
+    pub features_fitted: bool,
+    /// Whether routing uses the probe-feature models: only while they have predicted
+    /// later feedback better than the load-only models.
+    #[serde(default)]
+    pub features_used: bool,
     /// Per node.
     pub nodes: Vec<NodeCapacityView>,
 }
@@ -150,10 +160,17 @@ pub struct CapacityScoreView {
     pub scored_at_ms: i64,
     /// Rows scored.
     pub rows: u64,
-    /// Mean absolute error of its predicted latency per load bin, ms.
+    /// Mean absolute error of its predicted latency per load bin, ms, for the models
+    /// routing used (load-only or probe-feature).
     pub mae_ms: f64,
     /// Same for a constant (mean latency) forecast.
     pub baseline_mae_ms: f64,
+    /// Same for the load-only models (the baseline the probe-feature models must beat).
+    #[serde(default)]
+    pub load_only_mae_ms: f64,
+    /// Same for the probe-feature models, when they were fitted.
+    #[serde(default)]
+    pub features_mae_ms: Option<f64>,
 }
 
 /// One series' forecast errors now.

@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use plb_routing::PolicyKind;
 
-use crate::policies::{Contender, HarnessConfig};
+use crate::policies::{Contender, HarnessConfig, PipelineVariant};
 use crate::report::{Report, Where};
 use crate::scenario::{self, Scenario, mix};
 use crate::{BenchError, live, sim};
@@ -67,6 +67,14 @@ pub struct LbArgs {
     /// Simulator runs at once (each is single-threaded).
     #[arg(long, default_value_t = 2)]
     pub jobs: usize,
+    /// Overrides of `plb`'s shipped pipeline settings, `k=v,...` (degrading_state,
+    /// capacity_deadband, refit_ms, keep_ms, ttl_ms, enter_after, leave_after,
+    /// recover_after, min_rel_scale, warmup, max_features): how the defaults were settled.
+    #[arg(long, default_value = "")]
+    pub pipeline: String,
+    /// Whether the harness' probe also reports the node's queue as a metric.
+    #[arg(long, default_value_t = false, action = clap::ArgAction::Set)]
+    pub queue_metric: bool,
 }
 
 impl Default for LbArgs {
@@ -84,6 +92,8 @@ impl Default for LbArgs {
             quick: false,
             no_progress: false,
             jobs: 2,
+            pipeline: String::new(),
+            queue_metric: false,
         }
     }
 }
@@ -160,6 +170,8 @@ pub async fn run(args: LbArgs) -> Result<Report, BenchError> {
     }
     let harness = HarnessConfig {
         sidecars: args.sidecars,
+        queue_metric: args.queue_metric,
+        pipeline: PipelineVariant::parse(&args.pipeline)?,
         ..HarnessConfig::default()
     };
     let mut report = Report::new(args.seed, scale, reps, harness);

@@ -2,8 +2,9 @@
 //! reactive balancers when nodes degrade, and do no harm when they do not?
 //!
 //! Every policy of `plb-routing` (and an oracle, in the simulator) routes the same
-//! scripted [`scenario`]s, in two ways that share the scenario table, the sidecar and
-//! prediction plumbing ([`policies`], [`predictions`]) and the metrics ([`metrics`]):
+//! scripted [`scenario`]s, in two ways that share the scenario table, the sidecar
+//! plumbing ([`policies`]), the prediction pipeline the balancer ships
+//! ([`plb_pipeline::PoolPredictor`]) and the metrics ([`metrics`]):
 //! - **live** ([`live`]): real HTTP backends on loopback ([`backend`]), each a FIFO
 //!   queue with its own workers and lognormal service times (async sleeps), driven by an
 //!   open-loop Poisson generator ([`loadgen`]) through several independent sidecar
@@ -35,16 +36,13 @@
 //!   go to one control (the balancer), which publishes node views; each sidecar
 //!   rebuilds its own snapshot from them on its own staggered tick and keeps its own
 //!   policy instance and live state. Sidecars share no routing state.
-//! - **The `plb` pipeline is the bench's reading of the design** ([`predictions`]), and
-//!   was measured into shape in the simulator. The literal reading (absolute capacities
-//!   from a pool capacity fit, the forecast load for headroom, the `degrading` state)
-//!   herded traffic onto nodes whose capacity was overestimated (a per-node fit
-//!   extrapolates far past the loads P2C lets a node reach) and timed out up to half the
-//!   requests in bursts and on a homogeneous pool. What runs now: capacity only ever
-//!   takes traffic away (relative to the pool's median, with dead bands), a probe-latency
-//!   ratio covers nodes with thin feedback, no headroom from forecast load, and
-//!   `degrading` acts through the degrade score (the state's exit hysteresis kept
-//!   recovered nodes shed for seconds when speeds changed every 5 s).
+//! - **The `plb` pipeline is the balancer's own** ([`plb_pipeline::PoolPredictor`] with
+//!   the shipped [`plb_pipeline::PipelineConfig`]; `--pipeline k=v,...` overrides a
+//!   setting for experiments, which is how each default was settled). The harness'
+//!   probe reports the `/health` latency and, like a user's probe reading a status
+//!   page, the node's queue (`--queue-metric false` leaves it out); the balancer's
+//!   demand signal is the requests in flight over every sidecar, ticked once a second,
+//!   and capacity fits run inline on the engine's schedule.
 //! - **Routing change** (`plb-routing`): in pools of 3+, the second weighted draw is
 //!   redrawn when it repeats the first, so the power of two choices compares two nodes
 //!   (with replacement, 1/n of decisions ignored load: +3% p99 on a homogeneous pool and
@@ -60,7 +58,6 @@ pub mod live;
 pub mod loadgen;
 pub mod metrics;
 pub mod policies;
-pub mod predictions;
 pub mod report;
 pub mod scenario;
 pub mod sim;
@@ -82,6 +79,9 @@ pub enum BenchError {
     /// A command-line value out of range.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+    /// A command-line value that does not parse.
+    #[error("invalid argument: {0}")]
+    Args(String),
     /// A live run could not set up its backends or its client.
     #[error("live run: {0}")]
     Live(String),

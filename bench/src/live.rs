@@ -147,11 +147,11 @@ fn lane(
         .enumerate()
         .map(|(i, b)| (format!("n{i}"), b.addr.to_string()))
         .collect();
-    let mut control = Control::new(kind, &ids, scenario.slo)?;
+    let mut control = Control::new(kind, &ids, scenario.slo, cfg)?;
     for i in 0..set.len() {
         control.set_member(i, scenario.condition(i, 0.0).present, 0.0);
     }
-    let views = control.views(0.0);
+    let views = control.views(0.0, &|_| 0.0);
     let sidecars = (0..cfg.sidecars.max(1))
         .map(|_| Sidecar::new(kind, views.clone(), 0.0))
         .collect::<Result<Vec<_>, _>>()?;
@@ -309,7 +309,14 @@ fn spawn_publishing(lane: &Arc<Lane>, seed: u64) -> Vec<JoinHandle<()>> {
                             control.set_member(i, m, now);
                         }
                     }
-                    control.views(now)
+                    let in_flight = |i: usize| -> f64 {
+                        lane.sidecars
+                            .iter()
+                            .filter_map(|s| s.live(i))
+                            .map(|l| l.in_flight() as f64)
+                            .sum()
+                    };
+                    control.views(now, &in_flight)
                 };
                 lane.views.store(Arc::new(views));
             }

@@ -9,14 +9,14 @@
 //! views at its own (staggered) interval, so sidecars route on slightly stale,
 //! unsynchronised predictions and share no routing state, as sidecars would.
 //!
-//! Baselines get what a reactive balancer gets from active health checks: a node is
-//! `unhealthy` after 2 failed `/health` probes in a row and healthy again after 2
-//! passing ones (Envoy-style thresholds). `plb` gets its prediction pipeline
-//! ([`crate::policies::Control::views`]).
+//! Every contender's views come from the pipeline the balancer ships
+//! ([`plb_pipeline::PoolPredictor`]): baselines with what a reactive balancer gets from
+//! active health checks (a node is `unhealthy` after 2 failed `/health` probes in a row
+//! and healthy again after 2 passing ones, Envoy-style), `plb` with every prediction.
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use plb_api::NodeState;
 use plb_routing::{
     AnyPolicy, LiveSet, NodeLive, NodeView, Policy, PolicyConfig, PolicyKind, RouteRequest,
     Shaping, Snapshot,
@@ -24,8 +24,11 @@ use plb_routing::{
 use rand::Rng;
 use serde::Serialize;
 
+use plb_api::Outcome;
+use plb_pipeline::{Feedback, PipelineConfig, PoolPredictor};
+use plb_predict::Observation;
+
 use crate::BenchError;
-use crate::predictions::{PipelineConfig, Predictions};
 
 /// Who routes a run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -69,6 +72,11 @@ pub struct HarnessConfig {
     /// Simulator only: network and HTTP overhead added to every request and probe,
     /// seconds (what loopback HTTP and timer rounding add live).
     pub network: f64,
+    /// Whether the probe also reports the node's queue (`/status` busy + queued) as a
+    /// metric, as a user's probe reading a status page would.
+    pub queue_metric: bool,
+    /// `plb`'s pipeline settings: the shipped defaults unless overridden.
+    pub pipeline: PipelineVariant,
 }
 
 impl Default for HarnessConfig {
@@ -80,6 +88,8 @@ impl Default for HarnessConfig {
             report_delay: 0.5,
             publish_interval: 0.25,
             network: 0.0008,
+            queue_metric: false,
+            pipeline: PipelineVariant::default(),
         }
     }
 }
@@ -105,83 +115,178 @@ pub struct ProbeSample {
     pub service: Option<f64>,
 }
 
-/// Active health checking with hysteresis, as reactive balancers do.
-#[derive(Debug, Clone, Copy)]
-struct HealthCheck {
-    fails: u32,
-    passes: u32,
-    healthy: bool,
+/// Overrides of the shipped pipeline settings for one run (`--pipeline k=v,...`): how
+/// the settings the balancer ships with were settled in the simulator. Empty: the
+/// defaults, exactly as the balancer runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct PipelineVariant {
+    /// `degrading_state`: whether `degrading` reaches the view.
+    pub degrading_state: Option<bool>,
+    /// `capacity_deadband`.
+    pub capacity_deadband: Option<f64>,
+    /// `refit_ms`, `keep_ms`, `ttl_ms`: capacity training schedule.
+    pub refit_ms: Option<i64>,
+    /// See `refit_ms`.
+    pub keep_ms: Option<i64>,
+    /// See `refit_ms`.
+    pub ttl_ms: Option<i64>,
+    /// `enter_after`, `leave_after`: `degrading` hysteresis.
+    pub enter_after: Option<u32>,
+    /// See `enter_after`.
+    pub leave_after: Option<u32>,
+    /// `recover_after`: passing assessments to leave `unhealthy`.
+    pub recover_after: Option<u32>,
+    /// `min_rel_scale`: profile scale floor relative to the median.
+    pub min_rel_scale: Option<f64>,
+    /// `warmup`: samples before a profile's band counts.
+    pub warmup: Option<u32>,
+    /// `max_features`: probe metrics offered to the capacity model (0 = load only).
+    pub max_features: Option<usize>,
 }
 
-impl HealthCheck {
-    const UNHEALTHY_AFTER: u32 = 2;
-    const HEALTHY_AFTER: u32 = 2;
-
-    fn new() -> Self {
-        HealthCheck {
-            fails: 0,
-            passes: 0,
-            healthy: true,
+impl PipelineVariant {
+    /// Parses `k=v,k=v` (keys as the field names).
+    pub fn parse(text: &str) -> Result<Self, BenchError> {
+        let mut v = PipelineVariant::default();
+        for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (k, val) = part
+                .split_once('=')
+                .ok_or_else(|| BenchError::Args(format!("--pipeline: `{part}` is not k=v")))?;
+            let bad = |e: &dyn std::fmt::Display| BenchError::Args(format!("--pipeline {k}: {e}"));
+            match k {
+                "degrading_state" => v.degrading_state = Some(val.parse().map_err(|e| bad(&e))?),
+                "capacity_deadband" => {
+                    v.capacity_deadband = Some(val.parse().map_err(|e| bad(&e))?)
+                }
+                "refit_ms" => v.refit_ms = Some(val.parse().map_err(|e| bad(&e))?),
+                "keep_ms" => v.keep_ms = Some(val.parse().map_err(|e| bad(&e))?),
+                "ttl_ms" => v.ttl_ms = Some(val.parse().map_err(|e| bad(&e))?),
+                "enter_after" => v.enter_after = Some(val.parse().map_err(|e| bad(&e))?),
+                "leave_after" => v.leave_after = Some(val.parse().map_err(|e| bad(&e))?),
+                "recover_after" => v.recover_after = Some(val.parse().map_err(|e| bad(&e))?),
+                "min_rel_scale" => v.min_rel_scale = Some(val.parse().map_err(|e| bad(&e))?),
+                "warmup" => v.warmup = Some(val.parse().map_err(|e| bad(&e))?),
+                "max_features" => v.max_features = Some(val.parse().map_err(|e| bad(&e))?),
+                _ => {
+                    return Err(BenchError::Args(format!(
+                        "--pipeline: unknown setting `{k}`"
+                    )));
+                }
+            }
         }
+        Ok(v)
     }
 
-    fn observe(&mut self, ok: bool) {
-        if ok {
-            self.passes += 1;
-            self.fails = 0;
-            if !self.healthy && self.passes >= Self::HEALTHY_AFTER {
-                self.healthy = true;
-            }
-        } else {
-            self.fails += 1;
-            self.passes = 0;
-            if self.healthy && self.fails >= Self::UNHEALTHY_AFTER {
-                self.healthy = false;
-            }
+    /// The shipped settings with these overrides.
+    pub fn config(&self) -> PipelineConfig {
+        let mut c = PipelineConfig::default();
+        if let Some(x) = self.degrading_state {
+            c.views.degrading_state = x;
         }
+        if let Some(x) = self.capacity_deadband {
+            c.views.capacity_deadband = x;
+        }
+        if let Some(x) = self.refit_ms {
+            c.training.refit_every_ms = x;
+        }
+        if let Some(x) = self.keep_ms {
+            c.training.keep_ms = x;
+        }
+        if let Some(x) = self.ttl_ms {
+            c.training.ttl_ms = x;
+        }
+        if let Some(x) = self.enter_after {
+            c.node.state.enter_after = x;
+        }
+        if let Some(x) = self.leave_after {
+            c.node.state.leave_after = x;
+        }
+        if let Some(x) = self.recover_after {
+            c.node.state.recover_after = x;
+        }
+        if let Some(x) = self.min_rel_scale {
+            c.node.profile.min_rel_scale = x;
+        }
+        if let Some(x) = self.warmup {
+            c.node.profile.warmup = x;
+        }
+        if let Some(x) = self.max_features {
+            c.training.max_features = x;
+        }
+        c
     }
 }
 
-/// The central balancer of one contender: membership, health checks and (for `plb`)
-/// the prediction models; publishes the node views sidecars build snapshots from.
+/// The probe the harness reports its samples under.
+pub const PROBE: &str = "node-status";
+/// The `/health` latency metric (higher is worse).
+const HEALTH: &str = "health-latency-ms";
+/// The requests in the node (`/status` busy + queued), reported when the harness'
+/// probe reads the status page as a user's probe would.
+const QUEUE: &str = "queue";
+
+/// The central balancer of one contender: membership and the prediction pipeline the
+/// balancer ships ([`PoolPredictor`]); `plb` gets it whole, the baselines get what
+/// reactive active health checks give from the same probes
+/// ([`PipelineConfig::reactive`]). Publishes the node views sidecars build snapshots
+/// from.
 #[derive(Debug)]
 pub struct Control {
     kind: PolicyKind,
-    predictions: Option<Predictions>,
-    protos: Vec<NodeView>,
-    /// `Some(ready_since)` for members.
-    members: Vec<Option<f64>>,
-    health: Vec<HealthCheck>,
+    pipeline: PoolPredictor,
+    names: Vec<String>,
+    members: Vec<bool>,
+    queue_metric: bool,
+    last_tick_ms: Option<i64>,
+    rejected: u64,
+}
+
+/// The balancer engine's tick: staleness, demand, capacity fits.
+const TICK_MS: i64 = 1_000;
+
+fn ms(t: f64) -> i64 {
+    (t * 1000.0).round() as i64
 }
 
 impl Control {
     /// A control for `kind` over nodes with these ids and addresses, none a member yet,
-    /// in a pool whose SLO is `slo` seconds.
-    pub fn new(kind: PolicyKind, nodes: &[(String, String)], slo: f64) -> Result<Self, BenchError> {
-        let predictions = if kind == PolicyKind::Plb {
-            Some(Predictions::new(
-                nodes.len(),
-                slo,
-                PipelineConfig::default(),
-            )?)
+    /// in a pool whose SLO is `slo` seconds, with the harness' pipeline settings.
+    pub fn new(
+        kind: PolicyKind,
+        nodes: &[(String, String)],
+        slo: f64,
+        harness: &HarnessConfig,
+    ) -> Result<Self, BenchError> {
+        let config = if kind == PolicyKind::Plb {
+            harness.pipeline.config()
         } else {
-            None
+            PipelineConfig::reactive()
         };
+        let mut pipeline = PoolPredictor::new(config, slo * 1000.0)
+            .map_err(|e| BenchError::Predict(e.to_string()))?;
+        pipeline.sync(nodes.iter().map(|(id, addr)| (id.as_str(), addr.as_str())));
+        for (id, _) in nodes {
+            pipeline.set_weight(id, 0.0);
+        }
         Ok(Control {
             kind,
-            predictions,
-            protos: nodes
-                .iter()
-                .map(|(id, addr)| NodeView::new(id.clone(), addr.clone()))
-                .collect(),
-            members: vec![None; nodes.len()],
-            health: vec![HealthCheck::new(); nodes.len()],
+            pipeline,
+            names: nodes.iter().map(|(id, _)| id.clone()).collect(),
+            members: vec![false; nodes.len()],
+            queue_metric: harness.queue_metric,
+            last_tick_ms: None,
+            rejected: 0,
         })
     }
 
-    /// The prediction pipeline (`plb` only).
-    pub fn predictions(&self) -> Option<&Predictions> {
-        self.predictions.as_ref()
+    /// The prediction pipeline.
+    pub fn pipeline(&self) -> &PoolPredictor {
+        &self.pipeline
+    }
+
+    /// Inputs the models refused (out of order, out of range); should stay 0.
+    pub fn rejected(&self) -> u64 {
+        self.rejected
     }
 
     /// The policy it serves.
@@ -189,32 +294,48 @@ impl Control {
         self.kind
     }
 
-    /// Node `node` is (or is no longer) in the pool at `now` (service discovery). A node
-    /// that joins counts as ready from `now` (slow start for `plb`) and as healthy.
-    pub fn set_member(&mut self, node: usize, member: bool, now: f64) {
-        let Some(m) = self.members.get_mut(node) else {
+    /// Node `node` is (or is no longer) in the pool at `now` (service discovery). A
+    /// node that joins starts over with fresh models (it is a new process).
+    pub fn set_member(&mut self, node: usize, member: bool, _now: f64) {
+        let (Some(m), Some(name)) = (self.members.get_mut(node), self.names.get(node)) else {
             return;
         };
-        match (m.is_some(), member) {
-            (false, true) => {
-                *m = Some(now);
-                self.health[node] = HealthCheck::new();
-                if let Some(p) = &mut self.predictions {
-                    p.reset(node);
-                }
+        if *m != member {
+            *m = member;
+            if member {
+                self.pipeline.reset(name);
             }
-            (true, false) => *m = None,
-            _ => {}
+            self.pipeline
+                .set_weight(name, if member { 1.0 } else { 0.0 });
         }
     }
 
     /// A probe sample reached the balancer.
     pub fn on_sample(&mut self, s: &ProbeSample) {
-        if let Some(h) = self.health.get_mut(s.node) {
-            h.observe(s.ok);
-        }
-        if let Some(p) = &mut self.predictions {
-            p.on_sample(s);
+        let Some(name) = self.names.get(s.node) else {
+            return;
+        };
+        let mut metrics = BTreeMap::new();
+        let outcome = if s.ok {
+            metrics.insert(HEALTH.to_owned(), s.health_latency * 1000.0);
+            if self.queue_metric
+                && let (Some(busy), Some(queued)) = (s.busy, s.queued)
+            {
+                metrics.insert(QUEUE.to_owned(), busy + queued);
+            }
+            Outcome::Ok
+        } else {
+            Outcome::Timeout
+        };
+        let obs = Observation {
+            t_ms: ms(s.taken_at),
+            probe: PROBE,
+            outcome,
+            duration_ms: Some(s.health_latency * 1000.0),
+            metrics: &metrics,
+        };
+        if self.pipeline.observe(name, &obs).is_err() {
+            self.rejected += 1;
         }
     }
 
@@ -222,37 +343,32 @@ impl Control {
     /// outcome, and the node's requests in flight at dispatch as the sidecar estimated
     /// them.
     pub fn on_feedback(&mut self, node: usize, latency: f64, ok: bool, now: f64, load: f64) {
-        if let Some(p) = &mut self.predictions {
-            p.on_feedback(node, latency, ok, now, load);
+        if let Some(name) = self.names.get(node) {
+            self.pipeline.observe_feedback(Feedback {
+                node: name,
+                at_ms: ms(now),
+                load,
+                latency_ms: latency * 1000.0,
+                ok,
+            });
         }
     }
 
-    /// The node views at `now`: non-members drained (weight 0), health-check state,
-    /// and for `plb` its predictions.
-    pub fn views(&mut self, now: f64) -> Vec<NodeView> {
-        if let Some(p) = &mut self.predictions {
-            p.advance(now);
-        }
-        let mut out = Vec::with_capacity(self.protos.len());
-        for (i, proto) in self.protos.iter().enumerate() {
-            let mut v = proto.clone();
-            match (self.members[i], &mut self.predictions) {
-                (None, _) => v.weight = 0.0,
-                (Some(since), Some(p)) => {
-                    p.fill(i, &mut v, now);
-                    if since > 0.0 {
-                        v.ready_since = Some(since);
-                    }
-                }
-                (Some(_), None) => {
-                    if !self.health[i].healthy {
-                        v.state = NodeState::Unhealthy;
-                    }
-                }
+    /// The node views at `now`, ticking the pipeline once a second as the balancer's
+    /// engine does (staleness; `in_flight`, the node's requests in flight over every
+    /// sidecar, as its demand; capacity fits, run inline).
+    pub fn views(&mut self, now: f64, in_flight: &dyn Fn(usize) -> f64) -> Vec<NodeView> {
+        let now_ms = ms(now);
+        if self.last_tick_ms.is_none_or(|t| now_ms - t >= TICK_MS) {
+            self.last_tick_ms = Some(now_ms);
+            let names = &self.names;
+            let by_name = |n: &str| names.iter().position(|x| x == n).map(in_flight);
+            self.pipeline.tick(now_ms, &by_name);
+            if let Some(job) = self.pipeline.due_fit(now_ms) {
+                self.pipeline.install_fit(job.run());
             }
-            out.push(v);
         }
-        out
+        self.pipeline.views(now_ms)
     }
 }
 
@@ -310,6 +426,7 @@ impl Sidecar {
 
 #[cfg(test)]
 mod tests {
+    use plb_api::NodeState;
     use rand::SeedableRng;
     use rand::rngs::SmallRng;
 
@@ -321,10 +438,10 @@ mod tests {
             .collect()
     }
 
-    fn sample(node: usize, ok: bool) -> ProbeSample {
+    fn sample(node: usize, ok: bool, taken_at: f64) -> ProbeSample {
         ProbeSample {
             node,
-            taken_at: 0.0,
+            taken_at,
             ok,
             health_latency: 0.01,
             queued: None,
@@ -336,33 +453,56 @@ mod tests {
 
     #[test]
     fn health_check_has_hysteresis() {
-        let mut c = Control::new(PolicyKind::LeastRequest, &ids(3), 0.2).expect("builds");
+        let mut c = Control::new(
+            PolicyKind::LeastRequest,
+            &ids(3),
+            0.2,
+            &HarnessConfig::default(),
+        )
+        .expect("builds");
         for i in 0..3 {
             c.set_member(i, true, 0.0);
         }
-        c.on_sample(&sample(1, false));
-        assert_eq!(c.views(1.0)[1].state, NodeState::Healthy, "one failure");
-        c.on_sample(&sample(1, false));
-        assert_eq!(c.views(2.0)[1].state, NodeState::Unhealthy);
-        c.on_sample(&sample(1, true));
-        assert_eq!(c.views(3.0)[1].state, NodeState::Unhealthy, "one pass");
-        c.on_sample(&sample(1, true));
-        assert_eq!(c.views(4.0)[1].state, NodeState::Healthy);
+        let idle = |_: usize| 0.0;
+        c.on_sample(&sample(1, false, 0.5));
+        assert_eq!(
+            c.views(1.0, &idle)[1].state,
+            NodeState::Healthy,
+            "one failure"
+        );
+        c.on_sample(&sample(1, false, 1.5));
+        assert_eq!(c.views(2.0, &idle)[1].state, NodeState::Unhealthy);
+        c.on_sample(&sample(1, true, 2.5));
+        assert_eq!(
+            c.views(3.0, &idle)[1].state,
+            NodeState::Unhealthy,
+            "one pass"
+        );
+        c.on_sample(&sample(1, true, 3.5));
+        assert_eq!(c.views(4.0, &idle)[1].state, NodeState::Healthy);
+        assert_eq!(c.rejected(), 0);
     }
 
     #[test]
     fn non_members_get_no_traffic() {
-        let mut c = Control::new(PolicyKind::RoundRobin, &ids(4), 0.2).expect("builds");
+        let mut c = Control::new(
+            PolicyKind::RoundRobin,
+            &ids(4),
+            0.2,
+            &HarnessConfig::default(),
+        )
+        .expect("builds");
         for i in 1..4 {
             c.set_member(i, true, 0.0);
         }
-        let side = Sidecar::new(PolicyKind::RoundRobin, c.views(0.0), 0.0).expect("builds");
+        let side =
+            Sidecar::new(PolicyKind::RoundRobin, c.views(0.0, &|_| 0.0), 0.0).expect("builds");
         let mut rng = SmallRng::seed_from_u64(1);
         for _ in 0..100 {
             assert_ne!(side.pick(0.0, &mut rng), Some(0));
         }
         c.set_member(0, true, 5.0);
-        side.rebuild(c.views(5.0), 5.0).expect("builds");
+        side.rebuild(c.views(5.0, &|_| 0.0), 5.0).expect("builds");
         let got = (0..100)
             .filter(|_| side.pick(5.0, &mut rng) == Some(0))
             .count();

@@ -14,7 +14,9 @@ use crate::forecast::{AutoForecaster, BankSpec, ForecastParams};
 use crate::num::{check_input, clean};
 use crate::profile::{Profile, ProfileParams};
 use crate::series::SeriesModel;
-use crate::state::{Hysteresis, StateParams, Verdict, demand_evidence, series_evidence};
+use crate::state::{
+    Hysteresis, StateParams, Verdict, demand_evidence, demand_score, series_evidence, series_score,
+};
 
 /// Most series one node keeps (probe metrics); more are refused.
 pub const MAX_SERIES_PER_NODE: usize = 256;
@@ -396,6 +398,33 @@ impl NodeModel {
                 evidence,
             }
         }
+    }
+
+    /// The node's degrade score at `now_ms`, in 0..=1: how far its worst fresh series
+    /// (or its demand against capacity) has moved toward the threshold that makes the
+    /// state machine call it `degrading` (see [`crate::state::threshold_score`]): 0
+    /// while every forecast stays in the inner half of its band, 1 at the threshold.
+    /// 1 for an `unhealthy` node; 0 for a stale one (its state says `unknown`).
+    pub fn degrade_score(&self, now_ms: i64) -> f64 {
+        if self.is_stale(now_ms) {
+            return 0.0;
+        }
+        if self.hysteresis.state() == NodeState::Unhealthy {
+            return 1.0;
+        }
+        let sp = &self.params().state;
+        let mut worst: f64 = 0.0;
+        for (key, s) in &self.series {
+            if self.fresh(s.last_seen_ms(), now_ms) {
+                worst = worst.max(series_score(key, s, sp));
+            }
+        }
+        if let (Some(d), Some(cap)) = (&self.demand, self.capacity)
+            && let Some(f) = d.forecast(sp.horizon)
+        {
+            worst = worst.max(demand_score(f.mean, cap, sp));
+        }
+        worst.clamp(0.0, 1.0)
     }
 
     /// The node's state and everything behind it, as of `now_ms` (`unknown` if its

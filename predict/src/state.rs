@@ -30,8 +30,13 @@ pub struct StateParams {
     pub credible_ratio: f64,
     /// Consecutive `degrading` assessments needed to enter `degrading`.
     pub enter_after: u32,
-    /// Consecutive assessments of a better state needed to leave `degrading` or `unhealthy`.
+    /// Consecutive assessments of a better state needed to leave `degrading`.
     pub leave_after: u32,
+    /// Consecutive assessments of a better state needed to leave `unhealthy` (a node
+    /// that answers again is back soon, like active health checks' healthy threshold;
+    /// slow start then ramps its traffic up).
+    #[serde(default = "default_recover_after")]
+    pub recover_after: u32,
     /// Without a probe run for this long, a node is `unknown`.
     pub stale_after_ms: i64,
     /// Consecutive runs of one probe counting against the node that make it `unhealthy`.
@@ -51,6 +56,7 @@ impl Default for StateParams {
             credible_ratio: 1.25,
             enter_after: 2,
             leave_after: 3,
+            recover_after: 3,
             stale_after_ms: 30_000,
             unhealthy_after: 2,
             demand_ratio: 1.0,
@@ -78,7 +84,11 @@ impl StateParams {
                 format!("must be >= 1, got {}", self.credible_ratio),
             );
         }
-        if self.enter_after == 0 || self.leave_after == 0 || self.unhealthy_after == 0 {
+        if self.enter_after == 0
+            || self.leave_after == 0
+            || self.recover_after == 0
+            || self.unhealthy_after == 0
+        {
             return bad("enter_after", "streak lengths must be at least 1".into());
         }
         if self.stale_after_ms <= 0 {
@@ -103,6 +113,10 @@ impl StateParams {
             .copied()
             .unwrap_or_else(|| infer_direction(metric))
     }
+}
+
+fn default_recover_after() -> u32 {
+    3
 }
 
 /// The naming convention: rates, throughput and bandwidth are higher-is-better
@@ -177,37 +191,70 @@ pub fn metric_evidence(
     })
 }
 
-/// Holds a series' credible forecasts at the horizon against its profile band; the
-/// evidence of the one furthest past its threshold, if any. `None` too while the
-/// profile is still warming up.
-pub fn series_evidence(key: &str, series: &SeriesModel, params: &StateParams) -> Option<Evidence> {
+/// How far a forecast `mean` has moved toward its dynamic threshold (the same one
+/// [`metric_evidence`] holds it against): 0 while it stays within the inner half of the
+/// band (from the centre to halfway to the bad edge: noise lives there), rising
+/// linearly to 1 at the threshold (the bad edge pushed out by `margin_z` standard
+/// deviations of the forecast mean), and above 1 past it. So a score of 1 or more is
+/// exactly a crossing: the degrade score that shapes a node's traffic and the verdict
+/// that turns it `degrading` come from one evidence, one threshold.
+pub fn threshold_score(
+    direction: MetricDirection,
+    mean: f64,
+    sigma: f64,
+    band: (f64, f64),
+    params: &StateParams,
+) -> f64 {
+    let margin = clean(params.margin_z * sigma);
+    let centre = 0.5 * (band.0 + band.1);
+    let (start, threshold, x) = match direction {
+        MetricDirection::HigherIsWorse => (0.5 * (centre + band.1), band.1 + margin, mean),
+        // Mirrored, so that "further out" is larger in both directions.
+        MetricDirection::HigherIsBetter => (-0.5 * (centre + band.0), -(band.0 - margin), -mean),
+    };
+    let score = if threshold > start {
+        (x - start) / (threshold - start)
+    } else if x > threshold {
+        1.0
+    } else {
+        0.0
+    };
+    if score.is_finite() {
+        score.max(0.0)
+    } else {
+        0.0
+    }
+}
+
+/// One series' credible forecasts at the horizon: the chosen one first, then every bank
+/// member whose recent error at the horizon is within `credible_ratio` of the best,
+/// each as (mean, standard deviation of the mean, model label), with the profile band
+/// they are held against. `None` while the profile warms up.
+struct Credible<'a> {
+    band: (f64, f64),
+    direction: MetricDirection,
+    forecasts: Vec<(f64, f64, &'a str)>,
+}
+
+fn credible<'a>(key: &str, series: &'a SeriesModel, params: &StateParams) -> Option<Credible<'a>> {
     let profile = series.profile();
     if !profile.is_ready() || series.count() == 0 {
         return None;
     }
     let band = profile.forecast_band(params.band_k)?;
-    let direction = params.direction(key);
     let h = u64::from(params.horizon);
     let auto = series.forecaster();
     let bank = auto.bank();
-    let excess = |e: &Evidence| match direction {
-        MetricDirection::HigherIsWorse => e.forecast - e.threshold,
-        MetricDirection::HigherIsBetter => e.threshold - e.forecast,
-    };
     let noise = (0..bank.spec().members().len())
         .map(|m| bank.member_forecast(m, 1).sigma())
         .fold(f64::INFINITY, f64::min);
     let noise = if noise.is_finite() { noise } else { 0.0 };
     let f = auto.forecast(params.horizon);
-    let mut worst = metric_evidence(
-        key,
-        direction,
+    let mut forecasts = vec![(
         f.mean,
         mean_sigma(f.sigma(), noise),
-        band,
-        params,
         auto.chosen(params.horizon),
-    );
+    )];
     let best = bank.member_mae(bank.choose(h), h);
     if let Some(best) = best
         && params.credible_ratio > 1.0
@@ -220,15 +267,58 @@ pub fn series_evidence(key: &str, series: &SeriesModel, params: &StateParams) ->
                 continue;
             }
             let f = bank.member_forecast(m, h);
-            let sigma = mean_sigma(f.sigma(), noise);
-            if let Some(e) = metric_evidence(key, direction, f.mean, sigma, band, params, label)
-                && worst.as_ref().is_none_or(|w| excess(&e) > excess(w))
-            {
-                worst = Some(e);
-            }
+            forecasts.push((f.mean, mean_sigma(f.sigma(), noise), label.as_str()));
+        }
+    }
+    Some(Credible {
+        band,
+        direction: params.direction(key),
+        forecasts,
+    })
+}
+
+/// Holds a series' credible forecasts at the horizon against its profile band; the
+/// evidence of the one furthest past its threshold, if any. `None` too while the
+/// profile is still warming up.
+pub fn series_evidence(key: &str, series: &SeriesModel, params: &StateParams) -> Option<Evidence> {
+    let c = credible(key, series, params)?;
+    let excess = |e: &Evidence| match c.direction {
+        MetricDirection::HigherIsWorse => e.forecast - e.threshold,
+        MetricDirection::HigherIsBetter => e.threshold - e.forecast,
+    };
+    let mut worst: Option<Evidence> = None;
+    for &(mean, sigma, label) in &c.forecasts {
+        if let Some(e) = metric_evidence(key, c.direction, mean, sigma, c.band, params, label)
+            && worst.as_ref().is_none_or(|w| excess(&e) > excess(w))
+        {
+            worst = Some(e);
         }
     }
     worst
+}
+
+/// The series' degrade score: the highest [`threshold_score`] of its credible
+/// forecasts (the ones [`series_evidence`] holds against the band), 0 while the profile
+/// warms up. At 1 or more, [`series_evidence`] has evidence.
+pub fn series_score(key: &str, series: &SeriesModel, params: &StateParams) -> f64 {
+    let Some(c) = credible(key, series, params) else {
+        return 0.0;
+    };
+    c.forecasts
+        .iter()
+        .map(|&(mean, sigma, _)| threshold_score(c.direction, mean, sigma, c.band, params))
+        .fold(0.0, f64::max)
+}
+
+/// The demand's score against capacity: 0 up to half the threshold (`demand_ratio`
+/// times capacity), 1 at it; the same threshold as [`demand_evidence`].
+pub fn demand_score(demand: f64, capacity: f64, params: &StateParams) -> f64 {
+    let threshold = clean(capacity * params.demand_ratio);
+    if threshold <= 0.0 {
+        return if demand > threshold { 1.0 } else { 0.0 };
+    }
+    let s = (demand - 0.5 * threshold) / (0.5 * threshold);
+    if s.is_finite() { s.max(0.0) } else { 0.0 }
 }
 
 /// `Some` evidence when forecast demand exceeds `demand_ratio` times capacity.
@@ -259,7 +349,8 @@ pub struct Verdict {
 
 /// Hysteresis: a node enters `unhealthy` or `unknown` at once, `degrading` after
 /// `enter_after` consecutive verdicts, and leaves `degrading`/`unhealthy` for a better
-/// state after `leave_after`. From `unknown` any verdict is taken at once.
+/// state after `leave_after` (`recover_after` from `unhealthy`). From `unknown` any
+/// verdict is taken at once.
 #[derive(Debug, Clone, Default)]
 pub struct Hysteresis {
     state: NodeState,
@@ -302,6 +393,7 @@ impl Hysteresis {
         match (self.state, to) {
             (NodeState::Unknown, _) | (_, NodeState::Unhealthy) | (_, NodeState::Unknown) => 1,
             (NodeState::Healthy, NodeState::Degrading) => params.enter_after,
+            (NodeState::Unhealthy, _) => params.recover_after,
             (from, to) if rank(to) < rank(from) => params.leave_after,
             _ => 1,
         }

@@ -1,6 +1,10 @@
-//! The prediction engine: per client and pool, a [`PoolRouter`] with a node model per
-//! node (fed from committed samples), the pool's capacity model (trained in the
-//! background from feedback), and the routing snapshot built from them.
+//! The prediction engine: per client and pool, a [`PoolRouter`] holding the pool's
+//! prediction pipeline ([`plb_pipeline::PoolPredictor`]: node models fed from
+//! committed samples, capacity models trained in the background from feedback, the
+//! routing views) and the routing snapshot built from it. The engine is glue: it feeds
+//! the pipeline, runs its fits on a blocking thread, installs its views and stores
+//! what it decided; every policy decision is the pipeline's. Time comes from a
+//! [`Clock`] (Unix ms), so the engine runs in simulated time in tests.
 //!
 //! Data flow: committed report batches arrive through [`IngestObserver`] and go down a
 //! channel to the engine task (the request task never waits); the task feeds the node
@@ -13,7 +17,7 @@
 //!
 //! On start, [`Engine::warm`] replays the stored recent samples into fresh models before
 //! the server accepts requests, so a restart keeps profiles, forecasts and states.
-mod capacity;
+mod clock;
 mod models;
 mod router;
 mod task;
@@ -23,18 +27,20 @@ use std::sync::{Arc, Mutex};
 
 use arc_swap::{ArcSwap, ArcSwapOption};
 use plb_api::{Assignments, NodeAssessment, NodeRouting, NodeState, Tier};
-use plb_predict::{NodeConfig, NodeParams};
+use plb_pipeline::{FitOutcome, PipelineConfig, PoolPredictor};
+use plb_predict::NodeConfig;
 use plb_routing::{Shaping, Snapshot};
 use tokio::sync::mpsc;
 
-pub use capacity::TrainingConfig;
+pub use clock::{Clock, ManualClock, SystemClock};
 pub use router::{FeedbackError, HttpDecision, PoolRouter, RouteQuery, Routed};
 
 use crate::ingest::{CommittedBatch, IngestObserver};
 use crate::metrics::Metrics;
 use crate::store::{PoolTopology, Store, StoreError};
-use models::PoolModels;
-use router::{Clock, lock};
+use clock::secs;
+use models::PoolState;
+use router::lock;
 
 /// A pool as the engine knows it: pool names are unique per client only.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -45,11 +51,12 @@ pub struct PoolKey {
     pub pool: String,
 }
 
-/// How the engine runs (its schedule; the models' tuning is [`NodeParams`]).
+/// How the engine runs (its schedule; everything the pipeline decides is in
+/// [`PipelineConfig`]).
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
-    /// Node model parameters, shared by every node.
-    pub node: NodeParams,
+    /// The prediction pipeline of every pool (node models, capacity training, views).
+    pub pipeline: PipelineConfig,
     /// Tick: staleness, loads, stored changes, topology refresh, ms.
     pub tick_ms: u64,
     /// Snapshots of pools whose predictions moved are rebuilt this often, ms.
@@ -64,8 +71,6 @@ pub struct EngineConfig {
     pub warm_window_ms: i64,
     /// Most samples replayed on start.
     pub warm_limit: usize,
-    /// Capacity training.
-    pub training: TrainingConfig,
     /// Forecast errors are stored this often, ms.
     pub errors_every_ms: i64,
     /// Decision counts and forecast errors are kept this long, ms.
@@ -77,34 +82,18 @@ pub struct EngineConfig {
 impl Default for EngineConfig {
     fn default() -> Self {
         EngineConfig {
-            node: live_node_params(),
+            pipeline: PipelineConfig::default(),
             tick_ms: 1_000,
             rebuild_ms: 100,
             topology_every_ms: 5_000,
             outstanding_timeout_ms: 30_000,
             warm_window_ms: 30 * 60 * 1000,
             warm_limit: 2_000_000,
-            training: TrainingConfig::default(),
             errors_every_ms: 5 * 60 * 1000,
             keep_history_ms: 7 * 24 * 3600 * 1000,
             min_deep_interval_ms: 1_000,
         }
     }
-}
-
-/// The node-model parameters for live probes. Against the library defaults (tuned on
-/// 5-minute CloudWatch series): a wider relative floor on each profile's scale, since
-/// sub-millisecond probe latencies on a busy host wiggle by tens of percent without
-/// meaning anything, and more consecutive assessments to enter and leave `degrading`,
-/// since a node is assessed on every sample of every probe (several a second) and the
-/// worst of many metrics is a multiple comparison. Without these, `plb dev` flipped
-/// healthy nodes to `degrading` and back every few seconds.
-pub fn live_node_params() -> NodeParams {
-    let mut p = NodeParams::default();
-    p.profile.min_rel_scale = 0.03;
-    p.state.enter_after = 6;
-    p.state.leave_after = 10;
-    p
 }
 
 /// Why the engine could not start.
@@ -113,6 +102,9 @@ pub enum EngineError {
     /// Its parameters are invalid.
     #[error("prediction parameters: {0}")]
     Params(#[from] plb_predict::PredictError),
+    /// Its pipeline settings are invalid.
+    #[error("{0}")]
+    Pipeline(#[from] plb_pipeline::PipelineError),
     /// The store failed while warming up.
     #[error("warming the models: {0}")]
     Store(#[from] StoreError),
@@ -120,29 +112,17 @@ pub enum EngineError {
 
 pub(crate) enum Event {
     Batch(Arc<CommittedBatch>),
-    Fitted {
-        key: PoolKey,
-        outcome: capacity::FitOutcome,
-    },
-}
-
-/// Per-pool published capacity state (for the model endpoint).
-#[derive(Debug, Default)]
-pub(crate) struct CapacityPublished {
-    pub fitted: Option<Arc<capacity::Fitted>>,
-    pub scores: Vec<plb_api::CapacityScoreView>,
-    pub rows: usize,
+    Fitted { key: PoolKey, outcome: FitOutcome },
 }
 
 /// The prediction engine. One per balancer, in [`crate::AppState`] as `engine`.
 pub struct Engine {
     pools: ArcSwap<HashMap<PoolKey, Arc<PoolRouter>>>,
-    capacity: ArcSwap<HashMap<PoolKey, Arc<CapacityPublished>>>,
     tx: mpsc::UnboundedSender<Event>,
     rx: Mutex<Option<mpsc::UnboundedReceiver<Event>>>,
     config: EngineConfig,
     node_config: Arc<NodeConfig>,
-    clock: Clock,
+    clock: Arc<dyn Clock>,
     metrics: Arc<Metrics>,
     refresh: tokio::sync::Mutex<()>,
     last_refresh: std::sync::atomic::AtomicU64,
@@ -186,22 +166,36 @@ impl Engine {
     /// An engine with no pools yet; [`Engine::warm`] loads them and [`Engine::spawn`]
     /// starts its task.
     pub fn new(config: EngineConfig, metrics: Arc<Metrics>) -> Result<Arc<Engine>, EngineError> {
-        let node_config = NodeConfig::new(config.node.clone())?;
+        Self::with_clock(config, metrics, Arc::new(SystemClock::new()))
+    }
+
+    /// [`Engine::new`] on `clock` (a [`ManualClock`] in tests).
+    pub fn with_clock(
+        config: EngineConfig,
+        metrics: Arc<Metrics>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Arc<Engine>, EngineError> {
+        config.pipeline.validate()?;
+        let node_config = NodeConfig::new(config.pipeline.node.clone())?;
         let (tx, rx) = mpsc::unbounded_channel();
         Ok(Arc::new(Engine {
             pools: ArcSwap::from_pointee(HashMap::new()),
-            capacity: ArcSwap::from_pointee(HashMap::new()),
             tx,
             rx: Mutex::new(Some(rx)),
             config,
             node_config,
-            clock: Clock::new(),
+            clock,
             metrics,
             refresh: tokio::sync::Mutex::new(()),
             last_refresh: std::sync::atomic::AtomicU64::new(f64::NEG_INFINITY.to_bits()),
             topology_dirty: std::sync::atomic::AtomicBool::new(false),
             warmed: ArcSwapOption::empty(),
         }))
+    }
+
+    /// Now, Unix ms, on the engine's clock.
+    pub fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
     }
 
     /// The engine's configuration.
@@ -277,7 +271,7 @@ impl Engine {
     /// Whether an on-demand refresh may run: a pool without nodes asks the store at
     /// most every [`MIN_REFRESH_MS`], however often it is routed to.
     fn refresh_due(&self) -> bool {
-        let now = self.clock.now();
+        let now = secs(self.clock.now_ms());
         let last = f64::from_bits(self.last_refresh.load(std::sync::atomic::Ordering::Relaxed));
         now - last >= MIN_REFRESH_MS as f64 / 1000.0
     }
@@ -286,7 +280,7 @@ impl Engine {
     /// sets are synced and their snapshots rebuilt.
     pub(crate) async fn refresh_topology(&self, store: &Arc<dyn Store>) -> Result<(), StoreError> {
         self.last_refresh.store(
-            self.clock.now().to_bits(),
+            secs(self.clock.now_ms()).to_bits(),
             std::sync::atomic::Ordering::Relaxed,
         );
         let topo = store.engine_topology().await?;
@@ -299,7 +293,7 @@ impl Engine {
         let current = self.pools.load_full();
         let mut next: HashMap<PoolKey, Arc<PoolRouter>> = HashMap::with_capacity(topo.len());
         let mut set_changed = current.len() != topo.len();
-        let now_ms = crate::routes::now_ms();
+        let now_ms = self.clock.now_ms();
         for t in topo {
             let key = PoolKey {
                 client_id: t.client_id,
@@ -313,17 +307,25 @@ impl Engine {
                     Arc::new(PoolRouter::new(
                         t.pool_id,
                         t.name.clone(),
-                        self.clock,
+                        Arc::clone(&self.clock),
                         policy,
                         t.slo_ms,
-                        PoolModels::new(Arc::clone(&self.node_config)),
+                        PoolState::new(PoolPredictor::with_node_config(
+                            self.config.pipeline.clone(),
+                            Arc::clone(&self.node_config),
+                            t.slo_ms,
+                        )),
                         Some(Arc::clone(&self.metrics.route_decisions)),
                     ))
                 }
             };
             router.set_policy(policy);
             router.set_slo_ms(t.slo_ms);
-            let changed = lock(&router.models).sync(&t.nodes);
+            let changed = {
+                let mut m = lock(&router.models);
+                m.predictor.set_slo_ms(t.slo_ms);
+                m.sync(&t.nodes)
+            };
             if changed || router.snapshot().len() != t.nodes.len() {
                 self.rebuild(&router, now_ms);
             }
@@ -336,9 +338,8 @@ impl Engine {
 
     /// Rebuilds `router`'s snapshot from its models' views at `now_ms`.
     pub(crate) fn rebuild(&self, router: &PoolRouter, now_ms: i64) {
-        let now = router.now();
-        let views = lock(&router.models).views(now_ms, now);
-        self.install(router, views, now);
+        let views = lock(&router.models).predictor.views(now_ms);
+        self.install(router, views, secs(now_ms));
     }
 
     pub(crate) fn install(&self, router: &PoolRouter, views: Vec<plb_routing::NodeView>, now: f64) {
@@ -353,7 +354,7 @@ impl Engine {
     /// Replays stored recent samples into the models (call once, before serving).
     pub async fn warm(&self, store: &Arc<dyn Store>) -> Result<WarmReport, EngineError> {
         self.refresh_topology(store).await?;
-        let now_ms = crate::routes::now_ms();
+        let now_ms = self.clock.now_ms();
         let samples = store
             .recent_samples(now_ms - self.config.warm_window_ms, self.config.warm_limit)
             .await?;
@@ -425,8 +426,8 @@ impl Engine {
         let Some(router) = self.pool(key) else {
             return HashMap::new();
         };
-        let now_ms = crate::routes::now_ms();
-        let assessments = lock(&router.models).assess(now_ms);
+        let now_ms = self.clock.now_ms();
+        let assessments = lock(&router.models).predictor.assess(now_ms);
         let snap = router.snapshot();
         let now = router.now();
         let total: f64 = snap
@@ -468,7 +469,8 @@ impl Engine {
     }
 
     /// The pool's capacity model (once fitted), the feedback rows held for training,
-    /// and how past fits did on the feedback that came after them.
+    /// and how past fits did on the feedback that came after them (the model in use,
+    /// the load-only baseline and the probe-feature models).
     pub fn capacity_view(
         &self,
         key: &PoolKey,
@@ -477,18 +479,13 @@ impl Engine {
         u64,
         Vec<plb_api::CapacityScoreView>,
     )> {
-        let c = self.capacity.load().get(key).cloned()?;
+        let router = self.pool(key)?;
+        let m = lock(&router.models);
         Some((
-            c.fitted.as_deref().map(capacity::view),
-            c.rows as u64,
-            c.scores.clone(),
+            m.predictor.capacity_view(),
+            m.predictor.feedback_rows() as u64,
+            m.predictor.capacity_scores(),
         ))
-    }
-
-    pub(crate) fn publish_capacity(&self, key: &PoolKey, c: CapacityPublished) {
-        let mut m: HashMap<PoolKey, Arc<CapacityPublished>> = (**self.capacity.load()).clone();
-        m.insert(key.clone(), Arc::new(c));
-        self.capacity.store(Arc::new(m));
     }
 
     /// Adaptive probing: while a node is `degrading` in a pool, its `deep` probes there
@@ -533,3 +530,6 @@ impl Engine {
 fn finite(x: f64) -> f64 {
     if x.is_finite() { x } else { 0.0 }
 }
+
+#[cfg(test)]
+mod tests;

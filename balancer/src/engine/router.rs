@@ -5,7 +5,6 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Instant;
 
 use plb_api::NodeState;
 use plb_routing::{
@@ -13,7 +12,8 @@ use plb_routing::{
     Rule, SharedSnapshot, Snapshot,
 };
 
-use super::models::PoolModels;
+use super::clock::{Clock, secs};
+use super::models::PoolState;
 
 /// Feedback rows waiting for the engine task, per pool; the oldest are dropped beyond.
 const MAX_PENDING_ROWS: usize = 65_536;
@@ -28,20 +28,6 @@ fn policy_index(kind: PolicyKind) -> usize {
         .iter()
         .position(|k| *k == kind)
         .unwrap_or(PolicyKind::ALL.len() - 1)
-}
-
-/// The engine's clock for routing (seconds since the engine started, monotonic).
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Clock(Instant);
-
-impl Clock {
-    pub(crate) fn new() -> Self {
-        Clock(Instant::now())
-    }
-
-    pub(crate) fn now(&self) -> f64 {
-        self.0.elapsed().as_secs_f64()
-    }
 }
 
 /// Locks a mutex whose holders keep no invariant a panic could break half-way.
@@ -154,7 +140,7 @@ pub enum FeedbackError {
 pub struct PoolRouter {
     pool_id: i64,
     name: String,
-    clock: Clock,
+    clock: Arc<dyn Clock>,
     pub(crate) snapshot: SharedSnapshot,
     pub(crate) live: plb_routing::LiveSet,
     /// Every policy, built once (round-robin keeps its rotation across switches).
@@ -165,8 +151,8 @@ pub struct PoolRouter {
     outstanding: Mutex<HashMap<String, VecDeque<Outstanding>>>,
     rows: Mutex<VecDeque<FeedbackRow>>,
     rows_dropped: AtomicU64,
-    /// The node models (engine task and the nodes view).
-    pub(crate) models: Mutex<PoolModels>,
+    /// The pool's prediction pipeline (engine task, nodes and model views).
+    pub(crate) models: Mutex<PoolState>,
     counters: Option<Arc<crate::metrics::RouteCounters>>,
 }
 
@@ -183,10 +169,10 @@ impl PoolRouter {
     pub(crate) fn new(
         pool_id: i64,
         name: String,
-        clock: Clock,
+        clock: Arc<dyn Clock>,
         policy: PolicyKind,
         slo_ms: f64,
-        models: PoolModels,
+        models: PoolState,
         counters: Option<Arc<crate::metrics::RouteCounters>>,
     ) -> Self {
         let config = PolicyConfig::default();
@@ -253,9 +239,9 @@ impl PoolRouter {
         self.snapshot.load()
     }
 
-    /// Seconds on the routing clock.
+    /// Seconds on the routing clock (engine ms / 1000).
     pub(crate) fn now(&self) -> f64 {
-        self.clock.now()
+        secs(self.clock.now_ms())
     }
 
     /// The policy's choice for `req`, skipping the nodes in `exclude`; `None` when no
@@ -319,7 +305,7 @@ impl PoolRouter {
     /// (or until the [`Routed`] is dropped).
     pub fn route(&self, q: &RouteQuery, exclude: &[&str]) -> Option<Routed> {
         let snap = self.snapshot.load();
-        let now = self.clock.now();
+        let now = self.now();
         let decision = self.decide(&snap, q, exclude, now, None)?;
         let node = snap.node(decision.index)?;
         let live = Arc::clone(snap.live(decision.index)?);
@@ -352,10 +338,10 @@ impl PoolRouter {
             routed.live.abandon();
             return;
         };
-        routed.live.end(latency_ms / 1000.0, ok, self.clock.now());
+        routed.live.end(latency_ms / 1000.0, ok, self.now());
         self.push_row(FeedbackRow {
             node: routed.node.clone(),
-            at_ms: crate::routes::now_ms(),
+            at_ms: self.clock.now_ms(),
             load: routed.load,
             latency_ms,
             ok,
@@ -367,7 +353,7 @@ impl PoolRouter {
     /// `policy` overrides the pool's policy for this one decision.
     pub fn route_http(&self, q: &RouteQuery, policy: Option<PolicyKind>) -> Option<HttpDecision> {
         let snap = self.snapshot.load();
-        let now = self.clock.now();
+        let now = self.now();
         let decision = self.decide(&snap, q, &[], now, policy)?;
         let node = snap.node(decision.index)?;
         let live = snap.live(decision.index)?;
@@ -414,7 +400,7 @@ impl PoolRouter {
         let Some(live) = snap.live(index) else {
             return Err(FeedbackError::UnknownNode(node.to_string()));
         };
-        let now = self.clock.now();
+        let now = self.now();
         let taken = lock(&self.outstanding)
             .get_mut(node)
             .and_then(VecDeque::pop_front);
@@ -430,7 +416,7 @@ impl PoolRouter {
         };
         self.push_row(FeedbackRow {
             node: node.to_string(),
-            at_ms: crate::routes::now_ms(),
+            at_ms: self.clock.now_ms(),
             load,
             latency_ms,
             ok,
@@ -473,7 +459,7 @@ impl PoolRouter {
     /// Returns how many were released.
     pub(crate) fn expire_outstanding(&self, timeout: f64) -> usize {
         let snap = self.snapshot.load();
-        let now = self.clock.now();
+        let now = self.now();
         let mut released = 0;
         let mut out = lock(&self.outstanding);
         out.retain(|node, q| {
@@ -501,20 +487,25 @@ impl PoolRouter {
 mod tests {
     use std::sync::Arc;
 
-    use plb_predict::{NodeConfig, NodeParams};
+    use plb_pipeline::{PipelineConfig, PoolPredictor};
     use plb_routing::{NodeView, Shaping, Snapshot};
 
+    use super::super::clock::ManualClock;
     use super::*;
 
     fn router(nodes: &[&str]) -> PoolRouter {
-        let config = NodeConfig::new(NodeParams::default()).expect("params");
+        router_at(nodes, Arc::new(ManualClock::new(1_000_000)))
+    }
+
+    fn router_at(nodes: &[&str], clock: Arc<ManualClock>) -> PoolRouter {
+        let predictor = PoolPredictor::new(PipelineConfig::default(), 100.0).expect("valid");
         let r = PoolRouter::new(
             1,
             "web".into(),
-            Clock::new(),
+            clock,
             PolicyKind::Plb,
             100.0,
-            PoolModels::new(Arc::clone(&config)),
+            PoolState::new(predictor),
             None,
         );
         let views = nodes
@@ -522,7 +513,7 @@ mod tests {
             .enumerate()
             .map(|(i, n)| NodeView::new(*n, format!("127.0.0.1:{}", 9000 + i)))
             .collect();
-        let snap = Snapshot::new(views, &r.live, Shaping::default(), 0.0).expect("snapshot");
+        let snap = Snapshot::new(views, &r.live, Shaping::default(), r.now()).expect("snapshot");
         r.snapshot.store(snap);
         r
     }
@@ -577,7 +568,8 @@ mod tests {
 
     #[test]
     fn http_decisions_are_released_by_feedback_in_order_or_by_the_timeout() {
-        let r = router(&["a"]);
+        let clock = Arc::new(ManualClock::new(1_000_000));
+        let r = router_at(&["a"], Arc::clone(&clock));
         let q = RouteQuery::default();
         for _ in 0..3 {
             let d = r.route_http(&q, None).expect("a");
@@ -602,8 +594,10 @@ mod tests {
             Err(FeedbackError::BadLatency(_))
         ));
         assert!(r.check_feedback("a", f64::NAN).is_err());
-        assert_eq!(r.expire_outstanding(3600.0), 0, "nothing is that old");
-        assert_eq!(r.expire_outstanding(0.0), 2);
+        clock.advance(29_000);
+        assert_eq!(r.expire_outstanding(30.0), 0, "nothing is 30 s old yet");
+        clock.advance(1_001);
+        assert_eq!(r.expire_outstanding(30.0), 2);
         assert_eq!((in_flight(&r), r.outstanding()), (0, 0));
         // Feedback for a request routed elsewhere: estimates only, nothing released.
         r.feedback_http("a", 5.0, false).expect("known node");

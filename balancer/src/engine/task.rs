@@ -1,28 +1,38 @@
-//! The engine task: applies committed batches to the node models, rebuilds the
-//! snapshots that moved, and runs the tick (topology, staleness, loads, capacity fits,
-//! stored changes and decision counts, forecast errors, expired HTTP decisions).
+//! The engine task: applies committed batches to each pool's pipeline, rebuilds the
+//! snapshots that moved, and runs the tick (topology, feedback into capacity training,
+//! staleness, loads, capacity fits on a blocking thread, stored changes and decision
+//! counts, forecast errors, expired HTTP decisions). The tick itself ([`on_tick`]) is a
+//! plain async function over the engine and its clock, tested in simulated time.
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
 
-use super::capacity::{self, Trainer};
+use plb_pipeline::{Feedback, FitOutcome};
+
 use super::models::NodeChange;
 use super::router::lock;
-use super::{CapacityPublished, Engine, Event, PoolKey};
+use super::{Engine, Event, PoolKey};
 use crate::store::{DecisionCount, EngineWrites, NewForecastError, NewStateChange, Store};
 
 #[derive(Default)]
-struct TaskState {
+pub(super) struct TaskState {
     dirty: HashSet<PoolKey>,
     changes: Vec<NewStateChange>,
     /// Decisions already counted per (pool, node): the live `started` counter then.
     started: HashMap<(i64, String), u64>,
-    trainers: HashMap<PoolKey, Trainer>,
     last_errors_ms: i64,
     last_expire_ms: i64,
     last_topology_ms: i64,
+}
+
+impl TaskState {
+    /// Whether `key`'s snapshot is due for a rebuild.
+    #[cfg(test)]
+    pub(super) fn is_dirty(&self, key: &PoolKey) -> bool {
+        self.dirty.contains(key)
+    }
 }
 
 fn minute(ms: i64) -> i64 {
@@ -41,7 +51,7 @@ pub(super) async fn run(
         tokio::time::interval(Duration::from_millis(engine.config.rebuild_ms.max(10)));
     rebuild.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut st = TaskState {
-        last_errors_ms: crate::routes::now_ms(),
+        last_errors_ms: engine.now_ms(),
         ..TaskState::default()
     };
     loop {
@@ -50,10 +60,10 @@ pub(super) async fn run(
             ev = rx.recv() => match ev {
                 None => break,
                 Some(Event::Batch(b)) => apply_batch(&engine, &store, &b, &mut st).await,
-                Some(Event::Fitted { key, outcome }) => installed(&engine, &key, outcome, &mut st),
+                Some(Event::Fitted { key, outcome }) => installed(&engine, &key, *outcome, &mut st),
             },
             _ = rebuild.tick() => {
-                let now_ms = crate::routes::now_ms();
+                let now_ms = engine.now_ms();
                 let routers = engine.routers();
                 for key in st.dirty.drain() {
                     if let Some(r) = routers.get(&key) {
@@ -74,7 +84,7 @@ pub(super) async fn run(
     tracing::debug!("prediction engine stopped");
 }
 
-async fn apply_batch(
+pub(super) async fn apply_batch(
     engine: &Engine,
     store: &Arc<dyn Store>,
     batch: &crate::ingest::CommittedBatch,
@@ -89,7 +99,7 @@ async fn apply_batch(
         let mut router = engine.pool(&key);
         let known = router
             .as_ref()
-            .is_some_and(|r| lock(&r.models).nodes.contains_key(&batch.node));
+            .is_some_and(|r| lock(&r.models).predictor.contains(&batch.node));
         if !known && !refreshed {
             // A pool or node the engine has not loaded yet.
             refreshed = true;
@@ -129,31 +139,17 @@ fn push_change(engine: &Engine, pool_id: i64, c: NodeChange, st: &mut TaskState)
     });
 }
 
-fn installed(engine: &Engine, key: &PoolKey, outcome: capacity::FitOutcome, st: &mut TaskState) {
-    let Some(trainer) = st.trainers.get_mut(key) else {
+pub(super) fn installed(engine: &Engine, key: &PoolKey, outcome: FitOutcome, st: &mut TaskState) {
+    let Some(router) = engine.pool(key) else {
         return;
     };
     engine.metrics().capacity_fits.inc();
-    let fitted = trainer.install(outcome);
-    if let Some(router) = engine.pool(key) {
-        let mut models = lock(&router.models);
-        for (name, slot) in &mut models.nodes {
-            slot.capacity = fitted.as_ref().and_then(|f| f.estimates.get(name).copied());
-        }
-    }
-    engine.publish_capacity(
-        key,
-        CapacityPublished {
-            fitted,
-            scores: trainer.scores.iter().cloned().collect(),
-            rows: trainer.rows(),
-        },
-    );
+    lock(&router.models).predictor.install_fit(outcome);
     st.dirty.insert(key.clone());
 }
 
-async fn on_tick(engine: &Arc<Engine>, store: &Arc<dyn Store>, st: &mut TaskState) {
-    let now_ms = crate::routes::now_ms();
+pub(super) async fn on_tick(engine: &Arc<Engine>, store: &Arc<dyn Store>, st: &mut TaskState) {
+    let now_ms = engine.now_ms();
     if engine.take_topology_dirty()
         || now_ms - st.last_topology_ms >= engine.config.topology_every_ms
     {
@@ -168,32 +164,36 @@ async fn on_tick(engine: &Arc<Engine>, store: &Arc<dyn Store>, st: &mut TaskStat
     let mut writes = EngineWrites::default();
     let write_errors = now_ms - st.last_errors_ms >= cfg.errors_every_ms;
     for (key, router) in routers.iter() {
-        // Capacity: new rows in, a fit started when due, an expired fit dropped.
-        let trainer = st.trainers.entry(key.clone()).or_default();
-        trainer.add(router.take_rows(), &cfg.training);
-        let had_fit = trainer.current.is_some();
-        if let Some(rows) = trainer.due(now_ms, &cfg.training) {
+        // Capacity: new feedback in, a fit started when due (at most one per pool in
+        // flight), an expired fit dropped.
+        let job = {
+            let rows = router.take_rows();
+            let mut m = lock(&router.models);
+            for r in &rows {
+                m.predictor.observe_feedback(Feedback {
+                    node: &r.node,
+                    at_ms: r.at_ms,
+                    load: r.load,
+                    latency_ms: r.latency_ms,
+                    ok: r.ok,
+                });
+            }
+            m.predictor.due_fit(now_ms)
+        };
+        if let Some(job) = job {
             let tx = engine.sender();
-            let slo = router.slo_ms();
-            let min_rows = cfg.training.min_rows;
             let key = key.clone();
             tokio::spawn(async move {
-                let fitted =
-                    tokio::task::spawn_blocking(move || capacity::fit(rows, slo, min_rows, now_ms))
-                        .await;
-                match fitted {
+                match tokio::task::spawn_blocking(move || job.run()).await {
                     Ok(outcome) => {
-                        let _ = tx.send(Event::Fitted { key, outcome });
+                        let _ = tx.send(Event::Fitted {
+                            key,
+                            outcome: Box::new(outcome),
+                        });
                     }
                     Err(e) => tracing::error!(error = %e, "capacity fit panicked"),
                 }
             });
-        }
-        if had_fit && trainer.current.is_none() {
-            let mut models = lock(&router.models);
-            for slot in models.nodes.values_mut() {
-                slot.capacity = None;
-            }
         }
 
         // Released HTTP decisions whose feedback never came.
@@ -207,8 +207,12 @@ async fn on_tick(engine: &Arc<Engine>, store: &Arc<dyn Store>, st: &mut TaskStat
         let now = router.now();
         let mut changes = Vec::new();
         let views = {
-            let in_flight = |n: &str| snap.live_by_id(n).map(|l| l.in_flight());
-            lock(&router.models).tick(now_ms, now, &in_flight, &mut changes)
+            let in_flight = |n: &str| snap.live_by_id(n).map(|l| l.in_flight() as f64);
+            let mut m = lock(&router.models);
+            for (node, c) in m.predictor.tick(now_ms, &in_flight) {
+                changes.extend(m.change(&node, c));
+            }
+            m.predictor.views(now_ms)
         };
         for c in changes {
             push_change(engine, router.pool_id(), c, st);
@@ -216,11 +220,7 @@ async fn on_tick(engine: &Arc<Engine>, store: &Arc<dyn Store>, st: &mut TaskStat
         engine.install(router, views, now);
 
         // Decisions per node this minute.
-        let ids: HashMap<String, i64> = lock(&router.models)
-            .nodes
-            .iter()
-            .map(|(n, s)| (n.clone(), s.node_id))
-            .collect();
+        let ids: HashMap<String, i64> = lock(&router.models).ids.clone();
         let snap = router.snapshot();
         for (i, v) in snap.nodes().iter().enumerate() {
             let (Some(live), Some(&node_id)) = (snap.live(i), ids.get(&v.id)) else {
@@ -249,7 +249,7 @@ async fn on_tick(engine: &Arc<Engine>, store: &Arc<dyn Store>, st: &mut TaskStat
         }
 
         if write_errors {
-            let assessed = lock(&router.models).assess(now_ms);
+            let assessed = lock(&router.models).predictor.assess(now_ms);
             for (node, a) in assessed {
                 let Some(&node_id) = ids.get(&node) else {
                     continue;
@@ -287,8 +287,6 @@ async fn on_tick(engine: &Arc<Engine>, store: &Arc<dyn Store>, st: &mut TaskStat
         st.last_expire_ms = now_ms;
         writes.expire_before_ms = Some(now_ms - cfg.keep_history_ms);
     }
-    // Pools gone from the store.
-    st.trainers.retain(|k, _| routers.contains_key(k));
     writes.changes = std::mem::take(&mut st.changes);
     if !writes.is_empty() {
         write(store, writes);

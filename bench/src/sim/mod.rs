@@ -100,11 +100,11 @@ pub fn run(
             let ids: Vec<(String, String)> = (0..n)
                 .map(|i| (format!("n{i}"), format!("sim:{i}")))
                 .collect();
-            let mut control = Box::new(Control::new(kind, &ids, scenario.slo)?);
+            let mut control = Box::new(Control::new(kind, &ids, scenario.slo, cfg)?);
             for (i, &m) in member.iter().enumerate() {
                 control.set_member(i, m, 0.0);
             }
-            let views = control.views(0.0);
+            let views = control.views(0.0, &|_| 0.0);
             let sidecars = (0..cfg.sidecars)
                 .map(|_| Sidecar::new(kind, views.clone(), 0.0))
                 .collect::<Result<Vec<_>, _>>()?;
@@ -402,7 +402,13 @@ impl Sim<'_> {
     fn publish(&mut self, now: f64) {
         self.clock
             .at(now + self.cfg.publish_interval, EvKind::Publish);
-        if let Routing::Policy { control, views, .. } = &mut self.routing {
+        if let Routing::Policy {
+            control,
+            views,
+            sidecars,
+            ..
+        } = &mut self.routing
+        {
             for &i in self.sc.affected() {
                 let m = self.sc.condition(i, now).present;
                 if m != self.member[i] {
@@ -410,7 +416,14 @@ impl Sim<'_> {
                     control.set_member(i, m, now);
                 }
             }
-            *views = control.views(now);
+            let in_flight = |i: usize| -> f64 {
+                sidecars
+                    .iter()
+                    .filter_map(|s| s.live(i))
+                    .map(|l| l.in_flight() as f64)
+                    .sum()
+            };
+            *views = control.views(now, &in_flight);
         }
     }
 

@@ -1,0 +1,160 @@
+//! [`PipelineConfig`]: every setting of the prediction pipeline in one struct with one set
+//! of defaults, used by the balancer, the simulator and the live benchmark alike. Each
+//! default that the balancer and the benchmark once set differently was settled by a
+//! simulator run (ARCHITECTURE.md, "Decisions", has the figures).
+use plb_predict::NodeParams;
+
+use crate::PipelineError;
+
+/// How the pool's capacity models are trained (times in ms, like every time here).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TrainingConfig {
+    /// Refit interval.
+    pub refit_every_ms: i64,
+    /// Feedback rows older than this are dropped.
+    pub keep_ms: i64,
+    /// Most feedback rows kept (the oldest go first).
+    pub max_rows: usize,
+    /// A fit not renewed for this long (too little feedback since) is dropped: a stale
+    /// low capacity would keep a recovered node shed.
+    pub ttl_ms: i64,
+    /// Fewest rows to fit.
+    pub min_rows: usize,
+    /// Probe metrics used as capacity features (the first seen, at most this many;
+    /// 0 = load only).
+    pub max_features: usize,
+    /// Scored fits over which the probe-feature model must beat the load-only one
+    /// before routing uses it.
+    pub features_judged_over: usize,
+}
+
+impl Default for TrainingConfig {
+    fn default() -> Self {
+        TrainingConfig {
+            refit_every_ms: 2_000,
+            keep_ms: 20_000,
+            max_rows: 20_000,
+            ttl_ms: 10_000,
+            min_rows: 60,
+            max_features: 4,
+            features_judged_over: 3,
+        }
+    }
+}
+
+/// How predictions become routing views.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ViewConfig {
+    /// `false`: views carry what a reactive balancer's active health checks give
+    /// (`unhealthy` and `unknown` from the probes, nothing predicted): the benchmark's
+    /// baselines.
+    pub predictive: bool,
+    /// Whether a `degrading` state reaches the view (where routing holds its degrade
+    /// score at 0.5 or more until the state's exit hysteresis clears) or only through
+    /// the degrade score (which falls as soon as the forecast comes back).
+    pub degrading_state: bool,
+    /// Capacity estimates below this many requests in flight are not used (a fit
+    /// extrapolating past its data; any node that answers takes one request).
+    pub capacity_floor: f64,
+    /// A node's capacity is the pool's typical (median) estimate times its own
+    /// estimate's ratio to it divided by this dead band, capped at 1: with 1, estimates
+    /// are capped at the median; with 0.5, a node must look at most half as capable as
+    /// the typical one before it loses traffic (noise is not a reason to shed). An
+    /// estimate above the typical one is never used: an overestimate would pile traffic
+    /// onto a node that cannot take it.
+    pub capacity_deadband: f64,
+    /// A node returning to service ramps up (slow start) only once some other node
+    /// has been in service this long, ms.
+    pub established_after_ms: i64,
+}
+
+impl Default for ViewConfig {
+    fn default() -> Self {
+        ViewConfig {
+            predictive: true,
+            degrading_state: true,
+            capacity_floor: 1.0,
+            capacity_deadband: 0.5,
+            established_after_ms: 10_000,
+        }
+    }
+}
+
+/// Everything that tunes one pool's pipeline.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PipelineConfig {
+    /// Node models: profiles, forecasts, states.
+    pub node: NodeParams,
+    /// Capacity training.
+    pub training: TrainingConfig,
+    /// Views.
+    pub views: ViewConfig,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        PipelineConfig {
+            node: live_node_params(),
+            training: TrainingConfig::default(),
+            views: ViewConfig::default(),
+        }
+    }
+}
+
+/// The node-model parameters for live probes. Against the library defaults (tuned on
+/// 5-minute CloudWatch series): a wider relative floor on each profile's scale, since
+/// sub-millisecond probe latencies on a busy host wiggle by tens of percent without
+/// meaning anything, and more consecutive assessments to enter and leave `degrading`,
+/// since a node is assessed on every sample of every probe (several a second) and the
+/// worst of many metrics is a multiple comparison. Without these, `plb dev` flipped
+/// healthy nodes to `degrading` and back every few seconds.
+pub fn live_node_params() -> NodeParams {
+    let mut p = NodeParams::default();
+    p.profile.min_rel_scale = 0.03;
+    p.state.enter_after = 6;
+    p.state.leave_after = 10;
+    p
+}
+
+impl PipelineConfig {
+    /// What a reactive balancer gets from active health checks, from the same probes:
+    /// `unhealthy` after 2 runs failing against the node, healthy again after 2 good
+    /// ones (Envoy's thresholds), and nothing predicted.
+    pub fn reactive() -> Self {
+        let mut c = PipelineConfig::default();
+        c.node.state.unhealthy_after = 2;
+        c.node.state.recover_after = 2;
+        c.views.predictive = false;
+        c.training.max_features = 0;
+        c
+    }
+
+    /// Checks the settings (the node parameters are checked when models are built).
+    pub fn validate(&self) -> Result<(), PipelineError> {
+        let t = &self.training;
+        let bad = |name, message: String| Err(PipelineError::Invalid { name, message });
+        if t.refit_every_ms <= 0 || t.keep_ms <= 0 || t.ttl_ms <= 0 {
+            return bad("training", "intervals must be positive".into());
+        }
+        if t.max_rows < t.min_rows || t.min_rows == 0 {
+            return bad(
+                "min_rows",
+                format!("must be 1..=max_rows ({}), got {}", t.max_rows, t.min_rows),
+            );
+        }
+        let v = &self.views;
+        if !(v.capacity_deadband > 0.0 && v.capacity_deadband <= 1.0) {
+            return bad(
+                "capacity_deadband",
+                format!("must be in (0, 1], got {}", v.capacity_deadband),
+            );
+        }
+        if !(v.capacity_floor >= 0.0 && v.capacity_floor.is_finite()) {
+            return bad(
+                "capacity_floor",
+                format!("must be >= 0, got {}", v.capacity_floor),
+            );
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,451 @@
+//! [`PoolPredictor`]: one pool's prediction pipeline. Feed it probe runs
+//! ([`PoolPredictor::observe`]), request feedback ([`PoolPredictor::observe_feedback`])
+//! and, once a tick, the nodes' requests in flight ([`PoolPredictor::tick`]); run the
+//! capacity fits it asks for ([`PoolPredictor::due_fit`], [`crate::FitJob::run`],
+//! [`PoolPredictor::install_fit`]); read routing views ([`PoolPredictor::views`]) and
+//! assessments. Every call takes the time (`now_ms`, in the same unit and epoch as the
+//! samples' `taken_at_ms`); nothing here reads a clock.
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use plb_api::{
+    CapacityModelView, CapacityScoreView, NodeAssessment, NodeState, Sample, StateChange,
+};
+use plb_predict::{NodeConfig, NodeModel, Observation, PredictError};
+use plb_routing::NodeView;
+
+use crate::PipelineError;
+use crate::config::PipelineConfig;
+use crate::training::{FitJob, FitOutcome, Row, Trainer, view};
+
+/// One request's outcome, as the capacity model learns it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Feedback<'a> {
+    /// The node that served it.
+    pub node: &'a str,
+    /// When it completed, ms.
+    pub at_ms: i64,
+    /// Requests in flight on the node when it was sent (this one included).
+    pub load: f64,
+    /// Its latency, ms.
+    pub latency_ms: f64,
+    /// Whether it succeeded (a failure's latency is not the node's and is not learnt).
+    pub ok: bool,
+}
+
+/// One node of the pool.
+#[derive(Debug)]
+struct Slot {
+    name: Arc<str>,
+    address: String,
+    model: NodeModel,
+    /// When (ms) it (re)entered service while others carried the traffic: slow start.
+    ready_since_ms: Option<i64>,
+    /// When (ms) it last entered service (`healthy` or `degrading` in a view).
+    in_since_ms: Option<i64>,
+    /// State in the last view built.
+    view_state: NodeState,
+    /// Operator weight (0 drains).
+    weight: f64,
+}
+
+/// The prediction pipeline of one pool (see the crate docs).
+#[derive(Debug)]
+pub struct PoolPredictor {
+    config: PipelineConfig,
+    node_config: Arc<NodeConfig>,
+    slo_ms: f64,
+    slots: Vec<Slot>,
+    index: HashMap<Arc<str>, usize>,
+    trainer: Trainer,
+    /// Capacity per node in the last views built (requests in flight at the SLO).
+    estimates: BTreeMap<String, f64>,
+}
+
+impl PoolPredictor {
+    /// A pipeline for a pool whose latency objective is `slo_ms`, with no nodes yet.
+    pub fn new(config: PipelineConfig, slo_ms: f64) -> Result<PoolPredictor, PipelineError> {
+        config.validate()?;
+        let node_config = NodeConfig::new(config.node.clone())?;
+        Ok(Self::with_node_config(config, node_config, slo_ms))
+    }
+
+    /// Like [`PoolPredictor::new`] with node parameters already validated (shared by
+    /// every pool of a balancer).
+    pub fn with_node_config(
+        config: PipelineConfig,
+        node_config: Arc<NodeConfig>,
+        slo_ms: f64,
+    ) -> PoolPredictor {
+        PoolPredictor {
+            config,
+            node_config,
+            slo_ms,
+            slots: Vec::new(),
+            index: HashMap::new(),
+            trainer: Trainer::default(),
+            estimates: BTreeMap::new(),
+        }
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &PipelineConfig {
+        &self.config
+    }
+
+    /// The pool's latency objective, ms (the next fit uses a new one).
+    pub fn set_slo_ms(&mut self, slo_ms: f64) {
+        if slo_ms > 0.0 && slo_ms.is_finite() {
+            self.slo_ms = slo_ms;
+        }
+    }
+
+    /// Makes the node set `nodes` (name, address), in this order: new nodes start
+    /// `unknown` with fresh models, gone nodes are forgotten. Returns whether anything
+    /// changed.
+    pub fn sync<'a>(&mut self, nodes: impl IntoIterator<Item = (&'a str, &'a str)>) -> bool {
+        let mut changed = false;
+        let mut next: Vec<Slot> = Vec::new();
+        let mut old: HashMap<Arc<str>, Slot> = self
+            .slots
+            .drain(..)
+            .map(|s| (Arc::clone(&s.name), s))
+            .collect();
+        for (name, address) in nodes {
+            if next.iter().any(|s| &*s.name == name) {
+                continue;
+            }
+            match old.remove(name) {
+                Some(mut slot) => {
+                    if slot.address != address {
+                        slot.address = address.to_string();
+                        changed = true;
+                    }
+                    changed |= next.len() != self.index.get(name).copied().unwrap_or(usize::MAX);
+                    next.push(slot);
+                }
+                None => {
+                    changed = true;
+                    next.push(self.new_slot(name, address));
+                }
+            }
+        }
+        for gone in old.keys() {
+            changed = true;
+            self.trainer.forget(gone);
+        }
+        self.slots = next;
+        self.index = self
+            .slots
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (Arc::clone(&s.name), i))
+            .collect();
+        changed
+    }
+
+    fn new_slot(&self, name: &str, address: &str) -> Slot {
+        Slot {
+            name: Arc::from(name),
+            address: address.to_string(),
+            model: NodeModel::new(Arc::clone(&self.node_config)),
+            ready_since_ms: None,
+            in_since_ms: None,
+            view_state: NodeState::Unknown,
+            weight: 1.0,
+        }
+    }
+
+    /// Node `name` starts over with fresh models and no feedback (it left and came
+    /// back as a new process: nothing it learnt before holds).
+    pub fn reset(&mut self, name: &str) {
+        let Some(&i) = self.index.get(name) else {
+            return;
+        };
+        let fresh = self.new_slot(name, &self.slots[i].address);
+        let weight = self.slots[i].weight;
+        self.slots[i] = Slot { weight, ..fresh };
+        self.trainer.forget(name);
+    }
+
+    /// Sets node `name`'s operator weight (0 drains it).
+    pub fn set_weight(&mut self, name: &str, weight: f64) {
+        if let Some(&i) = self.index.get(name) {
+            self.slots[i].weight = if weight.is_finite() {
+                weight.max(0.0)
+            } else {
+                0.0
+            };
+        }
+    }
+
+    /// Node names, in view order.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.slots.iter().map(|s| &*s.name)
+    }
+
+    /// Whether node `name` is in the pool.
+    pub fn contains(&self, name: &str) -> bool {
+        self.index.contains_key(name)
+    }
+
+    /// Node `name`'s model.
+    pub fn model(&self, name: &str) -> Option<&NodeModel> {
+        self.index.get(name).map(|&i| &self.slots[i].model)
+    }
+
+    /// Learns one probe run of `node`. `Ok(None)` for a node not in the pool; the
+    /// state change, if the run changed the node's state.
+    pub fn observe(
+        &mut self,
+        node: &str,
+        obs: &Observation<'_>,
+    ) -> Result<Option<StateChange>, PredictError> {
+        match self.index.get(node) {
+            Some(&i) => self.slots[i].model.observe(obs),
+            None => Ok(None),
+        }
+    }
+
+    /// [`PoolPredictor::observe`] for a sample as agents report it.
+    pub fn observe_sample(
+        &mut self,
+        node: &str,
+        s: &Sample,
+    ) -> Result<Option<StateChange>, PredictError> {
+        self.observe(
+            node,
+            &Observation {
+                t_ms: s.taken_at_ms,
+                probe: &s.probe,
+                outcome: s.outcome,
+                duration_ms: Some(s.duration_ms),
+                metrics: &s.metrics,
+            },
+        )
+    }
+
+    /// Learns one request's outcome for capacity training, with the node's probe
+    /// metrics at that time as features (aligned by time: a metric's newest value, if
+    /// it is still fresh). Feedback for a node not in the pool is ignored.
+    pub fn observe_feedback(&mut self, f: Feedback<'_>) {
+        if !f.ok {
+            return;
+        }
+        let Some(&i) = self.index.get(f.node) else {
+            return;
+        };
+        let max = self.config.training.max_features;
+        let stale_after = self.config.node.state.stale_after_ms;
+        let mut features = vec![f64::NAN; self.trainer.keys().len()];
+        if max > 0 {
+            let slot = &self.slots[i];
+            for (key, s) in slot.model.series_iter() {
+                let fresh = s
+                    .last_seen_ms()
+                    .is_some_and(|t| f.at_ms.saturating_sub(t) <= stale_after);
+                if !fresh {
+                    continue;
+                }
+                if let Some(k) = self.trainer.key_index(key, max) {
+                    if features.len() <= k {
+                        features.resize(k + 1, f64::NAN);
+                    }
+                    features[k] = s.last_value();
+                }
+            }
+        }
+        let row = Row {
+            at_ms: f.at_ms,
+            node: Arc::clone(&self.slots[i].name),
+            load: f.load,
+            latency_ms: f.latency_ms,
+            features,
+        };
+        self.trainer.add(row, &self.config.training);
+    }
+
+    /// Once a tick: moves nodes without fresh samples to `unknown` and records each
+    /// probed node's requests in flight (`in_flight`, by name) as its demand. Returns
+    /// the state changes, by node.
+    pub fn tick(
+        &mut self,
+        now_ms: i64,
+        in_flight: &dyn Fn(&str) -> Option<f64>,
+    ) -> Vec<(String, StateChange)> {
+        let mut changes = Vec::new();
+        for slot in &mut self.slots {
+            if let Some(c) = slot.model.tick(now_ms) {
+                changes.push((slot.name.to_string(), c));
+            }
+            // Only once the node has samples: a load series alone would keep an idle,
+            // unprobed node looking fresh to nobody.
+            if let Some(load) = in_flight(&slot.name)
+                && slot.model.state() != NodeState::Unknown
+            {
+                let _ = slot.model.observe_load(now_ms, load);
+            }
+        }
+        changes
+    }
+
+    /// The capacity fit to run now, if one is due (at most one at a time: the next is
+    /// due only after [`PoolPredictor::install_fit`]). Also drops old feedback and a fit
+    /// not renewed within its lifetime.
+    pub fn due_fit(&mut self, now_ms: i64) -> Option<FitJob> {
+        let (job, _) = self.trainer.due(now_ms, self.slo_ms, &self.config.training);
+        job
+    }
+
+    /// Installs a finished fit (scoring the previous one on the feedback since).
+    pub fn install_fit(&mut self, out: FitOutcome) {
+        let over = self.config.training.features_judged_over;
+        self.trainer.install(out, over);
+    }
+
+    /// Each node's capacity now: from the fit in use (probe-feature models with the
+    /// node's current metric values, else load only), floored and shaped against the
+    /// pool's typical estimate (see [`crate::ViewConfig::capacity_deadband`]).
+    fn capacities(&self, now_ms: i64) -> BTreeMap<String, f64> {
+        let Some(fit) = self.trainer.current() else {
+            return BTreeMap::new();
+        };
+        let v = &self.config.views;
+        let stale_after = self.config.node.state.stale_after_ms;
+        let mut raw: BTreeMap<String, f64> = BTreeMap::new();
+        for node in self.trainer.nodes_seen() {
+            let Some(&i) = self.index.get(&node) else {
+                continue;
+            };
+            let model = &self.slots[i].model;
+            let with_features = fit
+                .use_features
+                .then(|| {
+                    let values: Option<Vec<f64>> = fit
+                        .feature_keys
+                        .iter()
+                        .map(|k| {
+                            let s = model.series(k)?;
+                            let fresh = s
+                                .last_seen_ms()
+                                .is_some_and(|t| now_ms.saturating_sub(t) <= stale_after);
+                            fresh.then(|| s.last_value())
+                        })
+                        .collect();
+                    let m = fit.features.as_ref()?.for_node(&node)?;
+                    m.capacity(&values?)
+                })
+                .flatten();
+            let c = with_features.or_else(|| fit.load.for_node(&node)?.capacity(&[]));
+            if let Some(c) = c
+                && c.load.is_finite()
+                && c.load >= v.capacity_floor
+            {
+                raw.insert(node.to_string(), c.load);
+            }
+        }
+        let mut sorted: Vec<f64> = raw.values().copied().collect();
+        sorted.sort_by(f64::total_cmp);
+        let Some(&typical) = sorted.get(sorted.len() / 2) else {
+            return raw;
+        };
+        raw.into_iter()
+            .map(|(n, c)| {
+                let r = (c / typical / v.capacity_deadband).clamp(0.0, 1.0);
+                (n, typical * r)
+            })
+            .collect()
+    }
+
+    /// The routing views at `now_ms`, one per node in pool order: the state (stale →
+    /// `unknown`), the degrade score, the capacity, the weight, and slow start for a
+    /// node returning to service while others carry the traffic. The only producer of
+    /// [`NodeView`]s outside tests.
+    pub fn views(&mut self, now_ms: i64) -> Vec<NodeView> {
+        let v = self.config.views;
+        self.estimates = if v.predictive {
+            self.capacities(now_ms)
+        } else {
+            BTreeMap::new()
+        };
+        // Slow start only where others carry the traffic: some node has been in
+        // service for `established_after_ms`. When every node starts together (a new
+        // pool, a restart), nobody has traffic to protect and a ramp would pile the
+        // load onto whichever node's first sample came first.
+        let established = self.slots.iter().any(|s| {
+            matches!(s.view_state, NodeState::Healthy | NodeState::Degrading)
+                && s.in_since_ms
+                    .is_some_and(|t| now_ms.saturating_sub(t) >= v.established_after_ms)
+        });
+        let mut views = Vec::with_capacity(self.slots.len());
+        for slot in &mut self.slots {
+            let capacity = self.estimates.get(&*slot.name).copied();
+            // Demand is held against the capacity routing uses.
+            let _ = slot.model.set_capacity(capacity);
+            let mut state = if slot.model.is_stale(now_ms) {
+                NodeState::Unknown
+            } else {
+                slot.model.state()
+            };
+            if state == NodeState::Degrading && !(v.predictive && v.degrading_state) {
+                state = NodeState::Healthy;
+            }
+            // Reactive health checks know nothing but failures: a node not yet (or no
+            // longer) probed is routed as healthy, as active health checking does.
+            if state == NodeState::Unknown && !v.predictive {
+                state = NodeState::Healthy;
+            }
+            let was_out = matches!(slot.view_state, NodeState::Unhealthy | NodeState::Unknown);
+            let is_in = matches!(state, NodeState::Healthy | NodeState::Degrading);
+            if was_out && is_in {
+                slot.in_since_ms = Some(now_ms);
+                if v.predictive && established {
+                    slot.ready_since_ms = Some(now_ms);
+                }
+            }
+            slot.view_state = state;
+            let mut view = NodeView::new(&*slot.name, slot.address.clone());
+            view.state = state;
+            view.weight = slot.weight;
+            if v.predictive {
+                view.ready_since = slot.ready_since_ms.map(|t| t as f64 / 1000.0);
+                view.capacity = capacity;
+                view.degrade_score = slot.model.degrade_score(now_ms);
+            }
+            views.push(view);
+        }
+        views
+    }
+
+    /// Every node's assessment at `now_ms`, by name.
+    pub fn assess(&self, now_ms: i64) -> BTreeMap<String, NodeAssessment> {
+        self.slots
+            .iter()
+            .map(|s| (s.name.to_string(), s.model.assess(now_ms)))
+            .collect()
+    }
+
+    /// The capacity fit in use with the per-node capacity of the last views, once
+    /// fitted.
+    pub fn capacity_view(&self) -> Option<CapacityModelView> {
+        self.trainer.current().map(|f| view(f, &self.estimates))
+    }
+
+    /// Node `name`'s capacity in the last views built.
+    pub fn capacity(&self, name: &str) -> Option<f64> {
+        self.estimates.get(name).copied()
+    }
+
+    /// How past fits did on the feedback that came after them, oldest first.
+    pub fn capacity_scores(&self) -> Vec<CapacityScoreView> {
+        self.trainer.scores().cloned().collect()
+    }
+
+    /// Feedback rows held for training.
+    pub fn feedback_rows(&self) -> usize {
+        self.trainer.rows()
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,310 @@
+//! Unit tests of [`PoolPredictor`] in simulated time (every call takes `now_ms`).
+use std::collections::BTreeMap;
+
+use plb_api::{NodeState, Outcome};
+use plb_predict::Observation;
+
+use super::*;
+use crate::config::{PipelineConfig, ViewConfig};
+
+const NOISE: [f64; 10] = [
+    0.0, 0.02, -0.015, 0.01, -0.03, 0.025, -0.005, 0.015, -0.02, 0.03,
+];
+
+fn pool(names: &[&str], config: PipelineConfig) -> PoolPredictor {
+    let mut p = PoolPredictor::new(config, 200.0).expect("valid");
+    let addrs: Vec<String> = (0..names.len()).map(|i| format!("h:{i}")).collect();
+    assert!(p.sync(names.iter().copied().zip(addrs.iter().map(String::as_str))));
+    p
+}
+
+fn observe(p: &mut PoolPredictor, node: &str, t_ms: i64, metrics: &[(&str, f64)]) {
+    let m: BTreeMap<String, f64> = metrics.iter().map(|(k, v)| (k.to_string(), *v)).collect();
+    p.observe(
+        node,
+        &Observation {
+            t_ms,
+            probe: "p",
+            outcome: Outcome::Ok,
+            duration_ms: Some(1.0),
+            metrics: &m,
+        },
+    )
+    .expect("accepted");
+}
+
+fn fail(p: &mut PoolPredictor, node: &str, t_ms: i64) {
+    p.observe(
+        node,
+        &Observation {
+            t_ms,
+            probe: "p",
+            outcome: Outcome::Unhealthy,
+            duration_ms: Some(1.0),
+            metrics: &BTreeMap::new(),
+        },
+    )
+    .expect("accepted");
+}
+
+#[test]
+fn the_degrade_score_rises_before_the_state_turns_and_both_use_one_threshold() {
+    let mut p = pool(&["a"], PipelineConfig::default());
+    let mut t = 1_000_000;
+    for k in 0..60 {
+        observe(
+            &mut p,
+            "a",
+            t,
+            &[("latency-ms", 10.0 * (1.0 + NOISE[k % 10]))],
+        );
+        t += 1000;
+    }
+    let v = &p.views(t)[0];
+    assert_eq!(
+        (v.state, v.degrade_score),
+        (NodeState::Healthy, 0.0),
+        "noise"
+    );
+    let (mut first_rise, mut first_degrading, mut full) = (None, None, None);
+    for k in 1..=40 {
+        observe(
+            &mut p,
+            "a",
+            t,
+            &[("latency-ms", 10.0 * (1.0 + 0.02 * k as f64))],
+        );
+        let v = &p.views(t)[0];
+        if v.degrade_score > 0.0 && first_rise.is_none() {
+            first_rise = Some(k);
+        }
+        if v.degrade_score >= 1.0 && full.is_none() {
+            full = Some(k);
+        }
+        if v.state == NodeState::Degrading && first_degrading.is_none() {
+            first_degrading = Some(k);
+        }
+        t += 1000;
+    }
+    let (rise, full, degrading) = (
+        first_rise.expect("rises"),
+        full.expect("reaches 1"),
+        first_degrading.expect("turns degrading"),
+    );
+    assert!(rise < full, "gradual: {rise} then {full}");
+    // The state machine needs `enter_after` crossings in a row; each is a score of 1.
+    let enter = i64::from(PipelineConfig::default().node.state.enter_after);
+    assert_eq!(i64::from(degrading) - i64::from(full) + 1, enter);
+    // Stale: unknown, no score.
+    let v = &p.views(t + 60_000)[0];
+    assert_eq!((v.state, v.degrade_score), (NodeState::Unknown, 0.0));
+}
+
+fn feed_knee(p: &mut PoolPredictor, node: &str, per_request_ms: f64, t0: i64, n: i64) {
+    // latency = 20 ms + per_request_ms per request in flight.
+    for k in 0..n {
+        let load = (1 + k % 16) as f64;
+        p.observe_feedback(Feedback {
+            node,
+            at_ms: t0 + k,
+            load,
+            latency_ms: 20.0 + per_request_ms * load,
+            ok: true,
+        });
+    }
+}
+
+#[test]
+fn capacity_is_the_knee_shaped_against_the_median_and_expires_without_feedback() {
+    let mut p = pool(&["a", "b", "c"], PipelineConfig::default());
+    for (i, n) in ["a", "b", "c"].iter().enumerate() {
+        observe(&mut p, n, 1_000 + i as i64, &[("latency-ms", 1.0)]);
+    }
+    feed_knee(&mut p, "a", 10.0, 1_000, 300); // knee 18
+    feed_knee(&mut p, "b", 40.0, 1_000, 300); // knee 4.5
+    feed_knee(&mut p, "c", 5.0, 1_000, 300); // knee 36, capped at the median
+    // Failures are not the node's latency.
+    p.observe_feedback(Feedback {
+        node: "a",
+        at_ms: 1_500,
+        load: 1.0,
+        latency_ms: 1.0,
+        ok: false,
+    });
+    assert_eq!(p.feedback_rows(), 900);
+    let job = p.due_fit(2_000).expect("due");
+    assert!(p.due_fit(2_000).is_none(), "one fit at a time");
+    p.install_fit(job.run());
+    let views = p.views(2_000);
+    let cap = |n: &str| views.iter().find(|v| v.id == n).and_then(|v| v.capacity);
+    let (a, b, c) = (
+        cap("a").expect("a"),
+        cap("b").expect("b"),
+        cap("c").expect("c"),
+    );
+    assert!((a - 18.0).abs() < 1.0, "{a}");
+    // A quarter of the typical capacity, through the dead band (0.5): half the share.
+    let deadband = PipelineConfig::default().views.capacity_deadband;
+    assert!((b - a * 0.25 / deadband).abs() < 1.0, "{b} vs {a}");
+    assert!((c - a).abs() < 1e-9, "capped at the median: {c} vs {a}");
+    let model = p.capacity_view().expect("fitted");
+    assert_eq!(model.nodes.len(), 3);
+
+    // The next fit scores this one on the rows after it.
+    feed_knee(&mut p, "a", 10.0, 3_000, 120);
+    let job = p.due_fit(2_000 + 5_000).expect("due again");
+    p.install_fit(job.run());
+    let s = p.capacity_scores().pop().expect("scored");
+    assert_eq!(s.fitted_at_ms, 2_000);
+    assert!(s.rows >= 100 && s.mae_ms < 0.5 * s.baseline_mae_ms, "{s:?}");
+    assert_eq!(s.mae_ms, s.load_only_mae_ms, "no probe features here");
+
+    // No feedback for longer than the rows are kept and the fit lives: dropped.
+    let t = PipelineConfig::default().training;
+    let later = 7_000 + t.keep_ms.max(t.ttl_ms) + 1;
+    assert!(p.due_fit(later).is_none());
+    assert!(p.views(later).iter().all(|v| v.capacity.is_none()));
+    assert!(p.capacity_view().is_none());
+}
+
+#[test]
+fn probe_metrics_become_capacity_features_once_they_beat_load_alone() {
+    // The node's speed moves with a probe metric (`work-ms`): latency = work * (1 +
+    // load) ms, work switching between 5 and 15 every 2 s. Load alone cannot tell the
+    // phases apart; load plus the metric can.
+    let mut p = pool(&["a", "b"], PipelineConfig::default());
+    let mut t = 0;
+    let mut fits = 0;
+    while fits < 8 {
+        let work = if (t / 2_000) % 2 == 0 { 5.0 } else { 15.0 };
+        if t % 250 == 0 {
+            for n in ["a", "b"] {
+                observe(&mut p, n, t, &[("work-ms", work)]);
+            }
+        }
+        for n in ["a", "b"] {
+            let load = (1 + (t / 7) % 12) as f64;
+            p.observe_feedback(Feedback {
+                node: n,
+                at_ms: t,
+                load,
+                latency_ms: work * (1.0 + load),
+                ok: true,
+            });
+        }
+        if t % 1_000 == 0
+            && let Some(job) = p.due_fit(t)
+        {
+            p.install_fit(job.run());
+            fits += 1;
+        }
+        t += 10;
+    }
+    let scores = p.capacity_scores();
+    let last = scores.last().expect("scored");
+    let features = last.features_mae_ms.expect("feature models fitted");
+    assert!(
+        features < 0.5 * last.load_only_mae_ms,
+        "features {features} vs load only {}",
+        last.load_only_mae_ms
+    );
+    let model = p.capacity_view().expect("fitted");
+    assert_eq!(model.features, vec!["p/work-ms".to_string()]);
+    assert!(model.features_fitted && model.features_used, "{model:?}");
+    // Capacity follows the metric: at work 5 ms the SLO (200 ms) is met up to 39 in
+    // flight, at 15 ms up to 12.3.
+    let fast = {
+        let t = (t / 4_000 + 1) * 4_000 + 100;
+        for n in ["a", "b"] {
+            observe(&mut p, n, t, &[("work-ms", 5.0)]);
+        }
+        p.views(t)[0].capacity.expect("capacity")
+    };
+    let slow = {
+        let t = (t / 4_000 + 2) * 4_000 + 100;
+        for n in ["a", "b"] {
+            observe(&mut p, n, t, &[("work-ms", 15.0)]);
+        }
+        p.views(t)[0].capacity.expect("capacity")
+    };
+    assert!(fast > 2.0 * slow, "fast {fast} vs slow {slow}");
+}
+
+#[test]
+fn slow_start_only_once_the_pool_is_established() {
+    let mut p = pool(&["a", "b"], PipelineConfig::default());
+    // Both nodes come up within a second: nobody ramps.
+    observe(&mut p, "a", 0, &[("x", 1.0)]);
+    p.views(0);
+    observe(&mut p, "b", 900, &[("x", 1.0)]);
+    assert!(p.views(900).iter().all(|v| v.ready_since.is_none()));
+    // b fails and comes back 20 s later while a carries the traffic: b ramps.
+    fail(&mut p, "b", 1_000);
+    fail(&mut p, "b", 2_000);
+    assert_eq!(p.views(2_000)[1].state, NodeState::Unhealthy);
+    let mut t = 20_000;
+    loop {
+        observe(&mut p, "b", t, &[("x", 1.0)]);
+        observe(&mut p, "a", t, &[("x", 1.0)]);
+        let v = p.views(t);
+        if v[1].state == NodeState::Healthy {
+            assert_eq!(v[1].ready_since, Some(t as f64 / 1000.0));
+            assert_eq!(v[0].ready_since, None);
+            break;
+        }
+        t += 1_000;
+        assert!(t < 60_000, "b never came back");
+    }
+}
+
+#[test]
+fn the_reactive_preset_gives_health_checks_and_nothing_predicted() {
+    let mut p = pool(&["a"], PipelineConfig::reactive());
+    assert_eq!(p.views(0)[0].state, NodeState::Healthy, "unprobed: healthy");
+    fail(&mut p, "a", 1_000);
+    assert_eq!(p.views(1_000)[0].state, NodeState::Healthy, "one failure");
+    fail(&mut p, "a", 2_000);
+    assert_eq!(p.views(2_000)[0].state, NodeState::Unhealthy);
+    observe(&mut p, "a", 3_000, &[("x", 1.0)]);
+    assert_eq!(p.views(3_000)[0].state, NodeState::Unhealthy, "one pass");
+    observe(&mut p, "a", 4_000, &[("x", 1.0)]);
+    let v = &p.views(4_000)[0];
+    assert_eq!(v.state, NodeState::Healthy);
+    assert_eq!(
+        (v.capacity, v.degrade_score, v.ready_since),
+        (None, 0.0, None)
+    );
+}
+
+#[test]
+fn sync_keeps_models_and_order_and_weights_drain() {
+    let mut p = pool(&["a", "b"], PipelineConfig::default());
+    observe(&mut p, "a", 0, &[("x", 1.0)]);
+    assert!(!p.sync([("a", "h:0"), ("b", "h:1")]), "nothing changed");
+    assert!(p.sync([("b", "h:1"), ("a", "h:9")]));
+    let v = p.views(0);
+    assert_eq!((v[0].id.as_str(), v[1].id.as_str()), ("b", "a"));
+    assert_eq!(
+        (v[1].address.as_str(), v[1].state),
+        ("h:9", NodeState::Healthy)
+    );
+    p.set_weight("a", 0.0);
+    assert_eq!(p.views(0)[1].weight, 0.0);
+    p.reset("a");
+    assert_eq!(p.views(0)[1].state, NodeState::Unknown, "fresh model");
+    assert!(p.sync([("b", "h:1")]));
+    assert!(!p.contains("a"));
+    assert!(
+        PoolPredictor::new(
+            PipelineConfig {
+                views: ViewConfig {
+                    capacity_deadband: 0.0,
+                    ..ViewConfig::default()
+                },
+                ..PipelineConfig::default()
+            },
+            100.0
+        )
+        .is_err()
+    );
+}
