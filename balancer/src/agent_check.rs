@@ -208,6 +208,8 @@ mod tests {
         Snapshot::new(nodes, &live, plb_routing::Shaping::default(), 0.0).expect("snapshot")
     }
 
+    // A hand-made view: this tests agent-check replies, not the pipeline.
+    #[allow(clippy::disallowed_methods)]
     fn node(id: &str, state: NodeState, weight: f64) -> plb_routing::NodeView {
         let mut n = plb_routing::NodeView::new(id, "127.0.0.1:1");
         n.state = state;

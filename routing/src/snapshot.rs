@@ -17,7 +17,13 @@ use crate::live::{LiveSet, NodeLive};
 /// One node as the predictions see it. Capacity and load share one unit of the
 /// balancer's choosing (sustainable requests in flight, or requests per second); only
 /// ratios between them and between nodes matter here.
+///
+/// `non_exhaustive`: outside this crate a view is made only by [`NodeView::new`], which
+/// the balancer and the benchmark may call only through `plb-pipeline` (their
+/// `clippy.toml` disallows it elsewhere), so every view they route on comes from the
+/// one prediction pipeline.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct NodeView {
     /// Node id, unique in the pool.
     pub id: String,

@@ -112,7 +112,10 @@ pub enum EngineError {
 
 pub(crate) enum Event {
     Batch(Arc<CommittedBatch>),
-    Fitted { key: PoolKey, outcome: FitOutcome },
+    Fitted {
+        key: PoolKey,
+        outcome: Box<FitOutcome>,
+    },
 }
 
 /// The prediction engine. One per balancer, in [`crate::AppState`] as `engine`.

@@ -497,6 +497,8 @@ mod tests {
         router_at(nodes, Arc::new(ManualClock::new(1_000_000)))
     }
 
+    // Hand-made views: these test the request path, not the pipeline.
+    #[allow(clippy::disallowed_methods)]
     fn router_at(nodes: &[&str], clock: Arc<ManualClock>) -> PoolRouter {
         let predictor = PoolPredictor::new(PipelineConfig::default(), 100.0).expect("valid");
         let r = PoolRouter::new(

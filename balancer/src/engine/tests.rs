@@ -257,3 +257,26 @@ async fn the_tick_runs_states_fits_staleness_and_expiry_in_simulated_time() {
 fn st_dirty(st: &TaskState, key: &PoolKey) -> bool {
     st.is_dirty(key)
 }
+
+/// ARCHITECTURE.md: the route decision path never touches the store or waits on the
+/// engine task. Here the engine task never runs and the store is closed: routing and
+/// feedback still answer (they are synchronous, so a wait would hang this test).
+#[tokio::test]
+async fn the_route_path_needs_neither_the_store_nor_the_engine_task() {
+    let f = fixture(&["a", "b", "c"]).await;
+    let router = f.router();
+    let Fixture { store, _dir, .. } = f;
+    drop(store);
+    drop(_dir);
+    for _ in 0..1_000 {
+        let d = router
+            .route_http(&RouteQuery::default(), None)
+            .expect("a node");
+        router
+            .feedback_http(&d.decision.node, 12.0, true)
+            .expect("known node");
+        let r = router.route(&RouteQuery::default(), &[]).expect("a node");
+        router.feedback(&r, 12.0, true);
+    }
+    assert_eq!(router.outstanding(), 0);
+}
