@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::config::BalancerConfig;
 use crate::metrics::Metrics;
-use crate::routes::now_ms;
+use crate::clock::now_ms;
 use crate::store::{FoldStats, Store, StoreError};
 
 /// Raw samples folded per store write.

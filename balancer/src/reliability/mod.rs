@@ -383,7 +383,7 @@ impl Reliability {
     /// Restores the stored states and replays the stored samples of the window (call
     /// once, before serving). Answers the samples replayed.
     pub async fn warm(&self, store: &Arc<dyn Store>) -> Result<usize, StoreError> {
-        let now_ms = crate::routes::now_ms();
+        let now_ms = crate::clock::now_ms();
         let states = store.reliability_states().await?;
         let samples = store
             .replay_samples(now_ms - self.policy.window_ms, REPLAY_LIMIT)
@@ -448,7 +448,7 @@ impl Reliability {
                         Err(_) => break,
                     }
                 }
-                let now_ms = crate::routes::now_ms();
+                let now_ms = crate::clock::now_ms();
                 for (client_id, batches) in by_client {
                     let runs = batches
                         .iter()

@@ -142,7 +142,7 @@ pub async fn run(
         }
     };
     loop {
-        let now = crate::routes::now_ms();
+        let now = crate::clock::now_ms();
         let due = match store.due_deliveries(now, BATCH).await {
             Ok(d) => d,
             Err(e) => {
@@ -173,7 +173,7 @@ pub async fn run(
         }
         let wait = match store.next_delivery_due().await {
             Ok(Some(t)) => {
-                Duration::from_millis(u64::try_from(t - crate::routes::now_ms()).unwrap_or(0))
+                Duration::from_millis(u64::try_from(t - crate::clock::now_ms()).unwrap_or(0))
                     .min(IDLE)
             }
             _ => IDLE,
@@ -190,7 +190,7 @@ pub async fn run(
 
 /// One POST of one delivery; answers what to log.
 async fn attempt(http: &reqwest::Client, cfg: &DeliveryConfig, d: DueDelivery) -> AttemptRecord {
-    let at_ms = crate::routes::now_ms();
+    let at_ms = crate::clock::now_ms();
     let (Some(url), Some(secret)) = (d.url, d.secret) else {
         return AttemptRecord {
             delivery_id: d.id,
@@ -224,7 +224,7 @@ async fn attempt(http: &reqwest::Client, cfg: &DeliveryConfig, d: DueDelivery) -
             AttemptNext::GiveUp
         } else {
             let delay = i64::try_from(cfg.backoff_ms(attempts)).unwrap_or(i64::MAX);
-            AttemptNext::RetryAt(crate::routes::now_ms().saturating_add(delay))
+            AttemptNext::RetryAt(crate::clock::now_ms().saturating_add(delay))
         }
     };
     let (status, error, next) = match result {
