@@ -8,6 +8,7 @@ mod prediction;
 mod probe;
 mod reliability;
 mod resources;
+mod scaling;
 mod wire;
 
 pub use model::*;
@@ -16,4 +17,5 @@ pub use prediction::*;
 pub use probe::{ProbeSettings, SettingsError, Tier};
 pub use reliability::*;
 pub use resources::*;
+pub use scaling::*;
 pub use wire::*;

@@ -124,6 +124,9 @@ pub enum NotificationKind {
     NeedsUpdate,
     /// A version runs reliably again: the earlier prompt is resolved.
     Resolved,
+    /// The pool's 15-minute scaling recommendation rose or fell past its node count
+    /// (`scaling` has the content; `probe` is empty and `version` 0).
+    Scaling,
 }
 
 impl NotificationKind {
@@ -132,6 +135,7 @@ impl NotificationKind {
         match self {
             NotificationKind::NeedsUpdate => "needs_update",
             NotificationKind::Resolved => "resolved",
+            NotificationKind::Scaling => "scaling",
         }
     }
 
@@ -140,6 +144,7 @@ impl NotificationKind {
         match s {
             "needs_update" => Some(NotificationKind::NeedsUpdate),
             "resolved" => Some(NotificationKind::Resolved),
+            "scaling" => Some(NotificationKind::Scaling),
             _ => None,
         }
     }
@@ -150,7 +155,7 @@ impl NotificationKind {
 pub struct Notification {
     /// Increasing id, for `?since=`.
     pub id: i64,
-    /// `needs_update` or `resolved`.
+    /// `needs_update`, `resolved` or `scaling`.
     pub kind: NotificationKind,
     /// The pool.
     pub pool: String,
@@ -167,6 +172,9 @@ pub struct Notification {
     pub summary: String,
     /// The evidence at the transition.
     pub evidence: ReliabilityEvidence,
+    /// For `scaling`: the recommendation that changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scaling: Option<crate::ScalingNotice>,
 }
 
 /// `GET /v1/notifications`.

@@ -12,10 +12,12 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod demand;
 pub mod pool;
 pub mod training;
 
 pub use config::{PipelineConfig, TrainingConfig, ViewConfig};
+pub use demand::{DemandConfig, DemandTracker, ScalingChange};
 pub use pool::{Feedback, PoolPredictor};
 pub use training::{FitJob, FitOutcome};
 

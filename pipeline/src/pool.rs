@@ -16,6 +16,7 @@ use plb_routing::NodeView;
 
 use crate::PipelineError;
 use crate::config::PipelineConfig;
+use crate::demand::{DemandConfig, DemandTracker, PlanInputs, ScalingChange};
 use crate::training::{FitJob, FitOutcome, Row, Trainer, view};
 
 /// One request's outcome, as the capacity model learns it.
@@ -60,6 +61,8 @@ pub struct PoolPredictor {
     trainer: Trainer,
     /// Capacity per node in the last views built (requests in flight at the SLO).
     estimates: BTreeMap<String, f64>,
+    /// The pool's demand and scaling advice ([`crate::demand`]).
+    demand: DemandTracker,
 }
 
 impl PoolPredictor {
@@ -85,6 +88,8 @@ impl PoolPredictor {
             index: HashMap::new(),
             trainer: Trainer::default(),
             estimates: BTreeMap::new(),
+            demand: DemandTracker::new(DemandConfig::default())
+                .expect("the default demand settings are valid"),
         }
     }
 
@@ -429,6 +434,66 @@ impl PoolPredictor {
     /// fitted.
     pub fn capacity_view(&self) -> Option<CapacityModelView> {
         self.trainer.current().map(|f| view(f, &self.estimates))
+    }
+
+    /// Demand and scaling settings (a new tracker: the demand learnt so far is dropped).
+    pub fn set_demand_config(&mut self, config: DemandConfig) -> Result<(), PipelineError> {
+        self.demand = DemandTracker::new(config)?;
+        Ok(())
+    }
+
+    fn plan_inputs(&self) -> PlanInputs {
+        let mut sorted: Vec<f64> = self.estimates.values().copied().collect();
+        sorted.sort_by(f64::total_cmp);
+        PlanInputs {
+            // The pool's typical node, as the views shape capacities against it.
+            capacity_in_flight: sorted.get(sorted.len() / 2).copied(),
+            slo_ms: self.slo_ms,
+            current_nodes: self
+                .slots
+                .iter()
+                .filter(|s| {
+                    s.weight > 0.0
+                        && matches!(s.view_state, NodeState::Healthy | NodeState::Degrading)
+                })
+                .count() as u32,
+        }
+    }
+
+    /// Counts the requests routed to the pool (route decisions and proxied requests)
+    /// since the last call, at `now_ms`; call it every tick, with 0 too, so that minute
+    /// boundaries are seen. Each complete minute is learnt and moves the scaling advice
+    /// (see [`crate::demand`]); capacity and nodes in service are those of the last views.
+    pub fn observe_requests(&mut self, now_ms: i64, count: u64) {
+        let inputs = self.plan_inputs();
+        self.demand.observe(now_ms, count, &inputs);
+    }
+
+    /// The demand forecaster's refit to run now, if due (one at a time, like
+    /// [`PoolPredictor::due_fit`]; [`plb_predict::forecast::RefitJob::run`] is pure).
+    pub fn due_demand_refit(&mut self) -> Option<plb_predict::forecast::RefitJob> {
+        self.demand.due_refit()
+    }
+
+    /// Installs a finished demand refit.
+    pub fn install_demand_refit(&mut self, result: plb_predict::forecast::RefitResult) {
+        self.demand.install_refit(result);
+    }
+
+    /// A demand refit handed out did not finish.
+    pub fn demand_refit_failed(&mut self) {
+        self.demand.refit_failed();
+    }
+
+    /// The newest change of the 15-minute scaling recommendation, once.
+    pub fn take_scaling_change(&mut self) -> Option<ScalingChange> {
+        self.demand.take_change()
+    }
+
+    /// The scaling view at `now_ms`: demand, its forecast, nodes needed at each horizon,
+    /// the per-node capacity used and the recommendation (the pool's name left empty).
+    pub fn scaling(&self, now_ms: i64) -> plb_api::PoolScaling {
+        self.demand.view(now_ms, &self.plan_inputs())
     }
 
     /// Node `name`'s capacity in the last views built.

@@ -34,7 +34,7 @@ pub use fold::FoldStats;
 pub use history_sql::TimedMetrics;
 pub use reliability_sql::{
     AttemptNext, AttemptRecord, DueDelivery, ReliabilityRecord, ReliabilityStore, ReplaySample,
-    StoredReliability,
+    ScalingRecord, StoredReliability,
 };
 pub use sqlite::{SqliteOptions, SqliteStore, Synchronous};
 pub use writer::WriterMetrics;

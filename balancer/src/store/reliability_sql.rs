@@ -4,7 +4,7 @@
 //! one transaction, so a prompt is raised once and never lost.
 use plb_api::{
     DeliveryAttempt, Notification, NotificationKind, ProbeState, ReliabilityEvidence, Sample,
-    WebhookDelivery, WebhookView,
+    ScalingNotice, WebhookDelivery, WebhookView,
 };
 use rusqlite::{Connection, OptionalExtension, params};
 
@@ -49,6 +49,20 @@ pub struct ReliabilityRecord {
     /// The notification to raise: `needs_update` on entering it (or on a newer broken
     /// version), `resolved` on leaving it.
     pub notify: Option<NotificationKind>,
+}
+
+/// A pool's scaling recommendation that changed, to store as a `scaling` notification
+/// with its queued webhook delivery.
+#[derive(Debug, Clone)]
+pub struct ScalingRecord {
+    /// The pool's owner.
+    pub client_id: i64,
+    /// Pool name.
+    pub pool: String,
+    /// When, Unix ms.
+    pub at_ms: i64,
+    /// What changed.
+    pub notice: ScalingNotice,
 }
 
 /// A sample for replaying into the tracker after a restart.
@@ -215,6 +229,8 @@ fn summary(kind: NotificationKind, pool: &str, probe: &str, ev: &ReliabilityEvid
             "Probe `{probe}` version {} in pool `{pool}` runs reliably ({} failures by its own fault in {} runs); its samples feed forecasts and routing again.",
             ev.version, ev.probe_failures, ev.runs
         ),
+        // Scaling notifications have their own summary (`record_scaling`).
+        NotificationKind::Scaling => String::new(),
     }
 }
 
@@ -241,7 +257,7 @@ pub(super) fn record(
     if let Some(kind) = r.notify {
         let resolves = match kind {
             NotificationKind::Resolved => open,
-            NotificationKind::NeedsUpdate => None,
+            NotificationKind::NeedsUpdate | NotificationKind::Scaling => None,
         };
         let mut n = Notification {
             id: 0,
@@ -253,6 +269,7 @@ pub(super) fn record(
             resolves,
             summary: summary(kind, &r.pool, &r.probe, &r.evidence),
             evidence: r.evidence.clone(),
+            scaling: None,
         };
         c.prepare_cached(
             "INSERT INTO notifications (client_id, pool_id, probe, version, kind, resolves, created_at_ms, body)
@@ -298,6 +315,69 @@ pub(super) fn record(
         open_after
     ])?;
     Ok(notification)
+}
+
+/// Stores a `scaling` notification and queues its delivery to the pool's webhook, in
+/// the one transaction the writer runs this in (the reliability outbox path).
+pub(super) fn record_scaling(c: &Connection, r: ScalingRecord) -> Result<Notification, StoreError> {
+    let pid = pool_id(c, r.client_id, &r.pool)?;
+    let s = &r.notice;
+    let summary = format!(
+        "Pool `{}` needs {} node(s) within {} min ({} from {}; {} in service): scale {}. {}",
+        r.pool,
+        s.to_nodes,
+        s.horizon_min,
+        s.direction,
+        s.from_nodes,
+        s.current_nodes,
+        s.direction,
+        s.reason
+    );
+    let mut n = Notification {
+        id: 0,
+        kind: NotificationKind::Scaling,
+        pool: r.pool.clone(),
+        probe: String::new(),
+        version: 0,
+        created_at_ms: r.at_ms,
+        resolves: None,
+        summary,
+        evidence: ReliabilityEvidence {
+            version: 0,
+            runs: 0,
+            probe_failures: 0,
+            node_failures: 0,
+            outcomes: Default::default(),
+            failure_rate: 0.0,
+            failure_rate_lo: 0.0,
+            failure_rate_hi: 0.0,
+            nodes_affected: Vec::new(),
+            nodes_seen: 0,
+            failing_since_ms: None,
+            examples: Vec::new(),
+            reason: String::new(),
+        },
+        scaling: Some(r.notice.clone()),
+    };
+    c.prepare_cached(
+        "INSERT INTO notifications (client_id, pool_id, probe, version, kind, resolves, created_at_ms, body)
+         VALUES (?1, ?2, '', 0, ?3, NULL, ?4, '{}')",
+    )?
+    .execute(params![
+        r.client_id,
+        pid,
+        NotificationKind::Scaling.as_str(),
+        r.at_ms
+    ])?;
+    n.id = c.last_insert_rowid();
+    c.prepare_cached("UPDATE notifications SET body = ?2 WHERE id = ?1")?
+        .execute(params![n.id, serde_json::to_string(&n)?])?;
+    c.prepare_cached(
+        "INSERT INTO webhook_deliveries (pool_id, notification_id, url, status, attempts, next_attempt_at_ms, created_at_ms)
+         SELECT pool_id, ?2, url, 'pending', 0, ?3, ?3 FROM webhooks WHERE pool_id = ?1",
+    )?
+    .execute(params![pid, n.id, r.at_ms])?;
+    Ok(n)
 }
 
 pub(super) fn notifications(
@@ -510,6 +590,10 @@ pub trait ReliabilityStore {
     /// webhook) in one transaction; answers the notification.
     fn record_reliability(&self, r: ReliabilityRecord) -> StoreFuture<Option<Notification>>;
 
+    /// Stores a pool's scaling recommendation change as a `scaling` notification with
+    /// its queued webhook delivery, in one transaction; answers the notification.
+    fn record_scaling(&self, r: ScalingRecord) -> StoreFuture<Notification>;
+
     /// The client's notifications with an id above `since_id` (and raised at or after
     /// `since_ms`, if given), oldest first, at most `limit`.
     fn notifications(
@@ -565,6 +649,10 @@ impl ReliabilityStore for SqliteStore {
 
     fn record_reliability(&self, r: ReliabilityRecord) -> StoreFuture<Option<Notification>> {
         self.write(move |c| record(c, r))
+    }
+
+    fn record_scaling(&self, r: ScalingRecord) -> StoreFuture<Notification> {
+        self.write(move |c| record_scaling(c, r))
     }
 
     fn notifications(

@@ -204,7 +204,10 @@ async fn attempt(http: &reqwest::Client, cfg: &DeliveryConfig, d: DueDelivery) -
     };
     let started = Instant::now();
     let t = at_ms.div_euclid(1000);
-    let event = format!("probe.{}", d.kind.as_str());
+    let event = match d.kind {
+        plb_api::NotificationKind::Scaling => "pool.scaling".to_string(),
+        kind => format!("probe.{}", kind.as_str()),
+    };
     let result = http
         .post(&url)
         .header(reqwest::header::CONTENT_TYPE, "application/json")
