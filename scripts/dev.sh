@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# PLB's main job from a fresh machine: installs the wasm32-wasip2 target (the sample
-# probes are built by probe-artifacts/build.rs during the cargo build), builds the
-# workspace in the same dev profile the tests use, and starts `plb dev`: a whole local
-# cluster on the embedded SQLite default (data in .plb-dev/, reused by the next start).
-# Extra arguments go to `plb dev` (e.g. --listen 127.0.0.1:7171 --nodes 4).
+# PLB's main job from a fresh machine: the workspace build scripts/test.sh runs (same
+# command, flags and environment, scripts/env.sh: after test.sh it compiles nothing; the
+# sample probes are built by probe-artifacts/build.rs in it), then `plb dev`: a whole
+# local cluster on the embedded SQLite default (data in .plb-dev/, reused by the next
+# start). Extra arguments go to `plb dev` (e.g. --listen 127.0.0.1:7171 --nodes 4;
+# --help lists them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-rustup target add wasm32-wasip2
-exec cargo run -p plb -- dev "$@"
+source scripts/env.sh
+plb_build
+target_dir="$(cargo metadata --format-version 1 --no-deps | sed -E 's/.*"target_directory":"([^"]*)".*/\1/')"
+exec "$target_dir/debug/plb" dev "$@"

@@ -1,17 +1,23 @@
 #!/usr/bin/env bash
-# PLB's whole test suite, from a fresh machine: installs what the tests need (the
-# wasm32-wasip2 target, componentize-py for the Python probe,
-# componentize-js for the JavaScript probe, haproxy and chromium from
-# Debian's packages), builds the workspace
-# once (dev profile; the sample probes are built by probe-artifacts/build.rs), then
-# runs every test: unit, end-to-end and the slow cluster tests.
+# PLB's whole test suite, from a fresh machine (CI runs exactly this), in stages that
+# stop at the first failure:
+#   setup      the wasm32-wasip2 target, clippy and rustfmt; componentize-py for the
+#              Python probe, componentize-js for the JavaScript one; haproxy and
+#              chromium from Debian's packages (the end-to-end tests drive them)
+#   format     cargo fmt --check
+#   invariants scripts/check-invariants.sh (cargo metadata only)
+#   build      the workspace once, every target, dev profile, with clippy's lints in
+#              the same compile (scripts/env.sh); any warning fails it, as
+#              `cargo clippy --workspace --all-targets -- -D warnings` would
+#   fast       unit tests (every crate's lib and bins) and doc tests: seconds
+#   slow       the integration test binaries: end-to-end tests against real balancers,
+#              agents, probes, SQLite files, HAProxy and Chromium on loopback
+# scripts/dev.sh runs the same build, so after this script it compiles nothing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 echo "==> setup"
-rustup target add wasm32-wasip2
-# System packages the end-to-end tests drive: HAProxy (agent-check against PLB) and
-# Chromium (the dashboard's browser test).
+source scripts/env.sh
 need=()
 command -v haproxy >/dev/null || need+=(haproxy)
 command -v chromium >/dev/null || need+=(chromium)
@@ -27,8 +33,15 @@ scripts/build-js-probe.sh target/probes/js-probe.wasm
 echo "==> format"
 cargo fmt --all -- --check
 
-echo "==> build"
-cargo build --workspace --all-targets
+echo "==> invariants"
+scripts/check-invariants.sh
 
-echo "==> test"
-cargo test --workspace --no-fail-fast
+echo "==> build (with clippy, warnings denied)"
+plb_build --deny-warnings
+
+echo "==> fast: unit and doc tests"
+cargo test --workspace --lib --bins --no-fail-fast
+cargo test --workspace --doc --no-fail-fast
+
+echo "==> slow: end-to-end (integration test binaries)"
+cargo test --workspace --test '*' --no-fail-fast
