@@ -243,6 +243,8 @@ pub struct Control {
 
 /// The balancer engine's tick: staleness, demand, capacity fits.
 const TICK_MS: i64 = 1_000;
+/// Forecaster refits per tick, as the engine's default.
+const REFITS_PER_TICK: usize = 8;
 
 fn ms(t: f64) -> i64 {
     (t * 1000.0).round() as i64
@@ -366,6 +368,9 @@ impl Control {
             self.pipeline.tick(now_ms, &by_name);
             if let Some(job) = self.pipeline.due_fit(now_ms) {
                 self.pipeline.install_fit(job.run());
+            }
+            for r in self.pipeline.due_refits(REFITS_PER_TICK) {
+                self.pipeline.install_refit(&r.node, &r.key, r.job.run());
             }
         }
         self.pipeline.views(now_ms)

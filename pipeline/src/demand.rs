@@ -368,7 +368,7 @@ impl DemandTracker {
 
 /// The Prometheus label of a horizon: `5m`, `15m`, `1h`.
 pub fn horizon_label(minutes: u32) -> String {
-    if minutes >= 60 && minutes % 60 == 0 {
+    if minutes >= 60 && minutes.is_multiple_of(60) {
         format!("{}h", minutes / 60)
     } else {
         format!("{minutes}m")
@@ -443,7 +443,11 @@ mod tests {
         assert_eq!(d.take_change(), None);
         assert_eq!(v.advised, Some(5));
         assert!(v.last_changed_ms.is_some());
-        assert!(v.capacity_source.contains("Little"), "{}", v.capacity_source);
+        assert!(
+            v.capacity_source.contains("Little"),
+            "{}",
+            v.capacity_source
+        );
         // Without a capacity, demand is still forecast.
         let none = PlanInputs {
             capacity_in_flight: None,

@@ -18,7 +18,7 @@ pub mod training;
 
 pub use config::{PipelineConfig, TrainingConfig, ViewConfig};
 pub use demand::{DemandConfig, DemandTracker, ScalingChange};
-pub use pool::{Feedback, PoolPredictor};
+pub use pool::{Feedback, PoolPredictor, SeriesRefit};
 pub use training::{FitJob, FitOutcome};
 
 /// Why a pipeline could not be built.

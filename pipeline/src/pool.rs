@@ -5,12 +5,13 @@
 //! [`PoolPredictor::install_fit`]); read routing views ([`PoolPredictor::views`]) and
 //! assessments. Every call takes the time (`now_ms`, in the same unit and epoch as the
 //! samples' `taken_at_ms`); nothing here reads a clock.
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use plb_api::{
     CapacityModelView, CapacityScoreView, NodeAssessment, NodeState, Sample, StateChange,
 };
+use plb_predict::forecast::{RefitJob, RefitResult};
 use plb_predict::{NodeConfig, NodeModel, Observation, PredictError};
 use plb_routing::NodeView;
 
@@ -32,6 +33,17 @@ pub struct Feedback<'a> {
     pub latency_ms: f64,
     /// Whether it succeeded (a failure's latency is not the node's and is not learnt).
     pub ok: bool,
+}
+
+/// A node series' forecaster refit to run off the sample path.
+#[derive(Debug)]
+pub struct SeriesRefit {
+    /// The node.
+    pub node: Arc<str>,
+    /// The series key, `probe/metric`.
+    pub key: String,
+    /// The job (owns its data; pure).
+    pub job: RefitJob,
 }
 
 /// One node of the pool.
@@ -61,6 +73,8 @@ pub struct PoolPredictor {
     trainer: Trainer,
     /// Capacity per node in the last views built (requests in flight at the SLO).
     estimates: BTreeMap<String, f64>,
+    /// Series refits handed out and not yet installed, by (node, series key).
+    refitting: HashSet<(Arc<str>, String)>,
     /// The pool's demand and scaling advice ([`crate::demand`]).
     demand: DemandTracker,
 }
@@ -88,6 +102,7 @@ impl PoolPredictor {
             index: HashMap::new(),
             trainer: Trainer::default(),
             estimates: BTreeMap::new(),
+            refitting: HashSet::new(),
             demand: DemandTracker::new(DemandConfig::default())
                 .expect("the default demand settings are valid"),
         }
@@ -138,6 +153,7 @@ impl PoolPredictor {
         for gone in old.keys() {
             changed = true;
             self.trainer.forget(gone);
+            self.refitting.retain(|(n, _)| n != gone);
         }
         self.slots = next;
         self.index = self
@@ -171,6 +187,7 @@ impl PoolPredictor {
         let weight = self.slots[i].weight;
         self.slots[i] = Slot { weight, ..fresh };
         self.trainer.forget(name);
+        self.refitting.retain(|(n, _)| &**n != name);
     }
 
     /// Sets node `name`'s operator weight (0 drains it).
@@ -300,6 +317,43 @@ impl PoolPredictor {
     pub fn due_fit(&mut self, now_ms: i64) -> Option<FitJob> {
         let (job, _) = self.trainer.due(now_ms, self.slo_ms, &self.config.training);
         job
+    }
+
+    /// Up to `max` node series due a background refit of their forecasters (period
+    /// detection, ARIMA fitting), each at most once in flight: run each
+    /// [`SeriesRefit::job`] off the sample path and install it with
+    /// [`PoolPredictor::install_refit`].
+    pub fn due_refits(&mut self, max: usize) -> Vec<SeriesRefit> {
+        let mut out = Vec::new();
+        for slot in &self.slots {
+            if out.len() >= max {
+                break;
+            }
+            let busy = |k: &str| {
+                self.refitting
+                    .iter()
+                    .any(|(n, key)| Arc::ptr_eq(n, &slot.name) && key == k)
+            };
+            for (key, job) in slot.model.refit_jobs(&busy, max - out.len()) {
+                out.push(SeriesRefit {
+                    node: Arc::clone(&slot.name),
+                    key,
+                    job,
+                });
+            }
+        }
+        for r in &out {
+            self.refitting.insert((Arc::clone(&r.node), r.key.clone()));
+        }
+        out
+    }
+
+    /// Installs a finished series refit (ignored if the node or series is gone).
+    pub fn install_refit(&mut self, node: &str, key: &str, result: RefitResult) {
+        self.refitting.retain(|(n, k)| !(&**n == node && k == key));
+        if let Some(&i) = self.index.get(node) {
+            self.slots[i].model.install_refit(key, result);
+        }
     }
 
     /// Installs a finished fit (scoring the previous one on the feedback since).

@@ -10,7 +10,7 @@ use plb_api::{
 use serde::{Deserialize, Serialize};
 
 use crate::error::{PredictError, Result};
-use crate::forecast::{AutoForecaster, BankSpec, ForecastParams};
+use crate::forecast::{AutoForecaster, BankSpec, ForecastParams, RefitJob, RefitResult};
 use crate::num::{check_input, clean};
 use crate::profile::{Profile, ProfileParams};
 use crate::series::SeriesModel;
@@ -397,6 +397,26 @@ impl NodeModel {
                 reason: summarize(&evidence),
                 evidence,
             }
+        }
+    }
+
+    /// Up to `max` of the node's series whose forecasters are due a background refit
+    /// (period detection, ARIMA fitting), with the job for each, skipping the keys
+    /// `skip` names (jobs already in flight). Run the jobs off the sample path and hand
+    /// the results to [`NodeModel::install_refit`].
+    pub fn refit_jobs(&self, skip: &dyn Fn(&str) -> bool, max: usize) -> Vec<(String, RefitJob)> {
+        self.series
+            .iter()
+            .filter(|(k, s)| s.refit_due() && !skip(k))
+            .filter_map(|(k, s)| Some((k.clone(), s.refit_job()?)))
+            .take(max)
+            .collect()
+    }
+
+    /// Installs a finished refit of series `key` (ignored if the series is gone).
+    pub fn install_refit(&mut self, key: &str, result: RefitResult) {
+        if let Some(s) = self.series.get_mut(key) {
+            s.install(result);
         }
     }
 

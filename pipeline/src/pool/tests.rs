@@ -308,3 +308,37 @@ fn sync_keeps_models_and_order_and_weights_drain() {
         .is_err()
     );
 }
+
+#[test]
+fn series_refits_are_handed_out_once_and_installed() {
+    let mut p = pool(&["a"], PipelineConfig::default());
+    let mut t = 0;
+    let mut jobs = Vec::new();
+    for k in 0..600 {
+        observe(&mut p, "a", t, &[("x", 10.0 + (k % 7) as f64)]);
+        t += 1_000;
+        jobs.extend(p.due_refits(4));
+        if !jobs.is_empty() {
+            break;
+        }
+    }
+    let r = jobs.pop().expect("a refit comes due");
+    assert_eq!((&*r.node, r.key.as_str()), ("a", "p/x"));
+    assert!(p.due_refits(4).is_empty(), "one job per series in flight");
+    p.install_refit("a", &r.key, r.job.run());
+    // Installed: nothing is due until the series' next refit point.
+    observe(&mut p, "a", t, &[("x", 10.0)]);
+    assert!(p.due_refits(4).is_empty());
+    p.install_refit("gone", "p/x", {
+        // Results for nodes no longer in the pool are ignored.
+        let mut q = pool(&["gone"], PipelineConfig::default());
+        let mut t = 0;
+        loop {
+            observe(&mut q, "gone", t, &[("x", 1.0 + (t % 3) as f64)]);
+            t += 1_000;
+            if let Some(j) = q.due_refits(1).pop() {
+                break j.job.run();
+            }
+        }
+    });
+}
