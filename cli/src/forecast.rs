@@ -72,6 +72,21 @@ pub fn score(values: &[f64], rows: &[(usize, u32, f64)], horizons: &[u32]) -> Ve
         .collect()
 }
 
+/// The median gap between consecutive timestamps, ms, when they parse and increase.
+fn median_step_ms(points: &[plb_predict::offline::Point]) -> Option<f64> {
+    let ts: Vec<f64> = points
+        .iter()
+        .filter_map(|p| plb_predict::timestamp_seconds(&p.timestamp))
+        .collect();
+    let mut gaps: Vec<f64> = ts
+        .windows(2)
+        .map(|w| (w[1] - w[0]) * 1000.0)
+        .filter(|g| g.is_finite() && *g > 0.0)
+        .collect();
+    gaps.sort_by(f64::total_cmp);
+    gaps.get(gaps.len() / 2).copied()
+}
+
 pub fn run(args: ForecastArgs) -> anyhow::Result<()> {
     let text = if args.input.as_os_str() == "-" {
         std::io::read_to_string(std::io::stdin()).context("reading stdin")?
@@ -86,7 +101,10 @@ pub fn run(args: ForecastArgs) -> anyhow::Result<()> {
         bail!("{} has no data rows", args.input.display());
     }
     let values: Vec<f64> = points.iter().map(|p| p.value).collect();
-    let rows = plb_predict::offline::forecast_series(&values, &horizons);
+    // The sampling interval (median gap between parseable timestamps) lets the
+    // seasonal members look for hourly, daily and weekly cycles.
+    let step_ms = median_step_ms(&points);
+    let rows = plb_predict::offline::forecast_series_with_step(&values, &horizons, step_ms);
 
     let mut out: Box<dyn std::io::Write> = if args.output.as_os_str() == "-" {
         Box::new(std::io::BufWriter::new(std::io::stdout().lock()))
