@@ -2,9 +2,12 @@
 //! route and status, samples ingested, probe uploads, retention, the store's writer,
 //! route decisions, probe reliability. Plain counters, below every layer that counts: the
 //! HTTP middleware that fills the request families is `routes::request_metrics`.
+use std::sync::atomic::AtomicU64;
+
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -91,6 +94,59 @@ impl RouteCounters {
 
 type HistogramFamily = Family<RouteLabels, Histogram, fn() -> Histogram>;
 
+/// Labels of a pool's scaling gauges.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ScalingLabels {
+    /// The pool's name.
+    pub pool: String,
+    /// `5m`, `15m` or `1h`.
+    pub horizon: String,
+}
+
+/// The pool demand and autoscaling gauges, in one place (one registration, one setter)
+/// so that they can move behind a metrics token with the other per-pool series.
+#[derive(Debug, Clone, Default)]
+pub struct ScalingMetrics {
+    /// `plb_pool_desired_nodes{pool,horizon}`: nodes needed at each horizon.
+    pub desired_nodes: Family<ScalingLabels, Gauge>,
+    /// `plb_pool_demand_forecast_rps{pool,horizon}`: forecast requests per second.
+    pub demand_forecast_rps: Family<ScalingLabels, Gauge<f64, AtomicU64>>,
+}
+
+impl ScalingMetrics {
+    fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "pool_desired_nodes",
+            "Nodes a pool needs at each horizon (planned demand over per-node capacity at the target utilisation)",
+            self.desired_nodes.clone(),
+        );
+        registry.register(
+            "pool_demand_forecast_rps",
+            "Forecast requests per second a pool receives at each horizon",
+            self.demand_forecast_rps.clone(),
+        );
+    }
+
+    /// Sets the gauges of `pool` from its scaling view (nodes only once a capacity is
+    /// known).
+    pub fn set(&self, pool: &str, view: &plb_api::PoolScaling) {
+        for h in &view.horizons {
+            let labels = ScalingLabels {
+                pool: pool.to_string(),
+                horizon: h.horizon.clone(),
+            };
+            if h.demand_rps.is_finite() {
+                self.demand_forecast_rps
+                    .get_or_create(&labels)
+                    .set(h.demand_rps);
+            }
+            if let Some(n) = h.nodes {
+                self.desired_nodes.get_or_create(&labels).set(i64::from(n));
+            }
+        }
+    }
+}
+
 fn latency_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.0001, 2.0, 18))
 }
@@ -130,6 +186,8 @@ pub struct Metrics {
     pub capacity_fits: Counter,
     /// Probe reliability and webhook deliveries.
     pub reliability: crate::reliability::ReliabilityMetrics,
+    /// Pool demand forecast and desired nodes.
+    pub scaling: ScalingMetrics,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -256,7 +314,10 @@ impl Metrics {
         );
         let reliability = crate::reliability::ReliabilityMetrics::default();
         reliability.register(&mut registry);
+        let scaling = ScalingMetrics::default();
+        scaling.register(&mut registry);
         Metrics {
+            scaling,
             reliability,
             registry,
             route_decisions,

@@ -7,7 +7,7 @@ use utoipa::{Modify, OpenApi};
 
 use crate::routes::{
     agents, clients, feedback, history, model, notifications, ops, pools, probes, reports, route,
-    webhook,
+    scaling, webhook,
 };
 
 struct BearerAuth;
@@ -34,7 +34,7 @@ impl Modify for BearerAuth {
     paths(
         ops::healthz, ops::metrics, ops::openapi,
         clients::create, clients::revoke, clients::create_agent_token, clients::revoke_agent_token,
-        pools::create, pools::list, pools::get, pools::nodes, history::get,
+        pools::create, pools::list, pools::get, pools::nodes, history::get, scaling::get,
         probes::put, probes::list, probes::get, probes::delete,
         agents::register, agents::assignments, agents::module,
         reports::post,

@@ -57,6 +57,8 @@ pub struct PoolKey {
 pub struct EngineConfig {
     /// The prediction pipeline of every pool (node models, capacity training, views).
     pub pipeline: PipelineConfig,
+    /// Every pool's demand forecast and scaling advice.
+    pub demand: plb_pipeline::DemandConfig,
     /// Tick: staleness, loads, stored changes, topology refresh, ms.
     pub tick_ms: u64,
     /// Snapshots of pools whose predictions moved are rebuilt this often, ms.
@@ -83,6 +85,7 @@ impl Default for EngineConfig {
     fn default() -> Self {
         EngineConfig {
             pipeline: PipelineConfig::default(),
+            demand: plb_pipeline::DemandConfig::default(),
             tick_ms: 1_000,
             rebuild_ms: 100,
             topology_every_ms: 5_000,
@@ -112,6 +115,11 @@ pub enum EngineError {
 
 pub(crate) enum Event {
     Batch(Arc<CommittedBatch>),
+    /// A pool's demand forecaster refit finished (`None`: it failed).
+    DemandRefitted {
+        key: PoolKey,
+        result: Option<Box<plb_predict::forecast::RefitResult>>,
+    },
     Fitted {
         key: PoolKey,
         outcome: Box<FitOutcome>,
@@ -179,6 +187,7 @@ impl Engine {
         clock: Arc<dyn Clock>,
     ) -> Result<Arc<Engine>, EngineError> {
         config.pipeline.validate()?;
+        config.demand.validate()?;
         let node_config = NodeConfig::new(config.pipeline.node.clone())?;
         let (tx, rx) = mpsc::unbounded_channel();
         Ok(Arc::new(Engine {
@@ -313,11 +322,7 @@ impl Engine {
                         Arc::clone(&self.clock),
                         policy,
                         t.slo_ms,
-                        PoolState::new(PoolPredictor::with_node_config(
-                            self.config.pipeline.clone(),
-                            Arc::clone(&self.node_config),
-                            t.slo_ms,
-                        )),
+                        PoolState::new(self.predictor(t.slo_ms)),
                         Some(Arc::clone(&self.metrics.route_decisions)),
                     ))
                 }
@@ -337,6 +342,20 @@ impl Engine {
         if set_changed {
             self.pools.store(Arc::new(next));
         }
+    }
+
+    /// A new pool's pipeline, with the demand settings.
+    fn predictor(&self, slo_ms: f64) -> PoolPredictor {
+        let mut p = PoolPredictor::with_node_config(
+            self.config.pipeline.clone(),
+            Arc::clone(&self.node_config),
+            slo_ms,
+        );
+        if let Err(e) = p.set_demand_config(self.config.demand.clone()) {
+            // Validated in `with_clock`: not reached.
+            tracing::error!(error = %e, "engine: demand settings refused");
+        }
+        p
     }
 
     /// Rebuilds `router`'s snapshot from its models' views at `now_ms`.
@@ -491,6 +510,15 @@ impl Engine {
         ))
     }
 
+    /// The pool's demand, its forecast and the nodes it needs now and at each horizon,
+    /// with the per-node capacity used and the recommendation (`None`: no such pool).
+    pub fn scaling_view(&self, key: &PoolKey) -> Option<plb_api::PoolScaling> {
+        let router = self.pool(key)?;
+        let mut view = lock(&router.models).predictor.scaling(self.clock.now_ms());
+        view.pool = key.pool.clone();
+        Some(view)
+    }
+
     /// Adaptive probing: while a node is `degrading` in a pool, its `deep` probes there
     /// run twice as often (not below [`EngineConfig::min_deep_interval_ms`]); the
     /// assignments' ETag changes with them, so the agent follows within one poll.
@@ -534,5 +562,7 @@ fn finite(x: f64) -> f64 {
     if x.is_finite() { x } else { 0.0 }
 }
 
+#[cfg(test)]
+mod scaling_tests;
 #[cfg(test)]
 mod tests;

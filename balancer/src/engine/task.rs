@@ -14,7 +14,9 @@ use plb_pipeline::{Feedback, FitOutcome};
 use super::models::NodeChange;
 use super::router::lock;
 use super::{Engine, Event, PoolKey};
-use crate::store::{DecisionCount, EngineWrites, NewForecastError, NewStateChange, Store};
+use crate::store::{
+    DecisionCount, EngineWrites, NewForecastError, NewStateChange, ScalingRecord, Store,
+};
 
 #[derive(Default)]
 pub(super) struct TaskState {
@@ -25,6 +27,10 @@ pub(super) struct TaskState {
     last_errors_ms: i64,
     last_expire_ms: i64,
     last_topology_ms: i64,
+    /// Scaling recommendation changes to store (notification + webhook delivery).
+    scaling: Vec<ScalingRecord>,
+    /// The minute each pool's scaling gauges were last set.
+    gauges_minute: HashMap<PoolKey, i64>,
 }
 
 impl TaskState {
@@ -61,6 +67,7 @@ pub(super) async fn run(
                 None => break,
                 Some(Event::Batch(b)) => apply_batch(&engine, &store, &b, &mut st).await,
                 Some(Event::Fitted { key, outcome }) => installed(&engine, &key, *outcome, &mut st),
+                Some(Event::DemandRefitted { key, result }) => demand_refitted(&engine, &key, result),
             },
             _ = rebuild.tick() => {
                 let now_ms = engine.now_ms();
@@ -148,6 +155,75 @@ pub(super) fn installed(engine: &Engine, key: &PoolKey, outcome: FitOutcome, st:
     st.dirty.insert(key.clone());
 }
 
+pub(super) fn demand_refitted(
+    engine: &Engine,
+    key: &PoolKey,
+    result: Option<Box<plb_predict::forecast::RefitResult>>,
+) {
+    let Some(router) = engine.pool(key) else {
+        return;
+    };
+    let mut m = lock(&router.models);
+    match result {
+        Some(r) => m.predictor.install_demand_refit(*r),
+        None => m.predictor.demand_refit_failed(),
+    }
+}
+
+/// The pool's demand: the requests routed this tick (route decisions and proxied
+/// requests alike: both go through the router), a demand refit on a blocking thread
+/// when due, a change of the scaling recommendation to store, and the scaling gauges.
+fn demand(
+    engine: &Engine,
+    key: &PoolKey,
+    router: &super::PoolRouter,
+    now_ms: i64,
+    requests: u64,
+    st: &mut TaskState,
+) {
+    let (job, change) = {
+        let mut m = lock(&router.models);
+        m.predictor.observe_requests(now_ms, requests);
+        (
+            m.predictor.due_demand_refit(),
+            m.predictor.take_scaling_change(),
+        )
+    };
+    if let Some(job) = job {
+        let tx = engine.sender();
+        let key = key.clone();
+        tokio::spawn(async move {
+            let result = match tokio::task::spawn_blocking(move || job.run()).await {
+                Ok(r) => Some(Box::new(r)),
+                Err(e) => {
+                    tracing::error!(error = %e, "demand refit panicked");
+                    None
+                }
+            };
+            let _ = tx.send(Event::DemandRefitted { key, result });
+        });
+    }
+    if let Some(c) = change {
+        tracing::info!(
+            pool = %key.pool, from = c.change.from, to = c.change.to,
+            reason = %c.change.reason, "scaling recommendation changed"
+        );
+        st.scaling.push(ScalingRecord {
+            client_id: key.client_id,
+            pool: key.pool.clone(),
+            at_ms: c.at_ms,
+            notice: c.notice(),
+        });
+    }
+    // The gauges move once a minute, with the demand.
+    let minute_ms = minute(now_ms);
+    if st.gauges_minute.get(key) != Some(&minute_ms) {
+        st.gauges_minute.insert(key.clone(), minute_ms);
+        let view = lock(&router.models).predictor.scaling(now_ms);
+        engine.metrics().scaling.set(&key.pool, &view);
+    }
+}
+
 pub(super) async fn on_tick(engine: &Arc<Engine>, store: &Arc<dyn Store>, st: &mut TaskState) {
     let now_ms = engine.now_ms();
     if engine.take_topology_dirty()
@@ -222,6 +298,7 @@ pub(super) async fn on_tick(engine: &Arc<Engine>, store: &Arc<dyn Store>, st: &m
         // Decisions per node this minute.
         let ids: HashMap<String, i64> = lock(&router.models).ids.clone();
         let snap = router.snapshot();
+        let mut requests = 0u64;
         for (i, v) in snap.nodes().iter().enumerate() {
             let (Some(live), Some(&node_id)) = (snap.live(i), ids.get(&v.id)) else {
                 continue;
@@ -238,6 +315,7 @@ pub(super) async fn on_tick(engine: &Arc<Engine>, store: &Arc<dyn Store>, st: &m
                 now_started
             };
             *last = now_started;
+            requests = requests.saturating_add(delta);
             if delta > 0 {
                 writes.decisions.push(DecisionCount {
                     pool_id: router.pool_id(),
@@ -247,6 +325,8 @@ pub(super) async fn on_tick(engine: &Arc<Engine>, store: &Arc<dyn Store>, st: &m
                 });
             }
         }
+
+        demand(engine, key, router, now_ms, requests, st);
 
         if write_errors {
             let assessed = lock(&router.models).predictor.assess(now_ms);
@@ -286,6 +366,14 @@ pub(super) async fn on_tick(engine: &Arc<Engine>, store: &Arc<dyn Store>, st: &m
     if now_ms - st.last_expire_ms >= 3_600_000 {
         st.last_expire_ms = now_ms;
         writes.expire_before_ms = Some(now_ms - cfg.keep_history_ms);
+    }
+    for r in std::mem::take(&mut st.scaling) {
+        let store = Arc::clone(store);
+        tokio::spawn(async move {
+            if let Err(e) = store.record_scaling(r).await {
+                tracing::error!(error = %e, "engine: cannot store a scaling notification");
+            }
+        });
     }
     writes.changes = std::mem::take(&mut st.changes);
     if !writes.is_empty() {

@@ -11,6 +11,7 @@ pub mod probes;
 pub mod reports;
 pub mod request_metrics;
 pub mod route;
+pub mod scaling;
 pub mod webhook;
 
 use axum::Router;
@@ -41,6 +42,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/pools", post(pools::create).get(pools::list))
         .route("/v1/pools/{pool}", get(pools::get).patch(pools::update))
         .route("/v1/pools/{pool}/nodes", get(pools::nodes))
+        .route("/v1/pools/{pool}/scaling", get(scaling::get))
         .route("/v1/pools/{pool}/nodes/{node}/history", get(history::get))
         .route("/v1/pools/{pool}/route", get(route::route))
         .route("/v1/pools/{pool}/feedback", post(feedback::post))
