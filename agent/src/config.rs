@@ -9,7 +9,7 @@ use clap::Args;
 use thiserror::Error;
 
 /// `plb agent`: run the probes assigned to this node and report their samples.
-#[derive(Debug, Clone, Args)]
+#[derive(Clone, Args)]
 pub struct AgentConfig {
     /// Base URL of the balancer, e.g. `http://10.0.0.1:8080`.
     #[arg(long, env = "PLB_BALANCER")]
@@ -70,6 +70,31 @@ pub struct AgentConfig {
     pub shutdown_grace_ms: u64,
 }
 
+impl std::fmt::Debug for AgentConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the token: configs and clients end up in logs and panics.
+        f.debug_struct("AgentConfig")
+            .field("balancer", &self.balancer)
+            .field("token", &"<redacted>")
+            .field("node", &self.node)
+            .field("address", &self.address)
+            .field("pools", &self.pools)
+            .field("spool", &self.spool)
+            .field("labels", &self.labels)
+            .field("metrics_listen", &self.metrics_listen)
+            .field("max_concurrent_runs", &self.max_concurrent_runs)
+            .field("max_memory_mib", &self.max_memory_mib)
+            .field("poll_ms", &self.poll_ms)
+            .field("node_sample_ms", &self.node_sample_ms)
+            .field("batch_max", &self.batch_max)
+            .field("batch_max_age_ms", &self.batch_max_age_ms)
+            .field("spool_max_bytes", &self.spool_max_bytes)
+            .field("retry_max_ms", &self.retry_max_ms)
+            .field("shutdown_grace_ms", &self.shutdown_grace_ms)
+            .finish()
+    }
+}
+
 fn parse_label(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
         Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.trim().to_string())),
@@ -95,7 +120,7 @@ fn bad<T>(flag: &'static str, message: impl Into<String>) -> Result<T, ConfigErr
 }
 
 /// A validated [`AgentConfig`], with derived values filled in.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Settings {
     /// Balancer base URL, without a trailing slash.
     pub balancer: reqwest::Url,
@@ -131,6 +156,31 @@ pub struct Settings {
     pub retry_max: Duration,
     /// Shutdown grace.
     pub shutdown_grace: Duration,
+}
+
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the token: configs and clients end up in logs and panics.
+        f.debug_struct("Settings")
+            .field("balancer", &self.balancer)
+            .field("token", &"<redacted>")
+            .field("node", &self.node)
+            .field("address", &self.address)
+            .field("pools", &self.pools)
+            .field("labels", &self.labels)
+            .field("spool", &self.spool)
+            .field("metrics_listen", &self.metrics_listen)
+            .field("max_concurrent_runs", &self.max_concurrent_runs)
+            .field("max_memory_mib", &self.max_memory_mib)
+            .field("poll", &self.poll)
+            .field("node_sample", &self.node_sample)
+            .field("batch_max", &self.batch_max)
+            .field("batch_max_age", &self.batch_max_age)
+            .field("spool_max_bytes", &self.spool_max_bytes)
+            .field("retry_max", &self.retry_max)
+            .field("shutdown_grace", &self.shutdown_grace)
+            .finish()
+    }
 }
 
 /// Node ids and pool names: 1..=128 bytes of ASCII letters, digits, `-`, `_`, `.`.
@@ -320,5 +370,19 @@ mod tests {
             let err = parse(&a).expect("parse").validate().expect_err("must fail");
             assert_eq!(err.flag, *flag, "{extra:?}: {err}");
         }
+    }
+
+    #[test]
+    fn debug_output_never_shows_the_token() {
+        let mut a = BASE.to_vec();
+        a[3] = "plba_agent-secret-value";
+        let cfg = parse(&a).expect("parse");
+        let d = format!("{cfg:?}");
+        assert!(!d.contains("agent-secret-value"), "{d}");
+        assert!(d.contains("<redacted>"), "{d}");
+        let s = cfg.validate().expect("valid");
+        assert_eq!(s.token, "plba_agent-secret-value");
+        let d = format!("{s:?}");
+        assert!(!d.contains("agent-secret-value"), "{d}");
     }
 }

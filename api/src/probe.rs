@@ -41,7 +41,7 @@ pub struct ProbeSettings {
     /// Fuel (wasm instructions, roughly) for one run; `None` runs without fuel metering.
     #[serde(default = "default_fuel")]
     pub fuel: Option<u64>,
-    /// Linear-memory limit of one run, in MiB (1 ..= 4096).
+    /// Linear-memory limit of one run, in MiB (1 ..= 512, what agents allow by default).
     #[serde(default = "default_memory_mib")]
     pub memory_mib: u32,
     /// The probe's key/value config, passed to every run.
@@ -90,6 +90,9 @@ impl ProbeSettings {
     pub const MAX_CONFIG_ENTRIES: usize = 64;
     /// Largest allowed config key or value, in bytes.
     pub const MAX_CONFIG_LEN: usize = 4096;
+    /// Largest `memory_mib`: agents cap a run's memory at 512 MiB by default
+    /// (`plb agent --max-memory-mib`), so a probe asking for more would fail every run.
+    pub const MAX_MEMORY_MIB: u32 = 512;
 
     /// Checks every field against its range.
     pub fn validate(&self) -> Result<(), SettingsError> {
@@ -117,10 +120,14 @@ impl ProbeSettings {
         {
             return err("fuel", "must be positive, or null to turn fuel off".into());
         }
-        if !(1..=4096).contains(&self.memory_mib) {
+        if !(1..=Self::MAX_MEMORY_MIB).contains(&self.memory_mib) {
             return err(
                 "memory_mib",
-                format!("must be between 1 and 4096, got {}", self.memory_mib),
+                format!(
+                    "must be between 1 and {} (the agents' cap), got {}",
+                    Self::MAX_MEMORY_MIB,
+                    self.memory_mib
+                ),
             );
         }
         if self.config.len() > Self::MAX_CONFIG_ENTRIES {
@@ -170,6 +177,21 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(s.validate().expect_err("memory").field, "memory_mib");
+        // Above what agents run: every run would fail.
+        for mib in [513, 4096] {
+            let s = ProbeSettings {
+                memory_mib: mib,
+                ..Default::default()
+            };
+            let e = s.validate().expect_err("above the agents' cap");
+            assert_eq!(e.field, "memory_mib");
+            assert!(e.message.contains("512"), "{e}");
+        }
+        let s = ProbeSettings {
+            memory_mib: 512,
+            ..Default::default()
+        };
+        s.validate().expect("the agents' cap itself");
     }
 
     #[test]

@@ -104,11 +104,22 @@ pub enum Fetched {
 }
 
 /// A client for one balancer and one token. Cheap to clone (shares connections).
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Client {
     http: reqwest::Client,
     base: Url,
     token: String,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the token: configs and clients end up in logs and panics.
+        f.debug_struct("Client")
+            .field("http", &self.http)
+            .field("base", &self.base)
+            .field("token", &"<redacted>")
+            .finish()
+    }
 }
 
 impl Client {
@@ -477,5 +488,15 @@ mod tests {
             matches!(e, ClientError::Transport(_)) && e.retryable(),
             "{e}"
         );
+    }
+
+    #[test]
+    fn debug_output_never_shows_the_token() {
+        let c = Client::new("http://127.0.0.1:7070", "plbc_secret-token-value").expect("client");
+        let d = format!("{c:?}");
+        assert!(!d.contains("secret-token-value"), "{d}");
+        assert!(d.contains("<redacted>"), "{d}");
+        let d = format!("{:?}", c.with_token("plba_other-secret"));
+        assert!(!d.contains("other-secret"), "{d}");
     }
 }
