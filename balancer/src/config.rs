@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::netpolicy::{IpNet, NetPolicy, parse_network};
 use crate::proxy::{EdgesConfig, ForwardSettings, ProxySpec};
 use crate::store::Synchronous;
 use crate::webhooks::DeliveryConfig;
@@ -93,6 +94,23 @@ pub struct BalancerConfig {
     /// Longest delay between webhook retries, in milliseconds.
     #[arg(long, env = "PLB_WEBHOOK_RETRY_MAX_MS", default_value_t = 600_000)]
     pub webhook_retry_max_ms: u64,
+
+    /// Networks webhooks may target although they are internal (loopback, private,
+    /// link-local, unique-local, metadata), as CIDRs, comma-separated, e.g.
+    /// `10.20.0.0/16`. Default: none, webhooks reach public addresses only.
+    #[arg(long, env = "PLB_WEBHOOK_ALLOW_NETWORKS", value_delimiter = ',', value_parser = parse_network)]
+    pub webhook_allow_networks: Vec<IpNet>,
+
+    /// The only networks nodes may have addresses in (checked at registration and at
+    /// every proxy connect), as CIDRs, comma-separated. Default: any address but
+    /// link-local and cloud metadata ones.
+    #[arg(long, env = "PLB_NODE_NETWORKS", value_delimiter = ',', value_parser = parse_network)]
+    pub node_networks: Vec<IpNet>,
+
+    /// Peers whose `X-Forwarded-*` and `Forwarded` headers the proxy extends, as CIDRs,
+    /// comma-separated. From any other peer they are replaced. Default: none.
+    #[arg(long, env = "PLB_TRUSTED_PROXIES", value_delimiter = ',', value_parser = parse_network)]
+    pub trusted_proxies: Vec<IpNet>,
 }
 
 impl std::fmt::Debug for BalancerConfig {
@@ -115,6 +133,9 @@ impl std::fmt::Debug for BalancerConfig {
             .field("webhook_timeout_ms", &self.webhook_timeout_ms)
             .field("webhook_retry_ms", &self.webhook_retry_ms)
             .field("webhook_retry_max_ms", &self.webhook_retry_max_ms)
+            .field("webhook_allow_networks", &self.webhook_allow_networks)
+            .field("node_networks", &self.node_networks)
+            .field("trusted_proxies", &self.trusted_proxies)
             .finish()
     }
 }
@@ -178,6 +199,9 @@ impl BalancerConfig {
             webhook_timeout_ms: 10_000,
             webhook_retry_ms: 1_000,
             webhook_retry_max_ms: 600_000,
+            webhook_allow_networks: Vec::new(),
+            node_networks: Vec::new(),
+            trusted_proxies: Vec::new(),
         }
     }
 
@@ -187,8 +211,14 @@ impl BalancerConfig {
             timeout_ms: self.webhook_timeout_ms.clamp(1, 300_000),
             backoff_base_ms: self.webhook_retry_ms.max(1),
             backoff_max_ms: self.webhook_retry_max_ms.max(self.webhook_retry_ms).max(1),
+            networks: NetPolicy::webhooks(&self.webhook_allow_networks),
             ..DeliveryConfig::default()
         }
+    }
+
+    /// Where nodes may be (registration and proxy connects).
+    pub fn node_policy(&self) -> NetPolicy {
+        NetPolicy::nodes(&self.node_networks)
     }
 
     /// The proxies and the agent-check export to start.
@@ -198,6 +228,8 @@ impl BalancerConfig {
             forward: ForwardSettings {
                 connect_timeout: Duration::from_millis(self.proxy_connect_timeout_ms),
                 total_timeout: Duration::from_millis(self.proxy_timeout_ms),
+                nodes: self.node_policy(),
+                trusted_proxies: NetPolicy::only(&self.trusted_proxies),
                 ..ForwardSettings::default()
             },
             agent_check: self.agent_check,
@@ -324,6 +356,46 @@ mod tests {
         let e = Cli::try_parse_from(["plb", "--admin-token", "0123456789abcdef", "--proxy", "web"])
             .expect_err("no address");
         assert!(e.to_string().contains("POOL=LISTEN_ADDR"), "{e}");
+    }
+
+    #[test]
+    fn network_flags_parse_as_cidr_lists() {
+        let cli = Cli::try_parse_from([
+            "plb",
+            "--admin-token",
+            "0123456789abcdef",
+            "--webhook-allow-networks",
+            "127.0.0.0/8,10.0.0.0/8",
+            "--node-networks",
+            "10.0.0.0/8",
+            "--trusted-proxies",
+            "192.0.2.1",
+        ])
+        .expect("parses");
+        assert_eq!(cli.cfg.webhook_allow_networks.len(), 2);
+        assert!(cli.cfg.delivery().networks.allows([127, 0, 0, 1].into()));
+        assert!(!cli.cfg.node_policy().allows([127, 0, 0, 1].into()));
+        assert!(
+            cli.cfg
+                .edges()
+                .forward
+                .trusted_proxies
+                .allows([192, 0, 2, 1].into())
+        );
+        let e = Cli::try_parse_from([
+            "plb",
+            "--admin-token",
+            "0123456789abcdef",
+            "--node-networks",
+            "10.0.0.0/40",
+        ])
+        .expect_err("bad cidr");
+        assert!(e.to_string().contains("CIDR"), "{e}");
+        // Defaults: webhooks public only, nodes anywhere but link-local and metadata.
+        let c = BalancerConfig::new("x.db", "0123456789abcdef");
+        assert!(!c.delivery().networks.allows([127, 0, 0, 1].into()));
+        assert!(c.node_policy().allows([127, 0, 0, 1].into()));
+        assert!(!c.node_policy().allows([169, 254, 169, 254].into()));
     }
 
     #[test]

@@ -18,6 +18,7 @@ pub mod engine;
 pub mod error;
 pub mod ingest;
 pub mod metrics;
+pub mod netpolicy;
 pub mod openapi;
 pub mod proxy;
 pub mod reliability;
@@ -183,7 +184,7 @@ pub async fn start_with_state(
         Arc::clone(&state.store),
         Arc::clone(&state.metrics),
         Arc::clone(&state.reliability.wake),
-        state.delivery,
+        state.delivery.clone(),
     )));
     let retention = tokio::spawn(retention::run(
         Arc::clone(&state.store),

@@ -46,6 +46,8 @@ pub struct AppState {
     pub reliability: Arc<Reliability>,
     /// How webhook deliveries are retried.
     pub delivery: crate::webhooks::DeliveryConfig,
+    /// Where nodes may be (`--node-networks`), checked at registration.
+    pub nodes: crate::netpolicy::NetPolicy,
     observers: Arc<[Arc<dyn IngestObserver>]>,
 }
 
@@ -91,6 +93,7 @@ impl AppState {
             engine,
             reliability,
             delivery: cfg.delivery(),
+            nodes: cfg.node_policy(),
             observers: Arc::from(vec![observer, reliability_observer]),
         }
     }

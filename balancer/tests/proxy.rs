@@ -275,7 +275,11 @@ async fn bodies_of_several_mb_pass_intact_both_ways() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forwarded_headers_arrive_and_hop_by_hop_headers_do_not() {
-    let s = setup().await;
+    // The test client stands in for a trusted proxy: its X-Forwarded-For is extended.
+    let s = setup_with(|cfg| {
+        cfg.trusted_proxies = vec!["127.0.0.0/8".parse().expect("network")];
+    })
+    .await;
     let a = Backend::start("a").await;
     s.register("node-a", a.addr).await;
     s.wait_for_nodes(1).await;

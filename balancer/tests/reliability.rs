@@ -35,6 +35,8 @@ fn fast_retries(cfg: &mut BalancerConfig) {
     cfg.webhook_retry_ms = 100;
     cfg.webhook_retry_max_ms = 400;
     cfg.webhook_timeout_ms = 2_000;
+    // The receivers are on loopback, which webhooks may reach only when allowed.
+    cfg.webhook_allow_networks = vec!["127.0.0.0/8".parse().expect("network")];
 }
 
 /// A pool `web` with probes `p` (version 1) and `other`, three registered nodes and

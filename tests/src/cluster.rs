@@ -356,6 +356,9 @@ impl Balancer {
             loopback(self.port).to_string(),
             "--db".into(),
             self.db_path().display().to_string(),
+            // The tests' webhook receivers are on loopback (the operator's allow-list).
+            "--webhook-allow-networks".into(),
+            "127.0.0.0/8".into(),
         ];
         let log = self.dir.join(format!("balancer-{}.log", self.starts));
         let mut p = Proc::spawn(

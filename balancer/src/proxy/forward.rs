@@ -25,6 +25,7 @@ use tokio::time::Instant;
 use super::body::{ProxyBody, UpstreamBody};
 use super::headers;
 use super::{Hint, Unavailable, Upstream};
+use crate::netpolicy::{NetPolicy, PolicyResolver};
 
 /// Request header carrying a routing key (rendezvous hashing on the node side).
 pub const KEY_HEADER: hyper::header::HeaderName =
@@ -46,6 +47,12 @@ pub struct ForwardSettings {
     pub max_attempts: usize,
     /// Idle keep-alive connections are closed after this.
     pub idle_timeout: Duration,
+    /// Where nodes may be: checked at every connect, after DNS resolution (a node may
+    /// have registered before the operator narrowed `--node-networks`).
+    pub nodes: NetPolicy,
+    /// Peers whose forwarding headers are extended; from any other peer they are
+    /// replaced with what the proxy sees.
+    pub trusted_proxies: NetPolicy,
 }
 
 impl Default for ForwardSettings {
@@ -56,6 +63,8 @@ impl Default for ForwardSettings {
             retry_buffer_bytes: 64 * 1024,
             max_attempts: 3,
             idle_timeout: Duration::from_secs(60),
+            nodes: NetPolicy::nodes(&[]),
+            trusted_proxies: NetPolicy::only(&[]),
         }
     }
 }
@@ -63,7 +72,7 @@ impl Default for ForwardSettings {
 /// Forwards requests for one pool.
 pub struct Forwarder<U: Upstream> {
     upstream: Arc<U>,
-    client: Client<HttpConnector, UpstreamBody>,
+    client: Client<HttpConnector<PolicyResolver>, UpstreamBody>,
     settings: ForwardSettings,
     pool: String,
 }
@@ -90,7 +99,9 @@ impl<U: Upstream> Forwarder<U> {
     /// A forwarder for `pool` over `upstream`, with its own connection pools. Its
     /// connections' tasks run on the runtime that first uses it.
     pub fn new(pool: impl Into<String>, upstream: Arc<U>, settings: ForwardSettings) -> Arc<Self> {
-        let mut connector = HttpConnector::new();
+        // Names resolve only to allowed addresses; IP literals are checked in `handle`.
+        let mut connector =
+            HttpConnector::new_with_resolver(PolicyResolver::new(settings.nodes.clone()));
         connector.set_connect_timeout(Some(settings.connect_timeout));
         connector.set_nodelay(true);
         connector.enforce_http(true);
@@ -122,7 +133,8 @@ impl<U: Upstream> Forwarder<U> {
             .iter()
             .any(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
         headers::strip_hop_by_hop(&mut parts.headers);
-        headers::add_forwarded(&mut parts.headers, client.ip(), "http");
+        let trusted = self.settings.trusted_proxies.allows(client.ip());
+        headers::add_forwarded(&mut parts.headers, client.ip(), "http", trusted);
         let path = parts
             .uri
             .path_and_query()
@@ -174,6 +186,16 @@ impl<U: Upstream> Forwarder<U> {
                     continue;
                 }
             };
+            if let Some(ip) = uri_ip(&uri)
+                && !self.settings.nodes.allows(ip)
+            {
+                self.upstream.feedback(&routed, 0.0, false);
+                tracing::warn!(pool = %self.pool, %node, %ip, "node address outside the allowed node networks; not connecting");
+                last_failure =
+                    format!("node `{node}` is at an address the operator does not allow nodes at");
+                tried.push(node);
+                continue;
+            }
             let (replay, this_body) = match body.take() {
                 Some(Ok(bytes)) => (Some(bytes.clone()), Either::Left(Full::new(bytes))),
                 Some(Err(stream)) => (None, Either::Right(stream)),
@@ -288,6 +310,15 @@ fn upstream_uri(address: &str, path: &str) -> Result<Uri, hyper::http::Error> {
         .authority(authority)
         .path_and_query(path)
         .build()
+}
+
+/// The host of `uri` when it is an IP address.
+fn uri_ip(uri: &Uri) -> Option<std::net::IpAddr> {
+    uri.host()?
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse()
+        .ok()
 }
 
 /// A client error in a few words, with its cause.

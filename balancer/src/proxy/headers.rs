@@ -1,6 +1,7 @@
 //! Header rewriting at the proxy's edge: hop-by-hop headers stripped both ways (RFC 9110
 //! §7.6.1, plus every header named in `Connection`), and `X-Forwarded-For/-Proto/-Host`
-//! and `Forwarded` (RFC 7239) appended on the way in.
+//! and `Forwarded` (RFC 7239) set on the way in: extended when the peer is a trusted
+//! proxy, replaced otherwise (a client cannot forge its address or scheme).
 use std::net::IpAddr;
 
 use hyper::HeaderMap;
@@ -46,10 +47,22 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// Appends the client's address to `X-Forwarded-For` and `Forwarded`, and sets
-/// `X-Forwarded-Proto` and `X-Forwarded-Host` (from the request's `Host`) unless an
-/// earlier proxy already did.
-pub fn add_forwarded(headers: &mut HeaderMap, client: IpAddr, proto: &'static str) {
+/// From a `trusted` peer (a proxy in `--trusted-proxies`): appends the client's address
+/// to `X-Forwarded-For` and `Forwarded`, and sets `X-Forwarded-Proto` and
+/// `X-Forwarded-Host` (from the request's `Host`) unless an earlier proxy already did.
+/// From any other peer, whatever it sent in those headers is dropped first, so they
+/// carry the proxy's own view only.
+pub fn add_forwarded(headers: &mut HeaderMap, client: IpAddr, proto: &'static str, trusted: bool) {
+    if !trusted {
+        for name in [
+            &X_FORWARDED_FOR,
+            &X_FORWARDED_PROTO,
+            &X_FORWARDED_HOST,
+            &header::FORWARDED,
+        ] {
+            headers.remove(name);
+        }
+    }
     let ip = client.to_string();
     let xff = match joined(headers, &X_FORWARDED_FOR) {
         Some(prev) => format!("{prev}, {ip}"),
@@ -137,13 +150,33 @@ mod tests {
     }
 
     #[test]
-    fn forwarded_headers_are_appended() {
+    fn forwarded_headers_from_an_untrusted_peer_are_replaced() {
+        let mut h = map(&[
+            ("host", "example.com"),
+            ("x-forwarded-for", "10.0.0.1"),
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-host", "admin.internal"),
+            ("forwarded", "for=10.0.0.1;proto=https"),
+        ]);
+        add_forwarded(&mut h, "192.0.2.7".parse().expect("ip"), "http", false);
+        assert_eq!(h["x-forwarded-for"], "192.0.2.7");
+        assert_eq!(h["x-forwarded-proto"], "http");
+        assert_eq!(h["x-forwarded-host"], "example.com");
+        assert_eq!(
+            h["forwarded"],
+            "for=192.0.2.7;proto=http;host=\"example.com\""
+        );
+        assert_eq!(h.get_all("x-forwarded-for").iter().count(), 1);
+    }
+
+    #[test]
+    fn forwarded_headers_from_a_trusted_proxy_are_appended() {
         let mut h = map(&[
             ("host", "example.com:8080"),
             ("x-forwarded-for", "10.0.0.1"),
             ("forwarded", "for=10.0.0.1"),
         ]);
-        add_forwarded(&mut h, "192.0.2.7".parse().expect("ip"), "http");
+        add_forwarded(&mut h, "192.0.2.7".parse().expect("ip"), "http", true);
         assert_eq!(h["x-forwarded-for"], "10.0.0.1, 192.0.2.7");
         assert_eq!(h["x-forwarded-proto"], "http");
         assert_eq!(h["x-forwarded-host"], "example.com:8080");
@@ -153,7 +186,7 @@ mod tests {
         );
 
         let mut h = map(&[]);
-        add_forwarded(&mut h, "::1".parse().expect("ip"), "http");
+        add_forwarded(&mut h, "::1".parse().expect("ip"), "http", false);
         assert_eq!(h["x-forwarded-for"], "::1");
         assert_eq!(h["forwarded"], "for=\"[::1]\";proto=http");
         assert!(!h.contains_key("x-forwarded-host"));

@@ -9,6 +9,7 @@ use sha2::{Digest, Sha256};
 use super::{check_name, check_node_name, now_ms};
 use crate::auth::Principal;
 use crate::error::{ApiJson, ApiPath, AppError};
+use crate::netpolicy::{Denied, NetPolicy};
 use crate::state::AppState;
 
 /// Most pools a node registers into, and most labels.
@@ -59,6 +60,29 @@ fn check_address(addr: &str) -> Result<(), AppError> {
     Ok(())
 }
 
+/// Refuses an address whose host resolves only to addresses outside the operator's node
+/// networks (by default: link-local and cloud metadata addresses). A name that does not
+/// resolve now is accepted; the proxy checks again at every connect.
+async fn check_node_target(addr: &str, nodes: &NetPolicy) -> Result<(), AppError> {
+    let Some((host, port)) = addr.rsplit_once(':') else {
+        return Ok(());
+    };
+    let Ok(port) = port.parse::<u16>() else {
+        return Ok(());
+    };
+    match nodes.resolve(host, port).await {
+        Ok(_) | Err(Denied::Unresolved(_)) => Ok(()),
+        Err(Denied::Address(ip)) => Err(AppError::BadRequest(
+            "node_address_denied",
+            format!(
+                "`address` host `{host}` resolves only to addresses outside the networks \
+                 nodes may be in ({ip}; link-local and metadata addresses are refused \
+                 unless the operator's --node-networks names them)"
+            ),
+        )),
+    }
+}
+
 /// Registers the agent token's node into pools the token is enrolled for (again on
 /// every agent start; the address, labels and pools are replaced).
 #[utoipa::path(
@@ -66,7 +90,7 @@ fn check_address(addr: &str) -> Result<(), AppError> {
     request_body = RegisterRequest,
     responses(
         (status = 204, description = "Registered"),
-        (status = 400, description = "Bad node, address, pools or labels", body = ErrorBody),
+        (status = 400, description = "Bad node, address, pools or labels, or an address outside the allowed node networks", body = ErrorBody),
         (status = 403, description = "A pool the token is not enrolled for, or another node", body = ErrorBody),
     ),
     security(("bearer" = []))
@@ -78,6 +102,7 @@ pub async fn register(
 ) -> Result<StatusCode, AppError> {
     let (token_id, client_id) = who.agent()?;
     check_register(&req)?;
+    check_node_target(&req.address, &st.nodes).await?;
     let (node, pools) = (req.node.clone(), req.pools.clone());
     st.store
         .register_node(token_id, client_id, req, now_ms())

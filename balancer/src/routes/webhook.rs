@@ -7,6 +7,7 @@ use plb_api::{ErrorBody, PutWebhook, WebhookDeliveries, WebhookView};
 use super::{check_name, now_ms};
 use crate::auth::Principal;
 use crate::error::{ApiJson, ApiPath, AppError};
+use crate::netpolicy::{Denied, NetPolicy};
 use crate::state::AppState;
 
 /// Longest webhook URL.
@@ -42,6 +43,29 @@ fn check_webhook(w: &PutWebhook) -> Result<(), AppError> {
     Ok(())
 }
 
+/// Refuses a URL whose host resolves only to addresses the operator does not allow
+/// (loopback, private, link-local, metadata... unless `--webhook-allow-networks` names
+/// them). A host that does not resolve now is accepted: deliveries check again.
+async fn check_target(url: &str, networks: &NetPolicy) -> Result<(), AppError> {
+    let Ok(url) = reqwest::Url::parse(url) else {
+        return Ok(());
+    };
+    let (Some(host), Some(port)) = (url.host_str(), url.port_or_known_default()) else {
+        return Ok(());
+    };
+    match networks.resolve(host, port).await {
+        Ok(_) | Err(Denied::Unresolved(_)) => Ok(()),
+        Err(Denied::Address(ip)) => Err(AppError::BadRequest(
+            "webhook_address_denied",
+            format!(
+                "`url` host `{host}` resolves only to addresses the balancer may not \
+                 connect to ({ip} is loopback, private, link-local or metadata); the \
+                 operator can allow a network with --webhook-allow-networks"
+            ),
+        )),
+    }
+}
+
 /// Sets the pool's webhook: every notification about the pool's probes is POSTed there,
 /// signed with `secret` (client token).
 #[utoipa::path(
@@ -64,6 +88,7 @@ pub async fn put(
     let client_id = who.client()?;
     check_name("pool", &pool)?;
     check_webhook(&w)?;
+    check_target(&w.url, &st.delivery.networks).await?;
     let view = st
         .store
         .put_webhook(client_id, pool, w.url, w.secret, now_ms())
@@ -153,6 +178,7 @@ mod tests {
     #[test]
     fn urls_and_secrets_are_checked() {
         check_webhook(&w("https://hooks.example.com/plb", "0123456789abcdef")).expect("valid");
+        // Well-formed; where it points is checked by `check_target`.
         check_webhook(&w("http://127.0.0.1:9000/x", "0123456789abcdef")).expect("valid");
         for bad in [
             w("ftp://x/y", "0123456789abcdef"),
@@ -166,5 +192,33 @@ mod tests {
         ] {
             assert!(check_webhook(&bad).is_err(), "{}", bad.url);
         }
+    }
+
+    #[tokio::test]
+    async fn internal_targets_are_refused_unless_allowed() {
+        let deny = NetPolicy::webhooks(&[]);
+        for url in [
+            "http://127.0.0.1:9000/x",
+            "http://localhost:9000/x",
+            "http://[::1]/x",
+            "http://169.254.169.254/latest/meta-data/",
+            "http://10.0.0.1/x",
+            "http://[fd00:ec2::254]/x",
+            "http://100.100.100.200/x",
+        ] {
+            let e = check_target(url, &deny).await.expect_err(url);
+            assert!(
+                matches!(e, AppError::BadRequest("webhook_address_denied", _)),
+                "{url}: {e:?}"
+            );
+        }
+        check_target("https://93.184.216.34/plb", &deny)
+            .await
+            .expect("public");
+        let allow =
+            NetPolicy::webhooks(&[crate::netpolicy::parse_network("127.0.0.0/8").expect("net")]);
+        check_target("http://127.0.0.1:9000/x", &allow)
+            .await
+            .expect("allowed by the operator");
     }
 }

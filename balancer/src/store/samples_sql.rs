@@ -22,10 +22,11 @@ pub(super) fn ingest(c: &Connection, ing: Ingest) -> Result<Ingested, StoreError
             "SELECT p.id FROM pools p JOIN pool_nodes pn ON pn.pool_id = p.id AND pn.node_id = ?3
              WHERE p.client_id = ?1 AND p.name = ?2",
         )?;
-        let mut probe_q =
-            c.prepare_cached("SELECT version FROM probes WHERE pool_id = ?1 AND name = ?2")?;
+        let mut probe_q = c.prepare_cached(
+            "SELECT version, deleted_at_ms FROM probes WHERE pool_id = ?1 AND name = ?2",
+        )?;
         let mut pools: HashMap<&str, i64> = HashMap::new();
-        let mut probes: HashMap<(&str, &str), u32> = HashMap::new();
+        let mut probes: HashMap<(&str, &str), (u32, Option<i64>)> = HashMap::new();
         for s in &batch.samples {
             let pid = match pools.get(s.pool.as_str()) {
                 Some(id) => *id,
@@ -46,11 +47,11 @@ pub(super) fn ingest(c: &Connection, ing: Ingest) -> Result<Ingested, StoreError
             if s.probe == NODE_SAMPLER_PROBE {
                 continue;
             }
-            let newest = match probes.get(&(s.pool.as_str(), s.probe.as_str())) {
+            let (newest, deleted_at) = match probes.get(&(s.pool.as_str(), s.probe.as_str())) {
                 Some(v) => *v,
                 None => {
-                    let v: u32 = probe_q
-                        .query_row(params![pid, s.probe], |r| r.get(0))
+                    let v: (u32, Option<i64>) = probe_q
+                        .query_row(params![pid, s.probe], |r| Ok((r.get(0)?, r.get(1)?)))
                         .optional()?
                         .ok_or_else(|| {
                             StoreError::Invalid(format!(
@@ -62,6 +63,16 @@ pub(super) fn ingest(c: &Connection, ing: Ingest) -> Result<Ingested, StoreError
                     v
                 }
             };
+            // A deleted probe takes no samples taken after its deletion (those taken
+            // before, still in an agent's spool, are kept).
+            if let Some(d) = deleted_at
+                && s.taken_at_ms > d
+            {
+                return Err(StoreError::Invalid(format!(
+                    "sample `{}`: probe `{}` in pool `{}` was deleted",
+                    s.id, s.probe, s.pool
+                )));
+            }
             if s.version == 0 || s.version > newest {
                 return Err(StoreError::Invalid(format!(
                     "sample `{}`: probe `{}` in pool `{}` has no version {}",

@@ -15,6 +15,7 @@ use sha2::Sha256;
 use tokio::sync::Notify;
 
 use crate::metrics::Metrics;
+use crate::netpolicy::{NetPolicy, ReqwestResolver};
 use crate::reliability::KindLabels;
 use crate::store::{AttemptNext, AttemptRecord, DueDelivery, Store};
 
@@ -27,8 +28,8 @@ pub const EVENT_HEADER: &str = "x-plb-event";
 
 type HmacSha256 = Hmac<Sha256>;
 
-/// How deliveries are retried.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How deliveries are retried, and where they may go.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeliveryConfig {
     /// Time allowed for one POST, ms.
     pub timeout_ms: u64,
@@ -38,6 +39,9 @@ pub struct DeliveryConfig {
     pub backoff_max_ms: u64,
     /// Attempts before a delivery is given up (`failed`).
     pub max_attempts: u32,
+    /// The addresses receivers may have (checked when the URL is set and, after DNS
+    /// resolution, at every delivery).
+    pub networks: NetPolicy,
 }
 
 impl Default for DeliveryConfig {
@@ -48,6 +52,7 @@ impl Default for DeliveryConfig {
             backoff_max_ms: 10 * 60 * 1000,
             // 1 s doubling to 10 min: about 26 hours of retries.
             max_attempts: 160,
+            networks: NetPolicy::webhooks(&[]),
         }
     }
 }
@@ -106,7 +111,8 @@ pub fn verify(
     let (Some(t), Some(v1)) = (t, v1) else {
         return Err(SignatureError::Malformed);
     };
-    if (now_s - t).abs() > tolerance_s {
+    // `abs_diff`: `now_s - t` overflows for a hostile `t` such as i64::MIN.
+    if now_s.abs_diff(t) > u64::try_from(tolerance_s).unwrap_or(0) {
         return Err(SignatureError::Stale);
     }
     let mut mac = HmacSha256::new_from_slice(secret).map_err(|_| SignatureError::Malformed)?;
@@ -132,6 +138,10 @@ pub async fn run(
     let http = match reqwest::Client::builder()
         .timeout(Duration::from_millis(cfg.timeout_ms))
         .redirect(reqwest::redirect::Policy::none())
+        // Names resolve only to allowed addresses (connect to what was checked), and no
+        // environment proxy stands between the check and the receiver.
+        .dns_resolver(Arc::new(ReqwestResolver::new(cfg.networks.clone())))
+        .no_proxy()
         .user_agent(concat!("plb-balancer/", env!("CARGO_PKG_VERSION")))
         .build()
     {
@@ -202,6 +212,22 @@ async fn attempt(http: &reqwest::Client, cfg: &DeliveryConfig, d: DueDelivery) -
             next: AttemptNext::GiveUp,
         };
     };
+    // An IP literal never reaches the resolver: check it here.
+    if let Some(ip) = literal_ip(&url)
+        && !cfg.networks.allows(ip)
+    {
+        return AttemptRecord {
+            delivery_id: d.id,
+            url,
+            at_ms,
+            status: None,
+            error: Some(format!(
+                "not sent: {ip} is in a network the operator does not allow"
+            )),
+            duration_ms: 0.0,
+            next: AttemptNext::GiveUp,
+        };
+    }
     let started = Instant::now();
     let t = at_ms.div_euclid(1000);
     let event = match d.kind {
@@ -264,9 +290,46 @@ async fn attempt(http: &reqwest::Client, cfg: &DeliveryConfig, d: DueDelivery) -
     }
 }
 
+/// The host of `url` when it is an IP address.
+fn literal_ip(url: &str) -> Option<std::net::IpAddr> {
+    let url = reqwest::Url::parse(url).ok()?;
+    let host = url.host_str()?;
+    host.trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse()
+        .ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_hostile_timestamp_is_stale_not_an_overflow() {
+        let h = format!("t={},v1=00", i64::MIN);
+        assert_eq!(
+            verify(b"s3cret-s3cret-16", &h, b"", i64::MAX, 300),
+            Err(SignatureError::Stale)
+        );
+        let h = format!("t={},v1=00", i64::MAX);
+        assert_eq!(
+            verify(b"s3cret-s3cret-16", &h, b"", -5, 300),
+            Err(SignatureError::Stale)
+        );
+    }
+
+    #[test]
+    fn ip_literals_are_found_in_urls() {
+        assert_eq!(
+            literal_ip("http://127.0.0.1:9/x"),
+            Some([127, 0, 0, 1].into())
+        );
+        assert_eq!(
+            literal_ip("http://[::1]:9/x"),
+            Some(std::net::Ipv6Addr::LOCALHOST.into())
+        );
+        assert_eq!(literal_ip("https://hooks.example.com/x"), None);
+    }
 
     #[test]
     fn a_signature_verifies_and_a_changed_body_or_old_time_does_not() {
@@ -308,6 +371,7 @@ mod tests {
             backoff_base_ms: 100,
             backoff_max_ms: 1000,
             max_attempts: 5,
+            ..DeliveryConfig::default()
         };
         let v: Vec<u64> = (1..=6).map(|a| c.backoff_ms(a)).collect();
         assert_eq!(v, vec![100, 200, 400, 800, 1000, 1000]);

@@ -1,0 +1,337 @@
+//! Multi-tenant hardening (issue 15) against a real balancer: webhook URLs and node
+//! addresses that point at internal or metadata networks are refused (and checked again
+//! at connect time), and forwarding headers from untrusted peers are replaced.
+mod common;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::Bytes;
+use common::*;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use plb_balancer::BalancerConfig;
+use plb_balancer::proxy::ProxySpec;
+use plb_client::Client;
+use tokio::net::TcpListener;
+
+const SECRET: &str = "a-webhook-secret-of-32-bytes-xyz";
+const POOL: &str = "web";
+
+async fn put_webhook(b: &TestBalancer, client: &Client, url: &str) -> (u16, serde_json::Value) {
+    raw(
+        &format!("{}/v1/pools/{POOL}/webhook", b.url()),
+        reqwest::Method::PUT,
+        Some(client.token()),
+        Some("application/json"),
+        Some(
+            serde_json::json!({"url": url, "secret": SECRET})
+                .to_string()
+                .into_bytes(),
+        ),
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhooks_to_internal_addresses_are_refused_unless_the_operator_allows_them() {
+    let b = TestBalancer::start().await;
+    let client = b.client_with_pool("acme", POOL).await;
+    for url in [
+        "http://127.0.0.1:9000/x",
+        "http://localhost:9000/x",
+        "http://[::1]:9000/x",
+        "http://169.254.169.254/latest/meta-data/",
+        "http://10.0.0.7/x",
+        "http://192.168.1.1/x",
+        "http://[fd00:ec2::254]/x",
+        "http://100.100.100.200/x",
+        "http://[::ffff:127.0.0.1]:9000/x",
+    ] {
+        assert_error(
+            &put_webhook(&b, &client, url).await,
+            400,
+            "webhook_address_denied",
+            "--webhook-allow-networks",
+        );
+    }
+    // Nothing was stored.
+    let got = raw(
+        &format!("{}/v1/pools/{POOL}/webhook", b.url()),
+        reqwest::Method::GET,
+        Some(client.token()),
+        None,
+        None,
+    )
+    .await;
+    assert_error(&got, 404, "not_found", "webhook");
+    b.running.stop().await.expect("stop");
+
+    // The operator's allow-list opens loopback, and only loopback.
+    let b = TestBalancer::start_with(|cfg| {
+        cfg.webhook_allow_networks = vec!["127.0.0.0/8".parse().expect("network")];
+    })
+    .await;
+    let client = b.client_with_pool("acme", POOL).await;
+    let (status, body) = put_webhook(&b, &client, "http://127.0.0.1:9000/x").await;
+    assert_eq!(status, 200, "{body}");
+    assert_error(
+        &put_webhook(&b, &client, "http://169.254.169.254/x").await,
+        400,
+        "webhook_address_denied",
+        "169.254.169.254",
+    );
+    b.running.stop().await.expect("stop");
+}
+
+async fn register_at(
+    b: &TestBalancer,
+    client: &Client,
+    node: &str,
+    address: &str,
+) -> Result<(), plb_client::ClientError> {
+    b.agent(client, &[POOL])
+        .await
+        .register(&register(node, address, &[POOL]))
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_at_link_local_or_metadata_addresses_are_refused_at_registration() {
+    let b = TestBalancer::start().await;
+    let client = b.client_with_pool("acme", POOL).await;
+    for (i, address) in [
+        "169.254.169.254:80",
+        "169.254.10.1:8080",
+        "100.100.100.200:80",
+        "[fd00:ec2::254]:80",
+        "[fe80::1]:80",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let e = register_at(&b, &client, &format!("n{i}"), address)
+            .await
+            .expect_err(address);
+        assert_api_error(&e, 400, "node_address_denied", "--node-networks");
+    }
+    // Loopback and private networks stay allowed by default.
+    register_at(&b, &client, "local", "127.0.0.1:8080")
+        .await
+        .expect("loopback node");
+    register_at(&b, &client, "private", "10.1.2.3:8080")
+        .await
+        .expect("private node");
+    b.running.stop().await.expect("stop");
+
+    // With --node-networks, only those networks.
+    let b = TestBalancer::start_with(|cfg| {
+        cfg.node_networks = vec!["10.0.0.0/8".parse().expect("network")];
+    })
+    .await;
+    let client = b.client_with_pool("acme", POOL).await;
+    let e = register_at(&b, &client, "local", "127.0.0.1:8080")
+        .await
+        .expect_err("outside the node networks");
+    assert_api_error(&e, 400, "node_address_denied", "127.0.0.1");
+    register_at(&b, &client, "private", "10.1.2.3:8080")
+        .await
+        .expect("inside");
+    b.running.stop().await.expect("stop");
+}
+
+/// A backend that answers every request with the request's headers as JSON, and counts.
+async fn header_backend() -> (SocketAddr, Arc<AtomicU64>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let seen = Arc::new(AtomicU64::new(0));
+    let s = Arc::clone(&seen);
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let s = Arc::clone(&s);
+            tokio::spawn(async move {
+                let svc = service_fn(move |req: Request<Incoming>| {
+                    s.fetch_add(1, Ordering::Relaxed);
+                    let h: BTreeMap<String, String> = req
+                        .headers()
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("?").to_owned()))
+                        .collect();
+                    let body = serde_json::to_vec(&h).expect("json");
+                    async move {
+                        Ok::<_, std::convert::Infallible>(Response::new(Full::new(Bytes::from(
+                            body,
+                        ))))
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    (addr, seen)
+}
+
+fn with_proxy(cfg: &mut BalancerConfig) {
+    cfg.proxy = vec![ProxySpec {
+        pool: POOL.into(),
+        listen: "127.0.0.1:0".parse().expect("addr"),
+    }];
+    cfg.proxy_connect_timeout_ms = 500;
+    cfg.proxy_timeout_ms = 10_000;
+}
+
+async fn wait_for_nodes(b: &TestBalancer, n: usize) {
+    let engine = &b.running.state.engine;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let known = engine
+            .pools_named(POOL)
+            .first()
+            .and_then(|k| engine.pool(k))
+            .map_or(0, |r| r.snapshot().len());
+        if known == n {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{known} of {n} nodes"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("http client")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarding_headers_from_an_untrusted_client_are_replaced() {
+    let b = TestBalancer::start_with(with_proxy).await;
+    let client = b.client_with_pool("acme", POOL).await;
+    let (addr, _) = header_backend().await;
+    register_at(&b, &client, "a", &addr.to_string())
+        .await
+        .expect("register");
+    wait_for_nodes(&b, 1).await;
+    let proxy = b.running.edges.proxy(POOL).expect("proxy").url();
+    let resp = http()
+        .get(format!("{proxy}/headers"))
+        .header("host", "shop.example")
+        .header("x-forwarded-for", "203.0.113.9")
+        .header("x-forwarded-proto", "https")
+        .header("x-forwarded-host", "admin.internal")
+        .header("forwarded", "for=203.0.113.9;proto=https")
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(resp.status(), 200);
+    let seen: BTreeMap<String, String> = resp.json().await.expect("json");
+    assert_eq!(seen["x-forwarded-for"], "127.0.0.1", "{seen:?}");
+    assert_eq!(seen["x-forwarded-proto"], "http");
+    assert_eq!(seen["x-forwarded-host"], "shop.example");
+    assert_eq!(
+        seen["forwarded"],
+        "for=127.0.0.1;proto=http;host=\"shop.example\""
+    );
+    b.running.stop().await.expect("stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_proxy_does_not_connect_to_a_node_outside_the_node_networks() {
+    // A node registered while loopback was allowed...
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cfg = config(dir.path());
+    with_proxy(&mut cfg);
+    let running = plb_balancer::start(&cfg).await.expect("start");
+    let b = TestBalancer {
+        admin: Client::new(&running.url(), ADMIN).expect("client"),
+        running,
+        dir,
+    };
+    let client = b.client_with_pool("acme", POOL).await;
+    let (addr, seen) = header_backend().await;
+    register_at(&b, &client, "a", &addr.to_string())
+        .await
+        .expect("register");
+    wait_for_nodes(&b, 1).await;
+    let proxy = b.running.edges.proxy(POOL).expect("proxy").url();
+    let resp = http().get(format!("{proxy}/x")).send().await.expect("send");
+    assert_eq!(resp.status(), 200);
+    assert_eq!(seen.load(Ordering::Relaxed), 1);
+    b.running.stop().await.expect("stop");
+
+    // ...is not connected to once the operator allows only 10.0.0.0/8.
+    cfg.node_networks = vec!["10.0.0.0/8".parse().expect("network")];
+    let running = plb_balancer::start(&cfg).await.expect("restart");
+    let b = TestBalancer {
+        admin: Client::new(&running.url(), ADMIN).expect("client"),
+        running,
+        dir: b.dir,
+    };
+    wait_for_nodes(&b, 1).await;
+    let proxy = b.running.edges.proxy(POOL).expect("proxy").url();
+    let resp = http().get(format!("{proxy}/x")).send().await.expect("send");
+    assert_eq!(resp.status(), 502);
+    let body: serde_json::Value = resp.json().await.expect("json");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("does not allow")),
+        "{body}"
+    );
+    assert_eq!(
+        seen.load(Ordering::Relaxed),
+        1,
+        "the backend saw nothing more"
+    );
+
+    b.running.stop().await.expect("stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn samples_of_a_deleted_probe_are_refused_unless_taken_before_the_deletion() {
+    let b = TestBalancer::start().await;
+    let client = b.client_with_pool("acme", POOL).await;
+    client
+        .upload_probe(POOL, "p", plb_probe_artifacts::TRIVIAL, &quick(1000))
+        .await
+        .expect("upload");
+    let agent = b.agent(&client, &[POOL]).await;
+    agent
+        .register(&register("n1", "127.0.0.1:9001", &[POOL]))
+        .await
+        .expect("register");
+    let before = plb_testkit::now_ms();
+    agent
+        .report(&batch("n1", vec![sample(POOL, "p", 1, before)]))
+        .await
+        .expect("a live probe's sample");
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    client.delete_probe(POOL, "p").await.expect("delete");
+    let after = plb_testkit::now_ms() + 10;
+    let e = agent
+        .report(&batch("n1", vec![sample(POOL, "p", 1, after)]))
+        .await
+        .expect_err("a deleted probe's sample");
+    assert_api_error(&e, 422, "invalid_reference", "was deleted");
+    // Taken before the deletion (an agent's spool draining late): still stored.
+    let ack = agent
+        .report(&batch("n1", vec![sample(POOL, "p", 1, before + 1)]))
+        .await
+        .expect("a sample taken before the deletion");
+    assert_eq!(ack.accepted, 1);
+    b.running.stop().await.expect("stop");
+}
