@@ -84,6 +84,14 @@ enum Command {
         #[arg(long)]
         since: Option<String>,
     },
+    /// A pool's demand forecast and the nodes it needs now and at 5 min, 15 min, 1 h
+    /// (the autoscaling advice).
+    Scaling {
+        #[command(flatten)]
+        remote: remote::Remote,
+        /// Pool name.
+        pool: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -127,6 +135,7 @@ fn main() -> std::process::ExitCode {
                 remote::agent_token_cmd(&remote, command).await
             }
             Command::Notifications { remote, since } => remote::notifications(&remote, since).await,
+            Command::Scaling { remote, pool } => remote::scaling(&remote, &pool).await,
             Command::Balancer(config) => {
                 plb_balancer::serve(config, plb_balancer::shutdown_signal())
                     .await

@@ -330,3 +330,14 @@ pub async fn notifications(remote: &Remote, since: Option<String>) -> anyhow::Re
             .await?,
     )
 }
+
+/// `plb scaling POOL`: the pool's demand forecast and the nodes it needs now and at
+/// 5 min, 15 min and 1 h (`GET /v1/pools/{pool}/scaling`), as JSON.
+pub async fn scaling(remote: &Remote, pool: &str) -> anyhow::Result<()> {
+    print(
+        &remote
+            .client()?
+            .get_value(&["v1", "pools", pool, "scaling"], &[])
+            .await?,
+    )
+}
