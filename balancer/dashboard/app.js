@@ -213,7 +213,7 @@
         }
         if (!S.pool) return null;
         var jobs = [loadNodes().then(loadHistory)];
-        if (slow) jobs.push(loadShares(), loadProbes(), loadModel(), loadNotifications(), loadChanges());
+        if (slow) jobs.push(loadShares(), loadProbes(), loadModel(), loadNotifications(), loadChanges(), loadScaling());
         return Promise.all(jobs);
       })
       .then(function () {
@@ -721,6 +721,65 @@
       plot('shares', box, opts, data, 'shares:' + nodes.join(','));
       box.dataset.points = String(minutes.length);
       box.dataset.decisions = String(minutes.reduce(function (a, m) { return a + m.total; }, 0));
+    });
+  }
+
+  // ---- demand, its forecast and nodes needed -----------------------------------------
+
+  function loadScaling() {
+    return optional('/v1/pools/' + enc(S.pool) + '/scaling').then(function (v) {
+      var box = $('scaling-chart');
+      var info = $('scaling-info');
+      var hist = (v && v.history) || [];
+      if (!v) {
+        info.textContent = '';
+        return noData('scaling', box);
+      }
+      var parts = [v.current_nodes + ' node(s) in service'];
+      if (v.demand_rps != null) parts.push('demand ' + fmt(v.demand_rps) + ' req/s');
+      (v.horizons || []).forEach(function (h) {
+        parts.push(h.horizon + ': ' + fmt(h.demand_rps) + ' req/s (' + fmt(h.demand_rps_lo) + '–' + fmt(h.demand_rps_hi) + ')' +
+          (h.nodes != null ? ' → ' + h.nodes + ' node(s)' : ''));
+      });
+      if (v.node_capacity_rps != null) parts.push(fmt(v.node_capacity_rps) + ' req/s per node');
+      if (v.advised != null) parts.push('advised ' + v.advised + (v.last_changed_ms ? ', changed ' + ago(v.last_changed_ms) : ''));
+      info.textContent = parts.join(' · ') + '. ' + (v.reason || '');
+      if (!hist.length) return noData('scaling', box);
+      // Demand at each minute; the forecast at the minute it is for.
+      var xsMap = {};
+      hist.forEach(function (p) { xsMap[p.minute_ms] = true; xsMap[p.forecast_for_ms] = true; });
+      var xs = Object.keys(xsMap).map(Number).sort(function (a, b) { return a - b; });
+      var idx = {};
+      xs.forEach(function (x, i) { idx[x] = i; });
+      var col = function () { return xs.map(function () { return null; }); };
+      var demand = col(), mean = col(), lo = col(), hi = col(), need = col(), have = col();
+      hist.forEach(function (p) {
+        var i = idx[p.minute_ms], j = idx[p.forecast_for_ms];
+        demand[i] = p.demand_rps;
+        need[i] = p.nodes_needed;
+        have[i] = p.current_nodes;
+        mean[j] = p.forecast_rps;
+        lo[j] = p.forecast_rps_lo;
+        hi[j] = p.forecast_rps_hi;
+      });
+      var data = [xs.map(function (x) { return x / 1000; }), demand, mean, lo, hi, need, have];
+      var opts = {
+        height: 240,
+        scales: { x: { time: true, range: timeRange(300) }, y: { range: fromZero }, n: { range: fromZero } },
+        series: [
+          {},
+          { label: 'demand req/s', stroke: COLORS[0], width: 1.5, spanGaps: true },
+          { label: 'forecast', stroke: '#862e9c', width: 1.5, dash: [6, 4], spanGaps: true },
+          { label: 'low', stroke: 'rgba(134,46,156,0.3)', width: 1, spanGaps: true },
+          { label: 'high', stroke: 'rgba(134,46,156,0.3)', width: 1, spanGaps: true },
+          { label: 'nodes needed', stroke: '#e67700', width: 2, scale: 'n', spanGaps: true, paths: uPlot.paths.stepped({ align: 1 }) },
+          { label: 'nodes in service', stroke: '#868e96', width: 1, scale: 'n', spanGaps: true, paths: uPlot.paths.stepped({ align: 1 }) },
+        ],
+        bands: [{ series: [4, 3], fill: 'rgba(134,46,156,0.12)' }],
+        axes: [{}, { size: 50, values: axisFmt }, { scale: 'n', side: 1, size: 40, grid: { show: false } }],
+      };
+      plot('scaling', box, opts, data, 'scaling');
+      box.dataset.points = String(hist.length);
     });
   }
 
