@@ -79,6 +79,8 @@ pub struct EngineConfig {
     pub keep_history_ms: i64,
     /// Shortest interval a `deep` probe is shortened to while its node is `degrading`, ms.
     pub min_deep_interval_ms: u64,
+    /// Most forecaster refits (period detection, ARIMA) started per pool and tick.
+    pub refits_per_tick: usize,
 }
 
 impl Default for EngineConfig {
@@ -95,6 +97,7 @@ impl Default for EngineConfig {
             errors_every_ms: 5 * 60 * 1000,
             keep_history_ms: 7 * 24 * 3600 * 1000,
             min_deep_interval_ms: 1_000,
+            refits_per_tick: 8,
         }
     }
 }
@@ -123,6 +126,13 @@ pub(crate) enum Event {
     Fitted {
         key: PoolKey,
         outcome: Box<FitOutcome>,
+    },
+    /// A node series' forecaster refit (period detection, ARIMA) finished.
+    Refitted {
+        key: PoolKey,
+        node: String,
+        series: String,
+        result: Box<plb_predict::forecast::RefitResult>,
     },
 }
 

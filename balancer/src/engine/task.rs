@@ -68,6 +68,11 @@ pub(super) async fn run(
                 Some(Event::Batch(b)) => apply_batch(&engine, &store, &b, &mut st).await,
                 Some(Event::Fitted { key, outcome }) => installed(&engine, &key, *outcome, &mut st),
                 Some(Event::DemandRefitted { key, result }) => demand_refitted(&engine, &key, result),
+                Some(Event::Refitted { key, node, series, result }) => {
+                    if let Some(router) = engine.pool(&key) {
+                        lock(&router.models).predictor.install_refit(&node, &series, *result);
+                    }
+                }
             },
             _ = rebuild.tick() => {
                 let now_ms = engine.now_ms();
@@ -252,6 +257,23 @@ pub(super) async fn on_tick(engine: &Arc<Engine>, store: &Arc<dyn Store>, st: &m
                     load: r.load,
                     latency_ms: r.latency_ms,
                     ok: r.ok,
+                });
+            }
+            let refits = m.predictor.due_refits(engine.config.refits_per_tick);
+            if !refits.is_empty() {
+                // Period detection and ARIMA fits never run on the sample path.
+                let tx = engine.sender();
+                let key = key.clone();
+                tokio::task::spawn_blocking(move || {
+                    for r in refits {
+                        let result = Box::new(r.job.run());
+                        let _ = tx.send(Event::Refitted {
+                            key: key.clone(),
+                            node: r.node.to_string(),
+                            series: r.key,
+                            result,
+                        });
+                    }
                 });
             }
             m.predictor.due_fit(now_ms)
