@@ -484,10 +484,11 @@ impl PoolPredictor {
             .collect()
     }
 
-    /// The capacity fit in use with the per-node capacity of the last views, once
-    /// fitted.
-    pub fn capacity_view(&self) -> Option<CapacityModelView> {
-        self.trainer.current().map(|f| view(f, &self.estimates))
+    /// The capacity fit in use with each node's capacity at `now_ms` (what the next
+    /// views carry), once fitted.
+    pub fn capacity_view(&self, now_ms: i64) -> Option<CapacityModelView> {
+        let estimates = self.capacities(now_ms);
+        self.trainer.current().map(|f| view(f, &estimates))
     }
 
     /// Demand and scaling settings (a new tracker: the demand learnt so far is dropped).

@@ -514,7 +514,7 @@ impl Engine {
         let router = self.pool(key)?;
         let m = lock(&router.models);
         Some((
-            m.predictor.capacity_view(),
+            m.predictor.capacity_view(self.clock.now_ms()),
             m.predictor.feedback_rows() as u64,
             m.predictor.capacity_scores(),
         ))

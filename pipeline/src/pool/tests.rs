@@ -147,7 +147,7 @@ fn capacity_is_the_knee_shaped_against_the_median_and_expires_without_feedback()
     let deadband = PipelineConfig::default().views.capacity_deadband;
     assert!((b - a * 0.25 / deadband).abs() < 1.0, "{b} vs {a}");
     assert!((c - a).abs() < 1e-9, "capped at the median: {c} vs {a}");
-    let model = p.capacity_view().expect("fitted");
+    let model = p.capacity_view(2_000).expect("fitted");
     assert_eq!(model.nodes.len(), 3);
 
     // The next fit scores this one on the rows after it.
@@ -164,7 +164,7 @@ fn capacity_is_the_knee_shaped_against_the_median_and_expires_without_feedback()
     let later = 7_000 + t.keep_ms.max(t.ttl_ms) + 1;
     assert!(p.due_fit(later).is_none());
     assert!(p.views(later).iter().all(|v| v.capacity.is_none()));
-    assert!(p.capacity_view().is_none());
+    assert!(p.capacity_view(later).is_none());
 }
 
 #[test]
@@ -208,7 +208,7 @@ fn probe_metrics_become_capacity_features_once_they_beat_load_alone() {
         "features {features} vs load only {}",
         last.load_only_mae_ms
     );
-    let model = p.capacity_view().expect("fitted");
+    let model = p.capacity_view(t).expect("fitted");
     assert_eq!(model.features, vec!["p/work-ms".to_string()]);
     assert!(model.features_fitted && model.features_used, "{model:?}");
     // Capacity follows the metric: at work 5 ms the SLO (200 ms) is met up to 39 in
