@@ -4,80 +4,19 @@
 //! recommendation is announced once when it rises or falls past the node count, never
 //! flapping on a demand that wavers around it.
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
-use plb_api::{CreatePool, NotificationKind, Outcome, RegisterRequest, Sample};
+use plb_api::{NotificationKind, Outcome, Sample};
 use plb_pipeline::DemandConfig;
 use plb_predict::DemandParams;
 
 use super::task::{self, TaskState};
+use super::tests::{Fixture, T0, fixture_with};
 use super::*;
 use crate::ingest::CommittedBatch;
-use crate::store::{SqliteOptions, SqliteStore};
 
-const T0: i64 = 1_700_000_000_000;
 const NODES: [&str; 3] = ["a", "b", "c"];
 
-struct Setup {
-    _dir: tempfile::TempDir,
-    store: Arc<dyn Store>,
-    engine: Arc<Engine>,
-    clock: Arc<ManualClock>,
-    _rx: mpsc::UnboundedReceiver<Event>,
-    key: PoolKey,
-    client_id: i64,
-}
-
-async fn setup() -> Setup {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store: Arc<dyn Store> = Arc::new(
-        SqliteStore::open(&dir.path().join("plb.db"), SqliteOptions::default()).expect("open"),
-    );
-    let client_id = store
-        .create_client("c".into(), [1; 32], T0)
-        .await
-        .expect("client");
-    store
-        .create_pool(
-            client_id,
-            CreatePool {
-                name: "web".into(),
-                latency_slo_ms: 200.0,
-            },
-            T0,
-        )
-        .await
-        .expect("pool");
-    for (i, n) in NODES.iter().enumerate() {
-        let token = store
-            .create_agent_token(client_id, vec!["web".into()], [i as u8 + 2; 32], T0)
-            .await
-            .expect("token");
-        store
-            .register_node(
-                token,
-                client_id,
-                RegisterRequest {
-                    node: (*n).into(),
-                    address: format!("127.0.0.1:{}", 9000 + i),
-                    pools: vec!["web".into()],
-                    labels: BTreeMap::new(),
-                },
-                T0,
-            )
-            .await
-            .expect("register");
-    }
-    store
-        .put_webhook(
-            client_id,
-            "web".into(),
-            "http://127.0.0.1:9/hook".into(),
-            "0123456789abcdef".into(),
-            T0,
-        )
-        .await
-        .expect("webhook");
+async fn setup() -> Fixture {
     // One node serves 1 request per second at the objective; plan for the mean at full
     // utilisation, so that the node counts are plain arithmetic: 60 requests a minute
     // per node.
@@ -93,27 +32,18 @@ async fn setup() -> Setup {
         },
         ..EngineConfig::default()
     };
-    let clock = Arc::new(ManualClock::new(T0));
-    let engine = Engine::with_clock(
-        config,
-        Arc::new(Metrics::new()),
-        Arc::clone(&clock) as Arc<dyn Clock>,
-    )
-    .expect("engine");
-    let rx = lock(&engine.rx).take().expect("receiver");
-    engine.refresh_topology(&store).await.expect("topology");
-    Setup {
-        _dir: dir,
-        store,
-        engine,
-        clock,
-        _rx: rx,
-        key: PoolKey {
-            client_id,
-            pool: "web".into(),
-        },
-        client_id,
-    }
+    let f = fixture_with(&NODES, config).await;
+    f.store
+        .put_webhook(
+            f.client_id,
+            "web".into(),
+            "http://127.0.0.1:9/hook".into(),
+            "0123456789abcdef".into(),
+            T0,
+        )
+        .await
+        .expect("webhook");
+    f
 }
 
 fn sample(t_ms: i64) -> Sample {
@@ -132,7 +62,7 @@ fn sample(t_ms: i64) -> Sample {
     }
 }
 
-impl Setup {
+impl Fixture {
     /// One simulated minute: six ticks 10 s apart, every node probed before each, and
     /// `requests` route decisions (with their feedback) spread over them.
     async fn minute(&self, st: &mut TaskState, requests: u32) {

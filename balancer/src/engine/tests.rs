@@ -12,19 +12,26 @@ use super::*;
 use crate::ingest::CommittedBatch;
 use crate::store::{SqliteOptions, SqliteStore};
 
-const T0: i64 = 1_700_000_000_000;
+pub(super) const T0: i64 = 1_700_000_000_000;
 
-struct Fixture {
-    _dir: tempfile::TempDir,
-    store: Arc<dyn Store>,
-    engine: Arc<Engine>,
-    clock: Arc<ManualClock>,
-    rx: mpsc::UnboundedReceiver<Event>,
-    key: PoolKey,
-    client_id: i64,
+/// An engine on a [`ManualClock`] at [`T0`] over a real SQLite store in a temporary
+/// directory, with client `c`, its pool `web` (SLO 200 ms) and the nodes given; the
+/// engine task is not running (tests drive batches and ticks by hand).
+pub(super) struct Fixture {
+    pub(super) _dir: tempfile::TempDir,
+    pub(super) store: Arc<dyn Store>,
+    pub(super) engine: Arc<Engine>,
+    pub(super) clock: Arc<ManualClock>,
+    pub(super) rx: mpsc::UnboundedReceiver<Event>,
+    pub(super) key: PoolKey,
+    pub(super) client_id: i64,
 }
 
 async fn fixture(nodes: &[&str]) -> Fixture {
+    fixture_with(nodes, EngineConfig::default()).await
+}
+
+pub(super) async fn fixture_with(nodes: &[&str], config: EngineConfig) -> Fixture {
     let dir = tempfile::tempdir().expect("tempdir");
     let store: Arc<dyn Store> = Arc::new(
         SqliteStore::open(&dir.path().join("plb.db"), SqliteOptions::default()).expect("open"),
@@ -66,7 +73,7 @@ async fn fixture(nodes: &[&str]) -> Fixture {
     }
     let clock = Arc::new(ManualClock::new(T0));
     let engine = Engine::with_clock(
-        EngineConfig::default(),
+        config,
         Arc::new(Metrics::new()),
         Arc::clone(&clock) as Arc<dyn Clock>,
     )
