@@ -111,6 +111,24 @@ pub struct BalancerConfig {
     /// comma-separated. From any other peer they are replaced. Default: none.
     #[arg(long, env = "PLB_TRUSTED_PROXIES", value_delimiter = ',', value_parser = parse_network)]
     pub trusted_proxies: Vec<IpNet>,
+
+    /// Time for an API request's headers to arrive, in milliseconds (also how long an
+    /// idle keep-alive connection is kept).
+    #[arg(long, env = "PLB_HTTP_HEADER_TIMEOUT_MS", default_value_t = 10_000)]
+    pub http_header_timeout_ms: u64,
+
+    /// Longest wait for the next part of an API request body, in milliseconds.
+    #[arg(long, env = "PLB_HTTP_BODY_TIMEOUT_MS", default_value_t = 30_000)]
+    pub http_body_timeout_ms: u64,
+
+    /// An API connection with nothing read or written for this long is closed, in
+    /// milliseconds (idle keep-alive connections; a handler silent this long too).
+    #[arg(long, env = "PLB_HTTP_IDLE_TIMEOUT_MS", default_value_t = 60_000)]
+    pub http_idle_timeout_ms: u64,
+
+    /// API connections served at once; more wait in the listen backlog.
+    #[arg(long, env = "PLB_MAX_CONNECTIONS", default_value_t = 1024)]
+    pub max_connections: usize,
 }
 
 impl std::fmt::Debug for BalancerConfig {
@@ -136,6 +154,10 @@ impl std::fmt::Debug for BalancerConfig {
             .field("webhook_allow_networks", &self.webhook_allow_networks)
             .field("node_networks", &self.node_networks)
             .field("trusted_proxies", &self.trusted_proxies)
+            .field("http_header_timeout_ms", &self.http_header_timeout_ms)
+            .field("http_body_timeout_ms", &self.http_body_timeout_ms)
+            .field("http_idle_timeout_ms", &self.http_idle_timeout_ms)
+            .field("max_connections", &self.max_connections)
             .finish()
     }
 }
@@ -202,6 +224,10 @@ impl BalancerConfig {
             webhook_allow_networks: Vec::new(),
             node_networks: Vec::new(),
             trusted_proxies: Vec::new(),
+            http_header_timeout_ms: 10_000,
+            http_body_timeout_ms: 30_000,
+            http_idle_timeout_ms: 60_000,
+            max_connections: 1024,
         }
     }
 
@@ -213,6 +239,17 @@ impl BalancerConfig {
             backoff_max_ms: self.webhook_retry_max_ms.max(self.webhook_retry_ms).max(1),
             networks: NetPolicy::webhooks(&self.webhook_allow_networks),
             ..DeliveryConfig::default()
+        }
+    }
+
+    /// The API server's timeouts and connection cap.
+    pub fn server_limits(&self) -> crate::server::ServerLimits {
+        crate::server::ServerLimits {
+            header_timeout: Duration::from_millis(self.http_header_timeout_ms.max(1)),
+            body_timeout: Duration::from_millis(self.http_body_timeout_ms.max(1)),
+            idle_timeout: Duration::from_millis(self.http_idle_timeout_ms.max(1)),
+            max_connections: self.max_connections.max(1),
+            ..crate::server::ServerLimits::default()
         }
     }
 

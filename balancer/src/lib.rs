@@ -24,6 +24,7 @@ pub mod proxy;
 pub mod reliability;
 pub mod retention;
 pub mod routes;
+pub mod server;
 pub mod state;
 pub mod store;
 pub mod webhooks;
@@ -205,16 +206,16 @@ pub async fn start_with_state(
             },
         })?;
     let router = app(state.clone());
+    let limits = cfg.server_limits();
     let server = tokio::spawn(async move {
-        axum::serve(listener, router)
-            .with_graceful_shutdown(async move {
-                let _ = stopped.await;
-            })
-            .await
-            .map_err(|e| Error::Io {
-                context: "serving".into(),
-                source: e,
-            })
+        server::serve(listener, router, limits, async move {
+            let _ = stopped.await;
+        })
+        .await
+        .map_err(|e| Error::Io {
+            context: "serving".into(),
+            source: e,
+        })
     });
     tracing::info!(%addr, "balancer listening");
     Ok(RunningBalancer {

@@ -335,3 +335,80 @@ async fn samples_of_a_deleted_probe_are_refused_unless_taken_before_the_deletion
     assert_eq!(ack.accepted, 1);
     b.running.stop().await.expect("stop");
 }
+
+/// Reads what the server sends until it closes the connection or `wait` passes: the
+/// bytes, and whether it closed.
+async fn read_until_closed(
+    s: &mut tokio::net::TcpStream,
+    wait: std::time::Duration,
+) -> (String, bool) {
+    use tokio::io::AsyncReadExt;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        match tokio::time::timeout_at(deadline, s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return (String::from_utf8_lossy(&got).into_owned(), true),
+            Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+            Err(_) => return (String::from_utf8_lossy(&got).into_owned(), false),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_clients_are_cut_off_and_connections_are_capped() {
+    use tokio::io::AsyncWriteExt;
+    let b = TestBalancer::start_with(|cfg| {
+        cfg.http_header_timeout_ms = 300;
+        cfg.http_body_timeout_ms = 300;
+        cfg.http_idle_timeout_ms = 500;
+        cfg.max_connections = 2;
+    })
+    .await;
+    let addr = b.running.addr;
+    let wait = std::time::Duration::from_secs(3);
+
+    // Headers that never finish: the connection is closed.
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .expect("write");
+    let (_, closed) = read_until_closed(&mut s, wait).await;
+    assert!(closed, "a slow header is cut off");
+
+    // A body that never finishes: answered with an error, not waited on forever.
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    s.write_all(
+        format!(
+            "POST /v1/clients HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ADMIN}\r\n\
+             Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"name\":"
+        )
+        .as_bytes(),
+    )
+    .await
+    .expect("write");
+    let (answer, _) = read_until_closed(&mut s, wait).await;
+    assert!(answer.starts_with("HTTP/1.1 4"), "{answer:?}");
+
+    // Two idle connections hold both slots: a third client waits until they time out.
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        held.push(tokio::net::TcpStream::connect(addr).await.expect("connect"));
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let started = std::time::Instant::now();
+    let resp = http()
+        .get(format!("{}/healthz", b.url()))
+        .timeout(wait)
+        .send()
+        .await
+        .expect("served once a slot frees");
+    assert_eq!(resp.status(), 200);
+    assert!(
+        started.elapsed() >= std::time::Duration::from_millis(150),
+        "served at once although both slots were held: {:?}",
+        started.elapsed()
+    );
+    drop(held);
+    b.running.stop().await.expect("stop");
+}
