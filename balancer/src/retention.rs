@@ -4,9 +4,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::clock::now_ms;
 use crate::config::BalancerConfig;
 use crate::metrics::Metrics;
-use crate::clock::now_ms;
 use crate::store::{FoldStats, Store, StoreError};
 
 /// Raw samples folded per store write.
