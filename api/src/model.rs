@@ -10,7 +10,8 @@ use crate::{HorizonErrors, StateChange};
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdatePool {
-    /// Routing policy: `plb`, `round-robin`, `least-request`, `peak-ewma` or `prequal`.
+    /// Routing policy: `plb`, `round-robin`, `least-request`, `least-conn`, `peak-ewma` or
+    /// `prequal`.
     #[serde(default)]
     pub policy: Option<String>,
     /// The pool's latency objective in ms (positive, at most one hour).

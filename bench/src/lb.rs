@@ -69,7 +69,8 @@ pub struct LbArgs {
     pub jobs: usize,
     /// Overrides of `plb`'s shipped pipeline settings, `k=v,...` (degrading_state,
     /// capacity_deadband, refit_ms, keep_ms, ttl_ms, enter_after, leave_after,
-    /// recover_after, min_rel_scale, warmup, max_features): how the defaults were settled.
+    /// recover_after, min_rel_scale, warmup, max_features, full_scan_max,
+    /// scan_latency_exp): how the defaults were settled.
     #[arg(long, default_value = "")]
     pub pipeline: String,
     /// Whether the harness' probe also reports the node's queue as a metric.
@@ -99,7 +100,7 @@ impl Default for LbArgs {
 }
 
 /// The policies that run live; the simulator adds the oracle.
-pub const POLICIES: [PolicyKind; 5] = PolicyKind::ALL;
+pub const POLICIES: [PolicyKind; 6] = PolicyKind::ALL;
 
 /// A standard scenario's nominal length, seconds.
 const STANDARD: f64 = 30.0;

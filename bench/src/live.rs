@@ -153,7 +153,7 @@ fn lane(
     }
     let views = control.views(0.0, &|_| 0.0);
     let sidecars = (0..cfg.sidecars.max(1))
-        .map(|_| Sidecar::new(kind, views.clone(), 0.0))
+        .map(|_| Sidecar::for_harness(kind, views.clone(), 0.0, cfg))
         .collect::<Result<Vec<_>, _>>()?;
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);

@@ -142,6 +142,10 @@ pub struct PipelineVariant {
     pub warmup: Option<u32>,
     /// `max_features`: probe metrics offered to the capacity model (0 = load only).
     pub max_features: Option<usize>,
+    /// `full_scan_max`: `plb` scans every node in pools up to this size.
+    pub full_scan_max: Option<usize>,
+    /// `scan_latency_exp`: latency's exponent in the full-scan cost.
+    pub scan_latency_exp: Option<f64>,
 }
 
 impl PipelineVariant {
@@ -167,6 +171,8 @@ impl PipelineVariant {
                 "min_rel_scale" => v.min_rel_scale = Some(val.parse().map_err(|e| bad(&e))?),
                 "warmup" => v.warmup = Some(val.parse().map_err(|e| bad(&e))?),
                 "max_features" => v.max_features = Some(val.parse().map_err(|e| bad(&e))?),
+                "full_scan_max" => v.full_scan_max = Some(val.parse().map_err(|e| bad(&e))?),
+                "scan_latency_exp" => v.scan_latency_exp = Some(val.parse().map_err(|e| bad(&e))?),
                 _ => {
                     return Err(BenchError::Args(format!(
                         "--pipeline: unknown setting `{k}`"
@@ -212,6 +218,18 @@ impl PipelineVariant {
         }
         if let Some(x) = self.max_features {
             c.training.max_features = x;
+        }
+        c
+    }
+
+    /// The shipped routing settings with these overrides.
+    pub fn policy_config(&self) -> PolicyConfig {
+        let mut c = PolicyConfig::default();
+        if let Some(x) = self.full_scan_max {
+            c.full_scan_max = x;
+        }
+        if let Some(x) = self.scan_latency_exp {
+            c.scan_latency_exp = x;
         }
         c
     }
@@ -387,13 +405,33 @@ pub struct Sidecar {
 }
 
 impl Sidecar {
-    /// A sidecar running `kind` over `views` (its first snapshot, built at `now`).
+    /// A sidecar running `kind` over `views` (its first snapshot, built at `now`) with
+    /// the shipped routing settings.
     pub fn new(kind: PolicyKind, views: Vec<NodeView>, now: f64) -> Result<Self, BenchError> {
+        Self::with_config(kind, views, now, PolicyConfig::default())
+    }
+
+    /// [`Sidecar::new`] with the harness' routing settings (`--pipeline` overrides).
+    pub fn for_harness(
+        kind: PolicyKind,
+        views: Vec<NodeView>,
+        now: f64,
+        harness: &HarnessConfig,
+    ) -> Result<Self, BenchError> {
+        Self::with_config(kind, views, now, harness.pipeline.policy_config())
+    }
+
+    fn with_config(
+        kind: PolicyKind,
+        views: Vec<NodeView>,
+        now: f64,
+        config: PolicyConfig,
+    ) -> Result<Self, BenchError> {
         let live = LiveSet::default();
         let lives = views.iter().map(|v| live.get_or_insert(&v.id)).collect();
         let snap = Snapshot::new(views, &live, Shaping::default(), now)?;
         Ok(Sidecar {
-            policy: AnyPolicy::new(kind, PolicyConfig::default()),
+            policy: AnyPolicy::new(kind, config),
             live,
             lives,
             snap: ArcSwap::from_pointee(snap),

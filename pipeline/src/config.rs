@@ -66,6 +66,18 @@ pub struct ViewConfig {
     /// A node returning to service ramps up (slow start) only once some other node
     /// has been in service this long, ms.
     pub established_after_ms: i64,
+    /// Judge nodes against their peers ([`crate::peers`]) where at least this many
+    /// nodes report a series; 0 turns peer judgement off.
+    pub peer_min_nodes: usize,
+    /// Robust z-score over the pool at which a series' own score starts to count.
+    pub peer_z_start: f64,
+    /// Robust z-score from which it counts in full.
+    pub peer_z_full: f64,
+    /// The pool spread of a series is at least this fraction of its median level.
+    pub peer_rel_floor: f64,
+    /// A node the state machine calls `degrading` is routed as `healthy` while its
+    /// peer-judged score is below this (its peers moved with it).
+    pub peer_degrading_min: f64,
 }
 
 impl Default for ViewConfig {
@@ -76,6 +88,11 @@ impl Default for ViewConfig {
             capacity_floor: 1.0,
             capacity_deadband: 0.5,
             established_after_ms: 10_000,
+            peer_min_nodes: 3,
+            peer_z_start: 1.0,
+            peer_z_full: 3.0,
+            peer_rel_floor: 0.1,
+            peer_degrading_min: 0.5,
         }
     }
 }
@@ -153,6 +170,21 @@ impl PipelineConfig {
             return bad(
                 "capacity_floor",
                 format!("must be >= 0, got {}", v.capacity_floor),
+            );
+        }
+        if !(v.peer_z_start.is_finite() && v.peer_z_full > v.peer_z_start) {
+            return bad(
+                "peer_z_full",
+                format!(
+                    "must be finite and above peer_z_start ({}), got {}",
+                    v.peer_z_start, v.peer_z_full
+                ),
+            );
+        }
+        if !(v.peer_rel_floor >= 0.0 && v.peer_rel_floor.is_finite()) {
+            return bad(
+                "peer_rel_floor",
+                format!("must be >= 0, got {}", v.peer_rel_floor),
             );
         }
         Ok(())

@@ -13,6 +13,7 @@
 
 pub mod config;
 pub mod demand;
+pub mod peers;
 pub mod pool;
 pub mod training;
 

@@ -18,6 +18,7 @@ use plb_routing::NodeView;
 use crate::PipelineError;
 use crate::config::PipelineConfig;
 use crate::demand::{DemandConfig, DemandTracker, PlanInputs, ScalingChange};
+use crate::peers;
 use crate::training::{FitJob, FitOutcome, Row, Trainer, view};
 
 /// One request's outcome, as the capacity model learns it.
@@ -436,8 +437,26 @@ impl PoolPredictor {
                 && s.in_since_ms
                     .is_some_and(|t| now_ms.saturating_sub(t) >= v.established_after_ms)
         });
+        // Degrade scores judged against each node's own history and its peers.
+        let scores = if v.predictive {
+            let parts: Vec<_> = self
+                .slots
+                .iter()
+                .map(|s| s.model.degrade_parts(now_ms))
+                .collect();
+            if v.peer_min_nodes > 0 {
+                peers::peer_scores(&parts, &v)
+            } else {
+                self.slots
+                    .iter()
+                    .map(|s| s.model.degrade_score(now_ms))
+                    .collect()
+            }
+        } else {
+            vec![0.0; self.slots.len()]
+        };
         let mut views = Vec::with_capacity(self.slots.len());
-        for slot in &mut self.slots {
+        for (slot, &score) in self.slots.iter_mut().zip(&scores) {
             let capacity = self.estimates.get(&*slot.name).copied();
             // Demand is held against the capacity routing uses.
             let _ = slot.model.set_capacity(capacity);
@@ -446,7 +465,9 @@ impl PoolPredictor {
             } else {
                 slot.model.state()
             };
-            if state == NodeState::Degrading && !(v.predictive && v.degrading_state) {
+            if state == NodeState::Degrading
+                && !(v.predictive && v.degrading_state && score >= v.peer_degrading_min)
+            {
                 state = NodeState::Healthy;
             }
             // Reactive health checks know nothing but failures: a node not yet (or no
@@ -469,7 +490,7 @@ impl PoolPredictor {
             if v.predictive {
                 view.ready_since = slot.ready_since_ms.map(|t| t as f64 / 1000.0);
                 view.capacity = capacity;
-                view.degrade_score = slot.model.degrade_score(now_ms);
+                view.degrade_score = score;
             }
             views.push(view);
         }

@@ -29,7 +29,7 @@ pub use demand::{
 };
 pub use error::{PredictError, Result};
 pub use forecast::{AutoForecaster, Forecast, Forecaster, Holt, Naive, Ses};
-pub use node::{NodeConfig, NodeModel, NodeParams, Observation};
+pub use node::{DegradeParts, NodeConfig, NodeModel, NodeParams, Observation, ScoredSeries};
 pub use offline::{
     forecast_series, forecast_series_with_step, parse_csv, parse_horizons, timestamp_seconds,
 };

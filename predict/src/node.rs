@@ -15,7 +15,8 @@ use crate::num::{check_input, clean};
 use crate::profile::{Profile, ProfileParams};
 use crate::series::SeriesModel;
 use crate::state::{
-    Hysteresis, StateParams, Verdict, demand_evidence, demand_score, series_evidence, series_score,
+    Hysteresis, StateParams, Verdict, demand_evidence, demand_score, series_evidence, series_level,
+    series_score,
 };
 
 /// Most series one node keeps (probe metrics); more are refused.
@@ -102,6 +103,28 @@ struct ProbeRecord {
     node_failures: u32,
     duration: Profile,
     slow: bool,
+}
+
+/// One series' part in a node's degrade score (see [`NodeModel::degrade_parts`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScoredSeries {
+    /// The series key (`probe/metric`, or `demand`).
+    pub key: String,
+    /// Its degrade score against the node's own history (1 = the threshold).
+    pub score: f64,
+    /// Its forecast level, oriented so that higher is worse, comparable across nodes.
+    pub level: f64,
+}
+
+/// What a node's degrade score is made of at one time.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DegradeParts {
+    /// The node is `unhealthy` (its score is 1 whatever its series say).
+    pub unhealthy: bool,
+    /// Each fresh, warmed-up series.
+    pub series: Vec<ScoredSeries>,
+    /// Forecast demand against capacity, once both are known.
+    pub demand: Option<ScoredSeries>,
 }
 
 /// The model of one node. Feed it with [`NodeModel::observe`] (probe runs),
@@ -445,6 +468,45 @@ impl NodeModel {
             worst = worst.max(demand_score(f.mean, cap, sp));
         }
         worst.clamp(0.0, 1.0)
+    }
+
+    /// The parts of [`NodeModel::degrade_score`] at `now_ms`, each fresh series' score
+    /// with its level (see [`crate::state::series_level`]) and the demand's score with
+    /// its level (forecast demand over capacity), so that a pool can judge a node
+    /// against its peers as well as against its own history. `None` for a stale node.
+    pub fn degrade_parts(&self, now_ms: i64) -> Option<DegradeParts> {
+        if self.is_stale(now_ms) {
+            return None;
+        }
+        let sp = &self.params().state;
+        let series = self
+            .series
+            .iter()
+            .filter(|(_, s)| self.fresh(s.last_seen_ms(), now_ms))
+            .filter_map(|(key, s)| {
+                Some(ScoredSeries {
+                    key: key.clone(),
+                    score: series_score(key, s, sp),
+                    level: series_level(key, s, sp)?,
+                })
+            })
+            .collect();
+        let demand = match (&self.demand, self.capacity) {
+            (Some(d), Some(cap)) if cap > 0.0 => d.forecast(sp.horizon).and_then(|f| {
+                let level = f.mean / cap;
+                level.is_finite().then(|| ScoredSeries {
+                    key: DEMAND_KEY.to_string(),
+                    score: demand_score(f.mean, cap, sp),
+                    level,
+                })
+            }),
+            _ => None,
+        };
+        Some(DegradeParts {
+            unhealthy: self.hysteresis.state() == NodeState::Unhealthy,
+            series,
+            demand,
+        })
     }
 
     /// The node's state and everything behind it, as of `now_ms` (`unknown` if its

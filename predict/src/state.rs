@@ -310,6 +310,19 @@ pub fn series_score(key: &str, series: &SeriesModel, params: &StateParams) -> f6
         .fold(0.0, f64::max)
 }
 
+/// The series' level for comparison with other nodes' same series: the chosen
+/// forecast's mean at the horizon, oriented so that higher is worse (negated for a
+/// higher-is-better metric). `None` while the profile warms up.
+pub fn series_level(key: &str, series: &SeriesModel, params: &StateParams) -> Option<f64> {
+    let c = credible(key, series, params)?;
+    let &(mean, _, _) = c.forecasts.first()?;
+    let level = match c.direction {
+        MetricDirection::HigherIsWorse => mean,
+        MetricDirection::HigherIsBetter => -mean,
+    };
+    level.is_finite().then_some(level)
+}
+
 /// The demand's score against capacity: 0 up to half the threshold (`demand_ratio`
 /// times capacity), 1 at it; the same threshold as [`demand_evidence`].
 pub fn demand_score(demand: f64, capacity: f64, params: &StateParams) -> f64 {

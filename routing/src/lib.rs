@@ -105,9 +105,9 @@ pub enum RoutingError {
         /// Its position in the list given.
         position: usize,
     },
-    /// A policy name that is not one of `round-robin|least-request|peak-ewma|prequal|plb`.
+    /// A policy name that is not one of `round-robin|least-request|least-conn|peak-ewma|prequal|plb`.
     #[error(
-        "unknown routing policy {0:?}; expected one of round-robin, least-request, peak-ewma, prequal, plb"
+        "unknown routing policy {0:?}; expected one of round-robin, least-request, least-conn, peak-ewma, prequal, plb"
     )]
     UnknownPolicy(String),
 }

@@ -10,12 +10,14 @@ use serde::{Deserialize, Serialize};
 use crate::RoutingError;
 use crate::snapshot::Snapshot;
 
+pub mod least_conn;
 pub mod least_request;
 pub mod peak_ewma;
 pub mod plb;
 pub mod prequal;
 pub mod round_robin;
 
+pub use least_conn::LeastConn;
 pub use least_request::LeastRequest;
 pub use peak_ewma::PeakEwmaP2c;
 pub use plb::Plb;
@@ -93,6 +95,13 @@ pub struct PolicyConfig {
     pub error_penalty: f64,
     /// Bytes that count as one typical request of work.
     pub size_unit: f64,
+    /// `plb`: pools with at most this many eligible nodes pick the lowest cost over
+    /// every node instead of two weighted draws (a full scan is O(n) per decision; in
+    /// small pools it finds the one free node that two samples miss).
+    pub full_scan_max: usize,
+    /// `plb` full scan: the cost is `latency^scan_latency_exp × (in flight + work) /
+    /// weight`; 1 weighs latency as peak-EWMA does, 0 leaves load and weight alone.
+    pub scan_latency_exp: f64,
 }
 
 impl Default for PolicyConfig {
@@ -105,6 +114,8 @@ impl Default for PolicyConfig {
             key_candidates: 3,
             error_penalty: 20.0,
             size_unit: 1024.0 * 1024.0,
+            full_scan_max: 16,
+            scan_latency_exp: 1.0,
         }
     }
 }
@@ -196,6 +207,11 @@ pub enum Rule {
     DrawnTwice,
     /// Drawn for the recovery floor of a shed node.
     RecoveryFloor,
+    /// The lowest cost after scanning every eligible node (small pools).
+    FullScan {
+        /// Nodes scanned.
+        scanned: usize,
+    },
     /// Keyed: the key's owner, or the next node in rendezvous order.
     Key,
     /// Prequal: a cold node (in flight at or below the hot threshold) with the lowest
@@ -261,6 +277,9 @@ impl Decision {
                 describe(&mut s, snap, other, false);
             }
             Rule::DrawnTwice => s.push_str("drawn by both weighted choices"),
+            Rule::FullScan { scanned } => {
+                let _ = write!(s, "{} lowest cost of all {scanned} nodes", r.policy.as_str());
+            }
             Rule::RecoveryFloor => s.push_str(
                 "recovery floor: a shed node keeps a small share of traffic so its recovery is seen",
             ),
@@ -360,6 +379,8 @@ pub enum PolicyKind {
     RoundRobin,
     /// Power of two choices on requests in flight.
     LeastRequest,
+    /// Fewest requests in flight over every node (HAProxy `leastconn`).
+    LeastConn,
     /// Power of two choices on peak-EWMA latency × (in flight + 1).
     PeakEwma,
     /// Prequal's hot/cold rule on requests in flight and latency.
@@ -371,9 +392,10 @@ pub enum PolicyKind {
 
 impl PolicyKind {
     /// Every policy, baselines first.
-    pub const ALL: [PolicyKind; 5] = [
+    pub const ALL: [PolicyKind; 6] = [
         PolicyKind::RoundRobin,
         PolicyKind::LeastRequest,
+        PolicyKind::LeastConn,
         PolicyKind::PeakEwma,
         PolicyKind::Prequal,
         PolicyKind::Plb,
@@ -384,6 +406,7 @@ impl PolicyKind {
         match self {
             PolicyKind::RoundRobin => "round-robin",
             PolicyKind::LeastRequest => "least-request",
+            PolicyKind::LeastConn => "least-conn",
             PolicyKind::PeakEwma => "peak-ewma",
             PolicyKind::Prequal => "prequal",
             PolicyKind::Plb => "plb",
@@ -415,6 +438,8 @@ pub enum AnyPolicy {
     RoundRobin(RoundRobin),
     /// `least-request`.
     LeastRequest(LeastRequest),
+    /// `least-conn`.
+    LeastConn(LeastConn),
     /// `peak-ewma`.
     PeakEwma(PeakEwmaP2c),
     /// `prequal`.
@@ -429,6 +454,7 @@ impl AnyPolicy {
         match kind {
             PolicyKind::RoundRobin => AnyPolicy::RoundRobin(RoundRobin::new()),
             PolicyKind::LeastRequest => AnyPolicy::LeastRequest(LeastRequest::new()),
+            PolicyKind::LeastConn => AnyPolicy::LeastConn(LeastConn::new()),
             PolicyKind::PeakEwma => AnyPolicy::PeakEwma(PeakEwmaP2c::new(config)),
             PolicyKind::Prequal => AnyPolicy::Prequal(Prequal::new(config)),
             PolicyKind::Plb => AnyPolicy::Plb(Plb::new(config)),
@@ -441,6 +467,7 @@ impl Policy for AnyPolicy {
         match self {
             AnyPolicy::RoundRobin(p) => p.kind(),
             AnyPolicy::LeastRequest(p) => p.kind(),
+            AnyPolicy::LeastConn(p) => p.kind(),
             AnyPolicy::PeakEwma(p) => p.kind(),
             AnyPolicy::Prequal(p) => p.kind(),
             AnyPolicy::Plb(p) => p.kind(),
@@ -457,6 +484,7 @@ impl Policy for AnyPolicy {
         match self {
             AnyPolicy::RoundRobin(p) => p.pick(snap, req, now, rng),
             AnyPolicy::LeastRequest(p) => p.pick(snap, req, now, rng),
+            AnyPolicy::LeastConn(p) => p.pick(snap, req, now, rng),
             AnyPolicy::PeakEwma(p) => p.pick(snap, req, now, rng),
             AnyPolicy::Prequal(p) => p.pick(snap, req, now, rng),
             AnyPolicy::Plb(p) => p.pick(snap, req, now, rng),

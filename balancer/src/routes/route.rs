@@ -30,7 +30,7 @@ pub struct RouteParams {
     /// Relative cost, 1 = a typical request (non-negative).
     pub cost: Option<f64>,
     /// Overrides the pool's policy for this decision: `plb`, `round-robin`,
-    /// `least-request`, `peak-ewma`, `prequal`.
+    /// `least-request`, `least-conn`, `peak-ewma`, `prequal`.
     pub policy: Option<String>,
 }
 
@@ -40,7 +40,7 @@ pub(crate) fn parse_policy(name: &str) -> Result<PolicyKind, AppError> {
         AppError::BadRequest(
             "invalid_policy",
             format!(
-                "unknown routing policy `{}`; use one of plb, round-robin, least-request, peak-ewma, prequal",
+                "unknown routing policy `{}`; use one of plb, round-robin, least-request, least-conn, peak-ewma, prequal",
                 name.chars().take(64).collect::<String>()
             ),
         )

@@ -106,7 +106,7 @@ pub fn run(
             }
             let views = control.views(0.0, &|_| 0.0);
             let sidecars = (0..cfg.sidecars)
-                .map(|_| Sidecar::new(kind, views.clone(), 0.0))
+                .map(|_| Sidecar::for_harness(kind, views.clone(), 0.0, cfg))
                 .collect::<Result<Vec<_>, _>>()?;
             let rngs = (0..cfg.sidecars)
                 .map(|s| SmallRng::seed_from_u64(mix(seed, 0x51de, s as u64)))

@@ -66,6 +66,61 @@ impl Plb {
         last
     }
 
+    /// The lowest `latency^exp × (in flight + work) / weight × error penalty` over every
+    /// eligible node (weight with slow start), scanned from a random start so that ties
+    /// fall at random. A node with no latency yet is costed at the mean of those with
+    /// one (neutral). Weight divides the whole cost, so a shed node costs more even
+    /// when idle: the predicted shift holds without the weighted draw.
+    fn full_scan<R: Rng + ?Sized>(
+        &self,
+        snap: &Snapshot,
+        work: f64,
+        now: f64,
+        rng: &mut R,
+    ) -> Option<(usize, f64)> {
+        let eligible = snap.eligible();
+        let n = eligible.len();
+        if n == 0 {
+            return None;
+        }
+        let exp = self.config.scan_latency_exp.clamp(0.0, 2.0);
+        let (mut sum, mut known) = (0.0, 0usize);
+        if exp > 0.0 {
+            for &i in eligible {
+                if let Some(l) = snap.live_at(i).latency(now) {
+                    sum += l;
+                    known += 1;
+                }
+            }
+        }
+        let neutral = if known > 0 { sum / known as f64 } else { 1.0 };
+        let penalty = self.config.error_penalty.max(0.0);
+        let start = rng.random_range(0..n);
+        let mut best: Option<(usize, f64)> = None;
+        for off in 0..n {
+            let i = eligible[(start + off) % n];
+            let live = snap.live_at(i);
+            let w = snap.weight_at(i, now);
+            if w <= 0.0 {
+                continue;
+            }
+            let lat = if exp > 0.0 {
+                live.latency(now)
+                    .unwrap_or(neutral)
+                    .max(MIN_LATENCY)
+                    .powf(exp)
+            } else {
+                1.0
+            };
+            let cost =
+                lat * (live.in_flight() as f64 + work) / w * (penalty * live.error_rate(now)).exp();
+            if best.is_none_or(|(_, c)| cost < c) {
+                best = Some((i, cost));
+            }
+        }
+        best
+    }
+
     fn unkeyed<R: Rng + ?Sized>(
         &self,
         snap: &Snapshot,
@@ -94,6 +149,16 @@ impl Plb {
                 self.cost(snap, i, lat, work, now),
                 Rule::RecoveryFloor,
             ));
+        }
+        if snap.eligible().len() <= self.config.full_scan_max {
+            let (i, cost) = self.full_scan(snap, work, now, rng)?;
+            let scanned = snap.eligible().len();
+            let rule = if scanned == 1 {
+                Rule::Only
+            } else {
+                Rule::FullScan { scanned }
+            };
+            return Some(decision(i, cost, rule));
         }
         let a = self.draw(snap, now, rng)?;
         // In pools of three or more, a second draw that hits the first node is redrawn
@@ -303,6 +368,14 @@ mod tests {
     use super::*;
     use crate::{LiveSet, NodeView, Shaping};
 
+    /// The weighted power-of-two-choices path (pools larger than `full_scan_max`).
+    fn p2c() -> PolicyConfig {
+        PolicyConfig {
+            full_scan_max: 0,
+            ..PolicyConfig::default()
+        }
+    }
+
     fn build(live: &LiveSet, nodes: Vec<NodeView>) -> Snapshot {
         Snapshot::new(nodes, live, Shaping::default(), 0.0).expect("builds")
     }
@@ -315,7 +388,7 @@ mod tests {
 
     /// Traffic shares at zero load (decisions not counted in flight).
     fn idle_shares(snap: &Snapshot, draws: usize, seed: u64, now: f64) -> Vec<f64> {
-        let p = Plb::new(PolicyConfig::default());
+        let p = Plb::new(p2c());
         let mut rng = SmallRng::seed_from_u64(seed);
         let mut counts = vec![0usize; snap.len()];
         for _ in 0..draws {
@@ -335,7 +408,7 @@ mod tests {
         window: usize,
         lat: impl Fn(usize) -> f64,
     ) -> Vec<f64> {
-        let p = Plb::new(PolicyConfig::default());
+        let p = Plb::new(p2c());
         let mut rng = SmallRng::seed_from_u64(11);
         let mut counts = vec![0usize; snap.len()];
         let mut open = VecDeque::new();
@@ -364,7 +437,7 @@ mod tests {
         let shares = idle_shares(&snap, 20_000, 1, 0.0);
         assert_eq!(shares[1], 0.0);
         let mut keyed = vec![0usize; 4];
-        let p = Plb::new(PolicyConfig::default());
+        let p = Plb::new(p2c());
         let mut rng = SmallRng::seed_from_u64(2);
         for k in 0..2_000 {
             let key = format!("user-{k}");
@@ -466,7 +539,7 @@ mod tests {
         nodes[1].state = NodeState::Degrading;
         nodes[1].degrade_score = 1.0;
         let snap = build(&live, nodes);
-        let p = Plb::new(PolicyConfig::default());
+        let p = Plb::new(p2c());
         let mut rng = SmallRng::seed_from_u64(8);
         let floor = (0..5_000)
             .filter_map(|_| p.pick(&snap, &RouteRequest::default(), 0.0, &mut rng))
@@ -521,7 +594,7 @@ mod tests {
         let live = LiveSet::default();
         let snap = build(&live, healthy(4));
         // n0 answers fast but half of its answers are errors.
-        let p = Plb::new(PolicyConfig::default());
+        let p = Plb::new(p2c());
         let mut rng = SmallRng::seed_from_u64(12);
         let mut counts = [0usize; 4];
         let mut open = VecDeque::new();
@@ -558,7 +631,7 @@ mod tests {
 
     #[test]
     fn keys_stick_to_their_owner_and_move_without_headroom() {
-        let p = Plb::new(PolicyConfig::default());
+        let p = Plb::new(p2c());
         let mut rng = SmallRng::seed_from_u64(13);
         let live = LiveSet::default();
         let mut nodes = healthy(8);
@@ -648,7 +721,7 @@ mod tests {
 
     #[test]
     fn keys_move_gradually_as_the_owner_degrades() {
-        let p = Plb::new(PolicyConfig::default());
+        let p = Plb::new(p2c());
         let mut rng = SmallRng::seed_from_u64(14);
         let keys: Vec<String> = (0..4_000).map(|k| format!("key-{k}")).collect();
         let mut prev = usize::MAX;
@@ -684,7 +757,7 @@ mod tests {
 
     #[test]
     fn weighted_rendezvous_follows_capacity() {
-        let p = Plb::new(PolicyConfig::default());
+        let p = Plb::new(p2c());
         let mut rng = SmallRng::seed_from_u64(15);
         let live = LiveSet::default();
         let mut nodes = healthy(2);
@@ -706,7 +779,7 @@ mod tests {
 
     #[test]
     fn weighted_rendezvous_owner_matches_a_brute_force_ranking() {
-        let p = Plb::new(PolicyConfig::default());
+        let p = Plb::new(p2c());
         let mut rng = SmallRng::seed_from_u64(18);
         let live = LiveSet::default();
         let mut nodes = healthy(50);
@@ -748,7 +821,7 @@ mod tests {
         }
         snap.live(0).expect("bound").observe(0.01, true, 0.0);
         snap.live(1).expect("bound").observe(0.01, true, 0.0);
-        let p = Plb::new(PolicyConfig::default());
+        let p = Plb::new(p2c());
         // Per unit weight: small node (3 + 1) / 0.25 = 16 vs big (10 + 1) / 1 = 11 ->
         // big; so both draws decide for the big one whenever they differ.
         let mut rng = SmallRng::seed_from_u64(16);
@@ -790,7 +863,7 @@ mod tests {
         snap.live(1).expect("bound").observe(0.0123, true, 0.0);
         snap.live(0).expect("bound").begin();
         snap.live(0).expect("bound").observe(0.040, true, 0.0);
-        let p = Plb::new(PolicyConfig::default());
+        let p = Plb::new(p2c());
         let mut rng = SmallRng::seed_from_u64(17);
         let d = (0..10_000)
             .filter_map(|_| p.pick(&snap, &RouteRequest::default(), 0.0, &mut rng))
@@ -803,5 +876,97 @@ mod tests {
             "{words}"
         );
         assert!(d.score > 0.0 && d.score <= 1.0);
+    }
+
+    /// Shares with `window` requests in flight under the shipped config (full scan in
+    /// small pools), completing oldest first after latency `lat(node)`.
+    fn scanned_shares(
+        snap: &Snapshot,
+        draws: usize,
+        window: usize,
+        lat: impl Fn(usize) -> f64,
+    ) -> Vec<f64> {
+        let p = Plb::new(PolicyConfig::default());
+        let mut rng = SmallRng::seed_from_u64(5);
+        let mut counts = vec![0usize; snap.len()];
+        let mut open = VecDeque::new();
+        for step in 0..draws {
+            let now = step as f64 * 0.001;
+            let d = p
+                .pick(snap, &RouteRequest::default(), now, &mut rng)
+                .expect("some");
+            counts[d.index] += 1;
+            snap.live(d.index).expect("bound").begin();
+            open.push_back(d.index);
+            if open.len() > window {
+                let i = open.pop_front().expect("non-empty");
+                snap.live(i).expect("bound").end(lat(i), true, now);
+            }
+        }
+        counts.iter().map(|&c| c as f64 / draws as f64).collect()
+    }
+
+    #[test]
+    fn small_pools_scan_every_node_and_find_the_free_one() {
+        let live = LiveSet::default();
+        let snap = build(&live, healthy(8));
+        for i in 0..8 {
+            if i != 6 {
+                snap.live(i).expect("bound").begin();
+                snap.live(i).expect("bound").begin();
+            }
+        }
+        let p = Plb::new(PolicyConfig::default());
+        let mut rng = SmallRng::seed_from_u64(9);
+        for _ in 0..20 {
+            let d = p
+                .pick(&snap, &RouteRequest::default(), 0.0, &mut rng)
+                .expect("some");
+            assert_eq!(d.index, 6);
+            assert_eq!(d.reason.rule, Rule::FullScan { scanned: 8 });
+            assert!(
+                d.explain(&snap).contains("lowest cost of all 8 nodes"),
+                "{}",
+                d.explain(&snap)
+            );
+        }
+    }
+
+    #[test]
+    fn identical_nodes_get_equal_shares_under_load() {
+        let live = LiveSet::default();
+        let snap = build(&live, healthy(8));
+        let shares = scanned_shares(&snap, 40_000, 12, |_| 0.02);
+        for s in &shares {
+            assert!((s - 0.125).abs() < 0.01, "{shares:?}");
+        }
+    }
+
+    #[test]
+    fn a_degrading_node_is_shed_under_full_scan_too() {
+        let live = LiveSet::default();
+        let mut nodes = healthy(8);
+        nodes[3].state = NodeState::Degrading;
+        nodes[3].degrade_score = 1.0;
+        let snap = build(&live, nodes);
+        let shares = scanned_shares(&snap, 40_000, 12, |_| 0.02);
+        assert!(shares[3] < 0.05, "{shares:?}");
+        assert!(shares[3] > 0.0, "the recovery floor keeps some: {shares:?}");
+    }
+
+    #[test]
+    fn large_pools_keep_two_weighted_choices() {
+        let live = LiveSet::default();
+        let snap = build(&live, healthy(PolicyConfig::default().full_scan_max + 1));
+        let p = Plb::new(PolicyConfig::default());
+        let mut rng = SmallRng::seed_from_u64(4);
+        let d = p
+            .pick(&snap, &RouteRequest::default(), 0.0, &mut rng)
+            .expect("some");
+        assert!(
+            matches!(d.reason.rule, Rule::PowerOfTwo { .. } | Rule::DrawnTwice),
+            "{:?}",
+            d.reason.rule
+        );
     }
 }

@@ -1,0 +1,173 @@
+//! Judging a node against its peers. A node's own degrade score holds its forecasts
+//! against its own history; when the whole pool moves together (a node crashed and the
+//! survivors got busier, a burst, a deploy), every node's history says "worse" and
+//! shedding all of them moves nothing anywhere but into a cascade. So each series'
+//! score counts only as far as the node also stands out from the same series on the
+//! other nodes: its level's robust z-score against the pool (median, MAD, with a floor
+//! relative to the median so that a tight pool's noise is not an outlier) passes
+//! through a smoothstep from `peer_z_start` to `peer_z_full`. A node is shed when it
+//! is worse than its own past *and* worse than its peers; a pool-wide change is the
+//! business of capacity and scaling, not of routing. Pools with fewer than
+//! `peer_min_nodes` nodes reporting a series keep that series' own score.
+use std::collections::HashMap;
+
+use plb_predict::DegradeParts;
+
+use crate::config::ViewConfig;
+
+/// Robust location and spread of one series' levels across the pool.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PeerStats {
+    /// Median level.
+    pub median: f64,
+    /// Spread: 1.4826 × MAD, at least `peer_rel_floor` × |median| (and a tiny absolute
+    /// floor).
+    pub spread: f64,
+    /// Nodes compared.
+    pub nodes: usize,
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        0.5 * (v[n / 2 - 1] + v[n / 2])
+    }
+}
+
+/// Each series' peer statistics over the nodes' parts (`None` = stale node), for series
+/// that at least `cfg.peer_min_nodes` nodes report.
+pub fn peer_stats(parts: &[Option<DegradeParts>], cfg: &ViewConfig) -> HashMap<String, PeerStats> {
+    let mut levels: HashMap<&str, Vec<f64>> = HashMap::new();
+    for p in parts.iter().flatten() {
+        for s in p.series.iter().chain(p.demand.iter()) {
+            levels.entry(s.key.as_str()).or_default().push(s.level);
+        }
+    }
+    let min_nodes = cfg.peer_min_nodes.max(2);
+    levels
+        .into_iter()
+        .filter(|(_, v)| v.len() >= min_nodes)
+        .map(|(k, mut v)| {
+            let m = median(&mut v);
+            let mut dev: Vec<f64> = v.iter().map(|x| (x - m).abs()).collect();
+            let mad = median(&mut dev);
+            let spread = (1.4826 * mad).max(cfg.peer_rel_floor * m.abs()).max(1e-9);
+            (
+                k.to_string(),
+                PeerStats {
+                    median: m,
+                    spread,
+                    nodes: v.len(),
+                },
+            )
+        })
+        .collect()
+}
+
+/// How far a level stands out from its peers, 0..=1: 0 up to `peer_z_start` robust
+/// standard deviations above the median, 1 from `peer_z_full`, a smoothstep between.
+pub fn peer_factor(level: f64, stats: &PeerStats, cfg: &ViewConfig) -> f64 {
+    let z = (level - stats.median) / stats.spread;
+    let span = (cfg.peer_z_full - cfg.peer_z_start).max(1e-9);
+    let x = ((z - cfg.peer_z_start) / span).clamp(0.0, 1.0);
+    if x.is_finite() {
+        x * x * (3.0 - 2.0 * x)
+    } else {
+        0.0
+    }
+}
+
+/// Each node's degrade score judged against its own history and its peers: 1 for an
+/// `unhealthy` node, 0 for a stale one, else the worst series' (and demand's) own score
+/// times its peer factor (the own score alone where too few peers report it).
+pub fn peer_scores(parts: &[Option<DegradeParts>], cfg: &ViewConfig) -> Vec<f64> {
+    let stats = peer_stats(parts, cfg);
+    parts
+        .iter()
+        .map(|p| {
+            let Some(p) = p else { return 0.0 };
+            if p.unhealthy {
+                return 1.0;
+            }
+            p.series
+                .iter()
+                .chain(p.demand.iter())
+                .map(|s| {
+                    let factor = stats
+                        .get(&s.key)
+                        .map_or(1.0, |st| peer_factor(s.level, st, cfg));
+                    s.score * factor
+                })
+                .fold(0.0, f64::max)
+                .clamp(0.0, 1.0)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use plb_predict::ScoredSeries;
+
+    use super::*;
+
+    fn node(score: f64, level: f64) -> Option<DegradeParts> {
+        Some(DegradeParts {
+            unhealthy: false,
+            series: vec![ScoredSeries {
+                key: "p/queue".into(),
+                score,
+                level,
+            }],
+            demand: None,
+        })
+    }
+
+    #[test]
+    fn a_pool_wide_rise_sheds_nobody_and_an_outlier_is_shed() {
+        let cfg = ViewConfig::default();
+        // Every node far above its own history, at similar levels: common mode.
+        let all: Vec<_> = (0..8).map(|i| node(1.0, 10.0 + i as f64 * 0.2)).collect();
+        let s = peer_scores(&all, &cfg);
+        assert!(s.iter().all(|&x| x < 0.05), "{s:?}");
+        // One node above its history and far above its peers: shed in full.
+        let mut one: Vec<_> = (0..7).map(|i| node(0.1, 2.0 + i as f64 * 0.1)).collect();
+        one.push(node(1.0, 12.0));
+        let s = peer_scores(&one, &cfg);
+        assert!(s[7] > 0.99, "{s:?}");
+        assert!(s[..7].iter().all(|&x| x < 0.11), "{s:?}");
+    }
+
+    #[test]
+    fn two_slow_of_eight_still_stand_out() {
+        let cfg = ViewConfig::default();
+        let mut p: Vec<_> = (0..6).map(|i| node(0.2, 3.0 + i as f64 * 0.1)).collect();
+        p.push(node(1.0, 9.0));
+        p.push(node(1.0, 10.0));
+        let s = peer_scores(&p, &cfg);
+        assert!(s[6] > 0.99 && s[7] > 0.99, "{s:?}");
+    }
+
+    #[test]
+    fn wobble_inside_the_pool_spread_is_not_a_reason_to_shed() {
+        let cfg = ViewConfig::default();
+        // Identical nodes whose forecast queue depth wobbles; the one at the top of the
+        // spread, with a high own score, is not an outlier.
+        let levels = [1.0, 1.5, 1.2, 2.0, 1.8, 2.4, 1.1, 2.6];
+        let p: Vec<_> = levels.iter().map(|&l| node(1.0, l)).collect();
+        let s = peer_scores(&p, &cfg);
+        assert!(s[7] < 0.5, "{s:?}");
+    }
+
+    #[test]
+    fn small_pools_and_unhealthy_and_stale_nodes() {
+        let cfg = ViewConfig::default();
+        let p = vec![node(0.7, 5.0), node(0.1, 1.0)];
+        assert_eq!(peer_scores(&p, &cfg), vec![0.7, 0.1]);
+        let mut p = vec![node(0.0, 1.0), node(0.0, 1.0), node(0.0, 1.0), None];
+        p[0].as_mut().expect("some").unhealthy = true;
+        assert_eq!(peer_scores(&p, &cfg), vec![1.0, 0.0, 0.0, 0.0]);
+    }
+}
