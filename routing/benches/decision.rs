@@ -1,5 +1,7 @@
 //! In-process route-decision time for 10, 100 and 1,000 nodes, every policy, with
 //! round-robin measured in the same run as the baseline; prints a table with ratios.
+//! Then the crossover of `plb`'s two selection paths: a full scan of every node against
+//! two weighted draws, pool sizes 2 to 128, to show where `full_scan_max` sits.
 //! Run: `cargo bench -p plb-routing` (one thread; median of several rounds).
 // A bench measures time and prints: it opts out of the pure-crate lints of
 // routing/clippy.toml.
@@ -89,11 +91,16 @@ impl Case {
 
 /// Median nanoseconds per decision.
 fn measure(case: Case, snap: &Snapshot, keys: &[String]) -> f64 {
+    measure_with(case, snap, keys, PolicyConfig::default())
+}
+
+/// [`measure`] with `config`.
+fn measure_with(case: Case, snap: &Snapshot, keys: &[String], config: PolicyConfig) -> f64 {
     let kind = match case {
         Case::Policy(k) => k,
         _ => PolicyKind::Plb,
     };
-    let policy = AnyPolicy::new(kind, PolicyConfig::default());
+    let policy = AnyPolicy::new(kind, config);
     let mut rng = SmallRng::seed_from_u64(42);
     let plain = RouteRequest::default();
     let mut run = |iters: usize| {
@@ -131,6 +138,7 @@ fn main() {
     let cases = [
         Case::Policy(PolicyKind::RoundRobin),
         Case::Policy(PolicyKind::LeastRequest),
+        Case::Policy(PolicyKind::LeastConn),
         Case::Policy(PolicyKind::PeakEwma),
         Case::Policy(PolicyKind::Prequal),
         Case::Policy(PolicyKind::Plb),
@@ -176,9 +184,43 @@ fn main() {
     }
     println!();
     println!("* Snapshot::new plus live-state setup, once per prediction update, not per request.");
-    let plb_100 = table[4][1];
+    let plb_100 = table[5][1];
     println!(
         "goal plb < 1 us at 100 nodes: {} ({plb_100:.1} ns)",
         if plb_100 < 1_000.0 { "met" } else { "NOT met" }
     );
+    crossover(&keys);
+}
+
+/// `plb`'s full scan against its weighted power of two choices, by pool size.
+fn crossover(keys: &[String]) {
+    let scan = PolicyConfig {
+        full_scan_max: usize::MAX,
+        ..PolicyConfig::default()
+    };
+    let p2c = PolicyConfig {
+        full_scan_max: 0,
+        ..PolicyConfig::default()
+    };
+    let plb = Case::Policy(PolicyKind::Plb);
+    println!();
+    println!(
+        "plb selection paths, ns per decision (ratio = full scan / two weighted choices, same run; shipped full_scan_max = {})",
+        PolicyConfig::default().full_scan_max
+    );
+    println!(
+        "{:>8}{:>16}{:>16}{:>10}",
+        "nodes", "full scan", "2 choices", "ratio"
+    );
+    for n in [2usize, 4, 8, 16, 32, 64, 128] {
+        let (_live, snap) = pool(n, 7 + n as u64);
+        let a = measure_with(plb, &snap, keys, scan);
+        let b = measure_with(plb, &snap, keys, p2c);
+        println!(
+            "{n:>8}{:>16}{:>16}{:>10}",
+            format!("{a:.1}"),
+            format!("{b:.1}"),
+            format!("{:.2}x", a / b)
+        );
+    }
 }

@@ -181,6 +181,9 @@ impl ErrorRate {
             return 0.0;
         }
         let (v, t0) = unpack(word);
+        if v == 0.0 {
+            return 0.0;
+        }
         (f64::from(v) * (-elapsed(t0, millis(now)) / self.tau).exp()).clamp(0.0, 1.0)
     }
 }

@@ -114,7 +114,7 @@ impl Default for PolicyConfig {
             key_candidates: 3,
             error_penalty: 20.0,
             size_unit: 1024.0 * 1024.0,
-            full_scan_max: 16,
+            full_scan_max: 32,
             scan_latency_exp: 1.0,
         }
     }

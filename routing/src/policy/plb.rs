@@ -84,41 +84,61 @@ impl Plb {
             return None;
         }
         let exp = self.config.scan_latency_exp.clamp(0.0, 2.0);
-        let (mut sum, mut known) = (0.0, 0usize);
-        if exp > 0.0 {
-            for &i in eligible {
-                if let Some(l) = snap.live_at(i).latency(now) {
-                    sum += l;
-                    known += 1;
-                }
-            }
-        }
-        let neutral = if known > 0 { sum / known as f64 } else { 1.0 };
         let penalty = self.config.error_penalty.max(0.0);
         let start = rng.random_range(0..n);
-        let mut best: Option<(usize, f64)> = None;
-        for off in 0..n {
-            let i = eligible[(start + off) % n];
+        let cost = |i: usize, lat: f64| {
             let live = snap.live_at(i);
             let w = snap.weight_at(i, now);
             if w <= 0.0 {
-                continue;
+                return f64::INFINITY;
             }
-            let lat = if exp > 0.0 {
-                live.latency(now)
-                    .unwrap_or(neutral)
-                    .max(MIN_LATENCY)
-                    .powf(exp)
+            let lat = if exp == 1.0 {
+                lat.max(MIN_LATENCY)
+            } else if exp > 0.0 {
+                lat.max(MIN_LATENCY).powf(exp)
             } else {
                 1.0
             };
-            let cost =
-                lat * (live.in_flight() as f64 + work) / w * (penalty * live.error_rate(now)).exp();
-            if best.is_none_or(|(_, c)| cost < c) {
-                best = Some((i, cost));
+            let err = live.error_rate(now);
+            let penalty = if err > 0.0 {
+                (penalty * err).exp()
+            } else {
+                1.0
+            };
+            lat * (live.in_flight() as f64 + work) / w * penalty
+        };
+        // One pass over the nodes with a latency (each read once: a read decays it);
+        // those without one are costed after, at the others' mean (neutral).
+        let mut best: Option<(usize, f64)> = None;
+        let (mut sum, mut known, mut unknown) = (0.0, 0usize, 0usize);
+        for off in 0..n {
+            let i = eligible[(start + off) % n];
+            match snap.live_at(i).latency(now) {
+                Some(l) => {
+                    sum += l;
+                    known += 1;
+                    let c = cost(i, l);
+                    if best.is_none_or(|(_, b)| c < b) {
+                        best = Some((i, c));
+                    }
+                }
+                None => unknown += 1,
             }
         }
-        best
+        if unknown > 0 {
+            let neutral = if known > 0 { sum / known as f64 } else { 1.0 };
+            for off in 0..n {
+                let i = eligible[(start + off) % n];
+                if snap.live_at(i).latency(now).is_none() {
+                    let c = cost(i, neutral);
+                    if best.is_none_or(|(_, b)| c < b) {
+                        best = Some((i, c));
+                    }
+                }
+            }
+        }
+        best.filter(|(_, c)| c.is_finite())
+            .or_else(|| Some((eligible[start], f64::INFINITY)))
     }
 
     fn unkeyed<R: Rng + ?Sized>(
