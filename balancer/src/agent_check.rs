@@ -3,15 +3,17 @@
 //!
 //! Protocol (HAProxy's `agent-check`): HAProxy opens a TCP connection per server every
 //! `agent-inter`, sends its `agent-send` string, reads one line and closes. The line names
-//! the node as `POOL/NODE` (e.g. `agent-send "web/node-1\n"`); PLB answers
+//! the node as `CLIENT_ID/POOL/NODE`: the pool's owner (its client id), the pool and the
+//! node (e.g. `agent-send "1/web/node-1\n"`), so a pool another tenant names the same is
+//! never answered for; PLB answers
 //! - `up ready NN%` with `NN` the node's `plb` weight relative to the heaviest node of
 //!   the pool, 1-100 (HAProxy multiplies the server's configured weight by it, so with equal
 //!   configured weights HAProxy's split follows PLB's);
 //! - `drain` for a node PLB sends no new traffic to although it is not failing;
 //! - `down` for an `unhealthy` node while another node of the pool is eligible (when every
 //!   node is unhealthy PLB routes best effort, and so every node answers `up ready 100%`);
-//! - an empty line when the pool or node is unknown or the name is ambiguous (HAProxy then
-//!   keeps the server as it is) - logged on PLB's side.
+//! - an empty line when the line is not `CLIENT_ID/POOL/NODE` or the pool or node is
+//!   unknown (HAProxy then keeps the server as it is) - logged on PLB's side.
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,7 +25,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::engine::Engine;
+use crate::engine::{Engine, PoolKey};
 
 /// Longest `agent-send` line read.
 const MAX_LINE: usize = 512;
@@ -89,25 +91,51 @@ pub fn percent(w: f64, max: f64) -> Reply {
     Reply::Up(pct as u8)
 }
 
-/// The answer for the `agent-send` line `line` (`POOL/NODE`).
+/// `CLIENT_ID/POOL` as the operator writes it (`--proxy`, agent-check lines): the owner's
+/// client id and the pool's name. A bare pool name is refused: pool names are unique per
+/// client only.
+pub fn parse_pool_ref(s: &str) -> Result<PoolKey, String> {
+    let (client, pool) = s.split_once('/').ok_or_else(|| {
+        format!(
+            "`{s}`: expected CLIENT_ID/POOL (the owner's client id and the pool's name), e.g. 1/web"
+        )
+    })?;
+    let client_id: i64 = client
+        .trim()
+        .parse()
+        .ok()
+        .filter(|id| *id > 0)
+        .ok_or_else(|| format!("`{s}`: `{client}` is not a client id (a positive number, as `POST /v1/clients` answers)"))?;
+    let pool = pool.trim();
+    if pool.is_empty() || pool.contains('/') {
+        return Err(format!("`{s}`: `{pool}` is not a pool name"));
+    }
+    Ok(PoolKey {
+        client_id,
+        pool: pool.to_owned(),
+    })
+}
+
+/// The answer for the `agent-send` line `line` (`CLIENT_ID/POOL/NODE`).
 pub fn answer(engine: &Engine, line: &str) -> Reply {
-    let Some((pool, node)) = line.trim().split_once('/') else {
+    let parsed = line
+        .trim()
+        .rsplit_once('/')
+        .and_then(|(pool, node)| Some((parse_pool_ref(pool).ok()?, node)));
+    let Some((key, node)) = parsed else {
         tracing::warn!(
             line,
-            "agent-check: expected `POOL/NODE` (HAProxy's agent-send)"
+            "agent-check: expected `CLIENT_ID/POOL/NODE` (HAProxy's agent-send)"
         );
         return Reply::Unknown;
     };
-    let keys = engine.pools_named(pool);
-    let [key] = keys.as_slice() else {
+    let pool = key.pool.as_str();
+    let Some(router) = engine.pool(&key) else {
         tracing::warn!(
+            client_id = key.client_id,
             pool,
-            count = keys.len(),
-            "agent-check: no pool, or more than one, has this name"
+            "agent-check: the client has no such pool"
         );
-        return Reply::Unknown;
-    };
-    let Some(router) = engine.pool(key) else {
         return Reply::Unknown;
     };
     let reply = reply_for(&router.snapshot(), node, router.now());

@@ -65,8 +65,9 @@ pub struct BalancerConfig {
     #[arg(long, env = "PLB_DB_READERS", default_value_t = 4)]
     pub db_readers: usize,
 
-    /// Reverse-proxy a pool: `POOL=LISTEN_ADDR`, e.g. `web=0.0.0.0:8080`. Repeatable;
-    /// in the environment, comma-separated.
+    /// Reverse-proxy a pool: `CLIENT_ID/POOL=LISTEN_ADDR`, the owner's client id and the
+    /// pool's name, e.g. `1/web=0.0.0.0:8080`. Repeatable; in the environment,
+    /// comma-separated.
     #[arg(long = "proxy", env = "PLB_PROXY", value_delimiter = ',')]
     pub proxy: Vec<ProxySpec>,
 
@@ -79,7 +80,7 @@ pub struct BalancerConfig {
     pub proxy_timeout_ms: u64,
 
     /// Serve HAProxy's agent-check protocol on this address: HAProxy sends
-    /// `POOL/NODE` (`agent-send`) and reads the node's weight and state.
+    /// `CLIENT_ID/POOL/NODE` (`agent-send`) and reads the node's weight and state.
     #[arg(long, env = "PLB_AGENT_CHECK")]
     pub agent_check: Option<SocketAddr>,
 
@@ -376,15 +377,20 @@ mod tests {
             "--admin-token",
             "0123456789abcdef",
             "--proxy",
-            "web=127.0.0.1:8080",
+            "1/web=127.0.0.1:8080",
             "--proxy",
-            "api=127.0.0.1:8081",
+            "2/web=127.0.0.1:8081",
             "--agent-check",
             "127.0.0.1:7071",
         ])
         .expect("parses");
-        let pools: Vec<&str> = cli.cfg.proxy.iter().map(|p| p.pool.as_str()).collect();
-        assert_eq!(pools, ["web", "api"]);
+        let pools: Vec<(i64, &str)> = cli
+            .cfg
+            .proxy
+            .iter()
+            .map(|p| (p.client_id, p.pool.as_str()))
+            .collect();
+        assert_eq!(pools, [(1, "web"), (2, "web")]);
         assert_eq!(
             cli.cfg.agent_check,
             Some("127.0.0.1:7071".parse().expect("addr"))
@@ -392,7 +398,16 @@ mod tests {
         cli.cfg.validate().expect("valid");
         let e = Cli::try_parse_from(["plb", "--admin-token", "0123456789abcdef", "--proxy", "web"])
             .expect_err("no address");
-        assert!(e.to_string().contains("POOL=LISTEN_ADDR"), "{e}");
+        assert!(e.to_string().contains("CLIENT_ID/POOL=LISTEN_ADDR"), "{e}");
+        let e = Cli::try_parse_from([
+            "plb",
+            "--admin-token",
+            "0123456789abcdef",
+            "--proxy",
+            "web=127.0.0.1:8080",
+        ])
+        .expect_err("no owner");
+        assert!(e.to_string().contains("CLIENT_ID/POOL"), "{e}");
     }
 
     #[test]

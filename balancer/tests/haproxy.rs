@@ -150,7 +150,7 @@ async fn haproxy_agent_check_sets_the_weights_plb_says() {
         .collect();
 
     // HAProxy: one backend, the three nodes as servers with equal configured weights,
-    // each asking PLB for its weight with `agent-send "POOL/NODE\n"` every 200 ms.
+    // each asking PLB for its weight with `agent-send "CLIENT_ID/POOL/NODE\n"` (client 1: acme) every 200 ms.
     let dir = tempfile::tempdir().expect("tempdir");
     let sock = dir.path().join("admin.sock");
     let frontend = free_addr();
@@ -163,7 +163,7 @@ async fn haproxy_agent_check_sets_the_weights_plb_says() {
     );
     for (i, node) in NODES.iter().enumerate() {
         cfg.push_str(&format!(
-            "    server s{} {} weight 100 agent-check agent-addr 127.0.0.1 agent-port {agent_port} agent-inter 200ms agent-send \"{POOL}/{node}\\n\"\n",
+            "    server s{} {} weight 100 agent-check agent-addr 127.0.0.1 agent-port {agent_port} agent-inter 200ms agent-send \"1/{POOL}/{node}\\n\"\n",
             i + 1,
             agents[node].1,
         ));

@@ -183,6 +183,7 @@ async fn header_backend() -> (SocketAddr, Arc<AtomicU64>) {
 
 fn with_proxy(cfg: &mut BalancerConfig) {
     cfg.proxy = vec![ProxySpec {
+        client_id: 1,
         pool: POOL.into(),
         listen: "127.0.0.1:0".parse().expect("addr"),
     }];
@@ -194,11 +195,11 @@ async fn wait_for_nodes(b: &TestBalancer, n: usize) {
     let engine = &b.running.state.engine;
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
-        let known = engine
-            .pools_named(POOL)
-            .first()
-            .and_then(|k| engine.pool(k))
-            .map_or(0, |r| r.snapshot().len());
+        let key = plb_balancer::engine::PoolKey {
+            client_id: 1,
+            pool: POOL.into(),
+        };
+        let known = engine.pool(&key).map_or(0, |r| r.snapshot().len());
         if known == n {
             return;
         }
@@ -226,7 +227,7 @@ async fn forwarding_headers_from_an_untrusted_client_are_replaced() {
         .await
         .expect("register");
     wait_for_nodes(&b, 1).await;
-    let proxy = b.running.edges.proxy(POOL).expect("proxy").url();
+    let proxy = b.running.edges.proxy(1, POOL).expect("proxy").url();
     let resp = http()
         .get(format!("{proxy}/headers"))
         .header("host", "shop.example")
@@ -267,7 +268,7 @@ async fn the_proxy_does_not_connect_to_a_node_outside_the_node_networks() {
         .await
         .expect("register");
     wait_for_nodes(&b, 1).await;
-    let proxy = b.running.edges.proxy(POOL).expect("proxy").url();
+    let proxy = b.running.edges.proxy(1, POOL).expect("proxy").url();
     let resp = http().get(format!("{proxy}/x")).send().await.expect("send");
     assert_eq!(resp.status(), 200);
     assert_eq!(seen.load(Ordering::Relaxed), 1);
@@ -282,7 +283,7 @@ async fn the_proxy_does_not_connect_to_a_node_outside_the_node_networks() {
         dir: b.dir,
     };
     wait_for_nodes(&b, 1).await;
-    let proxy = b.running.edges.proxy(POOL).expect("proxy").url();
+    let proxy = b.running.edges.proxy(1, POOL).expect("proxy").url();
     let resp = http().get(format!("{proxy}/x")).send().await.expect("send");
     assert_eq!(resp.status(), 502);
     let body: serde_json::Value = resp.json().await.expect("json");

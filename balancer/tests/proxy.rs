@@ -1,7 +1,8 @@
 //! Reverse-proxy mode against a real balancer (engine, SQLite file, nodes registered over
 //! the API) and real HTTP backends on loopback: bodies of several MB both ways, a backend
 //! killed mid-test, `X-Forwarded-*`, a POST to a dead node, feedback in the nodes view,
-//! a pool with no nodes yet, and a pool name two clients use.
+//! a pool with no nodes yet, and a pool name two clients use (the proxy and the
+//! agent-check name the owner: the other tenant's pool neither captures nor breaks them).
 mod common;
 
 use std::collections::BTreeMap;
@@ -26,6 +27,8 @@ use tokio::sync::oneshot;
 use tokio::task::JoinSet;
 
 const POOL: &str = "web";
+/// The pool's owner: the first client the tests create in a fresh store.
+const OWNER: i64 = 1;
 
 /// Requests a backend saw, by method.
 #[derive(Default)]
@@ -153,6 +156,7 @@ async fn setup() -> Setup {
 async fn setup_with(tweak: impl FnOnce(&mut plb_balancer::BalancerConfig)) -> Setup {
     let bal = TestBalancer::start_with(|cfg| {
         cfg.proxy = vec![ProxySpec {
+            client_id: OWNER,
             pool: POOL.into(),
             listen: "127.0.0.1:0".parse().expect("addr"),
         }];
@@ -161,7 +165,12 @@ async fn setup_with(tweak: impl FnOnce(&mut plb_balancer::BalancerConfig)) -> Se
         tweak(cfg);
     })
     .await;
-    let proxy = bal.running.edges.proxy(POOL).expect("proxy runs").url();
+    let proxy = bal
+        .running
+        .edges
+        .proxy(OWNER, POOL)
+        .expect("proxy runs")
+        .url();
     let client = bal.client_with_pool("acme", POOL).await;
     let http = reqwest::Client::builder()
         .no_proxy()
@@ -193,9 +202,7 @@ impl Setup {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         loop {
             let known = engine
-                .pools_named(POOL)
-                .first()
-                .and_then(|k| engine.pool(k))
+                .pool(&pool_key(OWNER, POOL))
                 .map_or(0, |r| r.snapshot().len());
             if known == n {
                 return;
@@ -462,10 +469,15 @@ async fn a_post_to_a_dead_node_gets_502_and_is_not_retried_and_feedback_is_recor
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pool_without_nodes_answers_503_until_nodes_appear() {
     let bal = TestBalancer::start_with(|cfg| {
-        cfg.proxy = vec!["later=127.0.0.1:0".parse().expect("spec")];
+        cfg.proxy = vec!["1/later=127.0.0.1:0".parse().expect("spec")];
     })
     .await;
-    let proxy = bal.running.edges.proxy("later").expect("proxy").url();
+    let proxy = bal
+        .running
+        .edges
+        .proxy(OWNER, "later")
+        .expect("proxy")
+        .url();
     let url = format!("{proxy}/x");
     let get = async || common::raw(&url, reqwest::Method::GET, None, None, None).await;
     common::assert_error(&get().await, 503, "no_pool", "later");
@@ -500,28 +512,141 @@ async fn a_pool_without_nodes_answers_503_until_nodes_appear() {
     bal.running.stop().await.expect("stop");
 }
 
+fn pool_key(client_id: i64, pool: &str) -> plb_balancer::engine::PoolKey {
+    plb_balancer::engine::PoolKey {
+        client_id,
+        pool: pool.into(),
+    }
+}
+
+/// One HAProxy agent check: sends `line`, reads the answer to the end.
+async fn agent_check(addr: SocketAddr, line: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("agent-check connect");
+    s.write_all(line.as_bytes()).await.expect("agent-send");
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.expect("agent-check reply");
+    out
+}
+
+/// The proxy's answer to `GET /name` (the backend's name, or the error code).
+async fn proxied_name(proxy: &str) -> (u16, String) {
+    let resp = reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("http client")
+        .get(format!("{proxy}/name"))
+        .send()
+        .await
+        .expect("send");
+    let status = resp.status().as_u16();
+    let text = resp.text().await.expect("body");
+    let code = serde_json::from_str::<serde_json::Value>(&text)
+        .ok()
+        .and_then(|v| v["error"]["code"].as_str().map(str::to_owned));
+    (status, code.unwrap_or(text))
+}
+
+/// Waits until the engine knows `n` nodes of the pool `key`.
+async fn wait_for_pool(
+    bal: &plb_balancer::RunningBalancer,
+    key: &plb_balancer::engine::PoolKey,
+    n: usize,
+) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let known = bal.state.engine.pool(key).map_or(0, |r| r.snapshot().len());
+        if known == n {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the engine knows {known} of {n} nodes of {key:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_pool_name_two_clients_use_refuses_to_start() {
-    let bal = TestBalancer::start().await;
-    bal.client_with_pool("acme", "shared").await;
-    bal.client_with_pool("globex", "shared").await;
+async fn another_clients_pool_of_the_same_name_neither_captures_nor_breaks_the_proxy() {
+    let with_edges = |cfg: &mut plb_balancer::BalancerConfig| {
+        cfg.proxy = vec![format!("{OWNER}/{POOL}=127.0.0.1:0").parse().expect("spec")];
+        cfg.agent_check = Some("127.0.0.1:0".parse().expect("addr"));
+    };
+    let bal = TestBalancer::start_with(with_edges).await;
+    let acme = bal.admin.create_client("acme").await.expect("acme");
+    assert_eq!(acme.id, OWNER, "the operator's first client");
+    let acme = bal.admin.with_token(acme.token);
+    // Before the operator's tenant has created its pool, another tenant creates one of
+    // the same name, with a node of its own.
+    let globex = bal.client_with_pool("globex", POOL).await;
+    let intruder = Backend::start("intruder").await;
+    bal.agent(&globex, &[POOL])
+        .await
+        .register(&register("node-x", &intruder.addr.to_string(), &[POOL]))
+        .await
+        .expect("register");
+    wait_for_pool(&bal.running, &pool_key(2, POOL), 1).await;
+    let proxy = bal.running.edges.proxy(OWNER, POOL).expect("proxy").url();
+    let check = bal
+        .running
+        .edges
+        .agent_check
+        .as_ref()
+        .expect("agent-check")
+        .addr;
+    // Not captured: the proxy has no pool to serve yet, the agent-check knows no node.
+    assert_eq!(proxied_name(&proxy).await, (503, "no_pool".to_owned()));
+    assert_eq!(intruder.seen.get.load(Ordering::Relaxed), 0);
+    assert_eq!(
+        agent_check(check, &format!("{OWNER}/{POOL}/node-x\n")).await,
+        "\n"
+    );
+    // A bare pool name is no longer an address.
+    assert_eq!(agent_check(check, &format!("{POOL}/node-x\n")).await, "\n");
+
+    // The owner's pool appears: the proxy and the agent-check serve it, not the other.
+    acme.create_pool(POOL, 200.0).await.expect("pool");
+    let own = Backend::start("own").await;
+    bal.agent(&acme, &[POOL])
+        .await
+        .register(&register("node-a", &own.addr.to_string(), &[POOL]))
+        .await
+        .expect("register");
+    wait_for_pool(&bal.running, &pool_key(OWNER, POOL), 1).await;
+    for _ in 0..10 {
+        assert_eq!(proxied_name(&proxy).await, (200, "own".to_owned()));
+    }
+    assert_eq!(intruder.seen.get.load(Ordering::Relaxed), 0);
+    assert!(
+        agent_check(check, &format!("{OWNER}/{POOL}/node-a\n"))
+            .await
+            .starts_with("up ready"),
+    );
+    assert_eq!(
+        agent_check(check, &format!("{OWNER}/{POOL}/node-x\n")).await,
+        "\n"
+    );
+    assert!(
+        agent_check(check, &format!("2/{POOL}/node-x\n"))
+            .await
+            .starts_with("up ready"),
+        "the other tenant's pool is reachable under its own owner"
+    );
+
+    // Two pools named `web` in the store: a restart still starts and serves the owner's.
     let mut cfg = common::config(bal.dir.path());
+    with_edges(&mut cfg);
     let dir = bal.dir;
     bal.running.stop().await.expect("stop");
-
-    cfg.proxy = vec!["shared=127.0.0.1:0".parse().expect("spec")];
-    let e = plb_balancer::start(&cfg)
-        .await
-        .expect_err("an ambiguous pool name must refuse to start");
-    let msg = e.to_string();
-    assert!(
-        msg.contains("2 clients have a pool named `shared`"),
-        "{msg}"
-    );
-    // The same store without the proxy starts.
-    cfg.proxy.clear();
-    let ok = plb_balancer::start(&cfg).await.expect("starts");
-    ok.stop().await.expect("stop");
+    let again = plb_balancer::start(&cfg).await.expect("restarts");
+    let proxy = again.edges.proxy(OWNER, POOL).expect("proxy").url();
+    wait_for_pool(&again, &pool_key(OWNER, POOL), 1).await;
+    assert_eq!(proxied_name(&proxy).await, (200, "own".to_owned()));
+    assert_eq!(intruder.seen.get.load(Ordering::Relaxed), 0);
+    again.stop().await.expect("stop");
     drop(dir);
 }
 

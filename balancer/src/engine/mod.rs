@@ -225,19 +225,6 @@ impl Engine {
         &self.config
     }
 
-    /// The pools with this name (pool names are unique per client only).
-    pub fn pools_named(&self, pool: &str) -> Vec<PoolKey> {
-        let mut v: Vec<PoolKey> = self
-            .pools
-            .load()
-            .keys()
-            .filter(|k| k.pool == pool)
-            .cloned()
-            .collect();
-        v.sort();
-        v
-    }
-
     /// One pool's router.
     pub fn pool(&self, key: &PoolKey) -> Option<Arc<PoolRouter>> {
         self.pools.load().get(key).cloned()

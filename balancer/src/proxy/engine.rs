@@ -1,22 +1,22 @@
-//! [`Upstream`] over the prediction engine: the proxied pool is found by name (pool names
-//! are unique per client only, so a name two clients use is refused), then every request
-//! is a [`PoolRouter::route`] decision and every answer a [`PoolRouter::feedback`].
+//! [`Upstream`] over the prediction engine: the proxied pool is named by its owner's client
+//! id and its name (a [`PoolKey`]), so no other tenant's pool can stand in for it; every
+//! request is a [`PoolRouter::route`] decision and every answer a
+//! [`PoolRouter::feedback`].
 //!
 //! The pool may not exist yet when the balancer starts (it is created over the API
 //! later): until the engine's topology refresh (every tick) knows it and its nodes, the
 //! proxy answers 503.
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use crate::engine::{Engine, PoolKey, PoolRouter, RouteQuery, Routed};
 
-use super::{Hint, ProxyError, Unavailable, Upstream};
+use super::{Hint, Unavailable, Upstream};
 
-/// One pool of the engine, by name.
+/// One pool of the engine, by owner and name.
 #[derive(Debug)]
 pub struct EngineUpstream {
     engine: Arc<Engine>,
-    pool: String,
-    key: OnceLock<PoolKey>,
+    key: PoolKey,
 }
 
 /// A decision and the router that made it (feedback goes back to the same router even
@@ -28,45 +28,14 @@ pub struct EngineRouted {
 }
 
 impl EngineUpstream {
-    /// The upstream for the pool named `pool`; refused when two clients own such a pool.
-    pub fn new(engine: Arc<Engine>, pool: &str) -> Result<Self, ProxyError> {
-        let up = EngineUpstream {
-            engine,
-            pool: pool.to_owned(),
-            key: OnceLock::new(),
-        };
-        match up.resolve() {
-            Err(Unavailable::Other(_)) => Err(ProxyError::AmbiguousPool {
-                pool: pool.to_owned(),
-                count: up.engine.pools_named(pool).len(),
-            }),
-            _ => Ok(up),
-        }
-    }
-
-    /// The pool's key, once it is known (fixed from then on).
-    fn resolve(&self) -> Result<&PoolKey, Unavailable> {
-        if let Some(k) = self.key.get() {
-            return Ok(k);
-        }
-        let mut keys = self.engine.pools_named(&self.pool);
-        match keys.len() {
-            0 => Err(Unavailable::NoPool),
-            1 => {
-                let k = keys.remove(0);
-                Ok(self.key.get_or_init(|| k))
-            }
-            n => Err(Unavailable::Other(format!(
-                "{n} clients have a pool named `{}`; the proxy cannot tell which one to serve",
-                self.pool
-            ))),
-        }
+    /// The upstream for the pool `key`.
+    pub fn new(engine: Arc<Engine>, key: PoolKey) -> Self {
+        EngineUpstream { engine, key }
     }
 
     /// The pool's router now.
     pub fn router(&self) -> Result<Arc<PoolRouter>, Unavailable> {
-        let key = self.resolve()?;
-        self.engine.pool(key).ok_or(Unavailable::NoPool)
+        self.engine.pool(&self.key).ok_or(Unavailable::NoPool)
     }
 }
 

@@ -1,4 +1,4 @@
-//! Reverse-proxy mode (`--proxy POOL=LISTEN_ADDR`): an HTTP/1.1 listener per proxied pool
+//! Reverse-proxy mode (`--proxy CLIENT_ID/POOL=LISTEN_ADDR`): an HTTP/1.1 listener per proxied pool
 //! that sends each request to the node the pool's router chooses and reports what
 //! happened as feedback, in-process.
 //!
@@ -28,6 +28,8 @@ use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
 pub use forward::{ForwardSettings, Forwarder};
+
+use crate::engine::PoolKey;
 
 /// What the proxy knows of a request when it picks a node.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -66,32 +68,44 @@ pub trait Upstream: Send + Sync + 'static {
     fn feedback(&self, routed: &Self::Routed, latency_ms: f64, ok: bool);
 }
 
-/// One `--proxy POOL=LISTEN_ADDR`.
+/// One `--proxy CLIENT_ID/POOL=LISTEN_ADDR`: the pool is named by its owner's client id
+/// (which only the operator assigns, by creating the client) and its name (unique per
+/// client), so another tenant's pool of the same name is never served nor in the way.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProxySpec {
+    /// The owning client's id.
+    pub client_id: i64,
     /// The pool's name.
     pub pool: String,
     /// Where to listen.
     pub listen: SocketAddr,
 }
 
+impl ProxySpec {
+    /// The engine's key of the proxied pool.
+    pub fn key(&self) -> PoolKey {
+        PoolKey {
+            client_id: self.client_id,
+            pool: self.pool.clone(),
+        }
+    }
+}
+
 impl FromStr for ProxySpec {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, String> {
-        let (pool, addr) = s
-            .split_once('=')
-            .ok_or_else(|| format!("`{s}`: expected POOL=LISTEN_ADDR, e.g. web=0.0.0.0:8080"))?;
-        let pool = pool.trim();
-        if pool.is_empty() {
-            return Err(format!("`{s}`: the pool name is empty"));
-        }
+        let (pool, addr) = s.split_once('=').ok_or_else(|| {
+            format!("`{s}`: expected CLIENT_ID/POOL=LISTEN_ADDR, e.g. 1/web=0.0.0.0:8080")
+        })?;
+        let key = crate::agent_check::parse_pool_ref(pool)?;
         let listen = addr
             .trim()
             .parse()
             .map_err(|_| format!("`{s}`: `{addr}` is not an address like 0.0.0.0:8080"))?;
         Ok(ProxySpec {
-            pool: pool.to_owned(),
+            client_id: key.client_id,
+            pool: key.pool,
             listen,
         })
     }
@@ -99,23 +113,13 @@ impl FromStr for ProxySpec {
 
 impl std::fmt::Display for ProxySpec {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}={}", self.pool, self.listen)
+        write!(f, "{}/{}={}", self.client_id, self.pool, self.listen)
     }
 }
 
 /// Why a proxy cannot start.
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
-    /// The pool name is used by more than one client.
-    #[error(
-        "--proxy {pool}=...: {count} clients have a pool named `{pool}`; the proxy cannot tell which one to serve (rename one of them)"
-    )]
-    AmbiguousPool {
-        /// The name.
-        pool: String,
-        /// How many pools have it.
-        count: usize,
-    },
     /// The listener could not be bound.
     #[error("--proxy {pool}={addr}: cannot listen: {source}")]
     Bind {
@@ -131,7 +135,7 @@ pub enum ProxyError {
 /// A proxy serving in the background.
 #[derive(Debug)]
 pub struct RunningProxy {
-    /// The pool it serves.
+    /// The pool it serves, as `CLIENT_ID/POOL`.
     pub pool: String,
     /// The bound address (useful with port 0).
     pub addr: SocketAddr,
@@ -310,7 +314,7 @@ async fn serve_thread<U: Upstream>(
 /// What the data-plane edges run.
 #[derive(Debug, Clone, Default)]
 pub struct EdgesConfig {
-    /// One proxy per `--proxy POOL=LISTEN_ADDR`, in flag order.
+    /// One proxy per `--proxy CLIENT_ID/POOL=LISTEN_ADDR`, in flag order.
     pub proxies: Vec<ProxySpec>,
     /// How every proxy forwards.
     pub forward: ForwardSettings,
@@ -335,8 +339,8 @@ pub enum EdgesError {
 }
 
 /// The balancer's data-plane edges: the `--proxy` listeners and the `--agent-check`
-/// export. Started after the engine has warmed (so pool names resolve), stopped with the
-/// balancer.
+/// export. Started after the engine has warmed, stopped with the balancer. Nothing a
+/// tenant stores can keep them from starting: a proxied pool is named by its owner.
 #[derive(Debug, Default)]
 pub struct Edges {
     /// The running proxies, in flag order.
@@ -346,25 +350,22 @@ pub struct Edges {
 }
 
 impl Edges {
-    /// Starts every proxy and the agent-check listener `cfg` asks for, over `engine`;
-    /// refuses a proxied pool name that more than one client uses.
+    /// Starts every proxy and the agent-check listener `cfg` asks for, over `engine`.
     pub async fn start(
         cfg: &EdgesConfig,
         engine: &Arc<crate::engine::Engine>,
     ) -> Result<Edges, EdgesError> {
         let mut edges = Edges::default();
         for spec in &cfg.proxies {
-            let started = async {
-                let upstream = engine::EngineUpstream::new(Arc::clone(engine), &spec.pool)?;
-                start(
-                    Arc::new(upstream),
-                    cfg.forward.clone(),
-                    &spec.pool,
-                    spec.listen,
-                    default_threads(),
-                )
-                .await
-            }
+            let upstream = engine::EngineUpstream::new(Arc::clone(engine), spec.key());
+            let label = format!("{}/{}", spec.client_id, spec.pool);
+            let started = start(
+                Arc::new(upstream),
+                cfg.forward.clone(),
+                &label,
+                spec.listen,
+                default_threads(),
+            )
             .await;
             match started {
                 Ok(p) => edges.proxies.push(p),
@@ -386,9 +387,10 @@ impl Edges {
         Ok(edges)
     }
 
-    /// The proxy of `pool`, if one runs.
-    pub fn proxy(&self, pool: &str) -> Option<&RunningProxy> {
-        self.proxies.iter().find(|p| p.pool == pool)
+    /// The proxy of the pool `pool` of client `client_id`, if one runs.
+    pub fn proxy(&self, client_id: i64, pool: &str) -> Option<&RunningProxy> {
+        let label = format!("{client_id}/{pool}");
+        self.proxies.iter().find(|p| p.pool == label)
     }
 
     /// Stops them all (proxied requests get a few seconds to finish).
@@ -408,12 +410,20 @@ mod tests {
 
     #[test]
     fn specs_parse() {
-        let s: ProxySpec = "web=127.0.0.1:8080".parse().expect("parses");
-        assert_eq!(s.pool, "web");
+        let s: ProxySpec = "7/web=127.0.0.1:8080".parse().expect("parses");
+        assert_eq!((s.client_id, s.pool.as_str()), (7, "web"));
         assert_eq!(s.listen, "127.0.0.1:8080".parse().expect("addr"));
-        assert_eq!(s.to_string(), "web=127.0.0.1:8080");
-        assert!("web".parse::<ProxySpec>().is_err());
-        assert!("=127.0.0.1:1".parse::<ProxySpec>().is_err());
-        assert!("web=localhost".parse::<ProxySpec>().is_err());
+        assert_eq!(s.to_string(), "7/web=127.0.0.1:8080");
+        assert!("7/web".parse::<ProxySpec>().is_err());
+        assert!("7/=127.0.0.1:1".parse::<ProxySpec>().is_err());
+        assert!("7/web=localhost".parse::<ProxySpec>().is_err());
+        // A bare pool name is ambiguous across tenants: refused.
+        let e = "web=127.0.0.1:8080"
+            .parse::<ProxySpec>()
+            .expect_err("bare name");
+        assert!(e.contains("CLIENT_ID/POOL"), "{e}");
+        assert!("acme/web=127.0.0.1:1".parse::<ProxySpec>().is_err());
+        assert!("0/web=127.0.0.1:1".parse::<ProxySpec>().is_err());
+        assert!("1/a/b=127.0.0.1:1".parse::<ProxySpec>().is_err());
     }
 }

@@ -210,8 +210,11 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     };
     let mut cfg = plb_balancer::BalancerConfig::new(args.data.join("plb.db"), admin_token.clone());
     cfg.listen = args.listen;
+    // The demo client is the first one created in its database (id 1) unless a saved
+    // state names another.
+    let demo_client = load_state(&args.data)?.map_or(1, |s| s.client_id);
     cfg.proxy = vec![
-        format!("{POOL}={}", args.proxy)
+        format!("{demo_client}/{POOL}={}", args.proxy)
             .parse()
             .map_err(|e: String| anyhow::anyhow!(e))?,
     ];
@@ -221,7 +224,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let url = balancer.url();
     let proxy_url = balancer
         .edges
-        .proxy(POOL)
+        .proxy(demo_client, POOL)
         .map(|p| p.url())
         .context("the demo pool's proxy")?;
     let mut state = bootstrap(&url, &args.data, admin_token).await?;
