@@ -53,6 +53,25 @@ pub struct NodeRouting {
     pub errors: u64,
 }
 
+/// How far one probe metric has earned a say in routing on a pool: the trust its
+/// degrade scores are multiplied by, and the evidence behind it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct MetricTrust {
+    /// The series, `probe/metric`.
+    pub metric: String,
+    /// 0..=1: how much of a node's degrade score from this metric routing uses.
+    pub trust: f64,
+    /// Correlation between a node standing out in the metric (robust z-score over the
+    /// pool) and the same node standing out in feedback latency `lead_ms` later.
+    pub correlation: f64,
+    /// Weighted pairs behind the correlation (old ones fade).
+    pub pairs: f64,
+    /// How far ahead the metric is asked to predict latency, ms.
+    pub lead_ms: i64,
+    /// The trust in words.
+    pub reason: String,
+}
+
 /// Decisions per node in one minute.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct NodeShare {

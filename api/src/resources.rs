@@ -145,6 +145,10 @@ pub struct PoolNodes {
     /// every node's forecasts and of routing (see `GET .../probes/{name}`).
     #[serde(default)]
     pub excluded_probes: Vec<String>,
+    /// Each probe metric's trust in routing on this pool, once the balancer computes
+    /// it: a metric moves traffic only as far as it has predicted latency here.
+    #[serde(default)]
+    pub metric_trust: Vec<crate::MetricTrust>,
 }
 
 /// `GET /healthz`.

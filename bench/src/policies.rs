@@ -146,6 +146,12 @@ pub struct PipelineVariant {
     pub full_scan_max: Option<usize>,
     /// `scan_latency_exp`: latency's exponent in the full-scan cost.
     pub scan_latency_exp: Option<f64>,
+    /// `peer_min_nodes`: nodes needed for peer judgement (0 = off).
+    pub peer_min_nodes: Option<usize>,
+    /// `trust`: whether probe metrics earn trust (false = trusted in full).
+    pub trust: Option<bool>,
+    /// `trust_prior`: trust before evidence.
+    pub trust_prior: Option<f64>,
 }
 
 impl PipelineVariant {
@@ -173,6 +179,9 @@ impl PipelineVariant {
                 "max_features" => v.max_features = Some(val.parse().map_err(|e| bad(&e))?),
                 "full_scan_max" => v.full_scan_max = Some(val.parse().map_err(|e| bad(&e))?),
                 "scan_latency_exp" => v.scan_latency_exp = Some(val.parse().map_err(|e| bad(&e))?),
+                "peer_min_nodes" => v.peer_min_nodes = Some(val.parse().map_err(|e| bad(&e))?),
+                "trust" => v.trust = Some(val.parse().map_err(|e| bad(&e))?),
+                "trust_prior" => v.trust_prior = Some(val.parse().map_err(|e| bad(&e))?),
                 _ => {
                     return Err(BenchError::Args(format!(
                         "--pipeline: unknown setting `{k}`"
@@ -218,6 +227,15 @@ impl PipelineVariant {
         }
         if let Some(x) = self.max_features {
             c.training.max_features = x;
+        }
+        if let Some(x) = self.peer_min_nodes {
+            c.views.peer_min_nodes = x;
+        }
+        if let Some(x) = self.trust {
+            c.trust.enabled = x;
+        }
+        if let Some(x) = self.trust_prior {
+            c.trust.prior = x;
         }
         c
     }

@@ -106,6 +106,8 @@ pub struct PipelineConfig {
     pub training: TrainingConfig,
     /// Views.
     pub views: ViewConfig,
+    /// How far each probe metric is trusted ([`crate::trust`]).
+    pub trust: crate::TrustConfig,
 }
 
 impl Default for PipelineConfig {
@@ -114,6 +116,7 @@ impl Default for PipelineConfig {
             node: live_node_params(),
             training: TrainingConfig::default(),
             views: ViewConfig::default(),
+            trust: crate::TrustConfig::default(),
         }
     }
 }

@@ -16,11 +16,13 @@ pub mod demand;
 pub mod peers;
 pub mod pool;
 pub mod training;
+pub mod trust;
 
 pub use config::{PipelineConfig, TrainingConfig, ViewConfig};
 pub use demand::{DemandConfig, DemandTracker, ScalingChange};
 pub use pool::{Feedback, PoolPredictor, SeriesRefit};
 pub use training::{FitJob, FitOutcome};
+pub use trust::{TrustConfig, TrustTracker};
 
 /// Why a pipeline could not be built.
 #[derive(Debug, thiserror::Error)]

@@ -82,8 +82,14 @@ pub fn peer_factor(level: f64, stats: &PeerStats, cfg: &ViewConfig) -> f64 {
 
 /// Each node's degrade score judged against its own history and its peers: 1 for an
 /// `unhealthy` node, 0 for a stale one, else the worst series' (and demand's) own score
-/// times its peer factor (the own score alone where too few peers report it).
-pub fn peer_scores(parts: &[Option<DegradeParts>], cfg: &ViewConfig) -> Vec<f64> {
+/// times its peer factor and, for a probe metric, its trust (`trust(key)`,
+/// [`crate::trust`]); the own score alone where too few peers report the series (no
+/// peers to compare with, no pairs to earn trust from).
+pub fn peer_scores(
+    parts: &[Option<DegradeParts>],
+    cfg: &ViewConfig,
+    trust: &dyn Fn(&str) -> f64,
+) -> Vec<f64> {
     let stats = peer_stats(parts, cfg);
     parts
         .iter()
@@ -92,13 +98,14 @@ pub fn peer_scores(parts: &[Option<DegradeParts>], cfg: &ViewConfig) -> Vec<f64>
             if p.unhealthy {
                 return 1.0;
             }
-            p.series
-                .iter()
-                .chain(p.demand.iter())
-                .map(|s| {
-                    let factor = stats
-                        .get(&s.key)
-                        .map_or(1.0, |st| peer_factor(s.level, st, cfg));
+            let series = p.series.iter().map(|s| (s, true));
+            series
+                .chain(p.demand.iter().map(|s| (s, false)))
+                .map(|(s, probe_metric)| {
+                    let factor = stats.get(&s.key).map_or(1.0, |st| {
+                        let trusted = if probe_metric { trust(&s.key) } else { 1.0 };
+                        peer_factor(s.level, st, cfg) * trusted
+                    });
                     s.score * factor
                 })
                 .fold(0.0, f64::max)
@@ -130,12 +137,12 @@ mod tests {
         let cfg = ViewConfig::default();
         // Every node far above its own history, at similar levels: common mode.
         let all: Vec<_> = (0..8).map(|i| node(1.0, 10.0 + i as f64 * 0.2)).collect();
-        let s = peer_scores(&all, &cfg);
+        let s = peer_scores(&all, &cfg, &|_| 1.0);
         assert!(s.iter().all(|&x| x < 0.05), "{s:?}");
         // One node above its history and far above its peers: shed in full.
         let mut one: Vec<_> = (0..7).map(|i| node(0.1, 2.0 + i as f64 * 0.1)).collect();
         one.push(node(1.0, 12.0));
-        let s = peer_scores(&one, &cfg);
+        let s = peer_scores(&one, &cfg, &|_| 1.0);
         assert!(s[7] > 0.99, "{s:?}");
         assert!(s[..7].iter().all(|&x| x < 0.11), "{s:?}");
     }
@@ -146,7 +153,7 @@ mod tests {
         let mut p: Vec<_> = (0..6).map(|i| node(0.2, 3.0 + i as f64 * 0.1)).collect();
         p.push(node(1.0, 9.0));
         p.push(node(1.0, 10.0));
-        let s = peer_scores(&p, &cfg);
+        let s = peer_scores(&p, &cfg, &|_| 1.0);
         assert!(s[6] > 0.99 && s[7] > 0.99, "{s:?}");
     }
 
@@ -157,7 +164,7 @@ mod tests {
         // spread, with a high own score, is not an outlier.
         let levels = [1.0, 1.5, 1.2, 2.0, 1.8, 2.4, 1.1, 2.6];
         let p: Vec<_> = levels.iter().map(|&l| node(1.0, l)).collect();
-        let s = peer_scores(&p, &cfg);
+        let s = peer_scores(&p, &cfg, &|_| 1.0);
         assert!(s[7] < 0.5, "{s:?}");
     }
 
@@ -165,9 +172,9 @@ mod tests {
     fn small_pools_and_unhealthy_and_stale_nodes() {
         let cfg = ViewConfig::default();
         let p = vec![node(0.7, 5.0), node(0.1, 1.0)];
-        assert_eq!(peer_scores(&p, &cfg), vec![0.7, 0.1]);
+        assert_eq!(peer_scores(&p, &cfg, &|_| 1.0), vec![0.7, 0.1]);
         let mut p = vec![node(0.0, 1.0), node(0.0, 1.0), node(0.0, 1.0), None];
         p[0].as_mut().expect("some").unhealthy = true;
-        assert_eq!(peer_scores(&p, &cfg), vec![1.0, 0.0, 0.0, 0.0]);
+        assert_eq!(peer_scores(&p, &cfg, &|_| 1.0), vec![1.0, 0.0, 0.0, 0.0]);
     }
 }

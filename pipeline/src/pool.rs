@@ -20,6 +20,7 @@ use crate::config::PipelineConfig;
 use crate::demand::{DemandConfig, DemandTracker, PlanInputs, ScalingChange};
 use crate::peers;
 use crate::training::{FitJob, FitOutcome, Row, Trainer, view};
+use crate::trust::{TrustTracker, robust_z};
 
 /// One request's outcome, as the capacity model learns it.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -61,6 +62,8 @@ struct Slot {
     view_state: NodeState,
     /// Operator weight (0 drains).
     weight: f64,
+    /// Feedback latency (ms) summed since the last tick, and its rows.
+    tick_latency: (f64, u32),
 }
 
 /// The prediction pipeline of one pool (see the crate docs).
@@ -78,6 +81,8 @@ pub struct PoolPredictor {
     refitting: HashSet<(Arc<str>, String)>,
     /// The pool's demand and scaling advice ([`crate::demand`]).
     demand: DemandTracker,
+    /// How far each probe metric is trusted ([`crate::trust`]).
+    trust: TrustTracker,
 }
 
 impl PoolPredictor {
@@ -96,6 +101,7 @@ impl PoolPredictor {
         slo_ms: f64,
     ) -> PoolPredictor {
         PoolPredictor {
+            trust: TrustTracker::new(config.trust),
             config,
             node_config,
             slo_ms,
@@ -175,6 +181,7 @@ impl PoolPredictor {
             in_since_ms: None,
             view_state: NodeState::Unknown,
             weight: 1.0,
+            tick_latency: (0.0, 0),
         }
     }
 
@@ -278,6 +285,11 @@ impl PoolPredictor {
                 }
             }
         }
+        let acc = &mut self.slots[i].tick_latency;
+        if f.latency_ms.is_finite() && f.latency_ms >= 0.0 {
+            acc.0 += f.latency_ms;
+            acc.1 = acc.1.saturating_add(1);
+        }
         let row = Row {
             at_ms: f.at_ms,
             node: Arc::clone(&self.slots[i].name),
@@ -297,6 +309,7 @@ impl PoolPredictor {
         in_flight: &dyn Fn(&str) -> Option<f64>,
     ) -> Vec<(String, StateChange)> {
         let mut changes = Vec::new();
+        self.tick_trust(now_ms);
         for slot in &mut self.slots {
             if let Some(c) = slot.model.tick(now_ms) {
                 changes.push((slot.name.to_string(), c));
@@ -310,6 +323,55 @@ impl PoolPredictor {
             }
         }
         changes
+    }
+
+    /// Feeds the trust tracker: each probe metric's z-scores over the pool now, and each
+    /// node's mean feedback latency since the last tick (then reset).
+    fn tick_trust(&mut self, now_ms: i64) {
+        let min_rows = self.config.trust.min_rows;
+        let latency: Vec<(Arc<str>, f64)> = self
+            .slots
+            .iter()
+            .filter(|s| s.tick_latency.1 >= min_rows.max(1))
+            .map(|s| {
+                (
+                    Arc::clone(&s.name),
+                    s.tick_latency.0 / f64::from(s.tick_latency.1),
+                )
+            })
+            .collect();
+        for s in &mut self.slots {
+            s.tick_latency = (0.0, 0);
+        }
+        if !self.config.trust.enabled {
+            return;
+        }
+        let mut by_key: HashMap<String, Vec<(Arc<str>, f64)>> = HashMap::new();
+        for s in &self.slots {
+            if let Some(parts) = s.model.degrade_parts(now_ms) {
+                for ser in parts.series {
+                    by_key
+                        .entry(ser.key)
+                        .or_default()
+                        .push((Arc::clone(&s.name), ser.level));
+                }
+            }
+        }
+        let min = self.config.trust.min_nodes;
+        let levels = by_key
+            .into_iter()
+            .filter_map(|(k, v)| Some((k, robust_z(&v, min)?)))
+            .collect();
+        self.trust.tick(now_ms, levels, &latency);
+    }
+
+    /// Each probe metric's trust in routing with the evidence behind it.
+    pub fn metric_trust(&self) -> Vec<plb_api::MetricTrust> {
+        if self.config.trust.enabled {
+            self.trust.report()
+        } else {
+            Vec::new()
+        }
     }
 
     /// The capacity fit to run now, if one is due (at most one at a time: the next is
@@ -445,7 +507,8 @@ impl PoolPredictor {
                 .map(|s| s.model.degrade_parts(now_ms))
                 .collect();
             if v.peer_min_nodes > 0 {
-                peers::peer_scores(&parts, &v)
+                let trust = &self.trust;
+                peers::peer_scores(&parts, &v, &|k| trust.trust(k))
             } else {
                 self.slots
                     .iter()

@@ -487,6 +487,13 @@ impl Engine {
             .collect()
     }
 
+    /// Each probe metric's trust in routing on the pool, with the evidence behind it.
+    pub fn metric_trust(&self, key: &PoolKey) -> Vec<plb_api::MetricTrust> {
+        self.pool(key)
+            .map(|router| lock(&router.models).predictor.metric_trust())
+            .unwrap_or_default()
+    }
+
     /// The pool's capacity model (once fitted), the feedback rows held for training,
     /// and how past fits did on the feedback that came after them (the model in use,
     /// the load-only baseline and the probe-feature models).

@@ -287,3 +287,41 @@ async fn the_route_path_needs_neither_the_store_nor_the_engine_task() {
     }
     assert_eq!(router.outstanding(), 0);
 }
+
+/// A probe metric that leads feedback latency earns trust, and the nodes view reports
+/// it: node d's metric stands out for a few seconds at a time and its request latency
+/// follows two seconds later.
+#[tokio::test]
+async fn a_probe_metric_that_leads_latency_earns_trust() {
+    let f = fixture(&["a", "b", "c", "d"]).await;
+    let mut st = TaskState::default();
+    let router = f.router();
+    assert!(f.engine.metric_trust(&f.key).is_empty());
+    let hot = |k: i64| k >= 40 && (k / 5) % 2 == 0;
+    for k in 0..120i64 {
+        for (i, n) in ["a", "b", "c", "d"].iter().enumerate() {
+            let wobble = ((k * 7 + i as i64 * 3) % 5) as f64 * 0.1;
+            let metric = if *n == "d" && hot(k) {
+                30.0
+            } else {
+                10.0 + wobble
+            };
+            f.report(&mut st, n, metric).await;
+            let slow = *n == "d" && k >= 2 && hot(k - 2);
+            for _ in 0..4 {
+                let ms = if slow { 90.0 } else { 20.0 + wobble };
+                router.feedback_http(n, ms, true).expect("known node");
+            }
+        }
+        task::on_tick(&f.engine, &f.store, &mut st).await;
+        f.clock.advance(1_000);
+    }
+    let trust = f.engine.metric_trust(&f.key);
+    let m = trust
+        .iter()
+        .find(|m| m.metric == "http/latency-ms")
+        .unwrap_or_else(|| panic!("reported: {trust:?}"));
+    assert!(m.pairs > 10.0 && m.correlation > 0.3, "{m:?}");
+    assert!(m.trust > 0.8, "{m:?}");
+    assert!(m.reason.contains("stood out in latency 2 s later"), "{m:?}");
+}

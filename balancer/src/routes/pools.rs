@@ -146,6 +146,7 @@ pub async fn nodes(
     view.excluded_probes = st.reliability.exclusions().in_pool(client_id, &pool);
     let key = PoolKey { client_id, pool };
     if st.engine.pool_fresh(&st.store, &key).await?.is_some() {
+        view.metric_trust = st.engine.metric_trust(&key);
         let mut details = st.engine.node_details(&key);
         for n in &mut view.nodes {
             if let Some((a, r)) = details.remove(&n.node) {

@@ -236,5 +236,6 @@ pub(super) fn pool_nodes(
         pool,
         nodes,
         excluded_probes: Vec::new(),
+        metric_trust: Vec::new(),
     })
 }
