@@ -77,6 +77,19 @@
 
   // Time axis: a single point gets `pad` seconds around it (uPlot would show a day,
   // or years once the axis is split).
+  // Wall-clock time axis labels: HH:MM:SS, never uPlot's sub-second ":43.000" (x values
+  // are seconds with millisecond fractions, which its default formats as such).
+  function two(n) { return (n < 10 ? '0' : '') + n; }
+  var TIME_AXIS = {
+    values: function (u, vals) {
+      return vals.map(function (v) {
+        if (v == null) return '';
+        var d = new Date(v * 1000);
+        return two(d.getHours()) + ':' + two(d.getMinutes()) + ':' + two(d.getSeconds());
+      });
+    },
+  };
+
   function timeRange(pad) {
     return function (u, min, max) {
       var xs = u.data && u.data[0];
@@ -318,6 +331,7 @@
       var names = node ? metricsOf(node) : [];
       if (!S.metric || names.indexOf(S.metric) < 0) S.metric = defaultMetric(node, names);
       renderNodes();
+      renderTrust(b.metric_trust || []);
       renderSelectors(names);
       drawCapacity();
     });
@@ -376,6 +390,24 @@
       );
       tr.addEventListener('click', function () { selectNode(n.node); });
       tb.appendChild(tr);
+    });
+  }
+
+  // Each probe metric's trust: how much of a node's degrade score from it routing uses.
+  function renderTrust(list) {
+    var tb = $('trust').tBodies[0];
+    tb.textContent = '';
+    if (!list.length) {
+      tb.appendChild(el('tr', { cls: 'empty' }, el('td', { colspan: '4', text: 'no probe metrics compared across nodes yet' })));
+      return;
+    }
+    list.forEach(function (m) {
+      tb.appendChild(el('tr', { 'data-metric': m.metric, 'data-trust': String(m.trust) },
+        el('td', { text: m.metric }),
+        el('td', { text: pct(m.trust) }),
+        el('td', { text: fmt(m.correlation) + ' (' + Math.round(m.pairs) + ' pairs)' }),
+        el('td', { cls: 'reason', text: m.reason })
+      ));
     });
   }
 
@@ -581,6 +613,15 @@
         phi[i] = prof.hi;
       }
     }
+    // A metric that has never been negative (latency, queue depth, a count) cannot
+    // go below zero: intervals and bands are drawn from 0, not below it.
+    var nonNegative = pts.every(function (p) { return p[1] == null || p[1] >= 0; }) &&
+      (!m || m.last_value == null || m.last_value >= 0);
+    if (nonNegative) {
+      var floor0 = function (v) { return v == null ? v : Math.max(0, v); };
+      flo = flo.map(floor0);
+      plo = plo.map(floor0);
+    }
     var data = [xs.map(function (x) { return x / 1000; }), val, mean, flo, fhi, plo, phi, was];
     var opts = {
       height: 280,
@@ -605,7 +646,7 @@
         { series: [4, 3], fill: 'rgba(134,46,156,0.12)' },
         { series: [6, 5], fill: 'rgba(43,138,62,0.06)' },
       ],
-      axes: [{}, { size: 60, values: axisFmt }],
+      axes: [TIME_AXIS, { size: 60, values: axisFmt }],
     };
     plot('metric', box, opts, data, 'metric');
     box.dataset.points = String(pts.length);
@@ -617,7 +658,7 @@
     if (m) {
       parts.push(m.samples + ' samples learnt');
       parts.push('direction ' + m.direction.replace(/_/g, ' '));
-      if (prof) parts.push('band ' + fmt(prof.lo) + ' … ' + fmt(prof.hi) + (prof.ready ? '' : ' (still learning)'));
+      if (prof) parts.push('band ' + fmt(nonNegative ? Math.max(0, prof.lo) : prof.lo) + ' … ' + fmt(prof.hi) + (prof.ready ? '' : ' (still learning)'));
       if (m.forecasts && m.forecasts.length) parts.push('model ' + m.forecasts[0].model);
       var e = (m.errors || [])[0];
       if (e && e.relative_to_naive != null) parts.push('h=' + e.h + ' error ' + fmt(e.relative_to_naive) + '× last-value');
@@ -661,7 +702,7 @@
       height: 220,
       scales: { x: { time: true, range: timeRange(30) }, y: { range: fromZero } },
       series: series,
-      axes: [{}, { size: 50, values: axisFmt }],
+      axes: [TIME_AXIS, { size: 50, values: axisFmt }],
     };
     plot('capacity', box, opts, data, 'capacity:' + nodes.join(','));
     box.dataset.points = String(points);
@@ -716,7 +757,7 @@
         height: 220,
         scales: { x: { time: true, range: timeRange(180) }, y: { range: [0, 1] } },
         series: series,
-        axes: [{}, { size: 50, values: function (u, vals) { return vals.map(function (v) { return Math.round(v * 100) + '%'; }); } }],
+        axes: [TIME_AXIS, { size: 50, values: function (u, vals) { return vals.map(function (v) { return Math.round(v * 100) + '%'; }); } }],
       };
       plot('shares', box, opts, data, 'shares:' + nodes.join(','));
       box.dataset.points = String(minutes.length);
@@ -776,7 +817,7 @@
           { label: 'nodes in service', stroke: '#868e96', width: 1, scale: 'n', spanGaps: true, paths: uPlot.paths.stepped({ align: 1 }) },
         ],
         bands: [{ series: [4, 3], fill: 'rgba(134,46,156,0.12)' }],
-        axes: [{}, { size: 50, values: axisFmt }, { scale: 'n', side: 1, size: 40, grid: { show: false } }],
+        axes: [TIME_AXIS, { size: 50, values: axisFmt }, { scale: 'n', side: 1, size: 40, grid: { show: false } }],
       };
       plot('scaling', box, opts, data, 'scaling');
       box.dataset.points = String(hist.length);

@@ -343,6 +343,12 @@ fn dashboard_renders_the_cluster_in_headless_chromium() {
         changes.contains("data-change=") || changes.contains("no state changes"),
         "state changes: {changes}"
     );
+    // The probe metrics' trust table read the nodes endpoint's `metric_trust`.
+    let trust = section_until(&dom, "trust", "</table>");
+    assert!(
+        trust.contains("data-metric=") || trust.contains("no probe metrics compared"),
+        "metric trust: {trust}"
+    );
     assert_chart(&dom, "metric-chart");
     let metric_tag = open_tag(&dom, "metric-chart");
     let forecasts: u64 = attr(metric_tag, "data-forecasts")
