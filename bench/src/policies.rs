@@ -152,6 +152,8 @@ pub struct PipelineVariant {
     pub trust: Option<bool>,
     /// `trust_prior`: trust before evidence.
     pub trust_prior: Option<f64>,
+    /// `capacity_shrink_rows`: shrinkage of capacity estimates toward the pool's.
+    pub capacity_shrink_rows: Option<f64>,
 }
 
 impl PipelineVariant {
@@ -182,6 +184,9 @@ impl PipelineVariant {
                 "peer_min_nodes" => v.peer_min_nodes = Some(val.parse().map_err(|e| bad(&e))?),
                 "trust" => v.trust = Some(val.parse().map_err(|e| bad(&e))?),
                 "trust_prior" => v.trust_prior = Some(val.parse().map_err(|e| bad(&e))?),
+                "capacity_shrink_rows" => {
+                    v.capacity_shrink_rows = Some(val.parse().map_err(|e| bad(&e))?)
+                }
                 _ => {
                     return Err(BenchError::Args(format!(
                         "--pipeline: unknown setting `{k}`"
@@ -236,6 +241,9 @@ impl PipelineVariant {
         }
         if let Some(x) = self.trust_prior {
             c.trust.prior = x;
+        }
+        if let Some(x) = self.capacity_shrink_rows {
+            c.views.capacity_shrink_rows = x;
         }
         c
     }

@@ -66,6 +66,11 @@ pub struct ViewConfig {
     /// A node returning to service ramps up (slow start) only once some other node
     /// has been in service this long, ms.
     pub established_after_ms: i64,
+    /// Each node's capacity estimate is shrunk toward the pool's typical one (in log
+    /// space) with weight `rows / (rows + capacity_shrink_rows)`, `rows` the feedback
+    /// its own fit used: a node with little feedback gets about the pool's capacity,
+    /// so identical nodes agree; one with much evidence keeps its own.
+    pub capacity_shrink_rows: f64,
     /// Judge nodes against their peers ([`crate::peers`]) where at least this many
     /// nodes report a series; 0 turns peer judgement off.
     pub peer_min_nodes: usize,
@@ -88,6 +93,7 @@ impl Default for ViewConfig {
             capacity_floor: 1.0,
             capacity_deadband: 0.5,
             established_after_ms: 10_000,
+            capacity_shrink_rows: 100.0,
             peer_min_nodes: 3,
             peer_z_start: 1.0,
             peer_z_full: 3.0,

@@ -434,7 +434,8 @@ impl PoolPredictor {
         };
         let v = &self.config.views;
         let stale_after = self.config.node.state.stale_after_ms;
-        let mut raw: BTreeMap<String, f64> = BTreeMap::new();
+        // (capacity, feedback rows its fit used) per node.
+        let mut raw: BTreeMap<String, (f64, usize)> = BTreeMap::new();
         for node in self.trainer.nodes_seen() {
             let Some(&i) = self.index.get(&node) else {
                 continue;
@@ -459,21 +460,25 @@ impl PoolPredictor {
                 })
                 .flatten();
             let c = with_features.or_else(|| fit.load.for_node(&node)?.capacity(&[]));
+            let rows = fit.load.for_node(&node).map_or(0, |m| m.rows().0);
             if let Some(c) = c
                 && c.load.is_finite()
                 && c.load >= v.capacity_floor
             {
-                raw.insert(node.to_string(), c.load);
+                raw.insert(node.to_string(), (c.load, rows));
             }
         }
-        let mut sorted: Vec<f64> = raw.values().copied().collect();
+        let mut sorted: Vec<f64> = raw.values().map(|&(c, _)| c).collect();
         sorted.sort_by(f64::total_cmp);
         let Some(&typical) = sorted.get(sorted.len() / 2) else {
-            return raw;
+            return raw.into_iter().map(|(n, (c, _))| (n, c)).collect();
         };
+        let k = v.capacity_shrink_rows.max(0.0);
         raw.into_iter()
-            .map(|(n, c)| {
-                let r = (c / typical / v.capacity_deadband).clamp(0.0, 1.0);
+            .map(|(n, (c, rows))| {
+                let w = rows as f64 / (rows as f64 + k).max(1e-9);
+                let shrunk = typical * (c / typical).powf(w.clamp(0.0, 1.0));
+                let r = (shrunk / typical / v.capacity_deadband).clamp(0.0, 1.0);
                 (n, typical * r)
             })
             .collect()

@@ -143,10 +143,14 @@ fn capacity_is_the_knee_shaped_against_the_median_and_expires_without_feedback()
         cap("c").expect("c"),
     );
     assert!((a - 18.0).abs() < 1.0, "{a}");
-    // A quarter of the typical capacity, through the dead band (0.5): half the share.
-    let deadband = PipelineConfig::default().views.capacity_deadband;
-    assert!((b - a * 0.25 / deadband).abs() < 1.0, "{b} vs {a}");
-    assert!((c - a).abs() < 1e-9, "capped at the median: {c} vs {a}");
+    // A quarter of the typical capacity, shrunk toward the pool's by its 300 rows of
+    // evidence (weight 300 / (300 + shrink rows)), then through the dead band (0.5).
+    let views_cfg = PipelineConfig::default().views;
+    let w = 300.0 / (300.0 + views_cfg.capacity_shrink_rows);
+    let want = a * 0.25f64.powf(w) / views_cfg.capacity_deadband;
+    assert!(want < 0.8 * a, "still shed: {want} vs {a}");
+    assert!((b - want).abs() < 1.0, "{b} vs {want} (a {a})");
+    assert!((c - a).abs() < 1e-6, "capped at the median: {c} vs {a}");
     let model = p.capacity_view(2_000).expect("fitted");
     assert_eq!(model.nodes.len(), 3);
 
