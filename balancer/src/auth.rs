@@ -102,6 +102,8 @@ impl Principal {
 /// Token checking: the admin token's hash and the cache.
 pub struct Auth {
     admin: TokenHash,
+    /// `--metrics-token`'s hash, if set.
+    metrics: Option<TokenHash>,
     cache: RwLock<HashMap<TokenHash, TokenOwner>>,
     /// Bumped on every revocation, so a lookup that raced with one is not cached.
     generation: AtomicU64,
@@ -118,9 +120,29 @@ impl Auth {
     pub fn new(admin_token: &str) -> Self {
         Auth {
             admin: hash_token(admin_token),
+            metrics: None,
             cache: RwLock::new(HashMap::new()),
             generation: AtomicU64::new(0),
         }
+    }
+
+    /// Also accepts `token` (`--metrics-token`) for `/metrics`.
+    pub fn with_metrics_token(mut self, token: Option<&str>) -> Self {
+        self.metrics = token.map(hash_token);
+        self
+    }
+
+    /// Whether a metrics token is configured (then `/metrics` needs a token).
+    pub fn metrics_token_set(&self) -> bool {
+        self.metrics.is_some()
+    }
+
+    /// Whether `token` may read every series of `/metrics`: the metrics or the admin
+    /// token (compared in constant time).
+    pub fn metrics_reader(&self, token: &str) -> bool {
+        let hash = hash_token(token);
+        let metrics = self.metrics.as_ref().is_some_and(|m| same(&hash, m));
+        same(&hash, &self.admin) | metrics
     }
 
     /// Forgets every cached token: call after a revocation has committed.
@@ -184,10 +206,14 @@ fn unknown() -> AppError {
 
 /// The bearer token of a request, or 401.
 fn bearer(parts: &Parts) -> Result<&str, AppError> {
+    bearer_in(&parts.headers)
+}
+
+/// The bearer token in `headers`, or 401.
+pub fn bearer_in(headers: &axum::http::HeaderMap) -> Result<&str, AppError> {
     let missing =
         || AppError::Unauthorized("missing `Authorization: Bearer <token>` header".into());
-    let value = parts
-        .headers
+    let value = headers
         .get(header::AUTHORIZATION)
         .ok_or_else(missing)?
         .to_str()

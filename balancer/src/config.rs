@@ -36,6 +36,13 @@ pub struct BalancerConfig {
     #[arg(long, env = "PLB_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: String,
 
+    /// Token for `/metrics` (`Authorization: Bearer <it>`; the admin token works too). When
+    /// set, `/metrics` refuses callers without it; when not, anyone gets the aggregate
+    /// series and only the admin token shows the series labelled with tenants' pool and
+    /// probe names. At least 16 characters.
+    #[arg(long, env = "PLB_METRICS_TOKEN", hide_env_values = true)]
+    pub metrics_token: Option<String>,
+
     /// Largest probe upload, in bytes (413 past it).
     #[arg(long, env = "PLB_MAX_UPLOAD_BYTES", default_value_t = DEFAULT_MAX_UPLOAD_BYTES)]
     pub max_upload_bytes: u64,
@@ -138,6 +145,10 @@ impl std::fmt::Debug for BalancerConfig {
             .field("listen", &self.listen)
             .field("db", &self.db)
             .field("admin_token", &"<redacted>")
+            .field(
+                "metrics_token",
+                &self.metrics_token.as_ref().map(|_| "<redacted>"),
+            )
             .field("max_upload_bytes", &self.max_upload_bytes)
             .field("max_json_bytes", &self.max_json_bytes)
             .field("retention_raw", &self.retention_raw)
@@ -174,6 +185,11 @@ pub enum ConfigError {
         "--admin-token must not start with `plbc_` or `plba_` (those are client and agent tokens)"
     )]
     AdminTokenPrefix,
+    /// The metrics token is too short to be a secret.
+    #[error(
+        "--metrics-token (PLB_METRICS_TOKEN) must be at least {MIN_ADMIN_TOKEN_LEN} characters"
+    )]
+    MetricsTokenTooShort,
     /// A size limit out of range.
     #[error("--{flag} must be between {min} and {max} bytes, got {got}")]
     Size {
@@ -208,6 +224,7 @@ impl BalancerConfig {
                 .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 7070))),
             db: db.into(),
             admin_token: admin_token.into(),
+            metrics_token: None,
             max_upload_bytes: DEFAULT_MAX_UPLOAD_BYTES,
             max_json_bytes: DEFAULT_MAX_JSON_BYTES,
             retention_raw: Duration::from_secs(24 * 3600),
@@ -281,6 +298,13 @@ impl BalancerConfig {
         }
         if self.admin_token.starts_with("plbc_") || self.admin_token.starts_with("plba_") {
             return Err(ConfigError::AdminTokenPrefix);
+        }
+        if self
+            .metrics_token
+            .as_ref()
+            .is_some_and(|t| t.chars().count() < MIN_ADMIN_TOKEN_LEN)
+        {
+            return Err(ConfigError::MetricsTokenTooShort);
         }
         let size = |flag, got: u64, min: u64, max: u64| {
             if (min..=max).contains(&got) {

@@ -2,6 +2,11 @@
 //! route and status, samples ingested, probe uploads, retention, the store's writer,
 //! route decisions, probe reliability. Plain counters, below every layer that counts: the
 //! HTTP middleware that fills the request families is `routes::request_metrics`.
+//!
+//! Two registries: the public one (aggregates: no tenant's pool, probe or node name, and
+//! only bounded labels) and the tenant one (series labelled with a client's pool and
+//! probe names: probe reliability, the scaling gauges), which `/metrics` shows only to a
+//! caller presenting the metrics or the admin token ([`Exposure`]).
 use std::sync::atomic::AtomicU64;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -18,10 +23,34 @@ use crate::store::WriterMetrics;
 pub struct RequestLabels {
     /// The route template, e.g. `/v1/pools/{pool}`, or `unmatched`.
     pub route: String,
-    /// The method.
-    pub method: String,
+    /// The method, from a fixed set ([`method_label`]).
+    pub method: &'static str,
     /// The response status.
     pub status: u16,
+}
+
+/// The request method as a metrics label: one of a fixed set, so a client inventing
+/// methods cannot grow the label's values without bound.
+pub fn method_label(method: &str) -> &'static str {
+    match method {
+        "GET" => "GET",
+        "POST" => "POST",
+        "PUT" => "PUT",
+        "PATCH" => "PATCH",
+        "DELETE" => "DELETE",
+        "HEAD" => "HEAD",
+        "OPTIONS" => "OPTIONS",
+        _ => "other",
+    }
+}
+
+/// Which series an exposition holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exposure {
+    /// Aggregates only: no series names a tenant's pool or probe.
+    Public,
+    /// Everything, tenant-labelled series included (metrics or admin token).
+    Full,
 }
 
 /// Labels naming a route.
@@ -97,6 +126,8 @@ type HistogramFamily = Family<RouteLabels, Histogram, fn() -> Histogram>;
 /// Labels of a pool's scaling gauges.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ScalingLabels {
+    /// The owning client's id (pool names are unique per client only).
+    pub client: String,
     /// The pool's name.
     pub pool: String,
     /// `5m`, `15m` or `1h`.
@@ -107,9 +138,9 @@ pub struct ScalingLabels {
 /// so that they can move behind a metrics token with the other per-pool series.
 #[derive(Debug, Clone, Default)]
 pub struct ScalingMetrics {
-    /// `plb_pool_desired_nodes{pool,horizon}`: nodes needed at each horizon.
+    /// `plb_pool_desired_nodes{client,pool,horizon}`: nodes needed at each horizon.
     pub desired_nodes: Family<ScalingLabels, Gauge>,
-    /// `plb_pool_demand_forecast_rps{pool,horizon}`: forecast requests per second.
+    /// `plb_pool_demand_forecast_rps{client,pool,horizon}`: forecast requests per second.
     pub demand_forecast_rps: Family<ScalingLabels, Gauge<f64, AtomicU64>>,
 }
 
@@ -127,11 +158,12 @@ impl ScalingMetrics {
         );
     }
 
-    /// Sets the gauges of `pool` from its scaling view (nodes only once a capacity is
-    /// known).
-    pub fn set(&self, pool: &str, view: &plb_api::PoolScaling) {
+    /// Sets the gauges of the client's `pool` from its scaling view (nodes only once a
+    /// capacity is known).
+    pub fn set(&self, client_id: i64, pool: &str, view: &plb_api::PoolScaling) {
         for h in &view.horizons {
             let labels = ScalingLabels {
+                client: client_id.to_string(),
                 pool: pool.to_string(),
                 horizon: h.horizon.clone(),
             };
@@ -154,6 +186,8 @@ fn latency_histogram() -> Histogram {
 /// Every metric the balancer exports.
 pub struct Metrics {
     registry: Registry,
+    /// Series labelled with tenants' pool and probe names.
+    tenant: Registry,
     /// Requests by route, method and status.
     pub requests: Family<RequestLabels, Counter>,
     /// Request duration by route.
@@ -312,11 +346,13 @@ impl Metrics {
             "Capacity models fitted",
             capacity_fits.clone(),
         );
+        let mut tenant = Registry::with_prefix("plb");
         let reliability = crate::reliability::ReliabilityMetrics::default();
-        reliability.register(&mut registry);
+        reliability.register(&mut registry, &mut tenant);
         let scaling = ScalingMetrics::default();
-        scaling.register(&mut registry);
+        scaling.register(&mut tenant);
         Metrics {
+            tenant,
             scaling,
             reliability,
             registry,
@@ -338,10 +374,30 @@ impl Metrics {
         }
     }
 
-    /// The Prometheus text exposition.
-    pub fn encode(&self) -> Result<String, std::fmt::Error> {
+    /// The Prometheus text exposition: the public series, and with [`Exposure::Full`]
+    /// the tenant-labelled ones too.
+    pub fn encode(&self, exposure: Exposure) -> Result<String, std::fmt::Error> {
+        use prometheus_client::encoding::text;
         let mut out = String::new();
-        prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
+        text::encode_registry(&mut out, &self.registry)?;
+        if exposure == Exposure::Full {
+            text::encode_registry(&mut out, &self.tenant)?;
+        }
+        text::encode_eof(&mut out)?;
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn method_labels_are_a_fixed_set() {
+        assert_eq!(method_label("GET"), "GET");
+        assert_eq!(method_label("OPTIONS"), "OPTIONS");
+        assert_eq!(method_label("BREW"), "other");
+        assert_eq!(method_label("get"), "other");
+        assert_eq!(method_label(&"X".repeat(1000)), "other");
     }
 }

@@ -83,7 +83,9 @@ impl AppState {
         AppState {
             store,
             runtime,
-            auth: Arc::new(Auth::new(&cfg.admin_token)),
+            auth: Arc::new(
+                Auth::new(&cfg.admin_token).with_metrics_token(cfg.metrics_token.as_deref()),
+            ),
             metrics,
             limits: Limits {
                 max_upload_bytes: usize::try_from(cfg.max_upload_bytes).unwrap_or(usize::MAX),

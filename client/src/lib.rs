@@ -415,10 +415,11 @@ impl Client {
         self.json(self.http.get(url)).await
     }
 
-    /// `GET /metrics`: the Prometheus text.
+    /// `GET /metrics`: the Prometheus text, asked with this client's token (the metrics
+    /// or the admin token shows the series labelled with tenants' pools and probes).
     pub async fn metrics_text(&self) -> Result<String, ClientError> {
         let url = self.url(&["metrics"])?;
-        let resp = self.send(self.http.get(url)).await?;
+        let resp = self.send(self.request(Method::GET, url)).await?;
         resp.text().await.map_err(transport)
     }
 

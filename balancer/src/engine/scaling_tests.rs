@@ -212,13 +212,29 @@ async fn the_scaling_notification_has_hysteresis_in_simulated_time() {
     assert_eq!(deliveries.len(), ns.len(), "{deliveries:?}");
 
     // The gauges: nodes and demand per horizon.
-    let text = s.engine.metrics().encode().expect("encode");
+    let text = s
+        .engine
+        .metrics()
+        .encode(crate::metrics::Exposure::Full)
+        .expect("encode");
+    let client = s.client_id;
     assert!(
-        text.contains("plb_pool_desired_nodes{pool=\"web\",horizon=\"15m\"}"),
+        text.contains(&format!(
+            "plb_pool_desired_nodes{{client=\"{client}\",pool=\"web\",horizon=\"15m\"}}"
+        )),
         "{text}"
     );
     assert!(
-        text.contains("plb_pool_demand_forecast_rps{pool=\"web\",horizon=\"1h\"}"),
+        text.contains(&format!(
+            "plb_pool_demand_forecast_rps{{client=\"{client}\",pool=\"web\",horizon=\"1h\"}}"
+        )),
         "{text}"
     );
+    // Tenant-labelled: not in the public exposition.
+    let public = s
+        .engine
+        .metrics()
+        .encode(crate::metrics::Exposure::Public)
+        .expect("encode");
+    assert!(!public.contains("plb_pool_desired_nodes"), "{public}");
 }

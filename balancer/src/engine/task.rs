@@ -225,7 +225,10 @@ fn demand(
     if st.gauges_minute.get(key) != Some(&minute_ms) {
         st.gauges_minute.insert(key.clone(), minute_ms);
         let view = lock(&router.models).predictor.scaling(now_ms);
-        engine.metrics().scaling.set(&key.pool, &view);
+        engine
+            .metrics()
+            .scaling
+            .set(key.client_id, &key.pool, &view);
     }
 }
 

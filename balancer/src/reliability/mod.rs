@@ -66,14 +66,15 @@ pub struct ReliabilityMetrics {
 }
 
 impl ReliabilityMetrics {
-    /// Registers every metric under `registry` (prefix `plb_`).
-    pub fn register(&self, registry: &mut Registry) {
-        registry.register(
+    /// Registers every metric (prefix `plb_`): the per-probe series, labelled with a
+    /// tenant's pool and probe names, under `tenant`, the aggregates under `registry`.
+    pub fn register(&self, registry: &mut Registry, tenant: &mut Registry) {
+        tenant.register(
             "probe_reliability_state",
             "Probe state: 0 reliable, 1 flaky, 2 needs_update",
             self.probe_state.clone(),
         );
-        registry.register(
+        tenant.register(
             "probe_failure_rate",
             "Share of a probe's recent runs (newest version) failing by its own fault",
             self.probe_failure_rate.clone(),

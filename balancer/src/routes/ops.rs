@@ -1,10 +1,11 @@
 //! Operations: `/healthz`, `/metrics` (Prometheus text) and `/v1/openapi.json`.
 use axum::extract::State;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use plb_api::{ErrorBody, Health};
 
 use crate::error::{ApiJson, AppError};
+use crate::metrics::Exposure;
 use crate::state::AppState;
 
 /// `ok` when the store answers a query.
@@ -26,13 +27,36 @@ pub async fn healthz(State(st): State<AppState>) -> Result<ApiJson<Health>, AppE
     }))
 }
 
-/// Prometheus text exposition.
+/// Prometheus text exposition. With `--metrics-token` set, the metrics or the admin
+/// token is needed and every series is shown; without it, anyone gets the aggregate
+/// series, and the series labelled with tenants' pool and probe names only come with the
+/// admin token.
 #[utoipa::path(
     get, path = "/metrics", tag = "ops",
-    responses((status = 200, description = "Prometheus text format", content_type = "text/plain", body = String))
+    security((), ("bearer" = [])),
+    responses(
+        (status = 200, description = "Prometheus text format", content_type = "text/plain", body = String),
+        (status = 401, description = "A metrics token is configured and was not presented, or the token presented is neither the metrics nor the admin token", body = ErrorBody),
+    )
 )]
-pub async fn metrics(State(st): State<AppState>) -> Result<Response, AppError> {
-    let text = st.metrics.encode().map_err(AppError::internal)?;
+pub async fn metrics(State(st): State<AppState>, headers: HeaderMap) -> Result<Response, AppError> {
+    let exposure = if headers.contains_key(header::AUTHORIZATION) {
+        let token = crate::auth::bearer_in(&headers)?;
+        if !st.auth.metrics_reader(token) {
+            return Err(AppError::Unauthorized(
+                "/metrics takes the metrics token (--metrics-token) or the admin token".into(),
+            ));
+        }
+        Exposure::Full
+    } else if st.auth.metrics_token_set() {
+        return Err(AppError::Unauthorized(
+            "/metrics needs `Authorization: Bearer <metrics token>` (--metrics-token is set)"
+                .into(),
+        ));
+    } else {
+        Exposure::Public
+    };
+    let text = st.metrics.encode(exposure).map_err(AppError::internal)?;
     Ok((
         StatusCode::OK,
         [(
