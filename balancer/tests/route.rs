@@ -349,3 +349,114 @@ async fn a_key_sticks_to_its_node_while_it_has_room() {
         assert_ne!(p.route("key=user-0").await.node, owner);
     }
 }
+
+/// `GET` with the pool owner's token: status and JSON body.
+async fn get_json(p: &Pool, path: &str) -> (u16, serde_json::Value) {
+    raw(
+        &format!("{}{path}", p.url),
+        reqwest::Method::GET,
+        Some(p.client.token()),
+        None,
+        None,
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn decisions_and_history_answer_at_most_their_limit() {
+    let b = TestBalancer::start().await;
+    let p = Pool::new(&b, "acme", "web", &["a", "b"]).await;
+    // Three days of per-minute decisions for both nodes, as the engine stores them.
+    let now = now_ms();
+    let minute = now - now % 60_000;
+    let days = 3 * 24 * 60;
+    {
+        let mut c = rusqlite::Connection::open(b.db()).expect("db");
+        c.busy_timeout(Duration::from_secs(5)).expect("timeout");
+        let tx = c.transaction().expect("tx");
+        tx.execute(
+            "INSERT INTO route_decisions (pool_id, node_id, minute_ms, decisions)
+             SELECT p.id, n.id, ?1 - m.k * 60000, 1 + m.k % 7
+             FROM pools p JOIN pool_nodes pn ON pn.pool_id = p.id JOIN nodes n ON n.id = pn.node_id,
+                  (WITH RECURSIVE r(k) AS (SELECT 0 UNION ALL SELECT k + 1 FROM r WHERE k + 1 < ?2)
+                   SELECT k FROM r) m
+             WHERE p.name = 'web'",
+            rusqlite::params![minute, days],
+        )
+        .expect("insert");
+        tx.commit().expect("commit");
+    }
+    assert_eq!(
+        b.count("SELECT COUNT(*) FROM route_decisions"),
+        2 * days,
+        "seeded"
+    );
+    let minutes = |v: &serde_json::Value| -> Vec<i64> {
+        v["minutes"]
+            .as_array()
+            .expect("minutes")
+            .iter()
+            .map(|m| m["minute_ms"].as_i64().expect("minute"))
+            .collect()
+    };
+
+    // since=0: the default limit, the newest minutes, oldest first.
+    let (status, body) = get_json(&p, "/v1/pools/web/decisions?since=0").await;
+    assert_eq!(status, 200, "{body}");
+    let got = minutes(&body);
+    assert_eq!(got.len(), 120);
+    assert_eq!(got.last().copied(), Some(minute));
+    assert_eq!(got.first().copied(), Some(minute - 119 * 60_000));
+    assert!(got.windows(2).all(|w| w[0] < w[1]));
+    assert_eq!(
+        body["minutes"][0]["nodes"].as_array().map(Vec::len),
+        Some(2)
+    );
+
+    let (status, body) = get_json(&p, "/v1/pools/web/decisions?since=0&limit=5").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        minutes(&body),
+        (0..5)
+            .rev()
+            .map(|k| minute - k * 60_000)
+            .collect::<Vec<_>>()
+    );
+    // A window shorter than the limit is answered whole.
+    let since = minute - 2 * 60_000;
+    let (_, body) = get_json(
+        &p,
+        &format!("/v1/pools/web/decisions?since={since}&limit=1440"),
+    )
+    .await;
+    assert_eq!(minutes(&body).len(), 3);
+    for bad in ["0", "1441", "-1", "many"] {
+        let got = get_json(&p, &format!("/v1/pools/web/decisions?since=0&limit={bad}")).await;
+        assert_error(&got, 400, "invalid_query", "limit");
+    }
+
+    // History: the window's newest `limit` samples, and `truncated`.
+    let points: Vec<(i64, f64)> = (0..20)
+        .map(|i| (now - 20_000 + i * 1000, i as f64))
+        .collect();
+    p.samples("a", &points).await;
+    let path = format!("/v1/pools/web/nodes/a/history?metric={SERIES}");
+    let (status, body) = get_json(&p, &format!("{path}&limit=5")).await;
+    assert_eq!(status, 200, "{body}");
+    let values: Vec<f64> = body["points"]
+        .as_array()
+        .expect("points")
+        .iter()
+        .map(|pt| pt[1].as_f64().expect("value"))
+        .collect();
+    assert_eq!(values, [15.0, 16.0, 17.0, 18.0, 19.0]);
+    assert_eq!(body["truncated"], true);
+    let (_, body) = get_json(&p, &path).await;
+    assert_eq!(body["points"].as_array().map(Vec::len), Some(20));
+    assert_eq!(body["truncated"], false);
+    for bad in ["0", "36001"] {
+        let got = get_json(&p, &format!("{path}&limit={bad}")).await;
+        assert_error(&got, 400, "invalid_query", "limit");
+    }
+    b.running.stop().await.expect("stop");
+}

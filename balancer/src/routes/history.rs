@@ -1,5 +1,5 @@
 //! A node's metric history for the dashboard's charts:
-//! `GET /v1/pools/{pool}/nodes/{node}/history?metric=probe/metric&since=ms`, the stored
+//! `GET /v1/pools/{pool}/nodes/{node}/history?metric=probe/metric&since=ms&limit=n`, the stored
 //! raw samples of one series (`ok` runs only) over a recent window, oldest first, read
 //! by [`crate::store::Store::node_probe_samples`]; past the row cap the answer keeps the
 //! window's newest part and says `truncated`.
@@ -17,8 +17,8 @@ use crate::state::AppState;
 const DEFAULT_WINDOW_MS: i64 = 15 * 60 * 1000;
 /// Longest window: one hour (raw samples; older data is folded into minutes).
 const MAX_WINDOW_MS: i64 = 60 * 60 * 1000;
-/// Samples answered at most (a quick probe every 100 ms for an hour).
-const MAX_POINTS: usize = 36_000;
+/// Samples answered at most, and by default (a quick probe every 100 ms for an hour).
+pub const MAX_POINTS: u32 = 36_000;
 
 /// Query of the history endpoint.
 #[derive(Debug, Deserialize)]
@@ -28,6 +28,8 @@ pub struct HistoryParams {
     pub metric: String,
     /// From this time on, Unix ms (default: 15 minutes ago; at most one hour back).
     pub since: Option<i64>,
+    /// Most samples answered, 1 to 36000 (default 36000): the window's newest.
+    pub limit: Option<u32>,
 }
 
 /// `GET /v1/pools/{pool}/nodes/{node}/history`.
@@ -55,6 +57,7 @@ pub struct MetricHistory {
         ("node" = String, Path, description = "Node id"),
         ("metric" = String, Query, description = "Series key `probe/metric`"),
         ("since" = Option<i64>, Query, description = "From this time on, Unix ms (default 15 minutes ago, at most one hour back)"),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 36000, description = "Most samples answered (default and at most 36000): the window's newest; `truncated` says when older ones were left out"),
     ),
     responses(
         (status = 200, description = "The series' samples, oldest first", body = MetricHistory),
@@ -85,6 +88,14 @@ pub async fn get(
         ));
     }
     check_name("probe", probe)?;
+    let limit = q.limit.unwrap_or(MAX_POINTS);
+    if !(1..=MAX_POINTS).contains(&limit) {
+        return Err(AppError::BadRequest(
+            "invalid_query",
+            format!("`limit` must be between 1 and {MAX_POINTS}"),
+        ));
+    }
+    let limit = limit as usize;
     let now = now_ms();
     let since_ms = q
         .since
@@ -105,11 +116,11 @@ pub async fn get(
             node.clone(),
             probe.to_string(),
             since_ms,
-            MAX_POINTS + 1,
+            limit + 1,
         )
         .await?;
-    let truncated = rows.len() > MAX_POINTS;
-    let skip = rows.len().saturating_sub(MAX_POINTS);
+    let truncated = rows.len() > limit;
+    let skip = rows.len().saturating_sub(limit);
     let points = rows
         .into_iter()
         .skip(skip)

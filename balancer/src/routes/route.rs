@@ -18,6 +18,10 @@ use crate::state::AppState;
 const MAX_KEY: usize = 1024;
 /// Default window of the decisions view, ms.
 const DEFAULT_DECISIONS_WINDOW_MS: i64 = 3_600_000;
+/// Minutes the decisions view answers by default (the default hour spans up to 61).
+pub const DEFAULT_DECISIONS_MINUTES: u32 = 120;
+/// Most minutes one decisions answer holds (a day; rows are minutes x nodes).
+pub const MAX_DECISIONS_MINUTES: u32 = 1440;
 
 /// Query of `GET /v1/pools/{pool}/route`.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -134,6 +138,10 @@ pub async fn route(
 pub struct DecisionsParams {
     /// Minutes from this time on, Unix ms (default: the last hour).
     pub since: Option<i64>,
+    /// Most minutes answered, 1 to 1440 (default 120): the newest minutes with decisions
+    /// at or after `since`; when the window holds more, its oldest minutes are left out.
+    #[param(minimum = 1, maximum = 1440)]
+    pub limit: Option<u32>,
 }
 
 /// Route decisions per node and minute, with each node's share (client token).
@@ -141,7 +149,8 @@ pub struct DecisionsParams {
     get, path = "/v1/pools/{pool}/decisions", tag = "routing",
     params(("pool" = String, Path, description = "Pool name"), DecisionsParams),
     responses(
-        (status = 200, description = "Decisions per minute and node", body = DecisionShares),
+        (status = 200, description = "Decisions per minute and node (the newest `limit` minutes)", body = DecisionShares),
+        (status = 400, description = "`limit` out of range", body = ErrorBody),
         (status = 404, description = "The caller has no such pool", body = ErrorBody),
     ),
     security(("bearer" = []))
@@ -156,9 +165,16 @@ pub async fn decisions(
     let since_ms = q
         .since
         .unwrap_or_else(|| now_ms() - DEFAULT_DECISIONS_WINDOW_MS);
+    let limit = q.limit.unwrap_or(DEFAULT_DECISIONS_MINUTES);
+    if !(1..=MAX_DECISIONS_MINUTES).contains(&limit) {
+        return Err(AppError::BadRequest(
+            "invalid_query",
+            format!("`limit` must be between 1 and {MAX_DECISIONS_MINUTES} minutes"),
+        ));
+    }
     let rows = st
         .store
-        .route_decisions(client_id, pool.clone(), since_ms)
+        .route_decisions(client_id, pool.clone(), since_ms, limit as usize)
         .await?;
     let mut minutes: BTreeMap<i64, Vec<(String, u64)>> = BTreeMap::new();
     for r in rows {

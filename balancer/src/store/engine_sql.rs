@@ -172,6 +172,13 @@ fn parse_state(s: &str) -> NodeState {
     }
 }
 
+/// A pool's state changes, newest first, through `state_changes_by_pool`.
+pub(super) const STATE_CHANGES_SQL: &str =
+    "SELECT n.name, sc.at_ms, sc.from_state, sc.to_state, sc.reason, sc.evidence
+     FROM state_changes sc JOIN nodes n ON n.id = sc.node_id
+     WHERE sc.pool_id = ?1 AND sc.at_ms >= ?2 AND (?3 IS NULL OR n.name = ?3)
+     ORDER BY sc.at_ms DESC, sc.id DESC LIMIT ?4";
+
 pub(super) fn state_changes(
     c: &Connection,
     client_id: i64,
@@ -181,12 +188,7 @@ pub(super) fn state_changes(
     limit: usize,
 ) -> Result<Vec<NodeStateChange>, StoreError> {
     let pid = pool_id(c, client_id, pool)?;
-    let mut q = c.prepare_cached(
-        "SELECT n.name, sc.at_ms, sc.from_state, sc.to_state, sc.reason, sc.evidence
-         FROM state_changes sc JOIN nodes n ON n.id = sc.node_id
-         WHERE sc.pool_id = ?1 AND sc.at_ms >= ?2 AND (?3 IS NULL OR n.name = ?3)
-         ORDER BY sc.at_ms DESC, sc.id DESC LIMIT ?4",
-    )?;
+    let mut q = c.prepare_cached(STATE_CHANGES_SQL)?;
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
     let mut rows = q.query(params![pid, since_ms, node, limit])?;
     let mut out = Vec::new();
@@ -208,19 +210,37 @@ pub(super) fn state_changes(
     Ok(out)
 }
 
+/// The newest `?3` minutes at or after `?2` of pool `?1` that have decisions: the
+/// first of them, through the primary key (pool_id, minute_ms, node_id).
+pub(super) const DECISIONS_CUTOFF_SQL: &str = "SELECT MIN(minute_ms) FROM (
+         SELECT DISTINCT minute_ms FROM route_decisions
+         WHERE pool_id = ?1 AND minute_ms >= ?2 ORDER BY minute_ms DESC LIMIT ?3)";
+
+/// A pool's decisions per node and minute from `?2` on, through the primary key.
+pub(super) const ROUTE_DECISIONS_SQL: &str =
+    "SELECT rd.minute_ms, n.name, rd.decisions FROM route_decisions rd
+     JOIN nodes n ON n.id = rd.node_id
+     WHERE rd.pool_id = ?1 AND rd.minute_ms >= ?2 ORDER BY rd.minute_ms, n.name";
+
+/// The pool's decisions per node and minute in the newest `max_minutes` minutes (that
+/// have any) at or after `since_ms`, oldest first.
 pub(super) fn route_decisions(
     c: &Connection,
     client_id: i64,
     pool: &str,
     since_ms: i64,
+    max_minutes: usize,
 ) -> Result<Vec<MinuteDecisions>, StoreError> {
     let pid = pool_id(c, client_id, pool)?;
-    let mut q = c.prepare_cached(
-        "SELECT rd.minute_ms, n.name, rd.decisions FROM route_decisions rd
-         JOIN nodes n ON n.id = rd.node_id
-         WHERE rd.pool_id = ?1 AND rd.minute_ms >= ?2 ORDER BY rd.minute_ms, n.name",
-    )?;
-    let rows = q.query_map(params![pid, since_ms], |r| {
+    let limit = i64::try_from(max_minutes).unwrap_or(i64::MAX);
+    let cutoff: Option<i64> = c
+        .prepare_cached(DECISIONS_CUTOFF_SQL)?
+        .query_row(params![pid, since_ms, limit], |r| r.get(0))?;
+    let Some(from_ms) = cutoff else {
+        return Ok(Vec::new());
+    };
+    let mut q = c.prepare_cached(ROUTE_DECISIONS_SQL)?;
+    let rows = q.query_map(params![pid, from_ms.max(since_ms)], |r| {
         Ok(MinuteDecisions {
             minute_ms: r.get(0)?,
             node: r.get(1)?,
@@ -230,6 +250,13 @@ pub(super) fn route_decisions(
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
+/// A pool's forecast errors from `?2` on, through `forecast_errors_by_pool`.
+pub(super) const FORECAST_ERRORS_SQL: &str =
+    "SELECT fe.at_ms, n.name, fe.series, fe.h, fe.model, fe.mae, fe.naive_mae, fe.scored
+     FROM forecast_errors fe JOIN nodes n ON n.id = fe.node_id
+     WHERE fe.pool_id = ?1 AND fe.at_ms >= ?2
+     ORDER BY fe.at_ms, n.name, fe.series, fe.h LIMIT ?3";
+
 pub(super) fn forecast_errors(
     c: &Connection,
     client_id: i64,
@@ -238,12 +265,7 @@ pub(super) fn forecast_errors(
     limit: usize,
 ) -> Result<Vec<ForecastErrorRecord>, StoreError> {
     let pid = pool_id(c, client_id, pool)?;
-    let mut q = c.prepare_cached(
-        "SELECT fe.at_ms, n.name, fe.series, fe.h, fe.model, fe.mae, fe.naive_mae, fe.scored
-         FROM forecast_errors fe JOIN nodes n ON n.id = fe.node_id
-         WHERE fe.pool_id = ?1 AND fe.at_ms >= ?2
-         ORDER BY fe.at_ms, n.name, fe.series, fe.h LIMIT ?3",
-    )?;
+    let mut q = c.prepare_cached(FORECAST_ERRORS_SQL)?;
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
     let rows = q.query_map(params![pid, since_ms, limit], |r| {
         Ok(ForecastErrorRecord {

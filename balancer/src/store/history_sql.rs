@@ -16,6 +16,15 @@ pub struct TimedMetrics {
     pub metrics: BTreeMap<String, f64>,
 }
 
+/// The history read: the node's id from `(client_id, name)` (unique), then the series'
+/// newest rows through `samples_by_series` (migration 4), never the time index over every
+/// tenant's samples. `?1` since, `?2` client id, `?3` node, `?4` pool, `?5` probe, `?6`
+/// limit.
+pub(super) const NODE_PROBE_SAMPLES_SQL: &str = "SELECT s.taken_at_ms, s.metrics FROM samples s
+     WHERE s.node_id = (SELECT id FROM nodes WHERE client_id = ?2 AND name = ?3)
+       AND s.pool = ?4 AND s.probe = ?5 AND s.taken_at_ms >= ?1 AND s.outcome = 'ok'
+     ORDER BY s.taken_at_ms DESC, s.seq DESC LIMIT ?6";
+
 /// Time and metrics of the node's `ok` runs of `probe` in `pool` taken at or
 /// after `since_ms`: the newest `limit`, oldest first.
 pub(super) fn node_probe_samples(
@@ -27,13 +36,7 @@ pub(super) fn node_probe_samples(
     since_ms: i64,
     limit: usize,
 ) -> Result<Vec<TimedMetrics>, StoreError> {
-    let mut q = c.prepare_cached(
-        "SELECT s.taken_at_ms, s.metrics
-         FROM samples s JOIN nodes n ON n.id = s.node_id
-         WHERE s.taken_at_ms >= ?1 AND n.client_id = ?2 AND s.node = ?3 AND s.pool = ?4
-           AND s.probe = ?5 AND s.outcome = 'ok'
-         ORDER BY s.taken_at_ms DESC, s.seq DESC LIMIT ?6",
-    )?;
+    let mut q = c.prepare_cached(NODE_PROBE_SAMPLES_SQL)?;
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
     let mut rows = q.query(params![since_ms, client_id, node, pool, probe, limit])?;
     let mut out = Vec::new();

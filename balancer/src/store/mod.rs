@@ -363,12 +363,14 @@ pub trait Store: ReliabilityStore + Send + Sync + 'static {
         limit: usize,
     ) -> StoreFuture<Vec<plb_api::NodeStateChange>>;
 
-    /// A pool's route decisions per minute and node from `since_ms`, by minute then node.
+    /// A pool's route decisions per minute and node in the newest `max_minutes` minutes
+    /// (with decisions) at or after `since_ms`, by minute then node.
     fn route_decisions(
         &self,
         client_id: i64,
         pool: String,
         since_ms: i64,
+        max_minutes: usize,
     ) -> StoreFuture<Vec<MinuteDecisions>>;
 
     /// One node's stored `ok` samples of one probe in one of the client's pools, taken

@@ -242,12 +242,22 @@ CREATE TABLE webhook_attempts (
 CREATE INDEX webhook_attempts_by_delivery ON webhook_attempts(delivery_id, id);
 "#;
 
+/// Version 4 (per-tenant reads): one series' raw samples (a node's probe in a pool) by
+/// time, for the history read, which otherwise could only use `samples_by_time` and scan
+/// every tenant's samples of the window. The other per-pool reads already have theirs:
+/// route decisions their primary key (pool_id, minute_ms, node_id), state changes and
+/// forecast errors their `(pool_id, at_ms)` indexes.
+const V4_TENANT_READS: &str = r#"
+CREATE INDEX samples_by_series ON samples(node_id, pool, probe, taken_at_ms);
+"#;
+
 /// Every migration, oldest first.
 pub fn migrations() -> Migrations<'static> {
     Migrations::new(vec![
         M::up(V1).foreign_key_check(),
         M::up(V2_ENGINE).foreign_key_check(),
         M::up(V3_RELIABILITY).foreign_key_check(),
+        M::up(V4_TENANT_READS),
     ])
 }
 
@@ -258,5 +268,82 @@ mod tests {
     #[test]
     fn migrations_are_valid() {
         migrations().validate().expect("valid migrations");
+    }
+
+    /// `EXPLAIN QUERY PLAN`'s detail lines of `sql` with `params`.
+    fn plan(c: &rusqlite::Connection, sql: &str, params: &[&dyn rusqlite::ToSql]) -> Vec<String> {
+        let mut q = c
+            .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+            .expect("explain");
+        let rows = q
+            .query_map(params, |r| r.get::<_, String>(3))
+            .expect("plan rows");
+        rows.collect::<Result<_, _>>().expect("plan")
+    }
+
+    #[track_caller]
+    fn assert_uses(plan: &[String], table: &str, index: &str) {
+        let text = plan.join("\n");
+        assert!(
+            plan.iter()
+                .any(|l| l.starts_with(&format!("SEARCH {table} ")) && l.contains(index)),
+            "{table} is not searched through {index}:\n{text}"
+        );
+        assert!(
+            !plan.iter().any(|l| l.starts_with(&format!("SCAN {table}"))),
+            "{table} is scanned:\n{text}"
+        );
+    }
+
+    /// The per-tenant reads that grow with history use an index that starts with the
+    /// tenant's key (node or pool), never a scan nor the bare time index, on a store
+    /// migrated as the balancer opens it (a real SQLite file).
+    #[test]
+    fn per_tenant_reads_use_their_indexes() {
+        use super::super::{engine_sql, history_sql};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("plan.db");
+        let store = super::super::SqliteStore::open(&path, super::super::SqliteOptions::default())
+            .expect("open");
+        drop(store);
+        let c = rusqlite::Connection::open(&path).expect("reopen");
+
+        // History: one node's series, newest first.
+        let p = plan(
+            &c,
+            history_sql::NODE_PROBE_SAMPLES_SQL,
+            rusqlite::params![0, 1, "n1", "web", "ping", 100],
+        );
+        assert_uses(&p, "s", "samples_by_series");
+        assert!(!p.iter().any(|l| l.contains("samples_by_time")), "{p:?}");
+        assert!(
+            !p.iter().any(|l| l.contains("TEMP B-TREE")),
+            "history sorts in memory: {p:?}"
+        );
+        assert_uses(&p, "nodes", "sqlite_autoindex_nodes_1");
+
+        // Decisions: the first minute of the newest `limit`, then the rows from it.
+        let p = plan(
+            &c,
+            engine_sql::DECISIONS_CUTOFF_SQL,
+            rusqlite::params![1, 0, 120],
+        );
+        assert_uses(&p, "route_decisions", "PRIMARY KEY");
+        let p = plan(&c, engine_sql::ROUTE_DECISIONS_SQL, rusqlite::params![1, 0]);
+        assert_uses(&p, "rd", "PRIMARY KEY");
+
+        // State changes and forecast errors of a pool.
+        let p = plan(
+            &c,
+            engine_sql::STATE_CHANGES_SQL,
+            rusqlite::params![1, 0, None::<String>, 100],
+        );
+        assert_uses(&p, "sc", "state_changes_by_pool");
+        let p = plan(
+            &c,
+            engine_sql::FORECAST_ERRORS_SQL,
+            rusqlite::params![1, 0, 100],
+        );
+        assert_uses(&p, "fe", "forecast_errors_by_pool");
     }
 }

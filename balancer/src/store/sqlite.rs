@@ -264,8 +264,9 @@ impl Store for SqliteStore {
         client_id: i64,
         pool: String,
         since_ms: i64,
+        max_minutes: usize,
     ) -> StoreFuture<Vec<MinuteDecisions>> {
-        self.read(move |c| engine_sql::route_decisions(c, client_id, &pool, since_ms))
+        self.read(move |c| engine_sql::route_decisions(c, client_id, &pool, since_ms, max_minutes))
     }
 
     fn node_probe_samples(
