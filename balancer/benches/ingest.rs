@@ -1,14 +1,18 @@
 //! Ingest benchmark: samples per second accepted over HTTP (`POST /v1/reports`, batches
 //! of 100 from 4 concurrent agents) and directly into the store, each acknowledged only
 //! after its commit, on a real SQLite file. Prints a table with ratios against the
-//! store measured in the same run. `cargo bench -p plb-balancer --bench ingest`.
+//! store measured in the same run, once with `synchronous=NORMAL` and once with `FULL`
+//! (`--db-sync`), and FULL's rate relative to NORMAL's per path.
+//! `cargo bench -p plb-balancer --bench ingest`. The database lives in `PLB_BENCH_DIR` if
+//! set, else the system's temporary directory: it must be a real disk for FULL's fsync to
+//! cost what it costs in production (not tmpfs).
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use plb_api::{Outcome, ProbeSettings, RegisterRequest, ReportBatch, Sample};
 use plb_balancer::BalancerConfig;
-use plb_balancer::store::{Ingest, Store};
+use plb_balancer::store::{Ingest, Store, Synchronous};
 use plb_testkit::now_ms;
 
 const ADMIN: &str = "bench-admin-token-0123456789";
@@ -211,11 +215,16 @@ async fn into_store(
     }
 }
 
-#[tokio::main(flavor = "multi_thread")]
-async fn main() {
-    let dir = tempfile::tempdir().expect("tempdir");
+/// One full run of every path on a fresh balancer with `sync`.
+async fn run(sync: Synchronous) -> Vec<Row> {
+    let dir = match std::env::var_os("PLB_BENCH_DIR") {
+        Some(d) => tempfile::tempdir_in(d),
+        None => tempfile::tempdir(),
+    }
+    .expect("tempdir");
     let mut cfg = BalancerConfig::new(dir.path().join("bench.db"), ADMIN);
     cfg.listen = "127.0.0.1:0".parse().expect("addr");
+    cfg.db_sync = sync;
     let running = plb_balancer::start(&cfg).await.expect("balancer");
     let (agents, ids) = fleet(&running.url()).await;
     let store = running.state.store.clone();
@@ -265,7 +274,11 @@ async fn main() {
 
     let base = rows[0].rate();
     println!();
-    println!("Ingest: each batch acknowledged after its commit (SQLite WAL, synchronous=NORMAL)");
+    println!(
+        "Ingest: each batch acknowledged after its commit (SQLite WAL, synchronous={}), {}",
+        format!("{sync:?}").to_uppercase(),
+        dir.path().display()
+    );
     println!(
         "| {:<26} | {:>7} | {:>5} | {:>8} | {:>8} | {:>11} | {:>8} |",
         "path", "clients", "batch", "samples", "seconds", "samples/s", "vs store"
@@ -299,4 +312,26 @@ async fn main() {
     };
     println!("Samples in the database at the end: {total}");
     running.stop().await.expect("stop");
+    rows
+}
+
+#[tokio::main(flavor = "multi_thread")]
+async fn main() {
+    let normal = run(Synchronous::Normal).await;
+    let full = run(Synchronous::Full).await;
+    println!("\nDurability cost: FULL (fsync per commit) against NORMAL, same run");
+    println!(
+        "| {:<26} | {:>13} | {:>13} | {:>10} |",
+        "path", "NORMAL/s", "FULL/s", "FULL/NORMAL"
+    );
+    println!("|{:-<28}|{:-<15}|{:-<15}|{:-<13}|", "", "", "", "");
+    for (n, f) in normal.iter().zip(&full) {
+        println!(
+            "| {:<26} | {:>13.0} | {:>13.0} | {:>10.2}x |",
+            n.path,
+            n.rate(),
+            f.rate(),
+            f.rate() / n.rate()
+        );
+    }
 }

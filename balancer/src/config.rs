@@ -64,7 +64,10 @@ pub struct BalancerConfig {
     #[arg(long, env = "PLB_RETENTION_EVERY", default_value = "1m", value_parser = parse_duration)]
     pub retention_every: Duration,
 
-    /// SQLite durability: `normal` survives a crash of the process, `full` a power loss.
+    /// SQLite durability of acknowledged writes: `normal` survives a crash of the
+    /// process, not a power loss (the last commits may be lost); `full` fsyncs every
+    /// commit and survives a power loss, at about half the HTTP ingest rate (ingest
+    /// bench).
     #[arg(long, env = "PLB_DB_SYNC", value_enum, default_value_t = Synchronous::Normal)]
     pub db_sync: Synchronous,
 
