@@ -21,18 +21,56 @@ pub(crate) struct EngineSlot {
     pub permits: tokio::sync::Semaphore,
 }
 
+/// What one run (one component instance) may take from its engine's pool at most.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct PerRun {
+    /// Core module instances of the component.
+    pub core_instances: u32,
+    /// Linear memories.
+    pub memories: u32,
+    /// Tables.
+    pub tables: u32,
+    /// Fiber stacks (the run's one async call).
+    pub stacks: u32,
+}
+
+/// The per-run caps, enforced by the pool per component: room for components of other
+/// toolchains, which have more core instances than a Rust probe's few.
+pub(crate) const PER_RUN: PerRun = PerRun {
+    core_instances: 64,
+    memories: 8,
+    tables: 32,
+    stacks: 1,
+};
+
+/// The pool's totals: every one of the `runs` runs admitted at once (the slot's
+/// semaphore) at its per-run caps, so no run, however greedy, can exhaust the pool and
+/// make another probe's instantiation fail and be blamed on it.
+pub(crate) fn pool_totals(runs: u32) -> PerRun {
+    PerRun {
+        core_instances: runs.saturating_mul(PER_RUN.core_instances),
+        memories: runs.saturating_mul(PER_RUN.memories),
+        tables: runs.saturating_mul(PER_RUN.tables),
+        stacks: runs.saturating_mul(PER_RUN.stacks),
+    }
+}
+
 impl EngineSlot {
     pub(crate) fn new(cfg: &RuntimeConfig, metered: bool) -> Result<Self, RuntimeError> {
         let runs = cfg.max_concurrent_runs;
+        let totals = pool_totals(runs);
         let mut pool = PoolingAllocationConfig::new();
+        // Each memory slot is a virtual reservation of `max_memory_mib` plus its guard,
+        // not resident memory: 32 runs x 8 memories x 514 MiB is 128 GiB of address
+        // space per engine.
         pool.total_component_instances(runs)
-            .total_core_instances(runs.saturating_mul(16))
-            .total_memories(runs.saturating_mul(4))
-            .total_tables(runs.saturating_mul(16))
-            .total_stacks(runs)
-            .max_core_instances_per_component(64)
-            .max_memories_per_component(8)
-            .max_tables_per_component(32)
+            .total_core_instances(totals.core_instances)
+            .total_memories(totals.memories)
+            .total_tables(totals.tables)
+            .total_stacks(totals.stacks)
+            .max_core_instances_per_component(PER_RUN.core_instances)
+            .max_memories_per_component(PER_RUN.memories)
+            .max_tables_per_component(PER_RUN.tables)
             .max_memory_size((cfg.max_memory_mib as usize) << 20)
             .table_elements(100_000)
             .max_core_instance_size(4 << 20)
@@ -101,3 +139,22 @@ pub(crate) fn start_ticker(engines: Vec<Weak<EngineSlot>>, tick: Duration) {
 
 /// Shorthand for the engines of a runtime.
 pub(crate) type Slots = [Arc<EngineSlot>; 2];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every run the semaphore admits, each at every per-run cap, fits in the pool at
+    /// once (it did not: 16 core instances, 4 memories and 16 tables per run in the
+    /// pool against 64, 8 and 32 allowed to one component).
+    #[test]
+    fn the_pool_holds_every_admitted_run_at_its_caps() {
+        for runs in [1, 2, 16, 32, 1000] {
+            let t = pool_totals(runs);
+            assert!(t.core_instances >= runs * PER_RUN.core_instances, "{t:?}");
+            assert!(t.memories >= runs * PER_RUN.memories, "{t:?}");
+            assert!(t.tables >= runs * PER_RUN.tables, "{t:?}");
+            assert!(t.stacks >= runs * PER_RUN.stacks, "{t:?}");
+        }
+    }
+}

@@ -228,6 +228,7 @@ impl Runtime {
         };
         let mut store = Store::new(&slot.engine, state);
         store.limiter(|s| &mut s.limiter);
+        store.set_hostcall_fuel(HOSTCALL_FUEL);
         if let Some(fuel) = limits.fuel
             && let Err(e) = store.set_fuel(fuel)
         {
@@ -364,6 +365,15 @@ fn classify_failure(failure: Failure) -> (Outcome, BTreeMap<String, f64>, String
     (outcome, BTreeMap::new(), msg)
 }
 
+/// Most bytes a guest may hand the host in one host call or in its result (wasmtime's
+/// hostcall fuel, 128 MiB by default): far more than a report of `max_metrics` names of
+/// `max_metric_name` bytes, and a bound on what one run makes the host allocate.
+const HOSTCALL_FUEL: usize = 16 << 20;
+
+/// How wasmtime words a host call or result over [`HOSTCALL_FUEL`] (its error type is
+/// private).
+const HOSTCALL_COPY_LIMIT: &str = "too much data is being copied between the host and the guest";
+
 fn classify_error(
     stage: Stage,
     e: &wasmtime::Error,
@@ -394,6 +404,15 @@ fn classify_error(
     }
     if let Some(hit) = e.downcast_ref::<DeadlineHit>() {
         return (Outcome::Timeout, hit.to_string());
+    }
+    if format!("{e:#}").contains(HOSTCALL_COPY_LIMIT) {
+        return (
+            Outcome::OutputLimit,
+            format!(
+                "the probe handed the host more than {} MiB in one call or result (e.g. many metrics whose names share one buffer)",
+                HOSTCALL_FUEL >> 20
+            ),
+        );
     }
     if let Some(trap) = e.downcast_ref::<Trap>() {
         return match trap {

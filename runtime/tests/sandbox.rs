@@ -68,6 +68,14 @@ fn cases() -> Vec<Case> {
             limits(None, 5000, 32),
             Outcome::OutputLimit,
         ),
+        // 1000 names of 1 MiB sharing one buffer: 1 MiB of guest memory, 1000 MiB for
+        // the host to copy. Stopped by the host-call copy limit: an output flood.
+        (
+            "metrics-alias",
+            vec![],
+            limits(None, 5000, 32),
+            Outcome::OutputLimit,
+        ),
         (
             "sleep",
             vec![("ms", "60000")],
@@ -145,6 +153,93 @@ async fn messages_name_the_problem() {
     )
     .await;
     assert!(r.message.contains("finite"), "{r:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aliased_metric_names_are_an_output_limit_not_a_trap() {
+    let rt = runtime();
+    for (count, kib) in [("1000", "1024"), ("20", "1024"), ("100000", "1")] {
+        let r = run(
+            &rt,
+            MISBEHAVE,
+            &spec(
+                "127.0.0.1:1",
+                &[("mode", "metrics-alias"), ("count", count), ("kib", kib)],
+                limits(None, 5000, 32),
+            ),
+        )
+        .await;
+        assert_eq!(
+            r.outcome,
+            Outcome::OutputLimit,
+            "{count} x {kib} KiB: {r:#?}"
+        );
+        assert!(r.metrics.is_empty(), "{r:#?}");
+        if count != "100000" {
+            assert!(r.message.contains("MiB in one call or result"), "{r:#?}");
+        }
+    }
+    assert_good_probe_still_runs(&rt).await;
+}
+
+/// A small pool filled with runs at the memory limit, and more waiting: a good probe
+/// beside them still gets a slot and succeeds, and every hostile run is classified by
+/// its own limit (none fails to instantiate on a pool another run exhausted).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_at_the_memory_limit_do_not_starve_a_good_probe() {
+    let rt = plb_runtime::Runtime::new(plb_runtime::RuntimeConfig {
+        max_concurrent_runs: 3,
+        max_memory_mib: 64,
+        ..plb_runtime::RuntimeConfig::default()
+    })
+    .expect("runtime");
+    let mut hostile = Vec::new();
+    for i in 0..8 {
+        let rt = rt.clone();
+        hostile.push(tokio::spawn(async move {
+            // Half grow until the limit stops them, half hold 60 MiB and finish.
+            let cfg: Vec<(&str, &str)> = if i % 2 == 0 {
+                vec![("mode", "alloc")]
+            } else {
+                vec![("mode", "alloc"), ("mib", "60")]
+            };
+            (
+                i,
+                run(
+                    &rt,
+                    MISBEHAVE,
+                    &spec("127.0.0.1:1", &cfg, limits(None, 10_000, 64)),
+                )
+                .await,
+            )
+        }));
+    }
+    let mut good = Vec::new();
+    for _ in 0..3 {
+        let rt = rt.clone();
+        good.push(tokio::spawn(async move {
+            run(
+                &rt,
+                TRIVIAL,
+                &spec("127.0.0.1:1", &[], limits(None, 10_000, 32)),
+            )
+            .await
+        }));
+    }
+    for g in good {
+        let r = g.await.expect("good task");
+        assert_eq!(r.outcome, Outcome::Ok, "{r:#?}");
+    }
+    for h in hostile {
+        let (i, r) = h.await.expect("hostile task");
+        let want = if i % 2 == 0 {
+            Outcome::MemoryLimit
+        } else {
+            Outcome::Ok
+        };
+        assert_eq!(r.outcome, want, "run {i}: {r:#?}");
+    }
+    assert_good_probe_still_runs(&rt).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

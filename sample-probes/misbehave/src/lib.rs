@@ -12,6 +12,7 @@
 //! | `recurse` | unbounded recursion (stack overflow), or to `depth` then `depth-count` | `depth` |
 //! | `panic` | panics | |
 //! | `metrics-flood` | returns `count` metrics | `count` (10000) |
+//! | `metrics-alias` | returns `count` metrics whose names all point at one buffer of `kib` KiB: little guest memory, `count` x `kib` KiB for the host to copy | `count` (1000), `kib` (1024) |
 //! | `log-flood` | writes `mib` MiB of text to `via`, then `logged-bytes` | `mib` (4), `via` = `stdout`, `stderr`, `log`, `all` (default) |
 //! | `sleep` | `std::thread::sleep` for `ms`, then `slept-ms` | `ms` (60000) |
 //! | `read-file` | `std::fs::read(path)`: `Broken` with the error, or `leaked-bytes` | `path` (`/etc/passwd`) |
@@ -54,6 +55,26 @@ fn alloc(mib: Option<usize>) -> Report {
         // Non-zero fill, so every page is really touched.
         chunks.push(black_box(vec![0x5a; MIB]));
     }
+}
+
+/// `count` metrics whose names all alias one leaked buffer of `len` bytes of `a`: the
+/// guest spends `len` bytes, the host is asked to copy `count * len`.
+///
+/// The names are `String`s sharing one allocation, which Rust forbids; this probe exists
+/// to break rules. The run never frees them: the host refuses the result before the
+/// guest's post-return (which would free each name) runs.
+#[allow(unsafe_code)]
+fn metrics_alias(count: usize, len: usize) -> Report {
+    let buf: &'static mut [u8] = Box::leak(vec![b'a'; len].into_boxed_slice());
+    let ptr = buf.as_mut_ptr();
+    let mut report = Report::new();
+    for _ in 0..count {
+        // SAFETY: not safe, on purpose (see above): every name aliases `buf`, which is
+        // leaked, valid UTF-8 and `len` bytes long, and is never written again.
+        let name = unsafe { String::from_raw_parts(ptr, len, len) };
+        report.push(name, 1.0);
+    }
+    report
 }
 
 /// Recurse `depth` levels (forever when `None`) with a frame the optimiser
@@ -136,6 +157,10 @@ impl Probe for Misbehave {
                 }
                 Ok(report)
             }
+            "metrics-alias" => Ok(metrics_alias(
+                ctx.config_parse("count", 1_000)?,
+                ctx.config_parse::<usize>("kib", 1024)?.saturating_mul(1024),
+            )),
             "log-flood" => log_flood(ctx.config_parse("mib", 4)?, ctx.config_or("via", "all")),
             "sleep" => {
                 let ms: u64 = ctx.config_parse("ms", 60_000)?;
