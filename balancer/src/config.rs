@@ -66,7 +66,7 @@ pub struct BalancerConfig {
 
     /// SQLite durability of acknowledged writes: `normal` survives a crash of the
     /// process, not a power loss (the last commits may be lost); `full` fsyncs every
-    /// commit and survives a power loss, at about half the HTTP ingest rate (ingest
+    /// commit and survives a power loss, at 0.5-0.8x the HTTP ingest rate (ingest
     /// bench).
     #[arg(long, env = "PLB_DB_SYNC", value_enum, default_value_t = Synchronous::Normal)]
     pub db_sync: Synchronous,
