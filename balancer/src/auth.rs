@@ -1,7 +1,10 @@
 //! Who is calling: the admin token (from config), client API tokens (`plbc_...`) and agent
 //! tokens (`plba_...`). Tokens are 32 random bytes in hex behind their prefix; the store
 //! keeps only their sha256, so a stolen database holds no usable token. A small cache
-//! of hash -> owner saves a store read per request; revocation empties it.
+//! of hash -> owner saves a store read per request; revocation empties it. Lookups the
+//! cache cannot answer (unknown tokens among them) take at most a few of the store's
+//! read connections at once and wait for them, so a flood of made-up tokens neither
+//! opens connections without bound nor takes every reader from other requests.
 //!
 //! Agent tokens and nodes: an agent token is enrolled for a set of pools at creation and
 //! binds to the first node it registers; from then on it registers and reports for that
@@ -9,6 +12,8 @@
 use std::collections::HashMap;
 use std::sync::RwLock;
 use std::sync::atomic::{AtomicU64, Ordering};
+
+use tokio::sync::Semaphore;
 
 use axum::extract::FromRequestParts;
 use axum::http::header;
@@ -27,6 +32,9 @@ pub const AGENT_PREFIX: &str = "plba_";
 
 /// Most cached tokens; the cache is emptied when full.
 const CACHE_CAP: usize = 10_000;
+
+/// Store lookups of uncached tokens at once, by default.
+const LOOKUPS: usize = 2;
 
 /// A fresh random token with `prefix`.
 pub fn generate_token(prefix: &str) -> String {
@@ -107,6 +115,8 @@ pub struct Auth {
     cache: RwLock<HashMap<TokenHash, TokenOwner>>,
     /// Bumped on every revocation, so a lookup that raced with one is not cached.
     generation: AtomicU64,
+    /// Bounds the store lookups of uncached tokens in flight.
+    lookups: Semaphore,
 }
 
 impl std::fmt::Debug for Auth {
@@ -123,7 +133,16 @@ impl Auth {
             metrics: None,
             cache: RwLock::new(HashMap::new()),
             generation: AtomicU64::new(0),
+            lookups: Semaphore::new(LOOKUPS),
         }
+    }
+
+    /// Lets at most `n` (at least 1) store lookups of uncached tokens run at once; more
+    /// wait. Half the store's read connections leaves the other half to the requests of
+    /// known tokens.
+    pub fn with_lookup_limit(mut self, n: usize) -> Self {
+        self.lookups = Semaphore::new(n.max(1));
+        self
     }
 
     /// Also accepts `token` (`--metrics-token`) for `/metrics`.
@@ -170,10 +189,19 @@ impl Auth {
         } else {
             return Err(unknown());
         };
-        let cached = self.cache.read().ok().and_then(|c| c.get(&hash).copied());
-        let owner = match cached {
+        let cached = || self.cache.read().ok().and_then(|c| c.get(&hash).copied());
+        let owner = match cached() {
             Some(o) => o,
             None => {
+                let _lookup = self
+                    .lookups
+                    .acquire()
+                    .await
+                    .map_err(|_| AppError::Unavailable("shutting down".into()))?;
+                // Another request of the same token may have looked it up meanwhile.
+                if let Some(o) = cached() {
+                    return Ok(o.into());
+                }
                 let generation = self.generation.load(Ordering::SeqCst);
                 let owner = store.token_owner(hash, agent).await?.ok_or_else(unknown)?;
                 if let Ok(mut c) = self.cache.write()
@@ -187,7 +215,13 @@ impl Auth {
                 owner
             }
         };
-        Ok(match owner {
+        Ok(owner.into())
+    }
+}
+
+impl From<TokenOwner> for Principal {
+    fn from(owner: TokenOwner) -> Self {
+        match owner {
             TokenOwner::Client { client_id } => Principal::Client { client_id },
             TokenOwner::Agent {
                 token_id,
@@ -196,7 +230,7 @@ impl Auth {
                 token_id,
                 client_id,
             },
-        })
+        }
     }
 }
 

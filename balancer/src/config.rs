@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use crate::netpolicy::{IpNet, NetPolicy, parse_network};
 use crate::proxy::{EdgesConfig, ForwardSettings, ProxySpec};
-use crate::store::Synchronous;
+use crate::store::{Quotas, Synchronous};
 use crate::webhooks::DeliveryConfig;
 
 /// Default listen address.
@@ -71,7 +71,8 @@ pub struct BalancerConfig {
     #[arg(long, env = "PLB_DB_SYNC", value_enum, default_value_t = Synchronous::Normal)]
     pub db_sync: Synchronous,
 
-    /// Read connections kept open.
+    /// Read connections open at most (1 to 64); more reads wait for one. Token lookups
+    /// the cache cannot answer take at most half of them.
     #[arg(long, env = "PLB_DB_READERS", default_value_t = 4)]
     pub db_readers: usize,
 
@@ -140,6 +141,41 @@ pub struct BalancerConfig {
     /// API connections served at once; more wait in the listen backlog.
     #[arg(long, env = "PLB_MAX_CONNECTIONS", default_value_t = 1024)]
     pub max_connections: usize,
+
+    /// Probe uploads of one client that may wait, bodies unread, while another of its
+    /// uploads is read and compiled (one at a time per client); more are answered 429
+    /// with `Retry-After`.
+    #[arg(long, env = "PLB_UPLOAD_QUEUE", default_value_t = 2)]
+    pub upload_queue: usize,
+
+    /// Longest wait of a queued upload for its client's turn, in milliseconds (then 429).
+    #[arg(long, env = "PLB_UPLOAD_WAIT_MS", default_value_t = 20_000)]
+    pub upload_wait_ms: u64,
+
+    /// Quota: pools per client (403 `quota_exceeded` past any quota).
+    #[arg(long, env = "PLB_QUOTA_POOLS", default_value_t = Quotas::default().pools)]
+    pub quota_pools: u64,
+
+    /// Quota: active probes per pool.
+    #[arg(long, env = "PLB_QUOTA_PROBES", default_value_t = Quotas::default().probes_per_pool)]
+    pub quota_probes: u64,
+
+    /// Quota: stored versions per probe (superseded versions are removed once
+    /// `--retention-raw` has passed, all of them when the probe is deleted).
+    #[arg(long, env = "PLB_QUOTA_PROBE_VERSIONS", default_value_t = Quotas::default().versions_per_probe)]
+    pub quota_probe_versions: u64,
+
+    /// Quota: nodes per pool.
+    #[arg(long, env = "PLB_QUOTA_NODES", default_value_t = Quotas::default().nodes_per_pool)]
+    pub quota_nodes: u64,
+
+    /// Quota: bytes of the distinct modules a client's stored probe versions use.
+    #[arg(long, env = "PLB_QUOTA_MODULE_BYTES", default_value_t = Quotas::default().module_bytes)]
+    pub quota_module_bytes: u64,
+
+    /// Quota: live (not revoked) agent tokens per client.
+    #[arg(long, env = "PLB_QUOTA_AGENT_TOKENS", default_value_t = Quotas::default().agent_tokens)]
+    pub quota_agent_tokens: u64,
 }
 
 impl std::fmt::Debug for BalancerConfig {
@@ -173,6 +209,9 @@ impl std::fmt::Debug for BalancerConfig {
             .field("http_body_timeout_ms", &self.http_body_timeout_ms)
             .field("http_idle_timeout_ms", &self.http_idle_timeout_ms)
             .field("max_connections", &self.max_connections)
+            .field("upload_queue", &self.upload_queue)
+            .field("upload_wait_ms", &self.upload_wait_ms)
+            .field("quotas", &self.quotas())
             .finish()
     }
 }
@@ -216,6 +255,18 @@ pub enum ConfigError {
     /// Zero readers.
     #[error("--db-readers must be between 1 and 64")]
     Readers,
+    /// A quota or upload limit of zero (nothing could be created) or out of range.
+    #[error("--{flag} must be between {min} and {max}, got {got}")]
+    Limit {
+        /// The flag.
+        flag: &'static str,
+        /// Smallest allowed.
+        min: u64,
+        /// Largest allowed.
+        max: u64,
+        /// Given.
+        got: u64,
+    },
 }
 
 impl BalancerConfig {
@@ -249,7 +300,32 @@ impl BalancerConfig {
             http_body_timeout_ms: 30_000,
             http_idle_timeout_ms: 60_000,
             max_connections: 1024,
+            upload_queue: 2,
+            upload_wait_ms: 20_000,
+            quota_pools: Quotas::default().pools,
+            quota_probes: Quotas::default().probes_per_pool,
+            quota_probe_versions: Quotas::default().versions_per_probe,
+            quota_nodes: Quotas::default().nodes_per_pool,
+            quota_module_bytes: Quotas::default().module_bytes,
+            quota_agent_tokens: Quotas::default().agent_tokens,
         }
+    }
+
+    /// The per-client quotas the store enforces.
+    pub fn quotas(&self) -> Quotas {
+        Quotas {
+            pools: self.quota_pools,
+            probes_per_pool: self.quota_probes,
+            versions_per_probe: self.quota_probe_versions,
+            nodes_per_pool: self.quota_nodes,
+            module_bytes: self.quota_module_bytes,
+            agent_tokens: self.quota_agent_tokens,
+        }
+    }
+
+    /// How long a queued upload waits for its client's turn.
+    pub fn upload_wait(&self) -> Duration {
+        Duration::from_millis(self.upload_wait_ms.max(1))
     }
 
     /// How webhook deliveries are retried.
@@ -362,6 +438,31 @@ impl BalancerConfig {
         if !(1..=64).contains(&self.db_readers) {
             return Err(ConfigError::Readers);
         }
+        let limit = |flag, got: u64, min: u64, max: u64| {
+            if (min..=max).contains(&got) {
+                Ok(())
+            } else {
+                Err(ConfigError::Limit {
+                    flag,
+                    min,
+                    max,
+                    got,
+                })
+            }
+        };
+        limit("upload-queue", self.upload_queue as u64, 0, 1024)?;
+        limit("upload-wait-ms", self.upload_wait_ms, 1, 600_000)?;
+        limit("quota-pools", self.quota_pools, 1, u64::MAX)?;
+        limit("quota-probes", self.quota_probes, 1, u64::MAX)?;
+        limit(
+            "quota-probe-versions",
+            self.quota_probe_versions,
+            1,
+            u64::MAX,
+        )?;
+        limit("quota-nodes", self.quota_nodes, 1, u64::MAX)?;
+        limit("quota-module-bytes", self.quota_module_bytes, 1, u64::MAX)?;
+        limit("quota-agent-tokens", self.quota_agent_tokens, 1, u64::MAX)?;
         Ok(())
     }
 }
@@ -504,6 +605,35 @@ mod tests {
         assert_eq!(cli.cfg.max_upload_bytes, 16 * 1024 * 1024);
         cli.cfg.validate().expect("valid");
         assert!(!format!("{:?}", cli.cfg).contains("0123456789abcdef"));
+    }
+
+    #[test]
+    fn quota_flags_parse_and_zero_is_refused() {
+        let cli = Cli::try_parse_from([
+            "plb",
+            "--admin-token",
+            "0123456789abcdef",
+            "--quota-pools",
+            "3",
+            "--quota-module-bytes",
+            "1048576",
+            "--upload-queue",
+            "0",
+        ])
+        .expect("parses");
+        cli.cfg.validate().expect("valid");
+        let q = cli.cfg.quotas();
+        assert_eq!((q.pools, q.module_bytes), (3, 1 << 20));
+        assert_eq!(q.probes_per_pool, Quotas::default().probes_per_pool);
+        let mut c = BalancerConfig::new("x.db", "0123456789abcdef");
+        c.quota_nodes = 0;
+        assert!(matches!(
+            c.validate(),
+            Err(ConfigError::Limit {
+                flag: "quota-nodes",
+                ..
+            })
+        ));
     }
 
     #[test]

@@ -52,6 +52,19 @@ pub enum AppError {
     UnsupportedMediaType(String),
     /// 422 with a code, e.g. `invalid_probe`, `invalid_report`.
     Unprocessable(&'static str, String),
+    /// 403 `quota_exceeded`: the request would take the client past one of its quotas
+    /// (the message names the quota and its value).
+    QuotaExceeded(String),
+    /// 429 with a code and `Retry-After` (seconds): the caller has as many requests of
+    /// this kind in progress as it may; try again later.
+    TooManyRequests {
+        /// The code, e.g. `too_many_uploads`.
+        code: &'static str,
+        /// What is busy.
+        message: String,
+        /// The `Retry-After` header, seconds.
+        retry_after_s: u64,
+    },
     /// 500: logged in full, answered with a generic message.
     Internal(String),
     /// 503: the store is shutting down.
@@ -82,6 +95,8 @@ impl AppError {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
             }
             AppError::Unprocessable(code, _) => (StatusCode::UNPROCESSABLE_ENTITY, code),
+            AppError::QuotaExceeded(_) => (StatusCode::FORBIDDEN, "quota_exceeded"),
+            AppError::TooManyRequests { code, .. } => (StatusCode::TOO_MANY_REQUESTS, code),
             AppError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
             AppError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
         }
@@ -103,6 +118,7 @@ impl From<StoreError> for AppError {
             StoreError::Forbidden(m) => AppError::Forbidden(m),
             StoreError::Invalid(m) => AppError::Unprocessable("invalid_reference", m),
             StoreError::Closed => AppError::Unavailable("the balancer is shutting down".into()),
+            StoreError::Quota(q) => AppError::QuotaExceeded(q.to_string()),
             other => AppError::Internal(other.to_string()),
         }
     }
@@ -137,6 +153,10 @@ impl From<JsonRejection> for AppError {
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
         let (status, code) = self.status_code();
+        let retry_after = match &self {
+            AppError::TooManyRequests { retry_after_s, .. } => Some(*retry_after_s),
+            _ => None,
+        };
         let message = match self {
             AppError::Internal(cause) => {
                 tracing::error!(%cause, "internal error");
@@ -150,6 +170,8 @@ impl IntoResponse for AppError {
             | AppError::TooLarge(m)
             | AppError::UnsupportedMediaType(m)
             | AppError::Unprocessable(_, m)
+            | AppError::QuotaExceeded(m)
+            | AppError::TooManyRequests { message: m, .. }
             | AppError::Unavailable(m) => m,
         };
         let body = ErrorBody {
@@ -162,6 +184,10 @@ impl IntoResponse for AppError {
         if status == StatusCode::UNAUTHORIZED {
             resp.headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if let Some(s) = retry_after {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(s));
         }
         resp
     }

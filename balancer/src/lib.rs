@@ -68,6 +68,7 @@ pub async fn build_state(cfg: &BalancerConfig) -> Result<AppState, Error> {
         synchronous: cfg.db_sync,
         readers: cfg.db_readers,
         metrics: metrics.writer.clone(),
+        quotas: cfg.quotas(),
         ..SqliteOptions::default()
     };
     let path = cfg.db.clone();

@@ -1,6 +1,10 @@
 //! The retention task: every `--retention-every`, raw samples older than
 //! `--retention-raw` are folded into per-minute aggregates (in chunks, so ingest keeps
 //! flowing between them) and aggregates older than `--retention-aggregates` deleted.
+//! Then probe versions superseded before the raw window (no raw sample of theirs is
+//! left) and any left of deleted probes are removed, with the modules no stored version
+//! uses any more (the balancer keeps no compiled artifacts on disk: uploads are compiled
+//! only to validate them).
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -37,7 +41,8 @@ fn ms(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
-/// One pass at time `now_ms`: folds until nothing older than the raw window is left.
+/// One pass at time `now_ms`: folds until nothing older than the raw window is left,
+/// then collects versions and modules no longer needed.
 pub async fn pass(
     store: &dyn Store,
     metrics: &Metrics,
@@ -55,9 +60,19 @@ pub async fn pass(
         total.minutes += s.minutes;
         total.expired_minutes += s.expired_minutes;
         if (s.folded as usize) < CHUNK {
-            return Ok(total);
+            break;
         }
     }
+    let gc = store.collect_modules(raw_before).await?;
+    if gc.versions > 0 || gc.modules > 0 {
+        tracing::info!(
+            versions = gc.versions,
+            modules = gc.modules,
+            bytes = gc.bytes,
+            "retention: unused probe versions and modules removed"
+        );
+    }
+    Ok(total)
 }
 
 /// Runs passes forever.

@@ -40,6 +40,8 @@ pub struct AppState {
     pub limits: Limits,
     /// Bounds concurrent upload validations.
     pub validations: Arc<Semaphore>,
+    /// One upload per client at a time, a short queue (`--upload-queue`).
+    pub uploads: Arc<crate::routes::probes::UploadGate>,
     /// The prediction and routing engine (also an ingest observer).
     pub engine: Arc<Engine>,
     /// Probe reliability (also an ingest observer).
@@ -84,7 +86,9 @@ impl AppState {
             store,
             runtime,
             auth: Arc::new(
-                Auth::new(&cfg.admin_token).with_metrics_token(cfg.metrics_token.as_deref()),
+                Auth::new(&cfg.admin_token)
+                    .with_metrics_token(cfg.metrics_token.as_deref())
+                    .with_lookup_limit(cfg.db_readers.div_ceil(2)),
             ),
             metrics,
             limits: Limits {
@@ -92,6 +96,10 @@ impl AppState {
                 max_json_bytes: usize::try_from(cfg.max_json_bytes).unwrap_or(usize::MAX),
             },
             validations: Arc::new(Semaphore::new(CONCURRENT_VALIDATIONS)),
+            uploads: Arc::new(crate::routes::probes::UploadGate::new(
+                cfg.upload_queue,
+                cfg.upload_wait(),
+            )),
             engine,
             reliability,
             delivery: cfg.delivery(),

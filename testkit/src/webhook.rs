@@ -1,6 +1,8 @@
 //! A webhook receiver for tests: an HTTP server on loopback, on a thread and runtime of
 //! its own (so it serves plain `#[test]`s and tokio tests alike), that records every
-//! `POST /hook` with its delivery id, event and whether its signature checked out.
+//! `POST /hook` with its delivery id, event and whether its signature checked out. A
+//! silent one ([`WebhookReceiver::never_answering`]) records each POST and never answers
+//! it (an endpoint that hangs).
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -42,9 +44,19 @@ impl WebhookReceiver {
         addr: SocketAddr,
         check: impl Fn(&str, &[u8]) -> bool + Send + Sync + 'static,
     ) -> WebhookReceiver {
+        Self::serve(addr, Arc::new(check), true)
+    }
+
+    /// Starts a receiver on `addr` that records every POST (signature unchecked, as
+    /// `false`) and never answers it: the connection stays open until the sender gives
+    /// up or the receiver is dropped.
+    pub fn never_answering(addr: SocketAddr) -> WebhookReceiver {
+        Self::serve(addr, Arc::new(|_: &str, _: &[u8]| false), false)
+    }
+
+    fn serve(addr: SocketAddr, check: Arc<Check>, answer: bool) -> WebhookReceiver {
         let got: Arc<Mutex<Vec<Delivery>>> = Arc::default();
         let g = Arc::clone(&got);
-        let check: Arc<Check> = Arc::new(check);
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let thread = std::thread::spawn(move || {
@@ -73,6 +85,9 @@ impl WebhookReceiver {
                                     .expect("the body is a Notification"),
                             };
                             g.lock().expect("lock").push(d);
+                            if !answer {
+                                std::future::pending::<()>().await;
+                            }
                             StatusCode::NO_CONTENT
                         }
                     }),

@@ -91,7 +91,7 @@ async fn check_node_target(addr: &str, nodes: &NetPolicy) -> Result<(), AppError
     responses(
         (status = 204, description = "Registered"),
         (status = 400, description = "Bad node, address, pools or labels, or an address outside the allowed node networks", body = ErrorBody),
-        (status = 403, description = "A pool the token is not enrolled for, or another node", body = ErrorBody),
+        (status = 403, description = "A pool the token is not enrolled for, another node, or a pool's node quota would be exceeded (quota_exceeded)", body = ErrorBody),
     ),
     security(("bearer" = []))
 )]

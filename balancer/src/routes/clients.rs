@@ -78,6 +78,7 @@ pub async fn revoke(
     responses(
         (status = 201, description = "The agent token (shown once)", body = AgentTokenCreated),
         (status = 400, description = "Bad input", body = ErrorBody),
+        (status = 403, description = "Another client's pools, or the agent token quota would be exceeded (quota_exceeded)", body = ErrorBody),
         (status = 404, description = "Unknown pool or client", body = ErrorBody),
     ),
     security(("bearer" = []))

@@ -36,6 +36,7 @@ fn check_slo(slo: f64) -> Result<(), AppError> {
     responses(
         (status = 201, description = "Created", body = PoolView),
         (status = 400, description = "Bad name or objective", body = ErrorBody),
+        (status = 403, description = "The pool quota would be exceeded (quota_exceeded)", body = ErrorBody),
         (status = 409, description = "The caller has a pool of that name", body = ErrorBody),
     ),
     security(("bearer" = []))

@@ -1,8 +1,13 @@
 //! Probes: upload a version (the component as the body, settings as query parameters),
 //! list, get, delete. An upload is checked in this order, cheapest first, and nothing is
 //! stored unless every check passes: token, names, settings, content type, pool, size,
-//! then the component itself (compiled by the runtime on a blocking thread).
-use std::collections::{BTreeMap, HashSet};
+//! the quotas it may already be past, the client's turn ([`UploadGate`]: one upload per
+//! client read and compiled at a time, a short queue, 429 past it), the body, every
+//! quota, then the component itself (compiled by the runtime on a blocking thread).
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::State;
@@ -11,6 +16,7 @@ use axum::response::{IntoResponse, Response};
 use http_body_util::BodyExt;
 use plb_api::{ErrorBody, NODE_SAMPLER_PROBE, ProbeList, ProbeSettings, ProbeView, Tier};
 use sha2::{Digest, Sha256};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::{check_name, now_ms};
 use crate::auth::Principal;
@@ -21,6 +27,99 @@ use crate::store::{NewProbeVersion, PutProbe};
 
 /// A refused upload's body is read and dropped up to this many times the upload limit.
 const DRAIN_FACTOR: usize = 4;
+
+/// `Retry-After` of an upload refused because its client has enough in progress, s.
+const UPLOAD_RETRY_AFTER_S: u64 = 2;
+
+/// Per-client admission of uploads, in front of the global compile slots: each client
+/// has one upload at a time past this gate (its body read, then compiled), and at most
+/// `queue` more waiting for their turn (up to `wait`, their bodies unread); beyond that
+/// an upload is answered 429 `too_many_uploads` with `Retry-After`. So one client holds
+/// at most one compile slot and one buffered body, and another client's upload is not
+/// queued behind a flood of its uploads.
+#[derive(Debug)]
+pub struct UploadGate {
+    clients: Mutex<HashMap<i64, Arc<ClientTurns>>>,
+    queue: usize,
+    wait: Duration,
+}
+
+/// One client's turn and the uploads waiting for it.
+#[derive(Debug)]
+struct ClientTurns {
+    turn: Arc<Semaphore>,
+    waiting: AtomicUsize,
+}
+
+/// Counts one waiting upload until dropped (also when its request is cancelled).
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl UploadGate {
+    /// A gate letting `queue` uploads per client wait up to `wait` for their turn.
+    pub fn new(queue: usize, wait: Duration) -> Self {
+        UploadGate {
+            clients: Mutex::new(HashMap::new()),
+            queue,
+            wait,
+        }
+    }
+
+    /// Waits for `client_id`'s turn to upload; held until the upload is stored or refused.
+    pub async fn admit(&self, client_id: i64) -> Result<OwnedSemaphorePermit, AppError> {
+        let turns = {
+            let mut m = self
+                .clients
+                .lock()
+                .map_err(|_| AppError::internal("upload gate lock poisoned"))?;
+            Arc::clone(m.entry(client_id).or_insert_with(|| {
+                Arc::new(ClientTurns {
+                    turn: Arc::new(Semaphore::new(1)),
+                    waiting: AtomicUsize::new(0),
+                })
+            }))
+        };
+        if let Ok(p) = Arc::clone(&turns.turn).try_acquire_owned() {
+            return Ok(p);
+        }
+        let busy = |why: &str| AppError::TooManyRequests {
+            code: "too_many_uploads",
+            message: format!(
+                "this client has an upload in progress and {} waiting ({why}); try again later",
+                self.queue
+            ),
+            retry_after_s: UPLOAD_RETRY_AFTER_S,
+        };
+        if turns.waiting.fetch_add(1, Ordering::SeqCst) >= self.queue {
+            turns.waiting.fetch_sub(1, Ordering::SeqCst);
+            return Err(busy("the queue is full"));
+        }
+        let _waiting = Waiting(&turns.waiting);
+        match tokio::time::timeout(self.wait, Arc::clone(&turns.turn).acquire_owned()).await {
+            Ok(Ok(p)) => Ok(p),
+            Ok(Err(_)) => Err(AppError::Unavailable("shutting down".into())),
+            Err(_) => Err(busy("waited too long")),
+        }
+    }
+}
+
+/// Reads and drops up to `cap` bytes of `body`, frame by frame (nothing is buffered).
+async fn drain(mut body: Body, cap: usize) {
+    let mut read = 0usize;
+    while let Some(Ok(frame)) = body.frame().await {
+        if let Some(d) = frame.data_ref() {
+            read = read.saturating_add(d.len());
+            if read > cap {
+                return;
+            }
+        }
+    }
+}
 
 fn content_length(headers: &HeaderMap) -> Option<u64> {
     headers
@@ -151,10 +250,12 @@ struct UploadParams {
         (status = 201, description = "A new version", body = ProbeView),
         (status = 200, description = "Unchanged: the active version has these bytes and settings", body = ProbeView),
         (status = 400, description = "Bad settings, name or empty body", body = ErrorBody),
+        (status = 403, description = "A quota (probes per pool, versions per probe, module bytes) would be exceeded", body = ErrorBody),
         (status = 404, description = "The caller has no such pool", body = ErrorBody),
         (status = 413, description = "Larger than the upload limit", body = ErrorBody),
         (status = 415, description = "Not application/wasm", body = ErrorBody),
         (status = 422, description = "Not a component of the plb:probe/probe world", body = ErrorBody),
+        (status = 429, description = "The caller has an upload in progress and a full queue (Retry-After)", body = ErrorBody),
     ),
     security(("bearer" = []))
 )]
@@ -177,7 +278,7 @@ pub async fn put(
             if let Some(b) = body.take()
                 && content_length(&headers).is_none_or(|n| n <= cap as u64)
             {
-                let _ = http_body_util::Limited::new(b, cap).collect().await;
+                drain(b, cap).await;
             }
             e.into_response()
         }
@@ -214,8 +315,6 @@ async fn put_checked(
             ct.map_or("none".to_string(), |c| format!("`{c}`"))
         )));
     }
-    // 404 before reading a large body for a pool that is not there.
-    st.store.get_pool(client_id, pool.clone()).await?;
     let limit = st.limits.max_upload_bytes;
     let too_large = || {
         AppError::TooLarge(format!(
@@ -225,6 +324,14 @@ async fn put_checked(
     if content_length(headers).is_some_and(|n| n > limit as u64) {
         return Err(too_large());
     }
+    // 404 for a pool that is not there, 403 for a quota already reached, before a large
+    // body is read.
+    st.store
+        .check_upload(client_id, pool.clone(), name.clone())
+        .await?;
+    // Held until the version is stored or refused: this client's only upload in
+    // progress, the only one of its bodies in memory.
+    let _turn = st.uploads.admit(client_id).await?;
     let body = body
         .take()
         .ok_or_else(|| AppError::internal("upload body taken twice"))?;
@@ -240,6 +347,17 @@ async fn put_checked(
         ));
     }
     let sha256 = hex::encode(Sha256::digest(&bytes));
+    let version = NewProbeVersion {
+        client_id,
+        pool: pool.clone(),
+        name: name.clone(),
+        sha256,
+        module: bytes.clone(),
+        settings,
+        now_ms: now_ms(),
+    };
+    // Every quota with the module's size and digest, before the compile.
+    st.store.check_probe_version(version.clone()).await?;
     {
         let _permit = st
             .validations
@@ -272,13 +390,8 @@ async fn put_checked(
     let put = st
         .store
         .put_probe(NewProbeVersion {
-            client_id,
-            pool: pool.clone(),
-            name: name.clone(),
-            sha256,
-            module: bytes,
-            settings,
             now_ms: now_ms(),
+            ..version
         })
         .await?;
     let (status, view, result) = match put {
@@ -350,8 +463,9 @@ pub async fn get(
     Ok(ApiJson(plb_api::ProbeDetail { probe, reliability }))
 }
 
-/// Deletes a probe: agents stop running it; its versions and samples are kept
-/// (client token).
+/// Deletes a probe: agents stop running it; its samples are kept, its versions removed
+/// with every module no other version uses (client token). Uploading it again continues
+/// its version numbering.
 #[utoipa::path(
     delete, path = "/v1/pools/{pool}/probes/{name}", tag = "probes",
     params(

@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::pools_sql::pool_id;
-use super::{StoreError, TokenHash, TokenOwner};
+use super::{QuotaExceeded, Quotas, StoreError, TokenHash, TokenOwner};
 
 pub(super) fn token_owner(
     c: &Connection,
@@ -68,13 +68,15 @@ pub(super) fn revoke_client(c: &Connection, id: i64, now_ms: i64) -> Result<(), 
     Ok(())
 }
 
-/// Creates an agent token of `client_id` enrolled for `pools`; returns its id.
+/// Creates an agent token of `client_id` enrolled for `pools`, within the client's quota
+/// of live agent tokens; returns its id.
 pub(super) fn create_agent_token(
     c: &Connection,
     client_id: i64,
     pools: &[String],
     hash: &TokenHash,
     now_ms: i64,
+    q: &Quotas,
 ) -> Result<i64, StoreError> {
     let live: Option<i64> = c
         .query_row(
@@ -89,6 +91,17 @@ pub(super) fn create_agent_token(
     let mut ids = BTreeSet::new();
     for p in pools {
         ids.insert(pool_id(c, client_id, p)?);
+    }
+    let live: i64 = c
+        .prepare_cached(
+            "SELECT count(*) FROM agent_tokens WHERE client_id = ?1 AND revoked_at_ms IS NULL",
+        )?
+        .query_row([client_id], |r| r.get(0))?;
+    if u64::try_from(live).unwrap_or(0) >= q.agent_tokens {
+        return Err(StoreError::Quota(QuotaExceeded {
+            quota: "agent_tokens",
+            limit: q.agent_tokens,
+        }));
     }
     c.execute(
         "INSERT INTO agent_tokens (client_id, token_hash, created_at_ms) VALUES (?1, ?2, ?3)",

@@ -78,6 +78,94 @@ pub enum StoreError {
     /// The writer thread or the reader pool is gone.
     #[error("the store is shut down")]
     Closed,
+    /// The write would take the caller past one of its quotas; nothing is stored.
+    #[error("{0}")]
+    Quota(QuotaExceeded),
+}
+
+/// Per-client quotas, enforced by the store inside the transaction that would exceed
+/// them (so concurrent requests cannot overshoot), with counts over the existing tables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quotas {
+    /// Pools per client.
+    pub pools: u64,
+    /// Active (not deleted) probes per pool.
+    pub probes_per_pool: u64,
+    /// Stored versions per probe (superseded versions are removed by retention once
+    /// their raw samples have aged out, every version when the probe is deleted).
+    pub versions_per_probe: u64,
+    /// Nodes per pool.
+    pub nodes_per_pool: u64,
+    /// Bytes of the distinct modules the client's stored probe versions use.
+    pub module_bytes: u64,
+    /// Live (not revoked) agent tokens per client.
+    pub agent_tokens: u64,
+}
+
+impl Default for Quotas {
+    fn default() -> Self {
+        Quotas {
+            pools: 100,
+            probes_per_pool: 50,
+            versions_per_probe: 100,
+            nodes_per_pool: 1000,
+            module_bytes: 256 * 1024 * 1024,
+            agent_tokens: 2000,
+        }
+    }
+}
+
+/// Which quota a write would exceed, and its value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuotaExceeded {
+    /// The quota's name: `pools`, `probes`, `probe_versions`, `nodes`, `module_bytes`,
+    /// `agent_tokens` (the flag is `--quota-` and the name with `-` for `_`).
+    pub quota: &'static str,
+    /// Its value.
+    pub limit: u64,
+}
+
+impl QuotaExceeded {
+    /// What the quota counts and what frees some of it.
+    fn unit_and_hint(&self) -> (&'static str, &'static str) {
+        match self.quota {
+            "pools" => ("pools per client", "ask the operator for more"),
+            "probes" => ("active probes per pool", "delete a probe first"),
+            "probe_versions" => (
+                "stored versions per probe",
+                "superseded versions are removed once their raw samples have aged out, and all of them when the probe is deleted",
+            ),
+            "nodes" => ("nodes per pool", "ask the operator for more"),
+            "module_bytes" => (
+                "bytes of modules per client",
+                "delete probes: modules no version uses are removed",
+            ),
+            "agent_tokens" => ("live agent tokens per client", "revoke one first"),
+            _ => ("", ""),
+        }
+    }
+}
+
+impl std::fmt::Display for QuotaExceeded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (unit, hint) = self.unit_and_hint();
+        write!(
+            f,
+            "quota `{}` exceeded: at most {} {unit}; {hint}",
+            self.quota, self.limit
+        )
+    }
+}
+
+/// What one garbage collection of probe versions and modules removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ModuleGc {
+    /// Probe versions removed (superseded ones past the window, deleted probes' ones).
+    pub versions: u64,
+    /// Modules removed (no stored version used them any more).
+    pub modules: u64,
+    /// Their bytes.
+    pub bytes: u64,
 }
 
 /// Whom a token belongs to.
@@ -303,7 +391,17 @@ pub trait Store: ReliabilityStore + Send + Sync + 'static {
     /// One active probe.
     fn get_probe(&self, client_id: i64, pool: String, name: String) -> StoreFuture<ProbeView>;
 
-    /// Deletes a probe: no longer assigned; its versions and samples are kept.
+    /// Checks, before an upload's body is read, the quota it may already be past: a new
+    /// (or deleted) probe `name` against the pool's probe quota.
+    fn check_upload(&self, client_id: i64, pool: String, name: String) -> StoreFuture<()>;
+
+    /// Checks that storing `p` would pass every quota (what [`Store::put_probe`] checks
+    /// again in its transaction), without storing anything.
+    fn check_probe_version(&self, p: NewProbeVersion) -> StoreFuture<()>;
+
+    /// Deletes a probe: no longer assigned; its samples and its row (its version
+    /// numbering) are kept, its versions removed with every module no other version
+    /// uses.
     fn delete_probe(
         &self,
         client_id: i64,
@@ -341,6 +439,10 @@ pub trait Store: ReliabilityStore + Send + Sync + 'static {
         aggregates_before_ms: i64,
         max_samples: usize,
     ) -> StoreFuture<FoldStats>;
+
+    /// Removes the versions of deleted probes, versions superseded (by a newer stored
+    /// version) before `superseded_before_ms`, and the modules no stored version uses.
+    fn collect_modules(&self, superseded_before_ms: i64) -> StoreFuture<ModuleGc>;
 
     /// Every pool with its nodes (the prediction engine's view; all clients).
     fn engine_topology(&self) -> StoreFuture<Vec<PoolTopology>>;

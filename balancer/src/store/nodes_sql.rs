@@ -1,5 +1,6 @@
-//! Nodes: `nodes` and `pool_nodes` (registering an agent's node into its pools, the
-//! node an agent token owns, its assignments, a pool's nodes with their newest samples).
+//! Nodes: `nodes` and `pool_nodes` (registering an agent's node into its pools within
+//! the nodes-per-pool quota, the node an agent token owns, its assignments, a pool's
+//! nodes with their newest samples).
 use std::collections::BTreeSet;
 
 use plb_api::{
@@ -7,8 +8,8 @@ use plb_api::{
 };
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::StoreError;
 use super::pools_sql::pool_id;
+use super::{QuotaExceeded, Quotas, StoreError};
 
 pub(super) fn register_node(
     c: &Connection,
@@ -16,6 +17,7 @@ pub(super) fn register_node(
     client_id: i64,
     req: RegisterRequest,
     now_ms: i64,
+    q: &Quotas,
 ) -> Result<(), StoreError> {
     let mut pools = BTreeSet::new();
     for name in &req.pools {
@@ -95,7 +97,16 @@ pub(super) fn register_node(
             params![gone, node_id],
         )?;
     }
+    let mut members = c.prepare_cached("SELECT count(*) FROM pool_nodes WHERE pool_id = ?1")?;
     for new in pools.difference(&current) {
+        let n: i64 = members.query_row([new], |r| r.get(0))?;
+        if u64::try_from(n).unwrap_or(0) >= q.nodes_per_pool {
+            // The savepoint rolls back what this registration changed above.
+            return Err(StoreError::Quota(QuotaExceeded {
+                quota: "nodes",
+                limit: q.nodes_per_pool,
+            }));
+        }
         c.execute(
             "INSERT INTO pool_nodes (pool_id, node_id, joined_at_ms) VALUES (?1, ?2, ?3)",
             params![new, node_id, now_ms],

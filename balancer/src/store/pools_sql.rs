@@ -1,10 +1,10 @@
 //! Pools: `pools` (a client's pool by name, its view with node and probe counts,
-//! creating one, changing its policy and latency objective).
+//! creating one within the pool quota, changing its policy and latency objective).
 use plb_api::{CreatePool, PoolView};
 use plb_routing::PolicyKind;
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::StoreError;
+use super::{QuotaExceeded, Quotas, StoreError};
 
 pub(super) fn pool_id(c: &Connection, client_id: i64, pool: &str) -> Result<i64, StoreError> {
     c.prepare_cached("SELECT id FROM pools WHERE client_id = ?1 AND name = ?2")?
@@ -47,12 +47,14 @@ pub(super) fn list_pools(c: &Connection, client_id: i64) -> Result<Vec<PoolView>
     Ok(rows.collect::<Result<Vec<_>, _>>()?)
 }
 
-/// Creates a pool (its policy is the column's default, `plb`).
+/// Creates a pool (its policy is the column's default, `plb`), within the client's pool
+/// quota.
 pub(super) fn create_pool(
     c: &Connection,
     client_id: i64,
     req: &CreatePool,
     now_ms: i64,
+    q: &Quotas,
 ) -> Result<PoolView, StoreError> {
     let exists: Option<i64> = c
         .query_row(
@@ -66,6 +68,15 @@ pub(super) fn create_pool(
             "pool `{}` exists already",
             req.name
         )));
+    }
+    let pools: i64 = c
+        .prepare_cached("SELECT count(*) FROM pools WHERE client_id = ?1")?
+        .query_row([client_id], |r| r.get(0))?;
+    if u64::try_from(pools).unwrap_or(0) >= q.pools {
+        return Err(StoreError::Quota(QuotaExceeded {
+            quota: "pools",
+            limit: q.pools,
+        }));
     }
     c.execute(
         "INSERT INTO pools (client_id, name, latency_slo_ms, created_at_ms)

@@ -1,9 +1,15 @@
-//! A small pool of read-only connections, used on tokio's blocking threads. In WAL mode
+//! A bounded pool of read-only connections, used on tokio's blocking threads. In WAL mode
 //! readers never block the writer nor each other, and see the last committed state.
+//!
+//! At most `max` connections are ever open: a read first waits (asynchronously, holding
+//! no thread) for one of `max` permits, then takes an idle connection or opens one. So a
+//! flood of reads (e.g. token lookups of unknown tokens, which no cache answers) queues
+//! instead of opening a connection, and a blocking thread, per request.
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use rusqlite::{Connection, OpenFlags};
+use tokio::sync::Semaphore;
 
 use super::StoreError;
 
@@ -13,16 +19,19 @@ pub(crate) const MMAP_BYTES: i64 = 256 * 1024 * 1024;
 
 pub(crate) struct Readers {
     path: PathBuf,
+    /// Connections not in use. With `permits`, `in use + idle <= max` at all times.
     idle: Mutex<Vec<Connection>>,
-    max_idle: usize,
+    /// One per connection that may be in use.
+    permits: Arc<Semaphore>,
 }
 
 impl Readers {
-    pub(crate) fn new(path: PathBuf, max_idle: usize) -> Arc<Readers> {
+    /// A pool of at most `max` (at least 1) connections to `path`.
+    pub(crate) fn new(path: PathBuf, max: usize) -> Arc<Readers> {
         Arc::new(Readers {
             path,
             idle: Mutex::new(Vec::new()),
-            max_idle: max_idle.max(1),
+            permits: Arc::new(Semaphore::new(max.max(1))),
         })
     }
 
@@ -38,6 +47,7 @@ impl Readers {
         Ok(conn)
     }
 
+    /// An idle connection or a new one; call only while holding a permit.
     fn take(&self) -> Result<Connection, StoreError> {
         let idle = self.idle.lock().map(|mut v| v.pop()).unwrap_or(None);
         match idle {
@@ -46,22 +56,28 @@ impl Readers {
         }
     }
 
+    /// Keeps `conn` for the next read (before the permit is released, so the count
+    /// holds).
     fn give_back(&self, conn: Connection) {
-        if let Ok(mut v) = self.idle.lock()
-            && v.len() < self.max_idle
-        {
+        if let Ok(mut v) = self.idle.lock() {
             v.push(conn);
         }
     }
 
-    /// Runs `f` on a read connection, on a blocking thread.
+    /// Runs `f` on a read connection, on a blocking thread, once one of the pool's
+    /// connections is free.
     pub(crate) async fn read<T, F>(self: &Arc<Self>, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
+        let permit = Arc::clone(&self.permits)
+            .acquire_owned()
+            .await
+            .map_err(|_| StoreError::Closed)?;
         let me = Arc::clone(self);
         tokio::task::spawn_blocking(move || {
+            let _permit = permit;
             let conn = me.take()?;
             // One snapshot for every statement of `f`.
             conn.execute_batch("BEGIN")?;
@@ -76,5 +92,47 @@ impl Readers {
         })
         .await
         .map_err(|_| StoreError::Closed)?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    use super::*;
+
+    /// Many concurrent reads never hold more than `max` connections at once, and all of
+    /// them are answered.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn reads_beyond_the_bound_wait_for_a_connection() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("r.db");
+        Connection::open(&path)
+            .and_then(|c| c.execute_batch("PRAGMA journal_mode=WAL; CREATE TABLE t (x);"))
+            .expect("create");
+        let readers = Readers::new(path, 3);
+        let busy = Arc::new(AtomicUsize::new(0));
+        let peak = Arc::new(AtomicUsize::new(0));
+        let mut tasks = Vec::new();
+        for _ in 0..64 {
+            let (r, busy, peak) = (Arc::clone(&readers), Arc::clone(&busy), Arc::clone(&peak));
+            tasks.push(tokio::spawn(async move {
+                r.read(move |c| {
+                    let now = busy.fetch_add(1, Ordering::SeqCst) + 1;
+                    peak.fetch_max(now, Ordering::SeqCst);
+                    std::thread::sleep(Duration::from_millis(5));
+                    let n: i64 = c.query_row("SELECT count(*) FROM t", [], |r| r.get(0))?;
+                    busy.fetch_sub(1, Ordering::SeqCst);
+                    Ok(n)
+                })
+                .await
+            }));
+        }
+        for t in tasks {
+            assert_eq!(t.await.expect("task").expect("read"), 0);
+        }
+        assert_eq!(peak.load(Ordering::SeqCst), 3);
+        assert!(readers.idle.lock().expect("lock").len() <= 3);
     }
 }

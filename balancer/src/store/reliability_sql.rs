@@ -76,11 +76,15 @@ pub struct ReplaySample {
     pub sample: Sample,
 }
 
-/// A delivery due now, with what it takes to send it.
+/// A client's next pending delivery, with what it takes to send it.
 #[derive(Debug, Clone)]
 pub struct DueDelivery {
     /// Delivery id.
     pub id: i64,
+    /// The client whose pool it is for.
+    pub client_id: i64,
+    /// When it is due, Unix ms.
+    pub due_at_ms: i64,
     /// The notification id.
     pub notification_id: i64,
     /// The notification kind (for the event header).
@@ -454,38 +458,53 @@ pub(super) fn delete_webhook(c: &Connection, client_id: i64, pool: &str) -> Resu
     Ok(())
 }
 
-pub(super) fn due(
-    c: &Connection,
-    now_ms: i64,
-    limit: usize,
-) -> Result<Vec<DueDelivery>, StoreError> {
+/// Each client's next pending delivery (the soonest due, then the oldest), soonest
+/// first, at most `limit` clients. The window runs over delivery ids only; the bodies of
+/// the chosen ones are joined afterwards.
+pub(super) fn due(c: &Connection, limit: usize) -> Result<Vec<DueDelivery>, StoreError> {
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
     let mut q = c.prepare_cached(
-        "SELECT d.id, d.notification_id, n.kind, n.body, w.url, w.secret, d.attempts
-         FROM webhook_deliveries d
+        "WITH firsts AS (
+           SELECT id FROM (
+             SELECT d.id, row_number() OVER (
+               PARTITION BY p.client_id ORDER BY d.next_attempt_at_ms, d.id) AS rn
+             FROM webhook_deliveries d JOIN pools p ON p.id = d.pool_id
+             WHERE d.status = 'pending')
+           WHERE rn = 1)
+         SELECT d.id, d.notification_id, n.kind, n.body, w.url, w.secret, d.attempts,
+                p.client_id, d.next_attempt_at_ms
+         FROM firsts f JOIN webhook_deliveries d ON d.id = f.id
+         JOIN pools p ON p.id = d.pool_id
          JOIN notifications n ON n.id = d.notification_id
          LEFT JOIN webhooks w ON w.pool_id = d.pool_id
-         WHERE d.status = 'pending' AND d.next_attempt_at_ms <= ?1
-         ORDER BY d.next_attempt_at_ms, d.id LIMIT ?2",
+         ORDER BY d.next_attempt_at_ms, d.id LIMIT ?1",
     )?;
-    let rows = q.query_map(params![now_ms, limit], |r| {
+    let rows = q.query_map(params![limit], |r| {
         Ok((
-            r.get::<_, i64>(0)?,
-            r.get::<_, i64>(1)?,
-            r.get::<_, String>(2)?,
-            r.get::<_, String>(3)?,
-            r.get::<_, Option<String>>(4)?,
-            r.get::<_, Option<String>>(5)?,
-            r.get::<_, u32>(6)?,
+            (
+                r.get::<_, i64>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+            ),
+            (
+                r.get::<_, Option<String>>(4)?,
+                r.get::<_, Option<String>>(5)?,
+                r.get::<_, u32>(6)?,
+                r.get::<_, i64>(7)?,
+                r.get::<_, Option<i64>>(8)?,
+            ),
         ))
     })?;
     let mut out = Vec::new();
     for row in rows {
-        let (id, notification_id, kind, body, url, secret, attempts) = row?;
+        let ((id, notification_id, kind, body), (url, secret, attempts, client_id, due)) = row?;
         let kind = NotificationKind::parse(&kind)
             .ok_or_else(|| StoreError::Invalid(format!("stored notification kind `{kind}`")))?;
         out.push(DueDelivery {
             id,
+            client_id,
+            due_at_ms: due.unwrap_or(0),
             notification_id,
             kind,
             body,
@@ -620,8 +639,9 @@ pub trait ReliabilityStore {
     /// Removes a pool's webhook; its pending deliveries then fail.
     fn delete_webhook(&self, client_id: i64, pool: String) -> StoreFuture<()>;
 
-    /// Deliveries due at `now_ms`, at most `limit`.
-    fn due_deliveries(&self, now_ms: i64, limit: usize) -> StoreFuture<Vec<DueDelivery>>;
+    /// Each client's next pending delivery (due or not), soonest first, at most `limit`
+    /// clients: the deliverer sends one per client at a time.
+    fn due_deliveries(&self, limit: usize) -> StoreFuture<Vec<DueDelivery>>;
 
     /// When the next pending delivery is due.
     fn next_delivery_due(&self) -> StoreFuture<Option<i64>>;
@@ -684,8 +704,8 @@ impl ReliabilityStore for SqliteStore {
         self.write(move |c| delete_webhook(c, client_id, &pool))
     }
 
-    fn due_deliveries(&self, now_ms: i64, limit: usize) -> StoreFuture<Vec<DueDelivery>> {
-        self.read(move |c| due(c, now_ms, limit))
+    fn due_deliveries(&self, limit: usize) -> StoreFuture<Vec<DueDelivery>> {
+        self.read(move |c| due(c, limit))
     }
 
     fn next_delivery_due(&self) -> StoreFuture<Option<i64>> {

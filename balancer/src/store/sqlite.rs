@@ -20,10 +20,10 @@ use rusqlite::Connection;
 use super::readers::{MMAP_BYTES, Readers};
 use super::writer::{Writer, WriterMetrics};
 use super::{
-    EngineWrites, FoldStats, Ingest, Ingested, MinuteDecisions, NewProbeVersion, PoolTopology,
-    PutProbe, Store, StoreError, StoreFuture, TimedMetrics, TokenHash, TokenOwner, WarmSample,
-    clients_sql, engine_sql, fold, history_sql, nodes_sql, pools_sql, probes_sql, samples_sql,
-    schema,
+    EngineWrites, FoldStats, Ingest, Ingested, MinuteDecisions, ModuleGc, NewProbeVersion,
+    PoolTopology, PutProbe, Quotas, Store, StoreError, StoreFuture, TimedMetrics, TokenHash,
+    TokenOwner, WarmSample, clients_sql, engine_sql, fold, history_sql, nodes_sql, pools_sql,
+    probes_sql, samples_sql, schema,
 };
 
 /// SQLite's `synchronous` setting for the database.
@@ -50,12 +50,14 @@ impl Synchronous {
 pub struct SqliteOptions {
     /// Durability of a commit.
     pub synchronous: Synchronous,
-    /// Read connections kept open.
+    /// Read connections open at most; more reads wait for one.
     pub readers: usize,
     /// Writes that may wait for the writer before callers are held back.
     pub writer_queue: usize,
     /// The writer's counters.
     pub metrics: WriterMetrics,
+    /// Per-client quotas.
+    pub quotas: Quotas,
 }
 
 impl Default for SqliteOptions {
@@ -65,6 +67,7 @@ impl Default for SqliteOptions {
             readers: 4,
             writer_queue: 4096,
             metrics: WriterMetrics::default(),
+            quotas: Quotas::default(),
         }
     }
 }
@@ -73,6 +76,7 @@ impl Default for SqliteOptions {
 pub struct SqliteStore {
     writer: Arc<Writer>,
     readers: Arc<Readers>,
+    quotas: Quotas,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -112,6 +116,7 @@ impl SqliteStore {
         Ok(SqliteStore {
             writer: Arc::new(writer),
             readers: Readers::new(path.to_path_buf(), opts.readers),
+            quotas: opts.quotas,
         })
     }
 
@@ -158,7 +163,10 @@ impl Store for SqliteStore {
         hash: TokenHash,
         now_ms: i64,
     ) -> StoreFuture<i64> {
-        self.write(move |c| clients_sql::create_agent_token(c, client_id, &pools, &hash, now_ms))
+        let q = self.quotas;
+        self.write(move |c| {
+            clients_sql::create_agent_token(c, client_id, &pools, &hash, now_ms, &q)
+        })
     }
 
     fn revoke_agent_token(&self, id: i64, owner: Option<i64>, now_ms: i64) -> StoreFuture<()> {
@@ -166,7 +174,8 @@ impl Store for SqliteStore {
     }
 
     fn create_pool(&self, client_id: i64, req: CreatePool, now_ms: i64) -> StoreFuture<PoolView> {
-        self.write(move |c| pools_sql::create_pool(c, client_id, &req, now_ms))
+        let q = self.quotas;
+        self.write(move |c| pools_sql::create_pool(c, client_id, &req, now_ms, &q))
     }
 
     fn list_pools(&self, client_id: i64) -> StoreFuture<Vec<PoolView>> {
@@ -178,7 +187,22 @@ impl Store for SqliteStore {
     }
 
     fn put_probe(&self, p: NewProbeVersion) -> StoreFuture<PutProbe> {
-        self.write(move |c| probes_sql::put_probe(c, p))
+        let q = self.quotas;
+        self.write(move |c| probes_sql::put_probe(c, p, &q))
+    }
+
+    fn check_upload(&self, client_id: i64, pool: String, name: String) -> StoreFuture<()> {
+        let q = self.quotas;
+        self.read(move |c| probes_sql::check_upload(c, client_id, &pool, &name, &q))
+    }
+
+    fn check_probe_version(&self, p: NewProbeVersion) -> StoreFuture<()> {
+        let q = self.quotas;
+        self.read(move |c| probes_sql::plan_put(c, &p, &q).map(drop))
+    }
+
+    fn collect_modules(&self, superseded_before_ms: i64) -> StoreFuture<ModuleGc> {
+        self.write(move |c| probes_sql::collect_modules(c, superseded_before_ms))
     }
 
     fn list_probes(&self, client_id: i64, pool: String) -> StoreFuture<Vec<ProbeView>> {
@@ -206,7 +230,8 @@ impl Store for SqliteStore {
         req: RegisterRequest,
         now_ms: i64,
     ) -> StoreFuture<()> {
-        self.write(move |c| nodes_sql::register_node(c, token_id, client_id, req, now_ms))
+        let q = self.quotas;
+        self.write(move |c| nodes_sql::register_node(c, token_id, client_id, req, now_ms, &q))
     }
 
     fn assignments(&self, token_id: i64, client_id: i64, node: String) -> StoreFuture<Assignments> {

@@ -3,16 +3,23 @@
 //! JSON, signed, and retries with exponential backoff. Every attempt is logged in the
 //! store; a restart replays whatever is still pending.
 //!
+//! Fair per tenant: each client has at most one delivery in flight (its oldest due
+//! first), and different clients' deliveries run concurrently (up to
+//! [`MAX_IN_FLIGHT`]), so an endpoint that never answers holds up only its own
+//! client's deliveries, each for at most the POST timeout.
+//!
 //! Signature: `X-PLB-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>`.
 //! A receiver recomputes the HMAC over the timestamp, a dot and the raw body, compares
 //! in constant time and refuses old timestamps (replays). `X-PLB-Delivery` carries the
 //! delivery id (the same on every retry: deduplicate on it), `X-PLB-Event` the kind.
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use tokio::sync::Notify;
+use tokio::task::JoinSet;
 
 use crate::metrics::Metrics;
 use crate::netpolicy::{NetPolicy, ReqwestResolver};
@@ -122,13 +129,16 @@ pub fn verify(
     mac.verify_slice(&v1).map_err(|_| SignatureError::Mismatch)
 }
 
-/// Deliveries fetched per round.
-const BATCH: usize = 16;
+/// Deliveries in flight at once (each for a different client).
+pub const MAX_IN_FLIGHT: usize = 32;
+/// Clients whose next delivery is read per look at the outbox.
+const CLIENTS_PER_ROUND: usize = 256;
 /// Longest sleep between looks at the outbox when nothing is due.
 const IDLE: Duration = Duration::from_secs(5);
 
-/// Runs the deliverer until aborted: sends what is due, sleeps until the next due time
-/// or until `wake` is notified.
+/// Runs the deliverer until aborted: starts each client's next due delivery unless that
+/// client has one in flight, then sleeps until the next one is due, an attempt ends, or
+/// `wake` is notified.
 pub async fn run(
     store: Arc<dyn Store>,
     metrics: Arc<Metrics>,
@@ -151,9 +161,17 @@ pub async fn run(
             return;
         }
     };
+    let cfg = Arc::new(cfg);
+    // Clients with a delivery in flight; each task answers its client when done.
+    let mut busy: HashSet<i64> = HashSet::new();
+    let mut tasks: JoinSet<i64> = JoinSet::new();
     loop {
-        let now = crate::clock::now_ms();
-        let due = match store.due_deliveries(now, BATCH).await {
+        while let Some(done) = tasks.try_join_next() {
+            if let Ok(client) = done {
+                busy.remove(&client);
+            }
+        }
+        let next = match store.due_deliveries(CLIENTS_PER_ROUND).await {
             Ok(d) => d,
             Err(e) => {
                 tracing::warn!(error = %e, "webhooks: cannot read the outbox");
@@ -161,40 +179,66 @@ pub async fn run(
                 continue;
             }
         };
-        let full = due.len() == BATCH;
-        for d in due {
-            let rec = attempt(&http, &cfg, d).await;
-            let result = match rec.next {
-                AttemptNext::Delivered => "delivered",
-                AttemptNext::RetryAt(_) => "retry",
-                AttemptNext::GiveUp => "failed",
-            };
-            metrics
-                .reliability
-                .webhook_attempts
-                .get_or_create(&KindLabels { kind: result })
-                .inc();
-            if let Err(e) = store.record_attempt(rec).await {
-                tracing::warn!(error = %e, "webhooks: cannot log an attempt");
+        let now = crate::clock::now_ms();
+        let mut wait = IDLE;
+        for d in next {
+            if busy.contains(&d.client_id) {
+                continue;
             }
-        }
-        if full {
-            continue;
-        }
-        let wait = match store.next_delivery_due().await {
-            Ok(Some(t)) => {
-                Duration::from_millis(u64::try_from(t - crate::clock::now_ms()).unwrap_or(0))
-                    .min(IDLE)
+            if d.due_at_ms > now {
+                let until = u64::try_from(d.due_at_ms - now).unwrap_or(0);
+                wait = wait.min(Duration::from_millis(until));
+                continue;
             }
-            _ => IDLE,
-        };
-        if wait.is_zero() {
-            continue;
+            if busy.len() >= MAX_IN_FLIGHT {
+                break;
+            }
+            busy.insert(d.client_id);
+            let (store, metrics, http, cfg) = (
+                Arc::clone(&store),
+                Arc::clone(&metrics),
+                http.clone(),
+                Arc::clone(&cfg),
+            );
+            tasks.spawn(async move {
+                let client = d.client_id;
+                deliver(store.as_ref(), &metrics, &http, &cfg, d).await;
+                client
+            });
         }
         tokio::select! {
             () = tokio::time::sleep(wait) => {}
             () = wake.notified() => {}
+            Some(done) = tasks.join_next(), if !tasks.is_empty() => {
+                if let Ok(client) = done {
+                    busy.remove(&client);
+                }
+            }
         }
+    }
+}
+
+/// One attempt of `d`, counted and logged in the store.
+async fn deliver(
+    store: &dyn Store,
+    metrics: &Metrics,
+    http: &reqwest::Client,
+    cfg: &DeliveryConfig,
+    d: DueDelivery,
+) {
+    let rec = attempt(http, cfg, d).await;
+    let result = match rec.next {
+        AttemptNext::Delivered => "delivered",
+        AttemptNext::RetryAt(_) => "retry",
+        AttemptNext::GiveUp => "failed",
+    };
+    metrics
+        .reliability
+        .webhook_attempts
+        .get_or_create(&KindLabels { kind: result })
+        .inc();
+    if let Err(e) = store.record_attempt(rec).await {
+        tracing::warn!(error = %e, "webhooks: cannot log an attempt");
     }
 }
 
