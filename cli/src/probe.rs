@@ -36,7 +36,8 @@ pub enum ProbeCommand {
         /// The probe (default: every probe of the pool).
         name: Option<String>,
     },
-    /// Delete a probe (no longer assigned; its versions and samples are kept).
+    /// Delete a probe (no longer assigned; its samples are kept, its versions and unused
+    /// modules removed).
     Delete {
         #[command(flatten)]
         remote: crate::remote::Remote,
