@@ -154,6 +154,10 @@ pub struct PipelineVariant {
     pub trust_prior: Option<f64>,
     /// `capacity_shrink_rows`: shrinkage of capacity estimates toward the pool's.
     pub capacity_shrink_rows: Option<f64>,
+    /// `peer_rel_floor`: the pool spread's floor relative to the median.
+    pub peer_rel_floor: Option<f64>,
+    /// `release`: how fast a routed degrade score may fall, per second (0 = off).
+    pub release: Option<f64>,
 }
 
 impl PipelineVariant {
@@ -187,6 +191,8 @@ impl PipelineVariant {
                 "capacity_shrink_rows" => {
                     v.capacity_shrink_rows = Some(val.parse().map_err(|e| bad(&e))?)
                 }
+                "peer_rel_floor" => v.peer_rel_floor = Some(val.parse().map_err(|e| bad(&e))?),
+                "release" => v.release = Some(val.parse().map_err(|e| bad(&e))?),
                 _ => {
                     return Err(BenchError::Args(format!(
                         "--pipeline: unknown setting `{k}`"
@@ -244,6 +250,12 @@ impl PipelineVariant {
         }
         if let Some(x) = self.capacity_shrink_rows {
             c.views.capacity_shrink_rows = x;
+        }
+        if let Some(x) = self.peer_rel_floor {
+            c.views.peer_rel_floor = x;
+        }
+        if let Some(x) = self.release {
+            c.views.score_release_per_s = x;
         }
         c
     }

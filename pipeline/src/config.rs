@@ -83,6 +83,11 @@ pub struct ViewConfig {
     /// A node the state machine calls `degrading` is routed as `healthy` while its
     /// peer-judged score is below this (its peers moved with it).
     pub peer_degrading_min: f64,
+    /// How fast a node's routed degrade score may fall, per second: a score rises at
+    /// once and is released at most this fast (an envelope), so a shed node that looks
+    /// well again gets its share back over seconds, not in one rebuild; 0 turns the
+    /// envelope off.
+    pub score_release_per_s: f64,
 }
 
 impl Default for ViewConfig {
@@ -97,8 +102,9 @@ impl Default for ViewConfig {
             peer_min_nodes: 3,
             peer_z_start: 1.0,
             peer_z_full: 3.0,
-            peer_rel_floor: 0.1,
+            peer_rel_floor: 0.05,
             peer_degrading_min: 0.5,
+            score_release_per_s: 0.2,
         }
     }
 }
@@ -188,6 +194,12 @@ impl PipelineConfig {
                     "must be finite and above peer_z_start ({}), got {}",
                     v.peer_z_start, v.peer_z_full
                 ),
+            );
+        }
+        if !(v.score_release_per_s >= 0.0 && v.score_release_per_s.is_finite()) {
+            return bad(
+                "score_release_per_s",
+                format!("must be >= 0, got {}", v.score_release_per_s),
             );
         }
         if !(v.peer_rel_floor >= 0.0 && v.peer_rel_floor.is_finite()) {

@@ -64,6 +64,8 @@ struct Slot {
     weight: f64,
     /// Feedback latency (ms) summed since the last tick, and its rows.
     tick_latency: (f64, u32),
+    /// Degrade score in the last view built, and when (ms): the release envelope.
+    routed_score: (f64, i64),
 }
 
 /// The prediction pipeline of one pool (see the crate docs).
@@ -182,6 +184,7 @@ impl PoolPredictor {
             view_state: NodeState::Unknown,
             weight: 1.0,
             tick_latency: (0.0, 0),
+            routed_score: (0.0, 0),
         }
     }
 
@@ -525,6 +528,16 @@ impl PoolPredictor {
         };
         let mut views = Vec::with_capacity(self.slots.len());
         for (slot, &score) in self.slots.iter_mut().zip(&scores) {
+            // Rises at once, falls at most `score_release_per_s`.
+            let (last, at) = slot.routed_score;
+            let dt = now_ms.saturating_sub(at).max(0) as f64 / 1000.0;
+            let released = last - v.score_release_per_s * dt;
+            let score = if v.score_release_per_s > 0.0 && released > score {
+                released.clamp(0.0, 1.0)
+            } else {
+                score
+            };
+            slot.routed_score = (score, now_ms);
             let capacity = self.estimates.get(&*slot.name).copied();
             // Demand is held against the capacity routing uses.
             let _ = slot.model.set_capacity(capacity);

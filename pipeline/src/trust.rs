@@ -7,7 +7,10 @@
 //! now stands out in latency a little later: queue depth before a slow-down does, a
 //! metric that wobbles without meaning does not. Trust is that correlation over
 //! `full_corr`, clamped to 0..=1 and shrunk toward `prior` while there are few pairs;
-//! a node's degrade score from the metric is multiplied by it. Pure.
+//! a node's degrade score from the metric is multiplied by it. A pool that has never
+//! had feedback from enough nodes to compare with (route decisions without reported
+//! outcomes) has nothing but its probes to route on: there every metric counts in full
+//! until the first comparison is possible. Pure.
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
@@ -106,6 +109,8 @@ pub struct TrustTracker {
     /// Per tick: when, and each metric's z-score per node.
     levels: VecDeque<(i64, Levels)>,
     moments: HashMap<String, Moments>,
+    /// Ticks whose feedback latencies could be compared (enough nodes with feedback).
+    feedback_ticks: u64,
 }
 
 impl TrustTracker {
@@ -115,6 +120,7 @@ impl TrustTracker {
             config,
             levels: VecDeque::new(),
             moments: HashMap::new(),
+            feedback_ticks: 0,
         }
     }
 
@@ -131,9 +137,11 @@ impl TrustTracker {
             }
             pair_with = self.levels.pop_front();
         }
-        if let (Some((_, then)), Some(lat_z)) =
-            (pair_with, robust_z(latency, self.config.min_nodes))
-        {
+        let lat_z = robust_z(latency, self.config.min_nodes);
+        if lat_z.is_some() {
+            self.feedback_ticks += 1;
+        }
+        if let (Some((_, then)), Some(lat_z)) = (pair_with, lat_z) {
             let lat: HashMap<&str, f64> = lat_z.iter().map(|(n, z)| (&**n, *z)).collect();
             for (key, zs) in then {
                 let m = self.moments.entry(key).or_default();
@@ -151,10 +159,16 @@ impl TrustTracker {
         }
     }
 
-    /// Metric `key`'s trust, 0..=1 (the prior for a metric with no pairs yet).
+    /// Whether the pool has had feedback to judge its metrics by.
+    pub fn has_feedback(&self) -> bool {
+        self.feedback_ticks > 0
+    }
+
+    /// Metric `key`'s trust, 0..=1: 1 while the pool has never had feedback to compare
+    /// with, else the prior for a metric with no pairs yet, shrunk toward what it earns.
     pub fn trust(&self, key: &str) -> f64 {
         let c = &self.config;
-        if !c.enabled {
+        if !c.enabled || !self.has_feedback() {
             return 1.0;
         }
         let (n, corr) = self
@@ -184,7 +198,13 @@ impl TrustTracker {
                     .get(k)
                     .map_or((0.0, 0.0), |m| (m.n, m.corr()));
                 let trust = self.trust(k);
-                let reason = if pairs < 1.0 {
+                let reason = if !self.has_feedback() {
+                    format!(
+                        "no feedback from {} nodes in this pool to check it against: counted in full (trust starts at {:.0}% once there is)",
+                        self.config.min_nodes,
+                        self.config.prior * 100.0
+                    )
+                } else if pairs < 1.0 {
                     format!(
                         "no evidence yet: trust starts at {:.0}%; pairs form once {} nodes report feedback",
                         self.config.prior * 100.0,
@@ -262,7 +282,14 @@ mod tests {
     #[test]
     fn a_metric_that_leads_latency_earns_trust_and_one_that_does_not_fades() {
         let fresh = TrustTracker::new(TrustConfig::default());
-        assert_eq!(fresh.trust("p/queue"), 0.5);
+        assert_eq!(fresh.trust("p/queue"), 1.0, "no feedback yet: face value");
+        let first = run(true, 1);
+        assert!(first.has_feedback());
+        assert_eq!(
+            first.trust("p/queue"),
+            0.5,
+            "feedback, no pairs yet: the prior"
+        );
         let good = run(true, 200);
         assert!(good.trust("p/queue") > 0.9, "{:?}", good.report());
         let bad = run(false, 200);
@@ -276,7 +303,7 @@ mod tests {
     }
 
     #[test]
-    fn too_few_nodes_make_no_pairs() {
+    fn too_few_nodes_with_feedback_leave_metrics_at_face_value() {
         let mut t = TrustTracker::new(TrustConfig::default());
         let nodes = names(2);
         for tick in 0..10 {
@@ -285,7 +312,12 @@ mod tests {
             m.insert("k".to_string(), lv.clone());
             t.tick(tick * 1_000, m, &lv);
         }
-        assert_eq!(t.trust("k"), 0.5);
-        assert!(t.report()[0].reason.starts_with("no evidence yet"));
+        assert!(!t.has_feedback());
+        assert_eq!(t.trust("k"), 1.0);
+        assert!(
+            t.report()[0].reason.starts_with("no feedback"),
+            "{:?}",
+            t.report()
+        );
     }
 }

@@ -114,6 +114,17 @@ impl PeakEwma {
         let (v, t0) = unpack(word);
         Some(f64::from(v) * (-elapsed(t0, millis(now)) / self.tau).exp())
     }
+
+    /// [`Self::get`], but `None` when the last observation is older than `since`: what
+    /// a node measured before it left service says nothing of the process that came
+    /// back.
+    pub fn get_since(&self, now: f64, since: f64) -> Option<f64> {
+        let word = self.word.load(Ordering::Acquire);
+        if word == EMPTY || (millis(since).wrapping_sub(unpack(word).1) as i32) > 0 {
+            return None;
+        }
+        self.get(now)
+    }
 }
 
 /// Fraction of failed requests: each outcome moves the estimate by `alpha` toward 0 or 1,
@@ -294,6 +305,15 @@ impl NodeLive {
         self.latency.get(now)
     }
 
+    /// [`Self::latency`], `None` when the last response came before `since` (the node
+    /// re-entered service since: slow start's `ready_since`).
+    pub fn latency_since(&self, now: f64, since: Option<f64>) -> Option<f64> {
+        match since {
+            Some(t) if t.is_finite() => self.latency.get_since(now, t),
+            _ => self.latency.get(now),
+        }
+    }
+
     /// Recent error rate at `now`, 0..=1.
     pub fn error_rate(&self, now: f64) -> f64 {
         self.error_rate.get(now)
@@ -443,6 +463,16 @@ mod tests {
         assert_eq!(e.get(0.0), None);
         e.observe(0.05, 1.0);
         assert!(close(e.get(1.0).expect("fed"), 0.05));
+    }
+
+    #[test]
+    fn a_latency_from_before_a_node_came_back_is_forgotten() {
+        let e = PeakEwma::new(10.0);
+        e.observe(2.0, 100.0);
+        assert_eq!(e.get_since(101.0, 99.0), Some(2.0 * (-0.1f64).exp()));
+        assert_eq!(e.get_since(101.0, 100.5), None, "observed before `since`");
+        e.observe(0.02, 102.0);
+        assert!(e.get_since(102.0, 100.5).is_some(), "observed after it");
     }
 
     #[test]

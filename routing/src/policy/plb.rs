@@ -22,6 +22,8 @@ const KEY_DRAW_SEED: u64 = 0x9e37_79b9_7f4a_7c15;
 /// Least latency used in a cost, seconds: keeps in-flight counts meaningful when an
 /// idle node's estimate has decayed to almost nothing.
 const MIN_LATENCY: f64 = 1e-6;
+/// Pools up to this size keep a full scan's latencies on the stack.
+const SCAN_STACK: usize = 64;
 
 /// The `plb` policy.
 #[derive(Debug, Clone)]
@@ -67,10 +69,11 @@ impl Plb {
     }
 
     /// The lowest `latency^exp × (in flight + work) / weight × error penalty` over every
-    /// eligible node (weight with slow start), scanned from a random start so that ties
-    /// fall at random. A node with no latency yet is costed at the mean of those with
-    /// one (neutral). Weight divides the whole cost, so a shed node costs more even
-    /// when idle: the predicted shift holds without the weighted draw.
+    /// eligible node, scanned from a random start so that ties fall at random. A node
+    /// with no latency yet (or none since it re-entered service) is costed at the mean
+    /// of those with one (neutral). Weight divides the whole cost, so a shed node costs
+    /// more even when idle: the predicted shift holds without the weighted draw. Slow
+    /// start is a share instead: a ramping node takes part in that fraction of scans.
     fn full_scan<R: Rng + ?Sized>(
         &self,
         snap: &Snapshot,
@@ -86,12 +89,22 @@ impl Plb {
         let exp = self.config.scan_latency_exp.clamp(0.0, 2.0);
         let penalty = self.config.error_penalty.max(0.0);
         let start = rng.random_range(0..n);
-        let cost = |i: usize, lat: f64| {
+        let shaping = snap.shaping();
+        let cost = |i: usize, lat: f64, rng: &mut R| {
             let live = snap.live_at(i);
             let w = snap.weight_at(i, now);
             if w <= 0.0 {
                 return f64::INFINITY;
             }
+            // Slow start as a share, not a cost: a node ramping up takes part in a
+            // fraction `ramp` of the scans, at its full weight. (Dividing its cost by
+            // the ramp would give it traffic only once every other node had a queue:
+            // none at all in a calm pool, so a restarted node never came back.)
+            let ramp = shaping.ramp(snap.nodes()[i].ready_since, now);
+            if ramp < 1.0 && rng.random::<f64>() >= ramp {
+                return f64::INFINITY;
+            }
+            let w = w / ramp.max(1e-9);
             let lat = if exp == 1.0 {
                 lat.max(MIN_LATENCY)
             } else if exp > 0.0 {
@@ -107,34 +120,36 @@ impl Plb {
             };
             lat * (live.in_flight() as f64 + work) / w * penalty
         };
-        // One pass over the nodes with a latency (each read once: a read decays it);
-        // those without one are costed after, at the others' mean (neutral).
-        let mut best: Option<(usize, f64)> = None;
-        let (mut sum, mut known, mut unknown) = (0.0, 0usize, 0usize);
-        for off in 0..n {
+        // Each latency read once (a read decays it), in scan order; a node without one
+        // is costed at the mean of those with one (neutral) in the same pass, so it ties
+        // with an average node and ties fall at random: a node that has never answered
+        // (new, or dead) still gets tried.
+        let mut stack = [None; SCAN_STACK];
+        let mut heap = Vec::new();
+        let lats: &mut [Option<f64>] = if n <= SCAN_STACK {
+            &mut stack[..n]
+        } else {
+            heap.resize(n, None);
+            &mut heap
+        };
+        let (mut sum, mut known) = (0.0, 0usize);
+        for (off, slot) in lats.iter_mut().enumerate() {
             let i = eligible[(start + off) % n];
-            match snap.live_at(i).latency(now) {
-                Some(l) => {
-                    sum += l;
-                    known += 1;
-                    let c = cost(i, l);
-                    if best.is_none_or(|(_, b)| c < b) {
-                        best = Some((i, c));
-                    }
-                }
-                None => unknown += 1,
+            *slot = snap
+                .live_at(i)
+                .latency_since(now, snap.nodes()[i].ready_since);
+            if let Some(l) = *slot {
+                sum += l;
+                known += 1;
             }
         }
-        if unknown > 0 {
-            let neutral = if known > 0 { sum / known as f64 } else { 1.0 };
-            for off in 0..n {
-                let i = eligible[(start + off) % n];
-                if snap.live_at(i).latency(now).is_none() {
-                    let c = cost(i, neutral);
-                    if best.is_none_or(|(_, b)| c < b) {
-                        best = Some((i, c));
-                    }
-                }
+        let neutral = if known > 0 { sum / known as f64 } else { 1.0 };
+        let mut best: Option<(usize, f64)> = None;
+        for (off, lat) in lats.iter().enumerate() {
+            let i = eligible[(start + off) % n];
+            let c = cost(i, lat.unwrap_or(neutral), rng);
+            if best.is_none_or(|(_, b)| c < b) {
+                best = Some((i, c));
             }
         }
         best.filter(|(_, c)| c.is_finite())
