@@ -2,8 +2,9 @@
 # PLB's whole test suite, from a fresh machine (CI runs exactly this), in stages that
 # stop at the first failure:
 #   setup      the wasm32-wasip2 target, clippy and rustfmt; componentize-py for the
-#              Python probe, componentize-js for the JavaScript one; haproxy and
-#              chromium from Debian's packages (the end-to-end tests drive them)
+#              Python probe, componentize-js for the JavaScript one; haproxy, chromium
+#              and postgresql-15 from Debian's packages (the end-to-end tests drive
+#              them; the store's tests start PostgreSQL with scripts/pg-temp.sh)
 #   format     cargo fmt --check
 #   invariants scripts/check-invariants.sh (cargo metadata only)
 #   build      the workspace once, every target, dev profile, with clippy's lints in
@@ -11,7 +12,8 @@
 #              `cargo clippy --workspace --all-targets -- -D warnings` would
 #   fast       unit tests (every crate's lib and bins) and doc tests: seconds
 #   slow       the integration test binaries: end-to-end tests against real balancers,
-#              agents, probes, SQLite files, HAProxy and Chromium on loopback
+#              agents, probes, SQLite files, PostgreSQL, HAProxy and Chromium on
+#              loopback
 # scripts/dev.sh runs the same build, so after this script it compiles nothing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,6 +23,7 @@ source scripts/env.sh
 need=()
 command -v haproxy >/dev/null || need+=(haproxy)
 command -v chromium >/dev/null || need+=(chromium)
+[ -x /usr/lib/postgresql/15/bin/postgres ] || need+=(postgresql-15)
 if [ ${#need[@]} -gt 0 ]; then
     sudo=""
     [ "$(id -u)" = 0 ] || sudo=sudo

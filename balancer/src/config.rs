@@ -21,6 +21,71 @@ pub const DEFAULT_MAX_JSON_BYTES: u64 = 8 * 1024 * 1024;
 /// Shortest admin token accepted.
 pub const MIN_ADMIN_TOKEN_LEN: usize = 16;
 
+/// Where the store is: `--db` (`PLB_DB`).
+#[derive(Clone, PartialEq, Eq)]
+pub enum DbLocation {
+    /// A SQLite database file.
+    Sqlite(PathBuf),
+    /// A PostgreSQL database: a `postgres://` or `postgresql://` URL.
+    Postgres(String),
+}
+
+impl std::str::FromStr for DbLocation {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if crate::store::is_postgres_url(s) {
+            Ok(DbLocation::Postgres(s.to_string()))
+        } else if s.is_empty() {
+            Err("--db needs a SQLite file or a postgres:// URL".into())
+        } else {
+            Ok(DbLocation::Sqlite(PathBuf::from(s)))
+        }
+    }
+}
+
+impl From<PathBuf> for DbLocation {
+    fn from(p: PathBuf) -> Self {
+        match p.to_str() {
+            Some(s) if crate::store::is_postgres_url(s) => DbLocation::Postgres(s.to_string()),
+            _ => DbLocation::Sqlite(p),
+        }
+    }
+}
+
+impl From<&std::path::Path> for DbLocation {
+    fn from(p: &std::path::Path) -> Self {
+        DbLocation::from(p.to_path_buf())
+    }
+}
+
+impl From<&str> for DbLocation {
+    fn from(s: &str) -> Self {
+        DbLocation::from(PathBuf::from(s))
+    }
+}
+
+impl From<String> for DbLocation {
+    fn from(s: String) -> Self {
+        DbLocation::from(PathBuf::from(s))
+    }
+}
+
+impl std::fmt::Debug for DbLocation {
+    /// A PostgreSQL URL without its user, password and parameters (secrets).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DbLocation::Sqlite(p) => write!(f, "sqlite:{}", p.display()),
+            DbLocation::Postgres(url) => {
+                let (scheme, rest) = url.split_once("://").unwrap_or(("postgres", url));
+                let rest = rest.split_once('?').map_or(rest, |(r, _)| r);
+                let rest = rest.rsplit_once('@').map_or(rest, |(_, r)| r);
+                write!(f, "{scheme}://{rest}")
+            }
+        }
+    }
+}
+
 /// `plb balancer` settings.
 #[derive(Clone, clap::Args)]
 pub struct BalancerConfig {
@@ -28,9 +93,12 @@ pub struct BalancerConfig {
     #[arg(long, env = "PLB_LISTEN", default_value = DEFAULT_LISTEN)]
     pub listen: SocketAddr,
 
-    /// The SQLite database file (created if missing).
-    #[arg(long, env = "PLB_DB", default_value = "plb.db")]
-    pub db: PathBuf,
+    /// The store: a SQLite database file (created if missing; the default), or a
+    /// PostgreSQL database as a `postgres://USER:PASSWORD@HOST:PORT/DB` URL (also
+    /// `postgresql://`; a unix socket directory as `?host=/run/postgresql`), migrated at
+    /// start and shareable by several balancers.
+    #[arg(long, env = "PLB_DB", default_value = "plb.db", hide_env_values = true)]
+    pub db: DbLocation,
 
     /// The admin token: creates clients and agent tokens. At least 16 characters.
     #[arg(long, env = "PLB_ADMIN_TOKEN", hide_env_values = true)]
@@ -64,7 +132,8 @@ pub struct BalancerConfig {
     #[arg(long, env = "PLB_RETENTION_EVERY", default_value = "1m", value_parser = parse_duration)]
     pub retention_every: Duration,
 
-    /// SQLite durability of acknowledged writes: `normal` survives a crash of the
+    /// SQLite durability of acknowledged writes (on PostgreSQL the server's
+    /// `synchronous_commit` decides): `normal` survives a crash of the
     /// process, not a power loss (the last commits may be lost); `full` fsyncs every
     /// commit and survives a power loss, at 0.5-0.8x the HTTP ingest rate (ingest
     /// bench).
@@ -271,7 +340,7 @@ pub enum ConfigError {
 
 impl BalancerConfig {
     /// A config with every default, for `db` and `admin_token`.
-    pub fn new(db: impl Into<PathBuf>, admin_token: impl Into<String>) -> Self {
+    pub fn new(db: impl Into<DbLocation>, admin_token: impl Into<String>) -> Self {
         BalancerConfig {
             listen: DEFAULT_LISTEN
                 .parse()

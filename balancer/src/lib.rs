@@ -1,7 +1,7 @@
-//! PLB's balancer service: the REST API v1 (axum) over a SQLite store. Clients upload
-//! probes to their pools, agents register nodes, pull assignments and modules and push
-//! samples; the balancer keeps everything durable and, in later issues, forecasts and
-//! routes from it.
+//! PLB's balancer service: the REST API v1 (axum) over a SQLite or PostgreSQL store.
+//! Clients upload probes to their pools, agents register nodes, pull assignments and
+//! modules and push samples; the balancer keeps everything durable and, in later issues,
+//! forecasts and routes from it.
 //!
 //! Layout: [`config`] (one clap struct), [`error`] (one `AppError`, the JSON extractor),
 //! [`store`] (all SQL behind the [`store::Store`] trait), [`auth`] (tokens), [`routes`]
@@ -43,7 +43,7 @@ pub use ingest::{CommittedBatch, IngestObserver};
 pub use state::AppState;
 
 use crate::metrics::Metrics;
-use crate::store::{SqliteOptions, SqliteStore};
+use crate::store::{PgOptions, PgStore, SqliteOptions, SqliteStore, Store};
 
 /// The whole HTTP app over `state`.
 pub fn app(state: AppState) -> axum::Router {
@@ -64,36 +64,53 @@ fn runtime_config() -> plb_runtime::RuntimeConfig {
 pub async fn build_state(cfg: &BalancerConfig) -> Result<AppState, Error> {
     cfg.validate()?;
     let metrics = Arc::new(Metrics::new());
-    let opts = SqliteOptions {
-        synchronous: cfg.db_sync,
-        readers: cfg.db_readers,
-        metrics: metrics.writer.clone(),
-        quotas: cfg.quotas(),
-        ..SqliteOptions::default()
+    let (store, runtime): (Arc<dyn Store>, _) = match &cfg.db {
+        config::DbLocation::Sqlite(path) => {
+            let opts = SqliteOptions {
+                synchronous: cfg.db_sync,
+                readers: cfg.db_readers,
+                metrics: metrics.writer.clone(),
+                quotas: cfg.quotas(),
+                ..SqliteOptions::default()
+            };
+            let path = path.clone();
+            let (store, runtime) = tokio::task::spawn_blocking(move || {
+                let store = SqliteStore::open(&path, opts)?;
+                let runtime = plb_runtime::Runtime::new(runtime_config())?;
+                Ok::<_, Error>((store, runtime))
+            })
+            .await
+            .map_err(|e| Error::Io {
+                context: "opening the store".into(),
+                source: std::io::Error::other(e),
+            })??;
+            (Arc::new(store), runtime)
+        }
+        config::DbLocation::Postgres(url) => {
+            let opts = PgOptions {
+                readers: cfg.db_readers,
+                metrics: metrics.writer.clone(),
+                quotas: cfg.quotas(),
+                ..PgOptions::default()
+            };
+            let store = PgStore::open(url, opts).await?;
+            let runtime = tokio::task::spawn_blocking(move || {
+                plb_runtime::Runtime::new(runtime_config()).map_err(Error::from)
+            })
+            .await
+            .map_err(|e| Error::Io {
+                context: "starting the probe runtime".into(),
+                source: std::io::Error::other(e),
+            })??;
+            (Arc::new(store), runtime)
+        }
     };
-    let path = cfg.db.clone();
-    let (store, runtime) = tokio::task::spawn_blocking(move || {
-        let store = SqliteStore::open(&path, opts)?;
-        let runtime = plb_runtime::Runtime::new(runtime_config())?;
-        Ok::<_, Error>((store, runtime))
-    })
-    .await
-    .map_err(|e| Error::Io {
-        context: "opening the store".into(),
-        source: std::io::Error::other(e),
-    })??;
     let engine = engine::Engine::new(engine::EngineConfig::default(), Arc::clone(&metrics))
         .map_err(|e| Error::Io {
             context: "starting the prediction engine".into(),
             source: std::io::Error::other(e),
         })?;
-    Ok(AppState::new(
-        cfg,
-        Arc::new(store),
-        runtime,
-        metrics,
-        engine,
-    ))
+    Ok(AppState::new(cfg, store, runtime, metrics, engine))
 }
 
 /// A balancer serving in the background (tests, `plb dev`).

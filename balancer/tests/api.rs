@@ -1,6 +1,8 @@
-//! The REST API against a real balancer on a loopback port and a real SQLite file: the
-//! happy paths of every resource, and every kind of bad input answered with a 4xx JSON
-//! error naming the problem, with nothing half-written.
+//! The REST API against a real balancer on a loopback port and a real store: the happy
+//! paths of every resource, and every kind of bad input answered with a 4xx JSON error
+//! naming the problem, with nothing half-written. The tests that reach the store run on
+//! both backends (`sqlite::` and `postgres::`), the isolation tests among them.
+#[macro_use]
 mod common;
 
 use std::sync::{Arc, Mutex};
@@ -13,9 +15,8 @@ use plb_probe_artifacts::{CPU_BENCH, OTHER_WORLD, TRIVIAL};
 use plb_testkit::now_ms;
 use reqwest::Method;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn clients_pools_and_tokens() {
-    let b = TestBalancer::start().await;
+async fn clients_pools_and_tokens(backend: Backend) {
+    let b = TestBalancer::start_on(backend).await;
     let acme = b.client_with_pool("acme", "web").await;
     acme.create_pool("api", 50.0).await.expect("second pool");
     let pools = acme.pools().await.expect("list");
@@ -41,9 +42,8 @@ async fn clients_pools_and_tokens() {
     assert_eq!(b.count("SELECT count(*) FROM pools"), 2);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn missing_wrong_and_revoked_tokens_are_401() {
-    let b = TestBalancer::start().await;
+async fn missing_wrong_and_revoked_tokens_are_401(backend: Backend) {
+    let b = TestBalancer::start_on(backend).await;
     let url = format!("{}/v1/pools", b.url());
     let got = raw(&url, Method::GET, None, None, None).await;
     assert_error(&got, 401, "unauthorized", "Authorization");
@@ -192,9 +192,8 @@ fn upload_url(b: &TestBalancer, pool: &str, name: &str, query: &str) -> String {
     format!("{}/v1/pools/{pool}/probes/{name}?{query}", b.url())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn probe_uploads_version_and_reject_bad_input() {
-    let b = TestBalancer::start_with(|c| c.max_upload_bytes = 150_000).await;
+async fn probe_uploads_version_and_reject_bad_input(backend: Backend) {
+    let b = TestBalancer::start_with_on(backend, |c| c.max_upload_bytes = 150_000).await;
     let acme = b.client_with_pool("acme", "web").await;
 
     let first = acme
@@ -362,9 +361,8 @@ async fn probe_uploads_version_and_reject_bad_input() {
     assert_eq!(v3.probe.version, 3);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn another_clients_pool_is_404_never_its_data() {
-    let b = TestBalancer::start().await;
+async fn another_clients_pool_is_404_never_its_data(backend: Backend) {
+    let b = TestBalancer::start_on(backend).await;
     let acme = b.client_with_pool("acme", "web").await;
     let evil = b.client_with_pool("evil", "mine").await;
     acme.upload_probe("web", "ping", TRIVIAL, &quick(1000))
@@ -413,9 +411,8 @@ async fn another_clients_pool_is_404_never_its_data() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn agents_register_poll_with_etag_and_fetch_modules() {
-    let b = TestBalancer::start().await;
+async fn agents_register_poll_with_etag_and_fetch_modules(backend: Backend) {
+    let b = TestBalancer::start_on(backend).await;
     let acme = b.client_with_pool("acme", "web").await;
     acme.create_pool("other", 10.0).await.expect("other");
     let up = acme
@@ -520,10 +517,11 @@ impl IngestObserver for Recorder {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn reports_are_idempotent_checked_whole_and_observed_once() {
+async fn reports_are_idempotent_checked_whole_and_observed_once(backend: Backend) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let cfg = config(dir.path());
+    let mut cfg = config(dir.path());
+    let db = TestDb::new(backend, dir.path()).await;
+    cfg.db = db.location();
     let recorder = Arc::new(Recorder::default());
     let state = plb_balancer::build_state(&cfg)
         .await
@@ -553,8 +551,7 @@ async fn reports_are_idempotent_checked_whole_and_observed_once() {
     n2.register(&register("n2", "10.0.0.2:80", &["web"]))
         .await
         .expect("register");
-    let db = dir.path().join("plb.db");
-    let samples = |sql: &str| count(&db, sql);
+    let samples = |sql: &str| db.count(sql);
 
     let now = now_ms();
     let mut good: Vec<_> = (0..50)
@@ -701,9 +698,8 @@ async fn reports_are_idempotent_checked_whole_and_observed_once() {
     running.stop().await.expect("stop");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn health_metrics_and_openapi() {
-    let b = TestBalancer::start().await;
+async fn health_metrics_and_openapi(backend: Backend) {
+    let b = TestBalancer::start_on(backend).await;
     let h = b.admin.health().await.expect("health");
     assert_eq!(h.status, "ok");
     let doc = b.admin.openapi().await.expect("openapi");
@@ -816,3 +812,13 @@ async fn malformed_query_strings_get_the_error_shape_naming_the_parameter() {
     let (status, body) = get("/v1/notifications?limit=5").await;
     assert_eq!(status, 200, "{body}");
 }
+
+on_each_backend!(
+    clients_pools_and_tokens,
+    missing_wrong_and_revoked_tokens_are_401,
+    probe_uploads_version_and_reject_bad_input,
+    another_clients_pool_is_404_never_its_data,
+    agents_register_poll_with_etag_and_fetch_modules,
+    reports_are_idempotent_checked_whole_and_observed_once,
+    health_metrics_and_openapi,
+);

@@ -1,7 +1,9 @@
 //! Durability: the balancer as a real process (`plb-balancer`, this crate's test binary)
 //! is killed with SIGKILL right after acknowledging uploads and reports, and while
-//! reports are in flight; after a restart on the same SQLite file everything it
-//! acknowledged is there, and resending everything stores nothing twice.
+//! reports are in flight; after a restart on the same store (a SQLite file, or a
+//! PostgreSQL database: each test on both) everything it acknowledged is there, and
+//! resending everything stores nothing twice.
+#[macro_use]
 mod common;
 
 use std::collections::HashSet;
@@ -14,12 +16,12 @@ use plb_client::Client;
 use plb_probe_artifacts::TRIVIAL;
 use plb_testkit::{Proc, free_port, now_ms};
 
-async fn spawn(db: &Path, port: u16, log: &Path) -> Proc {
+async fn spawn(db: &TestDb, port: u16, log: &Path) -> Proc {
     let args = [
         "--listen".to_string(),
         format!("127.0.0.1:{port}"),
         "--db".to_string(),
-        db.display().to_string(),
+        db.arg(),
     ];
     let mut p = Proc::spawn(
         "plb-balancer",
@@ -48,24 +50,25 @@ async fn spawn(db: &Path, port: u16, log: &Path) -> Proc {
 
 struct Setup {
     dir: tempfile::TempDir,
+    db: TestDb,
     port: u16,
     client: Client,
     agent: Client,
 }
 
 impl Setup {
-    fn db(&self) -> PathBuf {
-        self.dir.path().join("plb.db")
+    fn db(&self) -> &TestDb {
+        &self.db
     }
     fn log(&self) -> PathBuf {
         self.dir.path().join("balancer.log")
     }
 }
 
-async fn setup() -> (Setup, Proc) {
+async fn setup(backend: Backend) -> (Setup, Proc) {
     let dir = tempfile::tempdir().expect("tempdir");
     let port = free_port();
-    let db = dir.path().join("plb.db");
+    let db = TestDb::new(backend, dir.path()).await;
     let p = spawn(&db, port, &dir.path().join("balancer.log")).await;
     let admin = Client::new(&format!("http://127.0.0.1:{port}"), ADMIN).expect("client");
     let created = admin.create_client("acme").await.expect("client");
@@ -83,6 +86,7 @@ async fn setup() -> (Setup, Proc) {
     (
         Setup {
             dir,
+            db,
             port,
             client,
             agent,
@@ -91,16 +95,15 @@ async fn setup() -> (Setup, Proc) {
     )
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_acknowledged_upload_survives_kill_9() {
-    let (s, mut p) = setup().await;
+async fn an_acknowledged_upload_survives_kill_9(backend: Backend) {
+    let (s, mut p) = setup(backend).await;
     let up = s
         .client
         .upload_probe("web", "ping", TRIVIAL, &quick(1000))
         .await
         .expect("upload");
     p.kill9();
-    let _p = spawn(&s.db(), s.port, &s.log()).await;
+    let _p = spawn(s.db(), s.port, &s.log()).await;
     let got = s
         .client
         .probe("web", "ping")
@@ -119,16 +122,17 @@ async fn an_acknowledged_upload_survives_kill_9() {
         .await
         .expect("v2");
     drop(_p);
-    let _p = spawn(&s.db(), s.port, &s.log()).await;
+    let _p = spawn(s.db(), s.port, &s.log()).await;
     assert_eq!(
         s.client.probe("web", "ping").await.expect("probe").version,
         v2.probe.version
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn acknowledged_reports_survive_kill_9_mid_stream_and_resends_store_nothing_twice() {
-    let (s, mut p) = setup().await;
+async fn acknowledged_reports_survive_kill_9_mid_stream_and_resends_store_nothing_twice(
+    backend: Backend,
+) {
+    let (s, mut p) = setup(backend).await;
     s.client
         .upload_probe("web", "ping", TRIVIAL, &quick(1000))
         .await
@@ -144,8 +148,8 @@ async fn acknowledged_reports_survive_kill_9_mid_stream_and_resends_store_nothin
         .expect("report");
     assert_eq!(ack.accepted, 100);
     p.kill9();
-    p = spawn(&s.db(), s.port, &s.log()).await;
-    assert_eq!(count(&s.db(), "SELECT count(*) FROM samples"), 100);
+    p = spawn(s.db(), s.port, &s.log()).await;
+    assert_eq!(s.db().count("SELECT count(*) FROM samples"), 100);
 
     // Then: four reporters stream batches while the balancer is killed under them,
     // three times over.
@@ -199,19 +203,13 @@ async fn acknowledged_reports_survive_kill_9_mid_stream_and_resends_store_nothin
         for t in tasks {
             t.await.expect("reporter");
         }
-        p = spawn(&s.db(), s.port, &s.log()).await;
-        let conn = rusqlite::Connection::open_with_flags(
-            s.db(),
-            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-        )
-        .expect("db");
-        let stored: HashSet<String> = conn
-            .prepare("SELECT id FROM samples")
-            .expect("prepare")
-            .query_map([], |r| r.get(0))
-            .expect("query")
-            .collect::<Result<_, _>>()
-            .expect("rows");
+        p = spawn(s.db(), s.port, &s.log()).await;
+        let stored: HashSet<String> = s
+            .db()
+            .rows("SELECT id FROM samples")
+            .into_iter()
+            .map(|mut r| r.swap_remove(0))
+            .collect();
         let acked = acked.lock().expect("lock");
         let lost: Vec<_> = acked.difference(&stored).collect();
         assert!(
@@ -231,12 +229,17 @@ async fn acknowledged_reports_survive_kill_9_mid_stream_and_resends_store_nothin
         assert_eq!(ack.accepted + ack.duplicates, b.samples.len());
     }
     assert_eq!(
-        count(&s.db(), "SELECT count(*) FROM samples") as usize,
+        s.db().count("SELECT count(*) FROM samples") as usize,
         distinct.len()
     );
     assert_eq!(
-        count(&s.db(), "SELECT count(DISTINCT id) FROM samples") as usize,
+        s.db().count("SELECT count(DISTINCT id) FROM samples") as usize,
         distinct.len()
     );
     drop(p);
 }
+
+on_each_backend!(
+    an_acknowledged_upload_survives_kill_9,
+    acknowledged_reports_survive_kill_9_mid_stream_and_resends_store_nothing_twice,
+);

@@ -1,6 +1,8 @@
 //! Retention: raw samples older than the raw window are folded into exact per-minute
 //! aggregates and deleted, old aggregates expire, and the SQLite file stops growing
-//! under a steady stream of samples; the background task does it on its own.
+//! under a steady stream of samples; the background task does it on its own. On both
+//! backends (the file sizes on SQLite only: PostgreSQL's autovacuum reuses the space).
+#[macro_use]
 mod common;
 
 use std::time::{Duration, Instant};
@@ -19,9 +21,8 @@ fn file_size(p: &std::path::Path) -> u64 {
     std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn old_samples_fold_into_exact_minutes_and_the_file_stops_growing() {
-    let b = TestBalancer::start().await;
+async fn old_samples_fold_into_exact_minutes_and_the_file_stops_growing(backend: Backend) {
+    let b = TestBalancer::start_on(backend).await;
     let acme = b.client_with_pool("acme", "web").await;
     acme.upload_probe("web", "ping", TRIVIAL, &quick(1000))
         .await
@@ -33,13 +34,10 @@ async fn old_samples_fold_into_exact_minutes_and_the_file_stops_growing() {
         .expect("register");
     let store = b.running.state.store.clone();
     let metrics = b.running.state.metrics.clone();
-    let (token_id, client_id): (i64, i64) = {
-        let conn = rusqlite::Connection::open(b.db()).expect("db");
-        conn.query_row("SELECT id, client_id FROM agent_tokens", [], |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })
-        .expect("token")
-    };
+    let (token_id, client_id) = (
+        b.count("SELECT id FROM agent_tokens"),
+        b.count("SELECT client_id FROM agent_tokens"),
+    );
     let r = Retention {
         raw: Duration::from_secs(24 * 3600),
         aggregates: Duration::from_secs(30 * 24 * 3600),
@@ -99,11 +97,14 @@ async fn old_samples_fold_into_exact_minutes_and_the_file_stops_growing() {
             0
         );
         assert_eq!(b.count("SELECT count(*) FROM samples"), round + 1);
-        sizes.push((
-            b.count("SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()")
-                as u64,
-            file_size(&b.db()) + file_size(&b.db().with_extension("db-wal")),
-        ));
+        if backend == Backend::Sqlite {
+            sizes.push((
+                b.count(
+                    "SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()",
+                ) as u64,
+                file_size(&b.db()) + file_size(&b.db().with_extension("db-wal")),
+            ));
+        }
     }
     // Aggregates are exact: 12 rounds x 10 minutes, 600 samples each.
     assert_eq!(b.count("SELECT count(*) FROM sample_minutes"), 120);
@@ -115,14 +116,8 @@ async fn old_samples_fold_into_exact_minutes_and_the_file_stops_growing() {
         b.count("SELECT count(*) FROM sample_minutes WHERE samples != 600"),
         0
     );
-    let conn = rusqlite::Connection::open(b.db()).expect("db");
-    let (outcomes, metrics_json): (String, String) = conn
-        .query_row(
-            "SELECT outcomes, metrics FROM sample_minutes ORDER BY minute_ms LIMIT 1",
-            [],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )
-        .expect("first minute");
+    let first = b.rows("SELECT outcomes, metrics FROM sample_minutes ORDER BY minute_ms LIMIT 1");
+    let (outcomes, metrics_json) = (first[0][0].clone(), first[0][1].clone());
     let outcomes: serde_json::Value = serde_json::from_str(&outcomes).expect("json");
     assert_eq!(outcomes["ok"], 540);
     assert_eq!(outcomes["timeout"], 60);
@@ -139,24 +134,26 @@ async fn old_samples_fold_into_exact_minutes_and_the_file_stops_growing() {
     assert_eq!(lat["max"], 6.0);
     assert!((lat["mean"].as_f64().expect("mean") - mean).abs() < 1e-9);
 
-    eprintln!("(database size, db + wal file size) after each round: {sizes:?}");
-    // The file stops growing: 72,000 samples went through it, yet it holds only minutes.
-    let peak_early = sizes[..4].iter().map(|s| s.0).max().unwrap_or(0);
-    let peak_late = sizes[8..].iter().map(|s| s.0).max().unwrap_or(0);
-    assert!(
-        peak_late <= peak_early + peak_early / 4,
-        "the database keeps growing: {sizes:?}"
-    );
-    // Raw, these samples would take about 10 MB; the database holds only their minutes.
-    let raw_equivalent = 72_000u64 * 150;
-    assert!(peak_late < raw_equivalent / 20, "{sizes:?}");
-    // The files on disk (the WAL is reused after each checkpoint) stop growing too.
-    let files_early = sizes[..4].iter().map(|s| s.1).max().unwrap_or(0);
-    let files_late = sizes[8..].iter().map(|s| s.1).max().unwrap_or(0);
-    assert!(
-        files_late <= files_early + files_early / 4,
-        "the files keep growing: {sizes:?}"
-    );
+    if backend == Backend::Sqlite {
+        eprintln!("(database size, db + wal file size) after each round: {sizes:?}");
+        // The file stops growing: 72,000 samples went through it, yet it holds only minutes.
+        let peak_early = sizes[..4].iter().map(|s| s.0).max().unwrap_or(0);
+        let peak_late = sizes[8..].iter().map(|s| s.0).max().unwrap_or(0);
+        assert!(
+            peak_late <= peak_early + peak_early / 4,
+            "the database keeps growing: {sizes:?}"
+        );
+        // Raw, these samples would take about 10 MB; the database holds only their minutes.
+        let raw_equivalent = 72_000u64 * 150;
+        assert!(peak_late < raw_equivalent / 20, "{sizes:?}");
+        // The files on disk (the WAL is reused after each checkpoint) stop growing too.
+        let files_early = sizes[..4].iter().map(|s| s.1).max().unwrap_or(0);
+        let files_late = sizes[8..].iter().map(|s| s.1).max().unwrap_or(0);
+        assert!(
+            files_late <= files_early + files_early / 4,
+            "the files keep growing: {sizes:?}"
+        );
+    }
 
     // Aggregates expire past their own window.
     let later = now + 40 * 24 * HOUR_MS;
@@ -172,9 +169,8 @@ async fn old_samples_fold_into_exact_minutes_and_the_file_stops_growing() {
     assert_eq!(nodes.nodes[0].latest.len(), 1);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_background_task_folds_on_its_own() {
-    let b = TestBalancer::start_with(|c| {
+async fn the_background_task_folds_on_its_own(backend: Backend) {
+    let b = TestBalancer::start_with_on(backend, |c| {
         c.retention_raw = Duration::from_secs(3600);
         c.retention_aggregates = Duration::from_secs(7200);
         c.retention_every = Duration::from_secs(1);
@@ -209,3 +205,8 @@ async fn the_background_task_folds_on_its_own() {
         "{text}"
     );
 }
+
+on_each_backend!(
+    old_samples_fold_into_exact_minutes_and_the_file_stops_growing,
+    the_background_task_folds_on_its_own,
+);

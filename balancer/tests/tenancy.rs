@@ -1,8 +1,10 @@
-//! Per-tenant limits against a real balancer on loopback over a real SQLite file: fair
+//! Per-tenant limits against a real balancer on loopback over a real store (each test on
+//! SQLite and on PostgreSQL): fair
 //! upload admission (one tenant's flood of uploads does not hold another's), a bounded
 //! reader pool under a flood of unknown tokens, webhook delivery that one hanging
 //! endpoint cannot hold up for other tenants, per-client quotas, and the garbage
 //! collection of modules no probe version uses.
+#[macro_use]
 mod common;
 
 use std::path::Path;
@@ -49,9 +51,8 @@ async fn put_wasm(
 /// One tenant uploading many probes at once takes at most one compile slot and a short
 /// queue; the rest are told to come back (429 with `Retry-After`), so another tenant's
 /// upload is compiled beside them at once instead of after all of them.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_flood_of_uploads_from_one_tenant_does_not_hold_up_another() {
-    let b = TestBalancer::start().await;
+async fn a_flood_of_uploads_from_one_tenant_does_not_hold_up_another(backend: Backend) {
+    let b = TestBalancer::start_on(backend).await;
     let a = b.client_with_pool("flooder", "web").await;
     let other = b.client_with_pool("bystander", "web").await;
     let http = reqwest::Client::new();
@@ -121,21 +122,50 @@ fn open_fds(db: &Path) -> usize {
 
 /// A flood of requests with unknown tokens, each a token lookup in the store, opens no
 /// more read connections than `--db-readers`, and a known client is still served.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn unknown_tokens_do_not_open_read_connections_without_bound() {
-    let b = TestBalancer::start_with(|c| c.db_readers = 2).await;
+async fn unknown_tokens_do_not_open_read_connections_without_bound(backend: Backend) {
+    let b = TestBalancer::start_with_on(backend, |c| c.db_readers = 2).await;
     let acme = b.client_with_pool("acme", "web").await;
-    let db = std::fs::canonicalize(b.db()).expect("db path");
     let peak = Arc::new(AtomicUsize::new(0));
     let stop = Arc::new(AtomicBool::new(false));
-    let watcher = {
-        let (peak, stop, db) = (Arc::clone(&peak), Arc::clone(&stop), db.clone());
-        std::thread::spawn(move || {
-            while !stop.load(Ordering::Relaxed) {
-                peak.fetch_max(open_fds(&db), Ordering::Relaxed);
-                std::thread::sleep(Duration::from_micros(200));
-            }
-        })
+    let watcher = match &b.store_db() {
+        // SQLite: file descriptors on the database file, one per connection.
+        TestDb::Sqlite(path) => {
+            let db = std::fs::canonicalize(path).expect("db path");
+            let (peak, stop) = (Arc::clone(&peak), Arc::clone(&stop));
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    peak.fetch_max(open_fds(&db), Ordering::Relaxed);
+                    std::thread::sleep(Duration::from_micros(200));
+                }
+            })
+        }
+        // PostgreSQL: the server's sessions of the balancer's reader pool.
+        TestDb::Postgres(url) => {
+            let (peak, stop, url) = (Arc::clone(&peak), Arc::clone(&stop), url.clone());
+            let rt = tokio::runtime::Handle::current();
+            std::thread::spawn(move || {
+                rt.block_on(async move {
+                    let (c, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+                        .await
+                        .expect("connect");
+                    tokio::spawn(conn);
+                    while !stop.load(Ordering::Relaxed) {
+                        let n: i64 = c
+                            .query_one(
+                                "SELECT count(*) FROM pg_stat_activity
+                                 WHERE datname = current_database()
+                                   AND application_name = 'plb-balancer reader'",
+                                &[],
+                            )
+                            .await
+                            .expect("sessions")
+                            .get(0);
+                        peak.fetch_max(usize::try_from(n).unwrap_or(0), Ordering::Relaxed);
+                        tokio::time::sleep(Duration::from_micros(500)).await;
+                    }
+                })
+            })
+        }
     };
     let http = reqwest::Client::new();
     let mut tasks = Vec::new();
@@ -161,15 +191,16 @@ async fn unknown_tokens_do_not_open_read_connections_without_bound() {
     stop.store(true, Ordering::Relaxed);
     watcher.join().expect("watcher");
     let peak = peak.load(Ordering::Relaxed);
-    // Two readers and the writer.
+    // SQLite: two readers and the writer; PostgreSQL: two reader sessions.
+    let (most, least) = match backend {
+        Backend::Sqlite => (3, 2),
+        Backend::Postgres => (2, 1),
+    };
     assert!(
-        peak <= 3,
+        peak <= most,
         "{peak} connections were open on the database at once"
     );
-    assert!(
-        peak >= 2,
-        "the watcher saw the writer and a reader ({peak})"
-    );
+    assert!(peak >= least, "the watcher saw the connections ({peak})");
 }
 
 fn scaling(client_id: i64, pool: &str, to: u32) -> ScalingRecord {
@@ -205,9 +236,8 @@ fn client_id(b: &TestBalancer, name: &str) -> i64 {
 
 /// Tenant A's webhook never answers; tenant B's notification is delivered within a
 /// couple of seconds anyway (deliveries run per tenant, one in flight each).
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_hanging_webhook_does_not_delay_another_tenants_delivery() {
-    let b = TestBalancer::start_with(|c| {
+async fn a_hanging_webhook_does_not_delay_another_tenants_delivery(backend: Backend) {
+    let b = TestBalancer::start_with_on(backend, |c| {
         c.webhook_timeout_ms = 10_000;
         c.webhook_allow_networks = vec!["127.0.0.0/8".parse().expect("network")];
     })
@@ -267,9 +297,8 @@ fn modules(b: &TestBalancer) -> (i64, i64) {
 /// Deleting a probe removes its versions and every module no other version uses (a
 /// module another tenant uses too stays); retention removes superseded versions whose
 /// samples have aged out, with their modules.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn modules_no_version_uses_are_collected() {
-    let b = TestBalancer::start().await;
+async fn modules_no_version_uses_are_collected(backend: Backend) {
+    let b = TestBalancer::start_on(backend).await;
     let acme = b.client_with_pool("acme", "web").await;
     let other = b.client_with_pool("other", "web").await;
     acme.upload_probe("web", "p", TRIVIAL, &quick(1000))
@@ -338,10 +367,9 @@ async fn modules_no_version_uses_are_collected() {
 /// Every quota, set small, refuses the request that would pass it with 403
 /// `quota_exceeded` naming the quota and its value; freeing some lets the next one in,
 /// and another client's quotas are its own.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn each_quota_refuses_past_its_value() {
+async fn each_quota_refuses_past_its_value(backend: Backend) {
     let module_quota = (TRIVIAL.len() + CPU_BENCH.len()) as u64;
-    let b = TestBalancer::start_with(|c| {
+    let b = TestBalancer::start_with_on(backend, |c| {
         c.quota_pools = 2;
         c.quota_agent_tokens = 3;
         c.quota_nodes = 2;
@@ -480,3 +508,11 @@ async fn each_quota_refuses_past_its_value() {
         .await
         .expect("fits now");
 }
+
+on_each_backend!(
+    a_flood_of_uploads_from_one_tenant_does_not_hold_up_another,
+    unknown_tokens_do_not_open_read_connections_without_bound,
+    a_hanging_webhook_does_not_delay_another_tenants_delivery,
+    modules_no_version_uses_are_collected,
+    each_quota_refuses_past_its_value,
+);

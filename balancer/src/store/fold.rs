@@ -59,7 +59,7 @@ pub(crate) struct MinuteAgg {
 }
 
 impl MinuteAgg {
-    fn add(&mut self, outcome: String, metrics: BTreeMap<String, f64>) {
+    pub(crate) fn add(&mut self, outcome: String, metrics: BTreeMap<String, f64>) {
         self.samples += 1;
         *self.outcomes.entry(outcome).or_default() += 1;
         for (k, v) in metrics {
@@ -75,7 +75,7 @@ impl MinuteAgg {
         }
     }
 
-    fn merge(&mut self, o: MinuteAgg) {
+    pub(crate) fn merge(&mut self, o: MinuteAgg) {
         self.samples += o.samples;
         for (k, v) in o.outcomes {
             *self.outcomes.entry(k).or_default() += v;
@@ -93,7 +93,7 @@ impl MinuteAgg {
 
 type Key = (i64, String, String, i64);
 
-const MINUTE_MS: i64 = 60_000;
+pub(crate) const MINUTE_MS: i64 = 60_000;
 
 /// Pages returned to the file system per pass at most (4 KiB each).
 const VACUUM_PAGES: i64 = 4096;

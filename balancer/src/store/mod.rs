@@ -1,9 +1,10 @@
 //! The balancer's storage behind one trait. All SQL lives in this module: [`Store`] is
-//! what handlers see (`Arc<dyn Store>` in the app state), [`SqliteStore`] the one
-//! implementation (a group-committing writer thread plus a pool of read connections).
-//! The trait and the types it speaks (this file, `reliability_sql`'s record types) name
-//! no backend type, so a second backend implements the same trait; `sqlite.rs` holds the
-//! SQLite plumbing and the `*_sql.rs` modules its SQL, one per group of tables.
+//! what handlers see (`Arc<dyn Store>` in the app state), with two implementations:
+//! [`SqliteStore`] (the embedded default: a group-committing writer thread plus a pool
+//! of read connections) and [`PgStore`] (PostgreSQL, pools of connections; `pg/`). The
+//! trait and the types it speaks (this file, `reliability_sql`'s record types) name no
+//! backend type; `sqlite.rs` holds the SQLite plumbing and the `*_sql.rs` modules its
+//! SQL, one per group of tables, `pg/` the same for PostgreSQL.
 //!
 //! Every method takes the caller's identity (client id or agent token id) and answers
 //! [`StoreError::NotFound`] for anything outside it, so one client can never read or
@@ -13,6 +14,7 @@ mod engine_sql;
 mod fold;
 mod history_sql;
 mod nodes_sql;
+mod pg;
 mod pools_sql;
 mod probes_sql;
 mod readers;
@@ -32,12 +34,23 @@ use plb_routing::PolicyKind;
 
 pub use fold::FoldStats;
 pub use history_sql::TimedMetrics;
+pub use pg::{PgOptions, PgStore, is_postgres_url};
 pub use reliability_sql::{
     AttemptNext, AttemptRecord, DueDelivery, ReliabilityRecord, ReliabilityStore, ReplaySample,
     ScalingRecord, StoredReliability,
 };
 pub use sqlite::{SqliteOptions, SqliteStore, Synchronous};
 pub use writer::WriterMetrics;
+
+impl From<deadpool_postgres::PoolError> for StoreError {
+    fn from(e: deadpool_postgres::PoolError) -> Self {
+        match e {
+            deadpool_postgres::PoolError::Closed => StoreError::Closed,
+            deadpool_postgres::PoolError::Backend(e) => StoreError::Postgres(e),
+            other => StoreError::PostgresPool(other.to_string()),
+        }
+    }
+}
 
 /// A future answered by the store.
 pub type StoreFuture<T> = BoxFuture<'static, Result<T, StoreError>>;
@@ -47,8 +60,8 @@ pub type TokenHash = [u8; 32];
 
 /// A failed store operation. The first four name a problem of the request; the rest are
 /// internal. A backend's own failures have variants named after it (`Sqlite`,
-/// `SqliteMigration`); a second backend adds its own beside them, and callers only match
-/// the backend-neutral ones (anything else is an internal error).
+/// `SqliteMigration`, `Postgres`, `PostgresPool`, `PostgresMigration`), and callers only
+/// match the backend-neutral ones (anything else is an internal error).
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The thing named does not exist for this caller.
@@ -69,6 +82,16 @@ pub enum StoreError {
     /// Migrating the SQLite schema failed.
     #[error("migrating the SQLite schema: {0}")]
     SqliteMigration(#[from] rusqlite_migration::Error),
+    /// PostgreSQL failed (a statement, or the connection).
+    #[error("postgres: {0}")]
+    Postgres(#[from] tokio_postgres::Error),
+    /// No PostgreSQL connection could be had from the pool.
+    #[error("postgres connection pool: {0}")]
+    PostgresPool(String),
+    /// Migrating the PostgreSQL schema failed, or the database's schema is not one this
+    /// build can use.
+    #[error("migrating the PostgreSQL schema: {0}")]
+    PostgresMigration(String),
     /// A stored JSON column could not be read or written.
     #[error("stored JSON: {0}")]
     Json(#[from] serde_json::Error),

@@ -211,7 +211,13 @@ pub(super) fn replay_samples(
     Ok(out)
 }
 
-fn summary(kind: NotificationKind, pool: &str, probe: &str, ev: &ReliabilityEvidence) -> String {
+/// The summary of a probe's notification (both backends).
+pub(super) fn notification_summary(
+    kind: NotificationKind,
+    pool: &str,
+    probe: &str,
+    ev: &ReliabilityEvidence,
+) -> String {
     match kind {
         NotificationKind::NeedsUpdate => {
             let classes: Vec<String> = ev
@@ -271,7 +277,7 @@ pub(super) fn record(
             version: r.version,
             created_at_ms: r.at_ms,
             resolves,
-            summary: summary(kind, &r.pool, &r.probe, &r.evidence),
+            summary: notification_summary(kind, &r.pool, &r.probe, &r.evidence),
             evidence: r.evidence.clone(),
             scaling: None,
         };
@@ -323,8 +329,8 @@ pub(super) fn record(
 
 /// Stores a `scaling` notification and queues its delivery to the pool's webhook, in
 /// the one transaction the writer runs this in (the reliability outbox path).
-pub(super) fn record_scaling(c: &Connection, r: ScalingRecord) -> Result<Notification, StoreError> {
-    let pid = pool_id(c, r.client_id, &r.pool)?;
+/// A pool's `scaling` notification (its id not yet known), for both backends.
+pub(super) fn scaling_notification(r: &ScalingRecord) -> Notification {
     let s = &r.notice;
     let summary = format!(
         "Pool `{}` needs {} node(s) within {} min ({} from {}; {} in service): scale {}. {}",
@@ -337,7 +343,7 @@ pub(super) fn record_scaling(c: &Connection, r: ScalingRecord) -> Result<Notific
         s.direction,
         s.reason
     );
-    let mut n = Notification {
+    Notification {
         id: 0,
         kind: NotificationKind::Scaling,
         pool: r.pool.clone(),
@@ -362,7 +368,12 @@ pub(super) fn record_scaling(c: &Connection, r: ScalingRecord) -> Result<Notific
             reason: String::new(),
         },
         scaling: Some(r.notice.clone()),
-    };
+    }
+}
+
+pub(super) fn record_scaling(c: &Connection, r: ScalingRecord) -> Result<Notification, StoreError> {
+    let pid = pool_id(c, r.client_id, &r.pool)?;
+    let mut n = scaling_notification(&r);
     c.prepare_cached(
         "INSERT INTO notifications (client_id, pool_id, probe, version, kind, resolves, created_at_ms, body)
          VALUES (?1, ?2, '', 0, ?3, NULL, ?4, '{}')",

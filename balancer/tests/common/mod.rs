@@ -1,24 +1,188 @@
 //! Shared helpers of the balancer's integration tests: a real balancer on a loopback
-//! port 0 over a real SQLite file in a tempdir, typed clients for each role, raw HTTP
-//! calls that check the error shape, and direct reads of the SQLite file.
+//! port 0 over a real store (a SQLite file in a tempdir, or a database of its own on the
+//! test binary's one throwaway PostgreSQL server), typed clients for each role, raw HTTP
+//! calls that check the error shape, and direct reads of the store.
+//!
+//! `on_each_backend!(test_a, test_b)` turns `async fn test_a(backend: Backend)` into the
+//! tests `sqlite::test_a` and `postgres::test_a`. Tests on PostgreSQL never skip: if its
+//! server cannot start, they fail.
 #![allow(dead_code)]
+
+/// One `#[tokio::test]` per store backend for each `async fn name(backend: Backend)`,
+/// in modules `sqlite` and `postgres` (one use per test file).
+#[allow(unused_macros)]
+macro_rules! on_each_backend {
+    ($($name:ident),+ $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    super::$name(crate::common::Backend::Sqlite).await
+                }
+            )+
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    super::$name(crate::common::Backend::Postgres).await
+                }
+            )+
+        }
+    };
+}
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use plb_api::{Outcome, ProbeSettings, RegisterRequest, ReportBatch, Sample};
+use plb_balancer::config::DbLocation;
 use plb_balancer::{BalancerConfig, RunningBalancer};
 use plb_client::Client;
+use plb_testkit::PgServer;
 
 pub const ADMIN: &str = "test-admin-token-0123456789";
 
-/// A balancer in this process, its tempdir and an admin client.
+/// A store backend a test runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// A SQLite file in the test's tempdir.
+    Sqlite,
+    /// A new database on this test binary's PostgreSQL server.
+    Postgres,
+}
+
+/// A test's store: where it is, and direct reads of it (like the SQLite file's).
+#[derive(Debug, Clone)]
+pub enum TestDb {
+    /// The SQLite file.
+    Sqlite(PathBuf),
+    /// The PostgreSQL database's URL.
+    Postgres(String),
+}
+
+impl TestDb {
+    /// A fresh store for `backend`: `dir/plb.db`, or a new PostgreSQL database (the
+    /// binary's server started on first use).
+    pub async fn new(backend: Backend, dir: &Path) -> TestDb {
+        match backend {
+            Backend::Sqlite => TestDb::Sqlite(dir.join("plb.db")),
+            Backend::Postgres => {
+                let pg = tokio::task::spawn_blocking(PgServer::shared)
+                    .await
+                    .expect("task")
+                    .expect("PostgreSQL starts (scripts/pg-temp.sh, postgresql-15)");
+                TestDb::Postgres(pg.create_database().await.expect("CREATE DATABASE"))
+            }
+        }
+    }
+
+    /// As `--db` takes it.
+    pub fn location(&self) -> DbLocation {
+        match self {
+            TestDb::Sqlite(p) => DbLocation::Sqlite(p.clone()),
+            TestDb::Postgres(u) => DbLocation::Postgres(u.clone()),
+        }
+    }
+
+    /// As the `--db` argument.
+    pub fn arg(&self) -> String {
+        match self {
+            TestDb::Sqlite(p) => p.display().to_string(),
+            TestDb::Postgres(u) => u.clone(),
+        }
+    }
+
+    /// Every row of `sql`, each column as text (NULL as "").
+    pub fn rows(&self, sql: &str) -> Vec<Vec<String>> {
+        match self {
+            TestDb::Sqlite(p) => sqlite_rows(p, sql),
+            TestDb::Postgres(url) => pg_rows(url, sql),
+        }
+    }
+
+    /// The integer of `sql` (one row, one column; NULL as 0).
+    pub fn count(&self, sql: &str) -> i64 {
+        match self {
+            TestDb::Sqlite(p) => count(p, sql),
+            TestDb::Postgres(url) => {
+                let rows = pg_rows(url, sql);
+                let cell = rows.first().and_then(|r| r.first()).cloned();
+                let cell = cell.unwrap_or_default();
+                if cell.is_empty() {
+                    0
+                } else {
+                    cell.parse()
+                        .unwrap_or_else(|e| panic!("{sql}: {cell:?}: {e}"))
+                }
+            }
+        }
+    }
+}
+
+fn sqlite_rows(db: &Path, sql: &str) -> Vec<Vec<String>> {
+    let conn =
+        rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .expect("open db");
+    conn.busy_timeout(Duration::from_secs(5)).expect("busy");
+    let mut q = conn.prepare(sql).expect("prepare");
+    let n = q.column_count();
+    q.query_map([], |r| {
+        (0..n)
+            .map(|i| {
+                Ok(match r.get_ref(i)? {
+                    rusqlite::types::ValueRef::Null => String::new(),
+                    rusqlite::types::ValueRef::Integer(v) => v.to_string(),
+                    rusqlite::types::ValueRef::Real(v) => v.to_string(),
+                    rusqlite::types::ValueRef::Text(t) => String::from_utf8_lossy(t).into(),
+                    rusqlite::types::ValueRef::Blob(b) => format!("{b:?}"),
+                })
+            })
+            .collect()
+    })
+    .expect("query")
+    .collect::<Result<_, _>>()
+    .expect("rows")
+}
+
+/// Rows of `sql` on a PostgreSQL database, as text (the simple query protocol), from
+/// sync test code on a multi-threaded runtime.
+fn pg_rows(url: &str, sql: &str) -> Vec<Vec<String>> {
+    let run = async {
+        let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+            .await
+            .expect("connect");
+        let task = tokio::spawn(conn);
+        let msgs = client.simple_query(sql).await.expect(sql);
+        drop(client);
+        let _ = task.await;
+        msgs.into_iter()
+            .filter_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(r) => Some(
+                    (0..r.len())
+                        .map(|i| r.get(i).unwrap_or_default().to_string())
+                        .collect(),
+                ),
+                _ => None,
+            })
+            .collect()
+    };
+    tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(run))
+}
+
+/// A balancer in this process, its tempdir and an admin client. Its store is
+/// [`TestBalancer::store_db`]: the SQLite file in `dir`, unless it was started on
+/// PostgreSQL (the database is then remembered by `dir`, so a test that stops and
+/// restarts the balancer in the same `dir` keeps it).
 pub struct TestBalancer {
     pub running: RunningBalancer,
     pub dir: tempfile::TempDir,
     pub admin: Client,
 }
+
+/// PostgreSQL databases of the balancers started on them, by tempdir.
+static PG_DBS: std::sync::Mutex<Vec<(PathBuf, String)>> = std::sync::Mutex::new(Vec::new());
 
 pub fn config(dir: &Path) -> BalancerConfig {
     let mut cfg = BalancerConfig::new(dir.join("plb.db"), ADMIN);
@@ -32,11 +196,30 @@ impl TestBalancer {
     }
 
     pub async fn start_with(tweak: impl FnOnce(&mut BalancerConfig)) -> TestBalancer {
+        Self::start_with_on(Backend::Sqlite, tweak).await
+    }
+
+    pub async fn start_on(backend: Backend) -> TestBalancer {
+        Self::start_with_on(backend, |_| {}).await
+    }
+
+    pub async fn start_with_on(
+        backend: Backend,
+        tweak: impl FnOnce(&mut BalancerConfig),
+    ) -> TestBalancer {
         let dir = tempfile::tempdir().expect("tempdir");
+        let store_db = TestDb::new(backend, dir.path()).await;
         let mut cfg = config(dir.path());
+        cfg.db = store_db.location();
         tweak(&mut cfg);
         let running = plb_balancer::start(&cfg).await.expect("balancer starts");
         let admin = Client::new(&running.url(), ADMIN).expect("client");
+        if let TestDb::Postgres(url) = &store_db {
+            PG_DBS
+                .lock()
+                .expect("lock")
+                .push((dir.path().to_path_buf(), url.clone()));
+        }
         TestBalancer {
             running,
             dir,
@@ -44,10 +227,35 @@ impl TestBalancer {
         }
     }
 
+    /// Its store.
+    pub fn store_db(&self) -> TestDb {
+        let dbs = PG_DBS.lock().expect("lock");
+        match dbs.iter().find(|(d, _)| d == self.dir.path()) {
+            Some((_, url)) => TestDb::Postgres(url.clone()),
+            None => TestDb::Sqlite(self.db()),
+        }
+    }
+
+    /// Its store's backend.
+    pub fn backend(&self) -> Backend {
+        match self.store_db() {
+            TestDb::Sqlite(_) => Backend::Sqlite,
+            TestDb::Postgres(_) => Backend::Postgres,
+        }
+    }
+
+    /// A config for restarting it on the same store.
+    pub fn config(&self) -> BalancerConfig {
+        let mut cfg = config(self.dir.path());
+        cfg.db = self.store_db().location();
+        cfg
+    }
+
     pub fn url(&self) -> String {
         self.running.url()
     }
 
+    /// The SQLite file (meaningful on [`Backend::Sqlite`] only).
     pub fn db(&self) -> PathBuf {
         self.dir.path().join("plb.db")
     }
@@ -69,9 +277,14 @@ impl TestBalancer {
         self.admin.with_token(t.token)
     }
 
-    /// Rows of `sql` (one integer column) in the SQLite file.
+    /// The integer `sql` answers (one row, one column) in the store.
     pub fn count(&self, sql: &str) -> i64 {
-        count(&self.db(), sql)
+        self.store_db().count(sql)
+    }
+
+    /// Every row of `sql` in the store, each column as text.
+    pub fn rows(&self, sql: &str) -> Vec<Vec<String>> {
+        self.store_db().rows(sql)
     }
 }
 

@@ -1,0 +1,221 @@
+//! Samples (PostgreSQL): `samples` and `latest_samples` (a report batch stored whole or
+//! not at all, idempotent by sample id, with each node's newest sample per probe and its
+//! drop count). A batch is a handful of statements whatever its size: the checks read
+//! every pool and probe it names at once, the samples go in as arrays (`unnest`).
+use std::collections::{BTreeMap, HashMap};
+
+use plb_api::{NODE_SAMPLER_PROBE, ReportAck, Sample};
+
+use super::nodes::own_node;
+use super::{Tx, execute, query, text};
+use crate::store::{Ingest, Ingested, StoreError};
+
+const INSERT_SAMPLES: &str = "INSERT INTO samples (node_id, id, node, pool, probe, version,
+       taken_at_ms, outcome, metrics, duration_ms, fuel_used, message, stderr, received_at_ms)
+     SELECT $1, u.id, $2, u.pool, u.probe, u.version, u.taken_at_ms, u.outcome, u.metrics,
+       u.duration_ms, u.fuel_used, u.message, u.stderr, $3
+     FROM unnest($4::text[], $5::text[], $6::text[], $7::bigint[], $8::bigint[], $9::text[],
+       $10::text[], $11::float8[], $12::bigint[], $13::text[], $14::text[])
+       WITH ORDINALITY AS u(id, pool, probe, version, taken_at_ms, outcome, metrics,
+         duration_ms, fuel_used, message, stderr, ord)
+     ORDER BY u.ord
+     ON CONFLICT (node_id, id) DO NOTHING
+     RETURNING id";
+
+const UPSERT_LATEST: &str = "INSERT INTO latest_samples (node_id, pool, probe, taken_at_ms, sample)
+     SELECT $1, u.pool, u.probe, u.taken_at_ms, u.sample
+     FROM unnest($2::text[], $3::text[], $4::bigint[], $5::text[])
+       AS u(pool, probe, taken_at_ms, sample)
+     ON CONFLICT (node_id, pool, probe) DO UPDATE SET
+       taken_at_ms = excluded.taken_at_ms, sample = excluded.sample
+     WHERE excluded.taken_at_ms >= latest_samples.taken_at_ms";
+
+pub(super) async fn ingest(tx: &Tx<'_>, ing: &Ingest) -> Result<Ingested, StoreError> {
+    let Ingest {
+        token_id,
+        client_id,
+        batch,
+        now_ms,
+    } = ing;
+    let (node_id, _) = own_node(tx, *token_id, *client_id, &batch.node).await?;
+    // Check every sample before writing any: a batch is stored whole or not at all.
+    let mut pool_names: Vec<&str> = batch.samples.iter().map(|s| s.pool.as_str()).collect();
+    pool_names.sort_unstable();
+    pool_names.dedup();
+    let mut pools: HashMap<String, i64> = HashMap::new();
+    for r in query(
+        tx,
+        "SELECT p.name, p.id FROM pools p
+         JOIN pool_nodes pn ON pn.pool_id = p.id AND pn.node_id = $2
+         WHERE p.client_id = $1 AND p.name = ANY($3)",
+        &[client_id, &node_id, &pool_names],
+    )
+    .await?
+    {
+        pools.insert(r.try_get(0)?, r.try_get(1)?);
+    }
+    let pool_ids: Vec<i64> = pools.values().copied().collect();
+    let mut probe_names: Vec<&str> = batch.samples.iter().map(|s| s.probe.as_str()).collect();
+    probe_names.sort_unstable();
+    probe_names.dedup();
+    let mut probes: HashMap<(i64, String), (i64, Option<i64>)> = HashMap::new();
+    for r in query(
+        tx,
+        "SELECT pool_id, name, version, deleted_at_ms FROM probes
+         WHERE pool_id = ANY($1) AND name = ANY($2)",
+        &[&pool_ids, &probe_names],
+    )
+    .await?
+    {
+        probes.insert(
+            (r.try_get(0)?, r.try_get(1)?),
+            (r.try_get(2)?, r.try_get(3)?),
+        );
+    }
+    for s in &batch.samples {
+        let Some(&pid) = pools.get(&s.pool) else {
+            return Err(StoreError::Invalid(format!(
+                "sample `{}`: node `{}` is not in pool `{}`",
+                s.id, batch.node, s.pool
+            )));
+        };
+        if s.probe == NODE_SAMPLER_PROBE {
+            continue;
+        }
+        let Some(&(newest, deleted_at)) = probes.get(&(pid, s.probe.clone())) else {
+            return Err(StoreError::Invalid(format!(
+                "sample `{}`: probe `{}` is not assigned in pool `{}`",
+                s.id, s.probe, s.pool
+            )));
+        };
+        // A deleted probe takes no samples taken after its deletion (those taken
+        // before, still in an agent's spool, are kept).
+        if let Some(d) = deleted_at
+            && s.taken_at_ms > d
+        {
+            return Err(StoreError::Invalid(format!(
+                "sample `{}`: probe `{}` in pool `{}` was deleted",
+                s.id, s.probe, s.pool
+            )));
+        }
+        if s.version == 0 || i64::from(s.version) > newest {
+            return Err(StoreError::Invalid(format!(
+                "sample `{}`: probe `{}` in pool `{}` has no version {}",
+                s.id, s.probe, s.pool, s.version
+            )));
+        }
+    }
+    let total = batch.samples.len();
+    let n = total;
+    let (mut ids, mut spools, mut sprobes) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    let (mut versions, mut taken, mut outcomes, mut metrics) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    let (mut durations, mut fuels, mut messages, mut stderrs) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    for s in &batch.samples {
+        ids.push(text(&s.id));
+        spools.push(s.pool.as_str());
+        sprobes.push(s.probe.as_str());
+        versions.push(i64::from(s.version));
+        taken.push(s.taken_at_ms);
+        outcomes.push(s.outcome.as_str());
+        metrics.push(serde_json::to_string(&s.metrics)?);
+        durations.push(s.duration_ms);
+        fuels.push(s.fuel_used.map(|f| i64::try_from(f).unwrap_or(i64::MAX)));
+        messages.push(text(&s.message));
+        stderrs.push(text(&s.stderr));
+    }
+    let ids_ref: Vec<&str> = ids.iter().map(|s| s.as_ref()).collect();
+    let messages: Vec<&str> = messages.iter().map(|s| s.as_ref()).collect();
+    let stderrs: Vec<&str> = stderrs.iter().map(|s| s.as_ref()).collect();
+    let node = text(&batch.node);
+    let inserted = query(
+        tx,
+        INSERT_SAMPLES,
+        &[
+            &node_id,
+            &node.as_ref(),
+            now_ms,
+            &ids_ref,
+            &spools,
+            &sprobes,
+            &versions,
+            &taken,
+            &outcomes,
+            &metrics,
+            &durations,
+            &fuels,
+            &messages,
+            &stderrs,
+        ],
+    )
+    .await?;
+    // Which samples are new: each returned id once, in batch order (a duplicate id
+    // inside the batch stores its first sample).
+    let mut new_ids: HashMap<String, usize> = HashMap::with_capacity(inserted.len());
+    for r in &inserted {
+        *new_ids.entry(r.try_get(0)?).or_default() += 1;
+    }
+    let mut stored: Vec<Sample> = Vec::with_capacity(inserted.len());
+    for (s, id) in batch.samples.iter().zip(&ids_ref) {
+        if let Some(left) = new_ids.get_mut(*id)
+            && *left > 0
+        {
+            *left -= 1;
+            stored.push(s.clone());
+        }
+    }
+    if !stored.is_empty() {
+        let mut newest: BTreeMap<(&str, &str), &Sample> = BTreeMap::new();
+        for s in &stored {
+            let e = newest.entry((&s.pool, &s.probe)).or_insert(s);
+            if s.taken_at_ms >= e.taken_at_ms {
+                *e = s;
+            }
+        }
+        let mut lp = Vec::with_capacity(newest.len());
+        let mut lq = Vec::with_capacity(newest.len());
+        let mut lt = Vec::with_capacity(newest.len());
+        let mut ls = Vec::with_capacity(newest.len());
+        for ((pool, probe), s) in newest {
+            lp.push(pool);
+            lq.push(probe);
+            lt.push(s.taken_at_ms);
+            ls.push(serde_json::to_string(s)?);
+        }
+        execute(tx, UPSERT_LATEST, &[&node_id, &lp, &lq, &lt, &ls]).await?;
+    }
+    // A resent batch (every sample a duplicate) does not count its drops again.
+    let dropped = if total > 0 && stored.is_empty() {
+        0
+    } else {
+        i64::try_from(batch.dropped).unwrap_or(i64::MAX)
+    };
+    execute(
+        tx,
+        "UPDATE nodes SET last_seen_ms = GREATEST(coalesce(last_seen_ms, 0), $2),
+           dropped_samples = dropped_samples + $3 WHERE id = $1",
+        &[&node_id, now_ms, &dropped],
+    )
+    .await?;
+    Ok(Ingested {
+        ack: ReportAck {
+            accepted: stored.len(),
+            duplicates: total - stored.len(),
+        },
+        node_id,
+        stored,
+    })
+}
