@@ -2,10 +2,13 @@
 //! of 100 from 4 concurrent agents) and directly into the store, each acknowledged only
 //! after its commit, on a real SQLite file. Prints a table with ratios against the
 //! store measured in the same run, once with `synchronous=NORMAL` and once with `FULL`
-//! (`--db-sync`), and FULL's rate relative to NORMAL's per path.
-//! `cargo bench -p plb-balancer --bench ingest`. The database lives in `PLB_BENCH_DIR` if
-//! set, else the system's temporary directory: it must be a real disk for FULL's fsync to
-//! cost what it costs in production (not tmpfs).
+//! (`--db-sync`), and FULL's rate relative to NORMAL's per path; then the same paths on
+//! PostgreSQL (a throwaway server from `scripts/pg-temp.sh`: fsync off, so a commit costs
+//! what SQLite's NORMAL does, a write to the OS) and its rate relative to SQLite NORMAL's.
+//! `cargo bench -p plb-balancer --bench ingest` (`PLB_BENCH_DB=sqlite` or `postgres` for
+//! one backend only). The database lives in `PLB_BENCH_DIR` if set, else the system's
+//! temporary directory: it must be a real disk for FULL's fsync to cost what it costs in
+//! production (not tmpfs).
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,7 +16,7 @@ use std::time::{Duration, Instant};
 use plb_api::{Outcome, ProbeSettings, RegisterRequest, ReportBatch, Sample};
 use plb_balancer::BalancerConfig;
 use plb_balancer::store::{Ingest, Store, Synchronous};
-use plb_testkit::now_ms;
+use plb_testkit::{PgServer, now_ms};
 
 const ADMIN: &str = "bench-admin-token-0123456789";
 const BATCH: usize = 100;
@@ -215,8 +218,17 @@ async fn into_store(
     }
 }
 
-/// One full run of every path on a fresh balancer with `sync`.
-async fn run(sync: Synchronous) -> Vec<Row> {
+/// The store a run writes to.
+#[derive(Debug, Clone)]
+enum Db {
+    /// A SQLite file with this `synchronous`.
+    Sqlite(Synchronous),
+    /// A PostgreSQL database at this URL.
+    Postgres(String),
+}
+
+/// One full run of every path on a fresh balancer over `db`.
+async fn run(db: Db) -> Vec<Row> {
     let dir = match std::env::var_os("PLB_BENCH_DIR") {
         Some(d) => tempfile::tempdir_in(d),
         None => tempfile::tempdir(),
@@ -224,7 +236,20 @@ async fn run(sync: Synchronous) -> Vec<Row> {
     .expect("tempdir");
     let mut cfg = BalancerConfig::new(dir.path().join("bench.db"), ADMIN);
     cfg.listen = "127.0.0.1:0".parse().expect("addr");
-    cfg.db_sync = sync;
+    let title = match &db {
+        Db::Sqlite(sync) => {
+            cfg.db_sync = *sync;
+            format!(
+                "SQLite WAL, synchronous={}, {}",
+                format!("{sync:?}").to_uppercase(),
+                dir.path().display()
+            )
+        }
+        Db::Postgres(url) => {
+            cfg.db = url.as_str().into();
+            "PostgreSQL 15, a throwaway server on a unix socket, fsync off".to_string()
+        }
+    };
     let running = plb_balancer::start(&cfg).await.expect("balancer");
     let (agents, ids) = fleet(&running.url()).await;
     let store = running.state.store.clone();
@@ -274,11 +299,7 @@ async fn run(sync: Synchronous) -> Vec<Row> {
 
     let base = rows[0].rate();
     println!();
-    println!(
-        "Ingest: each batch acknowledged after its commit (SQLite WAL, synchronous={}), {}",
-        format!("{sync:?}").to_uppercase(),
-        dir.path().display()
-    );
+    println!("Ingest: each batch acknowledged after its commit ({title})");
     println!(
         "| {:<26} | {:>7} | {:>5} | {:>8} | {:>8} | {:>11} | {:>8} |",
         "path", "clients", "batch", "samples", "seconds", "samples/s", "vs store"
@@ -305,10 +326,22 @@ async fn run(sync: Synchronous) -> Vec<Row> {
         if http >= GOAL { "met" } else { "NOT met" },
         http / GOAL
     );
-    let total: i64 = {
-        let conn = rusqlite::Connection::open(dir.path().join("bench.db")).expect("db");
-        conn.query_row("SELECT count(*) FROM samples", [], |r| r.get(0))
-            .expect("count")
+    let total: i64 = match &db {
+        Db::Sqlite(_) => {
+            let conn = rusqlite::Connection::open(dir.path().join("bench.db")).expect("db");
+            conn.query_row("SELECT count(*) FROM samples", [], |r| r.get(0))
+                .expect("count")
+        }
+        Db::Postgres(url) => {
+            let (c, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+                .await
+                .expect("connect");
+            tokio::spawn(conn);
+            c.query_one("SELECT count(*) FROM samples", &[])
+                .await
+                .expect("count")
+                .get(0)
+        }
     };
     println!("Samples in the database at the end: {total}");
     running.stop().await.expect("stop");
@@ -317,8 +350,44 @@ async fn run(sync: Synchronous) -> Vec<Row> {
 
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
-    let normal = run(Synchronous::Normal).await;
-    let full = run(Synchronous::Full).await;
+    let only = std::env::var("PLB_BENCH_DB").unwrap_or_default();
+    let normal = if only == "postgres" {
+        Vec::new()
+    } else {
+        run(Db::Sqlite(Synchronous::Normal)).await
+    };
+    if only != "sqlite" {
+        let pg = tokio::task::spawn_blocking(PgServer::start)
+            .await
+            .expect("task")
+            .expect("PostgreSQL starts (scripts/pg-temp.sh)");
+        let url = pg.create_database().await.expect("database");
+        let postgres = run(Db::Postgres(url)).await;
+        tokio::task::spawn_blocking(move || drop(pg))
+            .await
+            .expect("stop");
+        if !normal.is_empty() {
+            println!("\nPostgreSQL against SQLite (NORMAL), same run");
+            println!(
+                "| {:<26} | {:>13} | {:>13} | {:>10} |",
+                "path", "SQLite/s", "PostgreSQL/s", "PG/SQLite"
+            );
+            println!("|{:-<28}|{:-<15}|{:-<15}|{:-<13}|", "", "", "", "");
+            for (n, p) in normal.iter().zip(&postgres) {
+                println!(
+                    "| {:<26} | {:>13.0} | {:>13.0} | {:>10.2}x |",
+                    n.path,
+                    n.rate(),
+                    p.rate(),
+                    p.rate() / n.rate()
+                );
+            }
+        }
+    }
+    if only == "postgres" {
+        return;
+    }
+    let full = run(Db::Sqlite(Synchronous::Full)).await;
     println!("\nDurability cost: FULL (fsync per commit) against NORMAL, same run");
     println!(
         "| {:<26} | {:>13} | {:>13} | {:>10} |",
