@@ -158,4 +158,14 @@ pub struct Health {
     pub status: String,
     /// The balancer's version.
     pub version: String,
+    /// This replica's name (`--replica`).
+    #[serde(default)]
+    pub replica: String,
+    /// Whether this replica leads (does the work that must happen once: the webhook
+    /// outbox, retention). Always true on SQLite, where a balancer is alone.
+    #[serde(default)]
+    pub leader: bool,
+    /// The epoch it leads in (grows with each change of leader; 0 when it does not lead).
+    #[serde(default)]
+    pub leader_epoch: i64,
 }

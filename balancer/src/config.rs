@@ -140,6 +140,11 @@ pub struct BalancerConfig {
     #[arg(long, env = "PLB_DB_SYNC", value_enum, default_value_t = Synchronous::Normal)]
     pub db_sync: Synchronous,
 
+    /// This replica's name, shown by `/healthz` and in the logs of a leader election
+    /// (balancers sharing a PostgreSQL database). Default: the host name and process id.
+    #[arg(long, env = "PLB_REPLICA")]
+    pub replica: Option<String>,
+
     /// Read connections open at most (1 to 64); more reads wait for one. Token lookups
     /// the cache cannot answer take at most half of them.
     #[arg(long, env = "PLB_DB_READERS", default_value_t = 4)]
@@ -264,6 +269,7 @@ impl std::fmt::Debug for BalancerConfig {
             .field("retention_every", &self.retention_every)
             .field("db_sync", &self.db_sync)
             .field("db_readers", &self.db_readers)
+            .field("replica", &self.replica)
             .field("proxy", &self.proxy)
             .field("proxy_connect_timeout_ms", &self.proxy_connect_timeout_ms)
             .field("proxy_timeout_ms", &self.proxy_timeout_ms)
@@ -355,6 +361,7 @@ impl BalancerConfig {
             retention_every: Duration::from_secs(60),
             db_sync: Synchronous::Normal,
             db_readers: 4,
+            replica: None,
             proxy: Vec::new(),
             proxy_connect_timeout_ms: 1000,
             proxy_timeout_ms: 60_000,
@@ -436,6 +443,21 @@ impl BalancerConfig {
                 ..ForwardSettings::default()
             },
             agent_check: self.agent_check,
+        }
+    }
+
+    /// `--replica`, or the host name and process id.
+    pub fn replica_name(&self) -> String {
+        match &self.replica {
+            Some(r) => r.clone(),
+            None => {
+                let host = std::fs::read_to_string("/etc/hostname")
+                    .ok()
+                    .map(|h| h.trim().to_string())
+                    .filter(|h| !h.is_empty())
+                    .unwrap_or_else(|| "plb".to_string());
+                format!("{host}-{}", std::process::id())
+            }
         }
     }
 

@@ -17,6 +17,7 @@ pub mod dashboard;
 pub mod engine;
 pub mod error;
 pub mod ingest;
+pub mod leader;
 pub mod metrics;
 pub mod netpolicy;
 pub mod openapi;
@@ -110,7 +111,15 @@ pub async fn build_state(cfg: &BalancerConfig) -> Result<AppState, Error> {
             context: "starting the prediction engine".into(),
             source: std::io::Error::other(e),
         })?;
-    Ok(AppState::new(cfg, store, runtime, metrics, engine))
+    let state = AppState::new(cfg, store, runtime, metrics, engine);
+    Ok(match &cfg.db {
+        config::DbLocation::Sqlite(_) => state,
+        // Replicas may share the database: the once-only work goes to an elected leader.
+        config::DbLocation::Postgres(url) => {
+            let leadership = crate::store::elect(url, &cfg.replica_name())?;
+            state.with_leadership(leadership)
+        }
+    })
 }
 
 /// A balancer serving in the background (tests, `plb dev`).
@@ -142,6 +151,7 @@ impl RunningBalancer {
             let _ = s.send(());
         }
         self.edges.stop().await;
+        self.state.leadership.stop();
         self.retention.abort();
         if let Some(e) = &self.engine {
             e.abort();
@@ -199,17 +209,43 @@ pub async fn start_with_state(
         })?;
     let mut reliability = Vec::new();
     reliability.extend(state.reliability.spawn(Arc::clone(&state.store)));
-    reliability.push(tokio::spawn(webhooks::run(
-        Arc::clone(&state.store),
-        Arc::clone(&state.metrics),
-        Arc::clone(&state.reliability.wake),
-        state.delivery.clone(),
-    )));
-    let retention = tokio::spawn(retention::run(
-        Arc::clone(&state.store),
-        Arc::clone(&state.metrics),
-        retention::Retention::from(cfg),
-    ));
+    // The outbox and retention run once, on the leader (always, on SQLite).
+    {
+        let (store, metrics) = (Arc::clone(&state.store), Arc::clone(&state.metrics));
+        let (wake, delivery) = (Arc::clone(&state.reliability.wake), state.delivery.clone());
+        reliability.push(
+            state
+                .leadership
+                .while_leading("webhook deliveries", move || {
+                    vec![tokio::spawn(webhooks::run(
+                        Arc::clone(&store),
+                        Arc::clone(&metrics),
+                        Arc::clone(&wake),
+                        delivery.clone(),
+                    ))]
+                }),
+        );
+    }
+    {
+        let (mut leadership, metrics) = (state.leadership.clone(), Arc::clone(&state.metrics));
+        reliability.push(tokio::spawn(async move {
+            loop {
+                metrics.leader.set(i64::from(leadership.now().leader));
+                leadership.changed().await;
+            }
+        }));
+    }
+    let retention = {
+        let (store, metrics) = (Arc::clone(&state.store), Arc::clone(&state.metrics));
+        let r = retention::Retention::from(cfg);
+        state.leadership.while_leading("retention", move || {
+            vec![tokio::spawn(retention::run(
+                Arc::clone(&store),
+                Arc::clone(&metrics),
+                r,
+            ))]
+        })
+    };
     let (stop, stopped) = oneshot::channel::<()>();
     let edges = proxy::Edges::start(&cfg.edges(), &state.engine)
         .await

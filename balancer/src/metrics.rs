@@ -218,6 +218,8 @@ pub struct Metrics {
     pub state_changes: Counter,
     /// Capacity models fitted.
     pub capacity_fits: Counter,
+    /// 1 while this replica leads (does the work that must happen once), else 0.
+    pub leader: Gauge,
     /// Probe reliability and webhook deliveries.
     pub reliability: crate::reliability::ReliabilityMetrics,
     /// Pool demand forecast and desired nodes.
@@ -346,6 +348,12 @@ impl Metrics {
             "Capacity models fitted",
             capacity_fits.clone(),
         );
+        let leader = Gauge::default();
+        registry.register(
+            "leader",
+            "1 while this replica leads (webhook outbox, retention), 0 while it follows",
+            leader.clone(),
+        );
         let mut tenant = Registry::with_prefix("plb");
         let reliability = crate::reliability::ReliabilityMetrics::default();
         reliability.register(&mut registry, &mut tenant);
@@ -361,6 +369,7 @@ impl Metrics {
             engine_rejected_samples,
             state_changes,
             capacity_fits,
+            leader,
             requests,
             request_seconds,
             samples_ingested,

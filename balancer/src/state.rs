@@ -50,6 +50,8 @@ pub struct AppState {
     pub delivery: crate::webhooks::DeliveryConfig,
     /// Where nodes may be (`--node-networks`), checked at registration.
     pub nodes: crate::netpolicy::NetPolicy,
+    /// Whether this replica leads (always, on SQLite).
+    pub leadership: crate::leader::Leadership,
     observers: Arc<[Arc<dyn IngestObserver>]>,
 }
 
@@ -104,8 +106,15 @@ impl AppState {
             reliability,
             delivery: cfg.delivery(),
             nodes: cfg.node_policy(),
+            leadership: crate::leader::Leadership::always(&cfg.replica_name()),
             observers: Arc::from(vec![observer, reliability_observer]),
         }
+    }
+
+    /// Replaces this replica's leadership (elected through a shared database).
+    pub fn with_leadership(mut self, leadership: crate::leader::Leadership) -> Self {
+        self.leadership = leadership;
+        self
     }
 
     /// Adds an observer of committed report batches.

@@ -8,7 +8,7 @@ use crate::error::{ApiJson, AppError};
 use crate::metrics::Exposure;
 use crate::state::AppState;
 
-/// `ok` when the store answers a query.
+/// `ok` when the store answers a query; which replica this is and whether it leads.
 #[utoipa::path(
     get, path = "/healthz", tag = "ops",
     responses(
@@ -21,9 +21,13 @@ pub async fn healthz(State(st): State<AppState>) -> Result<ApiJson<Health>, AppE
         .ping()
         .await
         .map_err(|e| AppError::Unavailable(format!("the store does not answer: {e}")))?;
+    let lead = st.leadership.now();
     Ok(ApiJson(Health {
         status: "ok".into(),
         version: env!("CARGO_PKG_VERSION").into(),
+        replica: st.leadership.replica().to_string(),
+        leader: lead.leader,
+        leader_epoch: lead.epoch,
     }))
 }
 

@@ -34,7 +34,7 @@ use plb_routing::PolicyKind;
 
 pub use fold::FoldStats;
 pub use history_sql::TimedMetrics;
-pub use pg::{PgOptions, PgStore, is_postgres_url};
+pub use pg::{PgOptions, PgStore, elect, is_postgres_url};
 pub use reliability_sql::{
     AttemptNext, AttemptRecord, DueDelivery, ReliabilityRecord, ReliabilityStore, ReplaySample,
     ScalingRecord, StoredReliability,

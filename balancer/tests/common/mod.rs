@@ -209,6 +209,21 @@ impl TestBalancer {
     ) -> TestBalancer {
         let dir = tempfile::tempdir().expect("tempdir");
         let store_db = TestDb::new(backend, dir.path()).await;
+        Self::start_in(dir, store_db, tweak).await
+    }
+
+    /// A balancer on an existing store (a replica beside others on one PostgreSQL
+    /// database), in a tempdir of its own.
+    pub async fn start_with_db(store_db: TestDb, tweak: impl FnOnce(&mut BalancerConfig)) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        Self::start_in(dir, store_db, tweak).await
+    }
+
+    async fn start_in(
+        dir: tempfile::TempDir,
+        store_db: TestDb,
+        tweak: impl FnOnce(&mut BalancerConfig),
+    ) -> TestBalancer {
         let mut cfg = config(dir.path());
         cfg.db = store_db.location();
         tweak(&mut cfg);

@@ -22,6 +22,7 @@ mod clients;
 mod engine;
 mod fold;
 mod history;
+mod leader;
 mod nodes;
 mod pools;
 mod probes;
@@ -43,6 +44,8 @@ use plb_routing::PolicyKind;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{IsolationLevel, NoTls, Row};
+
+pub use leader::elect;
 
 use super::writer::WriterMetrics;
 use super::{

@@ -232,8 +232,13 @@ CREATE TABLE webhook_attempts (
 CREATE INDEX webhook_attempts_by_delivery ON webhook_attempts(delivery_id, id);
 "#;
 
+/// Version 2 (replicas): the leaders' epochs, drawn by each replica that becomes leader
+/// (a fencing token that only grows).
+const V2_LEADER: &str = "CREATE SEQUENCE plb_leader_epoch;";
+
 /// Every migration, oldest first: (name, SQL). Version = position + 1.
-pub(super) const MIGRATIONS: &[(&str, &str)] = &[("schema of SQLite's 1-4", V1)];
+pub(super) const MIGRATIONS: &[(&str, &str)] =
+    &[("schema of SQLite's 1-4", V1), ("leader epochs", V2_LEADER)];
 
 /// Key of the advisory lock held while migrating.
 const MIGRATION_LOCK: i64 = 0x504c_425f_4d49_4752; // "PLB_MIGR"

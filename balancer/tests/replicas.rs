@@ -1,0 +1,167 @@
+//! Replicas on one PostgreSQL database (issue 16): exactly one leads, chosen through
+//! the database, and only it delivers the webhook outbox (a notification is POSTed once,
+//! not once per replica); when the leader stops, another replica leads within 10 s with
+//! a higher epoch and delivers what follows; a replica started again joins as a
+//! follower. `/healthz` and `/metrics` say which replica leads. A balancer on SQLite is
+//! alone and always leads.
+#[macro_use]
+mod common;
+
+use std::time::{Duration, Instant};
+
+use plb_api::{Health, ScalingNotice};
+use plb_balancer::store::ScalingRecord;
+use plb_testkit::{WebhookReceiver, loopback, metric_sum, now_ms, parse_metrics};
+
+use common::*;
+
+async fn health(b: &TestBalancer) -> Health {
+    reqwest::get(format!("{}/healthz", b.url()))
+        .await
+        .expect("healthz")
+        .json()
+        .await
+        .expect("health json")
+}
+
+async fn leader_gauge(b: &TestBalancer) -> f64 {
+    let text = b.admin.metrics_text().await.expect("metrics");
+    metric_sum(&parse_metrics(&text), "plb_leader", &[])
+}
+
+fn scaling(client_id: i64, to: u32) -> ScalingRecord {
+    ScalingRecord {
+        client_id,
+        pool: "web".into(),
+        at_ms: now_ms(),
+        notice: ScalingNotice {
+            direction: "up".into(),
+            from_nodes: 1,
+            to_nodes: to,
+            current_nodes: 1,
+            horizon_min: 5,
+            reason: "test".into(),
+        },
+    }
+}
+
+async fn replica(db: &TestDb, name: &str) -> TestBalancer {
+    let name = name.to_string();
+    TestBalancer::start_with_db(db.clone(), move |c| {
+        c.replica = Some(name);
+        c.webhook_allow_networks = vec!["127.0.0.0/8".parse().expect("network")];
+        c.webhook_retry_ms = 200;
+    })
+    .await
+}
+
+/// Waits for `n` deliveries, then checks no more come within `settle`.
+async fn exactly(rx: &WebhookReceiver, n: usize, within: Duration, settle: Duration) {
+    let t0 = Instant::now();
+    while rx.received().len() < n {
+        assert!(
+            t0.elapsed() < within,
+            "{} of {n} deliveries after {within:?}",
+            rx.received().len()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(settle).await;
+    assert_eq!(rx.received().len(), n, "a notification was delivered twice");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_replica_leads_delivers_once_and_the_lead_moves_when_it_stops() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = TestDb::new(Backend::Postgres, dir.path()).await;
+    let a = replica(&db, "a").await;
+    let b = replica(&db, "b").await;
+
+    // Exactly one leads, within a couple of election rounds.
+    let t0 = Instant::now();
+    let (ha, hb) = loop {
+        let (ha, hb) = (health(&a).await, health(&b).await);
+        if ha.leader != hb.leader {
+            break (ha, hb);
+        }
+        assert!(!(ha.leader && hb.leader), "two leaders: {ha:?} {hb:?}");
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "no leader: {ha:?} {hb:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!((ha.replica.as_str(), hb.replica.as_str()), ("a", "b"));
+    let (leader, follower) = if ha.leader { (a, b) } else { (b, a) };
+    let epoch = health(&leader).await.leader_epoch;
+    assert!(epoch >= 1);
+    assert_eq!(health(&follower).await.leader_epoch, 0);
+    assert_eq!(leader_gauge(&leader).await, 1.0);
+    assert_eq!(leader_gauge(&follower).await, 0.0);
+
+    // A notification is delivered once, whichever replica's deliverer is woken.
+    let acme = follower.client_with_pool("acme", "web").await;
+    let rx = WebhookReceiver::start(loopback(0), |_, _| true);
+    acme.send_value(
+        reqwest::Method::PUT,
+        &["v1", "pools", "web", "webhook"],
+        &serde_json::json!({"url": rx.url(), "secret": "a-webhook-secret-of-32-bytes-xyz"}),
+    )
+    .await
+    .expect("put webhook");
+    let client_id = follower.count("SELECT id FROM clients WHERE name = 'acme'");
+    follower
+        .running
+        .state
+        .store
+        .record_scaling(scaling(client_id, 2))
+        .await
+        .expect("notification");
+    for r in [&leader, &follower] {
+        r.running.state.reliability.wake.notify_one();
+    }
+    exactly(&rx, 1, Duration::from_secs(5), Duration::from_secs(2)).await;
+
+    // The leader stops: the follower leads within 10 s, in a later epoch, and delivers.
+    let stopped_at = Instant::now();
+    leader.running.stop().await.expect("stop");
+    loop {
+        let h = health(&follower).await;
+        if h.leader {
+            assert!(h.leader_epoch > epoch, "{h:?} after epoch {epoch}");
+            break;
+        }
+        assert!(
+            stopped_at.elapsed() < Duration::from_secs(10),
+            "no new leader 10 s after the leader stopped"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    eprintln!("the lead moved in {:?}", stopped_at.elapsed());
+    follower
+        .running
+        .state
+        .store
+        .record_scaling(scaling(client_id, 3))
+        .await
+        .expect("notification");
+    follower.running.state.reliability.wake.notify_one();
+    exactly(&rx, 2, Duration::from_secs(10), Duration::from_secs(1)).await;
+
+    // A replica started again joins as a follower.
+    let again = replica(&db, "a-again").await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert!(!health(&again).await.leader);
+    assert!(health(&follower).await.leader);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_balancer_on_sqlite_always_leads() {
+    let b = TestBalancer::start_with(|c| c.replica = Some("solo".into())).await;
+    let h = health(&b).await;
+    assert_eq!(
+        (h.replica.as_str(), h.leader, h.leader_epoch),
+        ("solo", true, 1)
+    );
+    assert_eq!(leader_gauge(&b).await, 1.0);
+}
