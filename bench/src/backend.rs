@@ -7,7 +7,9 @@
 //!
 //! Like the simulator's nodes: the work of a request whose client gave up still runs
 //! (it is a detached task), a node that is not up accepts connections and never
-//! answers, and a fast 503 takes no worker.
+//! answers, and a fast 503 takes no worker. A node whose process is down (restarting)
+//! closes its listener and every connection (connections are refused), and comes back
+//! on the same port with an empty queue and fresh workers.
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -46,15 +48,36 @@ pub struct Status {
     pub service_ms: Option<f64>,
 }
 
-struct State {
-    node: usize,
-    scenario: Arc<Scenario>,
-    start: Instant,
+/// What one run of the node's process holds: a restart starts a new one (the old
+/// one's detached work runs out unseen).
+struct Proc {
     workers: Arc<Semaphore>,
     queued: AtomicU64,
     busy: AtomicU64,
     service: Mutex<Option<f64>>,
+}
+
+impl Proc {
+    fn new(workers: u32) -> Arc<Self> {
+        Arc::new(Proc {
+            workers: Arc::new(Semaphore::new(workers as usize)),
+            queued: AtomicU64::new(0),
+            busy: AtomicU64::new(0),
+            service: Mutex::new(None),
+        })
+    }
+}
+
+/// Called with the node and the script time of every work request it receives.
+pub type ArrivalHook = Arc<dyn Fn(usize, f64) + Send + Sync>;
+
+struct State {
+    node: usize,
+    scenario: Arc<Scenario>,
+    start: Instant,
+    proc: arc_swap::ArcSwap<Proc>,
     rng: Mutex<SmallRng>,
+    on_arrival: Option<ArrivalHook>,
 }
 
 impl State {
@@ -75,11 +98,12 @@ impl State {
     }
 
     fn status(&self) -> Status {
+        let p = self.proc.load();
         Status {
-            queued: self.queued.load(Ordering::Relaxed),
-            busy: self.busy.load(Ordering::Relaxed),
+            queued: p.queued.load(Ordering::Relaxed),
+            busy: p.busy.load(Ordering::Relaxed),
             workers: u64::from(self.scenario.profile.workers),
-            service_ms: self
+            service_ms: p
                 .service
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -110,40 +134,109 @@ pub async fn spawn(
     start: Instant,
     seed: u64,
 ) -> Result<Backend, BenchError> {
-    let listener = TcpListener::bind(("127.0.0.1", 0))
+    spawn_with(node, scenario, start, seed, None).await
+}
+
+/// [`spawn`], calling `on_arrival` with every work request's arrival (how a lane
+/// behind an external proxy learns where its traffic went).
+pub async fn spawn_with(
+    node: usize,
+    scenario: Arc<Scenario>,
+    start: Instant,
+    seed: u64,
+    on_arrival: Option<ArrivalHook>,
+) -> Result<Backend, BenchError> {
+    let listener = bind().await?;
+    spawn_on(listener, node, scenario, start, seed, on_arrival)
+}
+
+/// A listener on an ephemeral loopback port for a backend that starts serving later
+/// ([`spawn_on`]): its address can go into a proxy's configuration first.
+pub async fn bind() -> Result<TcpListener, BenchError> {
+    TcpListener::bind(("127.0.0.1", 0))
         .await
-        .map_err(|e| BenchError::Live(format!("binding a backend: {e}")))?;
+        .map_err(|e| BenchError::Live(format!("binding a backend: {e}")))
+}
+
+/// [`spawn_with`] on a listener from [`bind`].
+pub fn spawn_on(
+    listener: TcpListener,
+    node: usize,
+    scenario: Arc<Scenario>,
+    start: Instant,
+    seed: u64,
+    on_arrival: Option<ArrivalHook>,
+) -> Result<Backend, BenchError> {
     let addr = listener
         .local_addr()
         .map_err(|e| BenchError::Live(format!("backend address: {e}")))?;
+    let restart = scenario.restart_window(node);
     let state = Arc::new(State {
         node,
-        workers: Arc::new(Semaphore::new(scenario.profile.workers as usize)),
+        proc: arc_swap::ArcSwap::new(Proc::new(scenario.profile.workers)),
         scenario,
         start,
-        queued: AtomicU64::new(0),
-        busy: AtomicU64::new(0),
-        service: Mutex::new(None),
         rng: Mutex::new(SmallRng::seed_from_u64(mix(seed, 0xbac, node as u64))),
+        on_arrival,
     });
     let accept = tokio::spawn(async move {
+        let Some((down, back)) = restart else {
+            serve(&listener, &state, None).await;
+            return;
+        };
+        // Up until the process goes down; then no listener (refused) and no
+        // connection; then a new process on the same port.
+        let (kill, _) = tokio::sync::watch::channel(());
+        let at = |t: f64| state.start + Duration::from_secs_f64(t);
+        let _ = tokio::time::timeout_at(at(down), serve(&listener, &state, Some(&kill))).await;
+        drop(listener);
+        kill.send_replace(());
+        state.proc.store(Proc::new(state.scenario.profile.workers));
+        tokio::time::sleep_until(at(back)).await;
         loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                // Out of descriptors or similar: back off instead of spinning.
-                tokio::time::sleep(Duration::from_millis(10)).await;
-                continue;
-            };
-            let _ = stream.set_nodelay(true);
-            let state = Arc::clone(&state);
-            tokio::spawn(async move {
-                let svc = service_fn(move |req| handle(Arc::clone(&state), req));
-                let _ = http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
-            });
+            match TcpListener::bind(addr).await {
+                Ok(l) => {
+                    serve(&l, &state, None).await;
+                    return;
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+            }
         }
     });
     Ok(Backend { addr, accept })
+}
+
+/// Accepts and serves connections for ever; each one ends early when `kill` fires.
+async fn serve(
+    listener: &TcpListener,
+    state: &Arc<State>,
+    kill: Option<&tokio::sync::watch::Sender<()>>,
+) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            // Out of descriptors or similar: back off instead of spinning.
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let state = Arc::clone(state);
+        let mut killed = kill.map(tokio::sync::watch::Sender::subscribe);
+        tokio::spawn(async move {
+            let svc = service_fn(move |req| handle(Arc::clone(&state), req));
+            let conn = http1::Builder::new().serve_connection(TokioIo::new(stream), svc);
+            match killed.as_mut() {
+                Some(k) => {
+                    tokio::select! {
+                        _ = conn => {}
+                        _ = k.changed() => {}
+                    }
+                }
+                None => {
+                    let _ = conn.await;
+                }
+            }
+        });
+    }
 }
 
 fn reply(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
@@ -184,6 +277,9 @@ async fn handle(
 }
 
 async fn work(state: Arc<State>, c: Condition) -> Response<Full<Bytes>> {
+    if let Some(hook) = &state.on_arrival {
+        hook(state.node, state.now());
+    }
     let (u, z) = state.draw();
     if c.error_rate > 0.0 && u < c.error_rate {
         return reply(StatusCode::SERVICE_UNAVAILABLE, "fast failure");
@@ -192,19 +288,20 @@ async fn work(state: Arc<State>, c: Condition) -> Response<Full<Bytes>> {
     let task = {
         let state = Arc::clone(&state);
         tokio::spawn(async move {
-            state.queued.fetch_add(1, Ordering::Relaxed);
-            let permit = Arc::clone(&state.workers).acquire_owned().await;
-            state.queued.fetch_sub(1, Ordering::Relaxed);
-            state.busy.fetch_add(1, Ordering::Relaxed);
+            let p = state.proc.load_full();
+            p.queued.fetch_add(1, Ordering::Relaxed);
+            let permit = Arc::clone(&p.workers).acquire_owned().await;
+            p.queued.fetch_sub(1, Ordering::Relaxed);
+            p.busy.fetch_add(1, Ordering::Relaxed);
             let began = Instant::now();
             let speed = state.condition().speed.max(1e-3);
             let dur = state.scenario.profile.service_time(z) / speed;
             tokio::time::sleep(Duration::from_secs_f64(dur)).await;
-            state.busy.fetch_sub(1, Ordering::Relaxed);
+            p.busy.fetch_sub(1, Ordering::Relaxed);
             drop(permit);
             let svc = began.elapsed().as_secs_f64();
             {
-                let mut e = state
+                let mut e = p
                     .service
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -306,5 +403,42 @@ mod tests {
         let uri: hyper::Uri = format!("http://{}/health", b.addr).parse().expect("uri");
         let r = tokio::time::timeout(Duration::from_millis(300), client.get(uri)).await;
         assert!(r.is_err(), "a hung node does not answer");
+    }
+
+    #[tokio::test]
+    async fn a_restarting_node_refuses_then_comes_back_on_its_port() {
+        // Rolling restarts at scale 0.1: node 0 is down from 1.0 s to 1.3 s.
+        let def = select("rolling-restarts").expect("known")[0];
+        let sc = Arc::new(Scenario::new(def, 8, 1, 0.1));
+        let start = Instant::now();
+        let seen = Arc::new(AtomicU64::new(0));
+        let hook: ArrivalHook = {
+            let seen = Arc::clone(&seen);
+            Arc::new(move |node, t| {
+                assert_eq!(node, 0);
+                assert!(t >= 0.0);
+                seen.fetch_add(1, Ordering::Relaxed);
+            })
+        };
+        let b = spawn_with(0, sc, start, 1, Some(hook))
+            .await
+            .expect("starts");
+        let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
+        assert_eq!(get(&client, b.addr, "/").await.0, StatusCode::OK);
+        // A request in progress when the process goes down is lost.
+        tokio::time::sleep_until(start + Duration::from_millis(960)).await;
+        let uri: hyper::Uri = format!("http://{}/", b.addr).parse().expect("uri");
+        let lost = client.get(uri.clone()).await;
+        assert!(lost.is_err(), "the connection is closed under it");
+        tokio::time::sleep_until(start + Duration::from_millis(1100)).await;
+        let refused = tokio::net::TcpStream::connect(b.addr).await;
+        assert!(refused.is_err(), "connections are refused while down");
+        tokio::time::sleep_until(start + Duration::from_millis(1400)).await;
+        let (s, _, _) = get(&client, b.addr, "/").await;
+        assert_eq!(s, StatusCode::OK, "back on the same port");
+        let (_, body, _) = get(&client, b.addr, "/status").await;
+        let st: Status = serde_json::from_slice(&body).expect("json");
+        assert_eq!((st.busy, st.queued), (0, 0), "a fresh process: {st:?}");
+        assert_eq!(seen.load(Ordering::Relaxed), 3);
     }
 }

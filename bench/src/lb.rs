@@ -10,9 +10,10 @@ use std::time::Instant;
 
 use plb_routing::PolicyKind;
 
+use crate::anchors::{Anchor, Tools};
 use crate::policies::{Contender, HarnessConfig, PipelineVariant};
 use crate::report::{Report, Where};
-use crate::scenario::{self, Scenario, mix};
+use crate::scenario::{self, Scenario, Shape, mix};
 use crate::{BenchError, live, sim};
 
 /// Where to run.
@@ -77,6 +78,21 @@ pub struct LbArgs {
     /// Whether the harness' probe also reports the node's queue as a metric.
     #[arg(long, default_value_t = false, action = clap::ArgAction::Set)]
     pub queue_metric: bool,
+    /// The backends' shape, live and simulated: `standard` (4 workers per node, mean
+    /// service 40 ms, load 70%, SLO 200 ms) or `low-concurrency` (2 workers, median
+    /// 20 ms, load 68%, SLO 100 ms).
+    #[arg(long, value_enum, default_value = "standard")]
+    pub shape: Shape,
+    /// Real balancers run live beside the in-process policies, each in front of its
+    /// own backends: `all`, `none`, or a list of haproxy-rr, haproxy-lc, nginx-lc,
+    /// plb-proxy (`plb balancer --proxy`). One that is not installed is reported in
+    /// the table, not fatal.
+    #[arg(long, default_value = "all")]
+    pub anchors: String,
+    /// The `plb` binary for the plb-proxy anchor (default: this program, or `plb`
+    /// beside it or on PATH); the balancer crate's `plb-balancer` works too.
+    #[arg(long)]
+    pub plb_bin: Option<PathBuf>,
 }
 
 impl Default for LbArgs {
@@ -96,6 +112,9 @@ impl Default for LbArgs {
             jobs: 2,
             pipeline: String::new(),
             queue_metric: false,
+            shape: Shape::Standard,
+            anchors: "all".into(),
+            plb_bin: None,
         }
     }
 }
@@ -176,7 +195,14 @@ pub async fn run(args: LbArgs) -> Result<Report, BenchError> {
         pipeline: PipelineVariant::parse(&args.pipeline)?,
         ..HarnessConfig::default()
     };
+    let anchor_list = Anchor::parse_list(&args.anchors).map_err(BenchError::Args)?;
+    let tools = if do_live && !anchor_list.is_empty() {
+        Tools::find(args.plb_bin.as_deref())
+    } else {
+        Tools::default()
+    };
     let mut report = Report::new(args.seed, scale, reps, harness);
+    report.shape = args.shape;
     let progress = Progress {
         on: !args.no_progress,
         began: Instant::now(),
@@ -184,16 +210,27 @@ pub async fn run(args: LbArgs) -> Result<Report, BenchError> {
     for (si, def) in defs.iter().enumerate() {
         let rep_seed = |rep: usize| mix(args.seed, si as u64, rep as u64);
         if do_live {
-            let sc = Arc::new(Scenario::new(def, args.live_nodes, args.seed, scale));
+            let sc = Arc::new(Scenario::with_shape(
+                def,
+                args.live_nodes,
+                args.seed,
+                scale,
+                args.shape,
+            ));
             for rep in 0..reps {
                 let label = format!("live {} {} rep {}/{}", sc.nodes, def.name, rep + 1, reps);
                 progress.line(&label);
                 let total = sc.duration();
-                let stats =
-                    live::run_rep(Arc::clone(&sc), &POLICIES, &harness, rep_seed(rep), |t| {
-                        progress.line(&format!("{label}: {t:.0}/{total:.0} s"))
-                    })
-                    .await?;
+                let (stats, anchored) = live::run_rep_with(
+                    Arc::clone(&sc),
+                    &POLICIES,
+                    &anchor_list,
+                    &tools,
+                    &harness,
+                    rep_seed(rep),
+                    |t| progress.line(&format!("{label}: {t:.0}/{total:.0} s")),
+                )
+                .await?;
                 for (kind, st) in POLICIES.iter().zip(stats) {
                     report.add(
                         &sc,
@@ -202,13 +239,24 @@ pub async fn run(args: LbArgs) -> Result<Report, BenchError> {
                         st.summarize(&sc),
                     );
                 }
+                for run in anchored {
+                    let who = Contender::Anchor(run.anchor);
+                    match run.result {
+                        Ok(a) => {
+                            let mut summary = a.stats.summarize(&sc);
+                            summary.cpu_us_per_request = a.cpu_us_per_request();
+                            report.add(&sc, Where::Live, who, summary);
+                        }
+                        Err(why) => report.note(&sc, Where::Live, who, why),
+                    }
+                }
             }
             progress.clear();
             print_now(&report.conclude(&sc, Where::Live));
         }
         if do_sim {
             for &n in &sizes {
-                let sc = Arc::new(Scenario::new(def, n, args.seed, scale));
+                let sc = Arc::new(Scenario::with_shape(def, n, args.seed, scale, args.shape));
                 let contenders: Vec<Contender> = POLICIES
                     .iter()
                     .map(|&k| Contender::Policy(k))

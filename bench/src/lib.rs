@@ -12,6 +12,13 @@
 //! - **sim** ([`sim`]): a discrete-event simulator on a virtual clock running the same
 //!   policy and prediction code at 16 to 10,000+ nodes.
 //!
+//! Live, real balancers run beside the in-process policies as anchors ([`anchors`]):
+//! HAProxy (`roundrobin`, `leastconn`), nginx (`least_conn`) and PLB's own reverse proxy
+//! (`plb balancer --proxy`), each a child process in front of its own lane of backends
+//! with the same arrivals, with its CPU time per request. The backends have two shapes
+//! ([`scenario::Shape`], `--shape`): `standard` (4 workers per node) and
+//! `low-concurrency` (2 workers, median 20 ms, SLO 100 ms: issue 13's external harness).
+//!
 //! [`lb::run`] runs a benchmark from [`LbArgs`] and returns a [`report::Report`] (printed
 //! as tables with ratios of `plb` against the best baseline, and written as JSON).
 //!
@@ -20,7 +27,8 @@
 //!   error; in the percentiles every failed request counts as the timeout (1 s), so a
 //!   percentile is the time by which that share of requests succeeded and a policy
 //!   cannot improve it by feeding a node that fails fast.
-//! - SLO-breaking: failed, or slower than the pool's SLO (200 ms; mean service 40 ms).
+//! - SLO-breaking: failed, or slower than the pool's SLO (200 ms with mean service
+//!   40 ms; 100 ms in the low-concurrency shape).
 //! - A node's *SLO breach* (for the lead time) is read off the script, the same for
 //!   every policy: the first time the node stops answering, fails requests, could not
 //!   carry its fair share of the load, or would break the SLO at p99 even idle. The
@@ -52,6 +60,7 @@
 //!   up to 1 ms of timer rounding to probe latencies, as measured live.
 #![forbid(unsafe_code)]
 
+pub mod anchors;
 pub mod backend;
 pub mod lb;
 pub mod live;

@@ -24,7 +24,8 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::BenchError;
-use crate::backend::{self, Backend, Status};
+use crate::anchors::{self, Anchor, Tools};
+use crate::backend::{self, ArrivalHook, Backend, Status};
 use crate::loadgen;
 use crate::metrics::RunStats;
 use crate::policies::{Control, HarnessConfig, ProbeSample, Sidecar};
@@ -66,11 +67,124 @@ pub async fn run_rep(
     seed: u64,
     progress: impl FnMut(f64),
 ) -> Result<Vec<RunStats>, BenchError> {
+    let (stats, _) =
+        run_rep_with(scenario, kinds, &[], &Tools::default(), cfg, seed, progress).await?;
+    Ok(stats)
+}
+
+/// What one anchor measured in a repetition.
+#[derive(Debug, Clone)]
+pub struct AnchorStats {
+    /// The same record as an in-process policy's (traffic per node from the backends).
+    pub stats: RunStats,
+    /// CPU seconds its process tree used from the first arrival to the last reply.
+    pub cpu_s: Option<f64>,
+    /// Requests sent through it (the whole run, warm-up included).
+    pub sent: u64,
+}
+
+impl AnchorStats {
+    /// CPU microseconds per request sent.
+    pub fn cpu_us_per_request(&self) -> Option<f64> {
+        self.cpu_s
+            .filter(|_| self.sent > 0)
+            .map(|s| s * 1e6 / self.sent as f64)
+    }
+}
+
+/// One anchor's repetition, or why it did not run.
+#[derive(Debug)]
+pub struct AnchorRun {
+    /// Which anchor.
+    pub anchor: Anchor,
+    /// Its record, or why it could not run (not installed, did not start).
+    pub result: Result<AnchorStats, String>,
+}
+
+/// A lane behind a real balancer: its own backends, the balancer's process, the load.
+struct ProxyLane {
+    scenario: Arc<Scenario>,
+    start: Instant,
+    client: HttpClient,
+    target: Uri,
+    stats: Arc<Mutex<RunStats>>,
+}
+
+/// [`run_rep`] with real balancers beside the in-process policies ([`crate::anchors`]):
+/// each anchor gets its own lane of backends on the same script clock and the same
+/// arrivals. An anchor that cannot start is reported, not fatal.
+pub async fn run_rep_with(
+    scenario: Arc<Scenario>,
+    kinds: &[PolicyKind],
+    anchor_list: &[Anchor],
+    tools: &Tools,
+    cfg: &HarnessConfig,
+    seed: u64,
+    progress: impl FnMut(f64),
+) -> Result<(Vec<RunStats>, Vec<AnchorRun>), BenchError> {
     let n = scenario.nodes;
+    // Anchors first: their backends' addresses go into their configs. PLB's proxy is
+    // slow to set up and starts first; HAProxy and nginx last, just before the backends
+    // serve, so that no health check fails for want of a backend.
+    let mut order: Vec<Anchor> = anchor_list.to_vec();
+    order.sort_by_key(|a| *a != Anchor::PlbProxy);
+    let mut pending = Vec::new();
+    let mut failed = Vec::new();
+    for anchor in order {
+        let mut listeners = Vec::with_capacity(n);
+        for _ in 0..n {
+            listeners.push(backend::bind().await?);
+        }
+        let addrs: Vec<std::net::SocketAddr> = listeners
+            .iter()
+            .map(|l| {
+                l.local_addr()
+                    .map_err(|e| BenchError::Live(format!("backend address: {e}")))
+            })
+            .collect::<Result<_, _>>()?;
+        match anchors::start(anchor, tools, &addrs, scenario.slo).await {
+            Ok(running) => pending.push((running, listeners)),
+            Err(e) => failed.push(AnchorRun {
+                anchor,
+                result: Err(e),
+            }),
+        }
+    }
     // Time 0 of the script, a little ahead so that every lane is ready.
-    let start =
-        Instant::now() + Duration::from_millis(200 + 20 * n as u64 * kinds.len() as u64 / 16);
+    let lanes_total = (kinds.len() + pending.len()) as u64;
+    let start = Instant::now() + Duration::from_millis(200 + 20 * n as u64 * lanes_total / 16);
     let mut backends: Vec<Vec<Backend>> = Vec::new();
+    let mut proxies = Vec::new();
+    for (running, listeners) in pending {
+        let stats = Arc::new(Mutex::new(RunStats::new(&scenario)));
+        let hook: ArrivalHook = {
+            let stats = Arc::clone(&stats);
+            Arc::new(move |node, t| lock(&stats).routed(node, t))
+        };
+        let mut set = Vec::with_capacity(n);
+        for (i, l) in listeners.into_iter().enumerate() {
+            set.push(backend::spawn_on(
+                l,
+                i,
+                Arc::clone(&scenario),
+                start,
+                seed,
+                Some(Arc::clone(&hook)),
+            )?);
+        }
+        backends.push(set);
+        let target: Uri = format!("http://{}/", running.listen)
+            .parse()
+            .map_err(|e| BenchError::Live(format!("proxy uri: {e}")))?;
+        let lane = Arc::new(ProxyLane {
+            scenario: Arc::clone(&scenario),
+            start,
+            client: http_client(),
+            target,
+            stats,
+        });
+        proxies.push((running, lane));
+    }
     let mut lanes = Vec::new();
     for &kind in kinds {
         let mut set = Vec::with_capacity(n);
@@ -85,49 +199,118 @@ pub async fn run_rep(
         tasks.extend(spawn_probes(lane, seed));
         tasks.extend(spawn_publishing(lane, seed));
     }
-    // Every other lane's generator on its own task; the first one here, with the
-    // progress callback.
-    let others: Vec<JoinHandle<u64>> = lanes[1..]
-        .iter()
-        .map(|lane| {
-            let lane = Arc::clone(lane);
-            tokio::spawn(async move {
-                let mut rng = SmallRng::seed_from_u64(mix(seed, 0xa11, 0));
-                let sc = Arc::clone(&lane.scenario);
-                loadgen::drive(
-                    &sc,
-                    &mut rng,
-                    lane.start,
-                    |t0| request(Arc::clone(&lane), t0),
-                    |_| {},
-                )
-                .await
-            })
-        })
-        .collect();
-    if let Some(first) = lanes.first() {
-        let mut rng = SmallRng::seed_from_u64(mix(seed, 0xa11, 0));
-        let lane = Arc::clone(first);
+    let cpu_before: Vec<Option<f64>> = proxies.iter().map(|(r, _)| r.cpu_seconds()).collect();
+    // Every generator on its own task, with the same arrivals; the first one here,
+    // with the progress callback.
+    let mut others: Vec<JoinHandle<u64>> = Vec::new();
+    for lane in lanes.iter().skip(1) {
+        let lane = Arc::clone(lane);
+        others.push(tokio::spawn(async move {
+            let mut rng = SmallRng::seed_from_u64(mix(seed, 0xa11, 0));
+            let sc = Arc::clone(&lane.scenario);
+            let start = lane.start;
+            loadgen::drive(
+                &sc,
+                &mut rng,
+                start,
+                |t0| request(Arc::clone(&lane), t0),
+                |_| {},
+            )
+            .await
+        }));
+    }
+    for (_, lane) in proxies.iter().skip(usize::from(lanes.is_empty())) {
+        let lane = Arc::clone(lane);
+        others.push(tokio::spawn(async move {
+            let mut rng = SmallRng::seed_from_u64(mix(seed, 0xa11, 0));
+            let sc = Arc::clone(&lane.scenario);
+            let start = lane.start;
+            loadgen::drive(
+                &sc,
+                &mut rng,
+                start,
+                |t0| proxy_request(Arc::clone(&lane), t0),
+                |_| {},
+            )
+            .await
+        }));
+    }
+    let mut rng = SmallRng::seed_from_u64(mix(seed, 0xa11, 0));
+    let mut sent = if let Some(lane) = lanes.first() {
+        let lane = Arc::clone(lane);
         loadgen::drive(
             &scenario,
             &mut rng,
-            lane.start,
+            start,
             |t0| request(Arc::clone(&lane), t0),
             progress,
         )
-        .await;
-    }
+        .await
+    } else if let Some((_, lane)) = proxies.first() {
+        let lane = Arc::clone(lane);
+        loadgen::drive(
+            &scenario,
+            &mut rng,
+            start,
+            |t0| proxy_request(Arc::clone(&lane), t0),
+            progress,
+        )
+        .await
+    } else {
+        0
+    };
     for d in others {
-        d.await
-            .map_err(|e| BenchError::Live(format!("load generator: {e}")))?;
+        sent = sent.max(
+            d.await
+                .map_err(|e| BenchError::Live(format!("load generator: {e}")))?,
+        );
     }
     // Let the last requests answer or time out.
     tokio::time::sleep(Duration::from_secs_f64(scenario.timeout + 0.3)).await;
     for t in &tasks {
         t.abort();
     }
+    let mut runs = Vec::new();
+    for ((running, lane), before) in proxies.into_iter().zip(cpu_before) {
+        let after = running.cpu_seconds();
+        let anchor = running.anchor;
+        running.stop().await;
+        runs.push(AnchorRun {
+            anchor,
+            result: Ok(AnchorStats {
+                stats: lock(&lane.stats).clone(),
+                cpu_s: before.zip(after).map(|(b, a)| a - b),
+                sent,
+            }),
+        });
+    }
+    runs.extend(failed);
+    runs.sort_by_key(|r| Anchor::ALL.iter().position(|a| *a == r.anchor));
     drop(backends);
-    Ok(lanes.iter().map(|l| lock(&l.stats).clone()).collect())
+    Ok((lanes.iter().map(|l| lock(&l.stats).clone()).collect(), runs))
+}
+
+fn http_client() -> HttpClient {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(30))
+        .build(connector)
+}
+
+/// One request intended at `t0` through a real balancer: send, measure from `t0`.
+/// Where it went is counted by the backends.
+async fn proxy_request(lane: Arc<ProxyLane>, t0: f64) {
+    let timeout = lane.scenario.timeout;
+    let deadline = lane.start + Duration::from_secs_f64(t0 + timeout);
+    let answer = tokio::time::timeout_at(deadline, get(&lane.client, lane.target.clone())).await;
+    let end = lane.start.elapsed().as_secs_f64();
+    let (latency, ok, timed_out) = match answer {
+        Ok(Some((status, _))) => (end - t0, status == StatusCode::OK, false),
+        Ok(None) => (end - t0, false, false),
+        Err(_) => (timeout, false, true),
+    };
+    lock(&lane.stats).done(t0, latency, ok, timed_out);
 }
 
 fn lane(
@@ -155,15 +338,11 @@ fn lane(
     let sidecars = (0..cfg.sidecars.max(1))
         .map(|_| Sidecar::for_harness(kind, views.clone(), 0.0, cfg))
         .collect::<Result<Vec<_>, _>>()?;
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
     Ok(Lane {
         scenario: Arc::clone(scenario),
         cfg: *cfg,
         start,
-        client: Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(30))
-            .build(connector),
+        client: http_client(),
         work: set
             .iter()
             .map(|b| uri(b.addr, "/"))

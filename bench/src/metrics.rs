@@ -92,7 +92,10 @@ pub struct RunStats {
     affected_pos: Vec<bool>,
     affected_bins: Vec<u32>,
     total_bins: Vec<u32>,
-    breach: Vec<bool>,
+    /// Each node's script group ([`Scenario::script_group`]) if it is affected.
+    group: Vec<Option<usize>>,
+    /// Per script group, whether its nodes are in their failure window, per bin.
+    breach: Vec<Vec<bool>>,
 }
 
 impl RunStats {
@@ -100,16 +103,27 @@ impl RunStats {
     pub fn new(scenario: &Scenario) -> Self {
         let bins = ((scenario.duration() + scenario.timeout) / BIN).ceil() as usize + 1;
         let mut affected_pos = vec![false; scenario.nodes];
+        let mut group = vec![None; scenario.nodes];
+        let mut first_of_group = vec![None; scenario.script_groups()];
         for &i in scenario.affected() {
             affected_pos[i] = true;
+            let g = scenario.script_group(i);
+            group[i] = Some(g);
+            if let Some(f) = first_of_group.get_mut(g) {
+                f.get_or_insert(i);
+            }
         }
-        // The failure window of the affected nodes (they share one script), per bin.
-        let breach = match scenario.affected().first() {
-            Some(&i) => (0..bins)
-                .map(|b| scenario.in_breach(i, (b as f64 + 0.5) * BIN))
-                .collect(),
-            None => vec![false; bins],
-        };
+        // The failure window of each group of affected nodes (a group shares one
+        // script), per bin, read off its first node.
+        let breach = first_of_group
+            .iter()
+            .map(|first| match first {
+                Some(i) => (0..bins)
+                    .map(|b| scenario.in_breach(*i, (b as f64 + 0.5) * BIN))
+                    .collect(),
+                None => vec![false; bins],
+            })
+            .collect();
         RunStats {
             from: scenario.warmup(),
             to: scenario.duration(),
@@ -125,6 +139,7 @@ impl RunStats {
             affected_pos,
             affected_bins: vec![0; bins],
             total_bins: vec![0; bins],
+            group,
             breach,
         }
     }
@@ -145,7 +160,14 @@ impl RunStats {
             if let Some(r) = self.routed.get_mut(node) {
                 *r += 1;
             }
-            if affected && self.breach[b] {
+            let in_breach = self
+                .group
+                .get(node)
+                .copied()
+                .flatten()
+                .and_then(|g| self.breach.get(g))
+                .is_some_and(|w| w[b]);
+            if in_breach {
                 self.into_failure += 1;
             }
         }
@@ -226,14 +248,16 @@ impl RunStats {
                 .map(|(a, b)| (a - b).abs())
                 .sum::<f64>();
         let affected = scenario.affected();
-        let (affected_traffic, affected_capacity) = if affected.is_empty() {
-            (None, None)
-        } else {
-            (
-                Some(affected.iter().map(|&i| traffic[i]).sum()),
-                Some(affected.iter().map(|&i| capacity[i]).sum()),
-            )
-        };
+        // When every node is affected (rolling restarts) the affected share is all of it.
+        let (affected_traffic, affected_capacity) =
+            if affected.is_empty() || affected.len() == scenario.nodes {
+                (None, None)
+            } else {
+                (
+                    Some(affected.iter().map(|&i| traffic[i]).sum()),
+                    Some(affected.iter().map(|&i| capacity[i]).sum()),
+                )
+            };
         let (shift_at, breach_at, lead_s) = if scenario.reports_lead() {
             let breach = affected.first().and_then(|&i| scenario.breach_time(i));
             let shift = self.shift_time(scenario);
@@ -263,6 +287,7 @@ impl RunStats {
             lead_s,
             traffic_share: if small { traffic } else { Vec::new() },
             capacity_share: if small { capacity.to_vec() } else { Vec::new() },
+            cpu_us_per_request: None,
         }
     }
 
@@ -330,6 +355,9 @@ pub struct RunSummary {
     pub traffic_share: Vec<f64>,
     /// Every node's capacity share (pools of up to 64 nodes).
     pub capacity_share: Vec<f64>,
+    /// CPU time of a real balancer's process tree per request sent, µs (live anchors).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu_us_per_request: Option<f64>,
 }
 
 #[cfg(test)]

@@ -29,6 +29,7 @@ use plb_pipeline::{Feedback, PipelineConfig, PoolPredictor};
 use plb_predict::Observation;
 
 use crate::BenchError;
+use crate::anchors::Anchor;
 
 /// Who routes a run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -38,6 +39,8 @@ pub enum Contender {
     Policy(PolicyKind),
     /// Sees every node's true queue and speed (simulator only): the upper bound.
     Oracle,
+    /// A real balancer in its own process (live only): HAProxy, nginx, PLB's proxy.
+    Anchor(Anchor),
 }
 
 impl Contender {
@@ -46,12 +49,17 @@ impl Contender {
         match self {
             Contender::Policy(k) => k.as_str(),
             Contender::Oracle => "oracle",
+            Contender::Anchor(a) => a.name(),
         }
     }
 
     /// Whether it is a baseline (a policy other than `plb`).
     pub fn is_baseline(self) -> bool {
-        matches!(self, Contender::Policy(k) if k != PolicyKind::Plb)
+        match self {
+            Contender::Policy(k) => k != PolicyKind::Plb,
+            Contender::Oracle => false,
+            Contender::Anchor(a) => a.is_baseline(),
+        }
     }
 }
 

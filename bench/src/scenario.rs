@@ -6,8 +6,9 @@
 //! `--duration`), so a scenario keeps its shape at any length. Fluctuation periods
 //! (0.5 s, 5 s) are properties of the disturbance, not of the timeline, and do not scale.
 //! Affected nodes scale with the pool: one in 16 (two in 16 for `heterogeneous`), at
-//! positions `i % 16 == 0` (and `1`), so the 16-node live run and a 1,000-node
-//! simulation are the same scenario.
+//! positions `i % 16 == 0` (and `1`); a quarter (`i % 8 < 2`) for `two-slow`; every node
+//! for `rolling-restarts`, in eight waves (`i % 8`), so the 16-node live run and a
+//! 1,000-node simulation are the same scenario.
 use serde::Serialize;
 
 use crate::BenchError;
@@ -49,6 +50,76 @@ impl NodeProfile {
     }
 }
 
+/// The shape of the backends and their load: the pool every scenario runs on.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Shape {
+    /// 4 workers per node, lognormal service time of mean 40 ms (σ 0.5), load 70% of
+    /// capacity, SLO 200 ms.
+    #[default]
+    Standard,
+    /// 2 workers per node, lognormal service time of median 20 ms (σ 0.5, mean
+    /// 22.7 ms), load 68% of capacity, SLO 100 ms: the external harness of issue 13
+    /// (8 nodes: 480 requests/s).
+    LowConcurrency,
+}
+
+impl Shape {
+    /// Its name on the command line and in tables.
+    pub fn name(self) -> &'static str {
+        match self {
+            Shape::Standard => "standard",
+            Shape::LowConcurrency => "low-concurrency",
+        }
+    }
+
+    /// Every node's profile at speed 1.
+    pub fn profile(self) -> NodeProfile {
+        match self {
+            Shape::Standard => NodeProfile::default(),
+            Shape::LowConcurrency => {
+                let sigma = 0.5;
+                NodeProfile {
+                    workers: 2,
+                    // Median 20 ms: the mean of a lognormal is its median × e^(σ²/2).
+                    mean_service: 0.020 * (0.5_f64 * sigma * sigma).exp(),
+                    sigma,
+                    health_work: 0.010,
+                }
+            }
+        }
+    }
+
+    /// Offered load as a fraction of the pool's base capacity.
+    pub fn load(self) -> f64 {
+        match self {
+            Shape::Standard => 0.7,
+            Shape::LowConcurrency => 0.68,
+        }
+    }
+
+    /// The pool's latency objective, seconds.
+    pub fn slo(self) -> f64 {
+        match self {
+            Shape::Standard => 0.2,
+            Shape::LowConcurrency => 0.1,
+        }
+    }
+
+    /// One line saying what it is.
+    pub fn about(self) -> String {
+        let p = self.profile();
+        format!(
+            "{} workers/node, lognormal service mean {:.1} ms (sigma {}), load {:.0}%, SLO {:.0} ms",
+            p.workers,
+            p.mean_service * 1000.0,
+            p.sigma,
+            self.load() * 100.0,
+            self.slo() * 1000.0
+        )
+    }
+}
+
 /// A node's condition at one instant.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct Condition {
@@ -60,6 +131,9 @@ pub struct Condition {
     pub speed: f64,
     /// Probability that a request gets a fast 503 instead of being served.
     pub error_rate: f64,
+    /// The node's process is down (restarting): it stays in the pool but refuses
+    /// connections, and requests in progress when it went down are lost.
+    pub refusing: bool,
 }
 
 impl Condition {
@@ -68,7 +142,13 @@ impl Condition {
         up: true,
         speed: 1.0,
         error_rate: 0.0,
+        refusing: false,
     };
+
+    /// Whether the node serves requests at all (present, up and not refusing).
+    pub fn serving(&self) -> bool {
+        self.present && self.up && !self.refusing
+    }
 }
 
 /// The scripted scenarios.
@@ -95,7 +175,32 @@ pub enum Kind {
     FastErrors,
     /// One node in 16 joins a third of the way in, cold (0.25× rising to 1× over 10 s).
     JoinCold,
+    /// Every node restarts once, in eight waves 9 s apart: down (connections refused)
+    /// for 3 s, then back cold (0.3× rising to 1× over 8 s).
+    RollingRestarts,
+    /// One node in 16 fails fast (503) in bursts: 80% of its requests for 2 s in
+    /// every 5 s, none between (the trap that makes least-connections send it more).
+    IntermittentErrors,
+    /// One node in 16 runs 20× slower for 30 s.
+    LongStall,
+    /// A quarter of the nodes (`i % 8 < 2`, 2 of 8) slow from 1× to 0.4× over 10 s and
+    /// stay slow.
+    TwoSlow,
 }
+
+/// Waves of `rolling-restarts`: node `i` restarts in wave `i % 8`.
+pub const RESTART_WAVES: usize = 8;
+/// `rolling-restarts`: when wave 0 goes down, the time between waves, how long a node
+/// is down and how long it takes to warm up afterwards, nominal seconds.
+const RESTART_FIRST: f64 = 10.0;
+const RESTART_EVERY: f64 = 9.0;
+const RESTART_DOWN: f64 = 3.0;
+const RESTART_WARM: f64 = 8.0;
+/// `intermittent-errors`: burst cycle and burst length (seconds, not scaled: they are
+/// the disturbance's own rhythm), and the error rate inside a burst.
+const FLAP_PERIOD: f64 = 5.0;
+const FLAP_ON: f64 = 2.0;
+const FLAP_ERRORS: f64 = 0.8;
 
 /// A scenario as listed in the table.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -111,12 +216,12 @@ pub struct ScenarioDef {
 }
 
 /// Every scenario, in the order `all` runs them.
-pub const SCENARIOS: [ScenarioDef; 10] = [
+pub const SCENARIOS: [ScenarioDef; 14] = [
     ScenarioDef {
         name: "homogeneous",
         kind: Kind::Homogeneous,
         nominal: 30.0,
-        about: "every node alike, 70% load",
+        about: "every node alike",
     },
     ScenarioDef {
         name: "heterogeneous",
@@ -172,6 +277,30 @@ pub const SCENARIOS: [ScenarioDef; 10] = [
         nominal: 40.0,
         about: "1 of 16 nodes joins at 12 s, cold: 0.25x rising to 1x over 10 s",
     },
+    ScenarioDef {
+        name: "rolling-restarts",
+        kind: Kind::RollingRestarts,
+        nominal: 90.0,
+        about: "every node restarts in 8 waves from 10 s, 9 s apart: refused 3 s, back cold 0.3x -> 1x over 8 s",
+    },
+    ScenarioDef {
+        name: "intermittent-errors",
+        kind: Kind::IntermittentErrors,
+        nominal: 40.0,
+        about: "1 of 16 nodes fails 80% of requests fast (503) for 2 s in every 5 s",
+    },
+    ScenarioDef {
+        name: "long-stall",
+        kind: Kind::LongStall,
+        nominal: 60.0,
+        about: "1 of 16 nodes 20x slower for 30 s (15-45 s)",
+    },
+    ScenarioDef {
+        name: "two-slow",
+        kind: Kind::TwoSlow,
+        nominal: 40.0,
+        about: "a quarter of the nodes (2 of 8) slow 1x -> 0.4x over 10-20 s and stay slow",
+    },
 ];
 
 /// The scenarios named by `name` (`all` for every one).
@@ -222,6 +351,8 @@ pub struct Scenario {
     pub seed: u64,
     /// Time scale: script times are nominal × scale.
     pub scale: f64,
+    /// The backends' shape.
+    pub shape: Shape,
     /// Every node's profile at speed 1.
     pub profile: NodeProfile,
     /// Offered load as a fraction of the pool's base capacity (between bursts).
@@ -237,16 +368,29 @@ pub struct Scenario {
 }
 
 impl Scenario {
-    /// `def` on `nodes` nodes with time `scale` (1 = nominal).
+    /// `def` on `nodes` nodes with time `scale` (1 = nominal), standard shape.
     pub fn new(def: &'static ScenarioDef, nodes: usize, seed: u64, scale: f64) -> Self {
+        Self::with_shape(def, nodes, seed, scale, Shape::Standard)
+    }
+
+    /// `def` on `nodes` nodes of `shape` with time `scale` (1 = nominal).
+    pub fn with_shape(
+        def: &'static ScenarioDef,
+        nodes: usize,
+        seed: u64,
+        scale: f64,
+        shape: Shape,
+    ) -> Self {
         let nodes = nodes.max(2);
-        let profile = NodeProfile::default();
+        let profile = shape.profile();
         let slow =
             |i: usize| i.is_multiple_of(16) || (def.kind == Kind::Heterogeneous && i % 16 == 1);
         let affected: Vec<usize> = match def.kind {
             Kind::Homogeneous | Kind::FluctuatingFast | Kind::FluctuatingSlow | Kind::Bursts => {
                 Vec::new()
             }
+            Kind::RollingRestarts => (0..nodes).collect(),
+            Kind::TwoSlow => (0..nodes).filter(|&i| i % 8 < 2).collect(),
             _ => (0..nodes).filter(|&i| slow(i)).collect(),
         };
         let mut is_affected = vec![false; nodes];
@@ -272,9 +416,10 @@ impl Scenario {
             } else {
                 1.0
             },
+            shape,
             profile,
-            load: 0.7,
-            slo: 0.2,
+            load: shape.load(),
+            slo: shape.slo(),
             timeout: 1.0,
             affected,
             is_affected,
@@ -312,7 +457,7 @@ impl Scenario {
     pub fn reports_lead(&self) -> bool {
         matches!(
             self.def.kind,
-            Kind::GradualDegradation | Kind::LeakThenCrash
+            Kind::GradualDegradation | Kind::LeakThenCrash | Kind::TwoSlow
         )
     }
 
@@ -320,11 +465,42 @@ impl Scenario {
     pub fn disturbance_start(&self) -> Option<f64> {
         let u = match self.def.kind {
             Kind::GradualDegradation | Kind::LeakThenCrash => 20.0,
-            Kind::Stall => 15.0,
+            Kind::Stall | Kind::LongStall => 15.0,
             Kind::JoinCold => 12.0,
+            Kind::RollingRestarts | Kind::TwoSlow => 10.0,
             _ => return None,
         };
         Some(u * self.scale)
+    }
+
+    /// The affected nodes that share one script (the failure window of their metrics):
+    /// node `i`'s group, in `0..script_groups()`; one group unless the script differs
+    /// per node (`rolling-restarts`: its wave).
+    pub fn script_group(&self, i: usize) -> usize {
+        match self.def.kind {
+            Kind::RollingRestarts => i % RESTART_WAVES,
+            _ => 0,
+        }
+    }
+
+    /// When node `i`'s process goes down and when it is back (`rolling-restarts`),
+    /// seconds into the run.
+    pub fn restart_window(&self, i: usize) -> Option<(f64, f64)> {
+        match self.def.kind {
+            Kind::RollingRestarts if i < self.nodes => {
+                let down = RESTART_FIRST + RESTART_EVERY * (i % RESTART_WAVES) as f64;
+                Some((down * self.scale, (down + RESTART_DOWN) * self.scale))
+            }
+            _ => None,
+        }
+    }
+
+    /// The number of groups [`Scenario::script_group`] returns.
+    pub fn script_groups(&self) -> usize {
+        match self.def.kind {
+            Kind::RollingRestarts => RESTART_WAVES.min(self.nodes),
+            _ => 1,
+        }
     }
 
     /// Requests per second at speed 1 of node `i` (its profile and its base speed).
@@ -406,6 +582,30 @@ impl Scenario {
                     c.speed = piecewise(u, &[(12.0, 0.25), (22.0, 1.0)]);
                 }
             }
+            Kind::RollingRestarts => {
+                let down = RESTART_FIRST + RESTART_EVERY * (i % RESTART_WAVES) as f64;
+                let back = down + RESTART_DOWN;
+                if (down..back).contains(&u) {
+                    c.refusing = true;
+                } else if u >= back {
+                    c.speed = piecewise(u, &[(back, 0.3), (back + RESTART_WARM, 1.0)]);
+                }
+            }
+            Kind::IntermittentErrors => {
+                if self.is_affected(i) && (t.max(0.0) % FLAP_PERIOD) < FLAP_ON {
+                    c.error_rate = FLAP_ERRORS;
+                }
+            }
+            Kind::LongStall => {
+                if self.is_affected(i) && (15.0..45.0).contains(&u) {
+                    c.speed = 0.05;
+                }
+            }
+            Kind::TwoSlow => {
+                if self.is_affected(i) {
+                    c.speed = piecewise(u, &[(10.0, 1.0), (20.0, 0.4)]);
+                }
+            }
         }
         c
     }
@@ -420,7 +620,7 @@ impl Scenario {
     /// Node `i`'s capacity at `t`, requests per second (0 when absent or not answering).
     pub fn capacity_at(&self, i: usize, t: f64) -> f64 {
         let c = self.condition(i, t);
-        if !c.present || !c.up {
+        if !c.serving() {
             return 0.0;
         }
         f64::from(self.profile.workers) * c.speed / self.profile.mean_service * (1.0 - c.error_rate)
@@ -457,7 +657,10 @@ impl Scenario {
         }
         let p99 = self.profile.service_quantile(Z99);
         let demand = self.rate(t) * self.fair_share(i, t);
-        !c.up || c.error_rate > 0.0 || self.capacity_at(i, t) < demand || p99 / c.speed > self.slo
+        !c.serving()
+            || c.error_rate > 0.0
+            || self.capacity_at(i, t) < demand
+            || p99 / c.speed > self.slo
     }
 
     /// When node `i` first breaks the SLO by the script ([`Scenario::in_breach`]) from
@@ -631,6 +834,99 @@ mod tests {
         assert!(j.condition(0, 13.0).present && j.condition(0, 13.0).speed < 0.5);
         assert_eq!(j.fair_share(0, 5.0), 0.0);
         assert!((j.fair_share(1, 5.0) - 1.0 / 15.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn rolling_restarts_take_every_node_down_once_in_waves() {
+        let s = scenario("rolling-restarts", 16);
+        assert_eq!(s.affected().len(), 16);
+        assert_eq!(s.script_groups(), 8);
+        assert_eq!((s.script_group(3), s.script_group(11)), (3, 3));
+        // Wave 0 (nodes 0 and 8) is down 10-13 s, wave 1 19-22 s.
+        assert!(!s.condition(0, 9.9).refusing);
+        for i in [0, 8] {
+            let c = s.condition(i, 11.0);
+            assert!(c.refusing && c.present && !c.serving(), "{c:?}");
+            assert!(s.in_breach(i, 11.0));
+            assert_eq!(s.capacity_at(i, 11.0), 0.0);
+        }
+        assert!(s.condition(1, 11.0).serving());
+        assert!(s.condition(1, 20.0).refusing);
+        // Back cold: 0.3x at 13 s rising to 1x at 21 s.
+        let cold = s.condition(0, 13.0 + 4.0).speed;
+        assert!((cold - 0.65).abs() < 1e-9, "{cold}");
+        assert_eq!(s.condition(0, 30.0).speed, 1.0);
+        // The last wave is back and warm before the end.
+        assert!(s.condition(7, 89.0).serving() && s.condition(7, 89.0).speed == 1.0);
+        // Fair shares do not change (a restarting node stays in the pool).
+        assert!((s.fair_share(1, 11.0) - 1.0 / 16.0).abs() < 1e-12);
+        assert_eq!(s.restart_window(9), Some((19.0, 22.0)));
+        assert_eq!(scenario("stall", 16).restart_window(0), None);
+    }
+
+    #[test]
+    fn intermittent_errors_come_in_bursts_on_one_node_in_16() {
+        let s = scenario("intermittent-errors", 8);
+        assert_eq!(s.affected(), &[0]);
+        let (mut on, mut switches, mut prev) = (0, 0, false);
+        let n = 4000;
+        for k in 0..n {
+            let t = f64::from(k) * 0.01;
+            let e = s.condition(0, t).error_rate;
+            assert!(e == 0.0 || e == 0.8, "{e}");
+            if e > 0.0 {
+                on += 1;
+            }
+            if (e > 0.0) != prev {
+                switches += 1;
+                prev = e > 0.0;
+            }
+            assert_eq!(s.condition(1, t).error_rate, 0.0);
+        }
+        // 2 s in every 5 s over 40 s: 40% of the time, 8 bursts.
+        assert!((f64::from(on) / f64::from(n) - 0.4).abs() < 0.01, "{on}");
+        assert_eq!(switches, 16);
+        // The rhythm is the disturbance's own: it does not scale with the run.
+        let short = Scenario::new(s.def, 8, 7, 0.25);
+        assert_eq!(short.condition(0, 1.0).error_rate, 0.8);
+        assert_eq!(short.condition(0, 3.0).error_rate, 0.0);
+    }
+
+    #[test]
+    fn long_stall_and_two_slow_follow_their_scripts() {
+        let s = scenario("long-stall", 16);
+        assert_eq!(s.condition(0, 14.0).speed, 1.0);
+        assert_eq!(s.condition(0, 30.0).speed, 0.05);
+        assert_eq!(s.condition(0, 44.9).speed, 0.05);
+        assert_eq!(s.condition(0, 45.0).speed, 1.0);
+        assert_eq!(s.condition(5, 30.0).speed, 1.0);
+        assert_eq!(s.breach_time(0), Some(15.0));
+
+        let t = scenario("two-slow", 8);
+        assert_eq!(t.affected(), &[0, 1]);
+        assert_eq!(scenario("two-slow", 16).affected(), &[0, 1, 8, 9]);
+        assert_eq!(scenario("two-slow", 1000).affected().len(), 250);
+        assert_eq!(t.condition(1, 5.0).speed, 1.0);
+        assert!((t.condition(1, 15.0).speed - 0.7).abs() < 1e-9);
+        assert!((t.condition(0, 39.0).speed - 0.4).abs() < 1e-9);
+        assert_eq!(t.condition(2, 39.0).speed, 1.0);
+        assert!(t.reports_lead());
+        // Overloaded at its fair share once speed < load (0.7): 10 + 10 × 0.3 / 0.6 = 15 s.
+        let b = t.breach_time(0).expect("breaches");
+        assert!((b - 15.0).abs() < 0.05, "{b}");
+    }
+
+    #[test]
+    fn low_concurrency_shape_is_the_external_harness() {
+        let def = select("homogeneous").expect("known")[0];
+        let s = Scenario::with_shape(def, 8, 1, 1.0, Shape::LowConcurrency);
+        assert_eq!(s.profile.workers, 2);
+        // Median 20 ms: the service time at z = 0 is the median.
+        assert!((s.profile.service_time(0.0) - 0.020).abs() < 1e-12);
+        // 8 nodes × 2 workers / 22.66 ms × 68% = 480 requests/s.
+        assert!((s.rate(1.0) - 480.0).abs() < 1.0, "{}", s.rate(1.0));
+        assert_eq!(s.slo, 0.1);
+        assert_eq!(Scenario::new(def, 8, 1, 1.0).shape, Shape::Standard);
     }
 
     #[test]

@@ -9,8 +9,11 @@ use std::collections::{BinaryHeap, VecDeque};
 pub(crate) enum EvKind {
     /// The next request arrives.
     Arrival,
-    /// Node `node` finishes serving request `req`.
-    Complete { node: u32, req: u32 },
+    /// Node `node` finishes serving request `req` (unless it restarted since: `epoch`
+    /// is the node's restart count when it began).
+    Complete { node: u32, req: u32, epoch: u32 },
+    /// Node `node`'s process goes down (a restart): what it held is lost.
+    Crash { node: u32 },
     /// Request `req` gets an immediate error reply (fast 503, refused).
     Reply { req: u32 },
     /// A probe of node `node` starts.

@@ -48,7 +48,11 @@ struct Req {
 struct SimNode {
     busy: u32,
     queue: std::collections::VecDeque<u32>,
+    /// The requests being served.
+    serving: Vec<u32>,
     service_ewma: Option<f64>,
+    /// Restarts so far: completions begun before the last one are lost.
+    epoch: u32,
 }
 
 enum Routing {
@@ -96,6 +100,12 @@ pub fn run(
     let member: Vec<bool> = (0..n).map(|i| scenario.condition(i, 0.0).present).collect();
     let routing = match contender {
         Contender::Oracle => Routing::Oracle(MinTree::new(n)),
+        Contender::Anchor(a) => {
+            return Err(BenchError::InvalidArgument(format!(
+                "{} runs live only",
+                a.name()
+            )));
+        }
         Contender::Policy(kind) => {
             let ids: Vec<(String, String)> = (0..n)
                 .map(|i| (format!("n{i}"), format!("sim:{i}")))
@@ -148,6 +158,9 @@ impl Sim<'_> {
         for i in 0..self.sc.nodes {
             let phase = self.rng_misc.random::<f64>() * self.cfg.probe_interval;
             self.clock.at(phase, EvKind::Probe { node: i as u32 });
+            if let Some((down, _)) = self.sc.restart_window(i) {
+                self.clock.at(down, EvKind::Crash { node: i as u32 });
+            }
         }
         match &mut self.routing {
             Routing::Oracle(tree) => {
@@ -176,7 +189,12 @@ impl Sim<'_> {
                 Next::Deadline(t, req, generation) => self.deadline(t, req, generation),
                 Next::Event(t, kind) => match kind {
                     EvKind::Arrival => self.arrival(t),
-                    EvKind::Complete { node, req } => self.complete(t, node as usize, req),
+                    EvKind::Complete { node, req, epoch } => {
+                        if self.nodes[node as usize].epoch == epoch {
+                            self.complete(t, node as usize, req);
+                        }
+                    }
+                    EvKind::Crash { node } => self.crash(t, node as usize),
                     EvKind::Reply { req } => {
                         let t0 = self.reqs[req as usize].t0;
                         self.finish(t, req, t - t0, false, false);
@@ -254,7 +272,7 @@ impl Sim<'_> {
         let generation = self.reqs[req as usize].generation;
         self.clock.deadline(now + self.sc.timeout, req, generation);
         let c = self.sc.condition(node, now);
-        if !c.present {
+        if !c.present || c.refusing {
             // Connection refused.
             self.clock.at(now + self.cfg.network, EvKind::Reply { req });
         } else if !c.up {
@@ -273,6 +291,7 @@ impl Sim<'_> {
 
     fn serve(&mut self, now: f64, node: usize, req: u32) {
         self.nodes[node].busy += 1;
+        self.nodes[node].serving.push(req);
         self.reqs[req as usize].start = now;
         let speed = self.sc.condition(node, now).speed.max(1e-3);
         let z = std_normal(&mut self.rng_service);
@@ -282,6 +301,7 @@ impl Sim<'_> {
             EvKind::Complete {
                 node: node as u32,
                 req,
+                epoch: self.nodes[node].epoch,
             },
         );
         self.oracle_update(node, now);
@@ -290,6 +310,9 @@ impl Sim<'_> {
     fn complete(&mut self, now: f64, node: usize, req: u32) {
         let n = &mut self.nodes[node];
         n.busy = n.busy.saturating_sub(1);
+        if let Some(k) = n.serving.iter().position(|&r| r == req) {
+            n.serving.swap_remove(k);
+        }
         let svc = now - self.reqs[req as usize].start;
         n.service_ewma = Some(match n.service_ewma {
             None => svc,
@@ -306,6 +329,23 @@ impl Sim<'_> {
         } else {
             self.oracle_update(node, now);
         }
+    }
+
+    /// Node `node`'s process goes down: every request it was serving or queueing
+    /// fails now (the connection is reset) and it comes back with no work.
+    fn crash(&mut self, now: f64, node: usize) {
+        let n = &mut self.nodes[node];
+        n.epoch = n.epoch.wrapping_add(1);
+        n.busy = 0;
+        let lost: Vec<u32> = n.serving.drain(..).chain(n.queue.drain(..)).collect();
+        for req in lost {
+            if self.reqs[req as usize].client_open {
+                let t0 = self.reqs[req as usize].t0;
+                self.finish(now, req, now - t0 + self.cfg.network, false, false);
+            }
+            self.release(req);
+        }
+        self.oracle_update(node, now);
     }
 
     fn deadline(&mut self, now: f64, req: u32, generation: u32) {
@@ -351,7 +391,14 @@ impl Sim<'_> {
             return;
         }
         let n = &self.nodes[node];
-        let sample = if c.up {
+        // A refused probe fails as fast as the network answers; a hung one at its
+        // timeout. Either reports the timeout as its latency, as live.
+        let took = if c.refusing {
+            self.cfg.network
+        } else {
+            self.cfg.probe_timeout
+        };
+        let sample = if c.serving() {
             ProbeSample {
                 node,
                 taken_at: now,
@@ -377,8 +424,12 @@ impl Sim<'_> {
                 service: None,
             }
         };
-        let arrives =
-            now + sample.health_latency.min(self.cfg.probe_timeout) + self.cfg.report_delay;
+        let took = if sample.ok {
+            sample.health_latency.min(self.cfg.probe_timeout)
+        } else {
+            took
+        };
+        let arrives = now + took + self.cfg.report_delay;
         let idx = match self.free_samples.pop() {
             Some(i) => {
                 self.samples[i as usize] = sample;
@@ -512,6 +563,22 @@ mod tests {
         // of the capacity.
         let t = rr.affected_traffic.expect("affected");
         assert!((t - 0.125).abs() < 0.01, "{t}");
+    }
+
+    #[test]
+    fn restarts_fail_fast_until_health_checks_drop_the_node() {
+        // Every node is refused for 1.5 s in turn (scale 0.5): a fast error, no
+        // timeout, for what was sent there until two probes failed (the whole window
+        // at 1 s probes) and what it held when it went down.
+        for kind in [PolicyKind::RoundRobin, PolicyKind::LeastRequest] {
+            let r = sim("rolling-restarts", 16, 0.5, Contender::Policy(kind));
+            let errors = r.errors as f64 / r.requests as f64;
+            assert!((0.02..0.1).contains(&errors), "{kind}: {errors}");
+            assert!(r.timeouts < r.errors / 100, "{kind}: {r:?}");
+            assert!(r.into_failure >= r.errors / 2, "{kind}: {r:?}");
+            // The restarted nodes come back: every node carries its share.
+            assert!(r.share_deviation < 0.05, "{kind}: {}", r.share_deviation);
+        }
     }
 
     #[test]

@@ -12,7 +12,7 @@ const ERROR_COST: f64 = 10.0;
 /// `mean / speed`): the service time, plus the wait for a worker if all are busy
 /// (`(waiting ahead + 1) × mean / workers` in expectation).
 pub fn expected_completion(p: &NodeProfile, c: &Condition, busy: u32, queued: usize) -> f64 {
-    if !c.present || !c.up || c.speed <= 0.0 {
+    if !c.serving() || c.speed <= 0.0 {
         return f64::INFINITY;
     }
     let m = p.mean_service / c.speed;
@@ -98,6 +98,7 @@ mod tests {
             up: true,
             speed: 1.0,
             error_rate: 0.0,
+            refusing: false,
         };
         let idle = expected_completion(&p, &c, 0, 0);
         assert!((idle - p.mean_service).abs() < 1e-12);
@@ -107,5 +108,10 @@ mod tests {
         assert!((expected_completion(&p, &slow, 0, 0) - 4.0 * idle).abs() < 1e-12);
         let down = Condition { up: false, ..c };
         assert!(expected_completion(&p, &down, 0, 0).is_infinite());
+        let restarting = Condition {
+            refusing: true,
+            ..c
+        };
+        assert!(expected_completion(&p, &restarting, 0, 0).is_infinite());
     }
 }

@@ -1,0 +1,622 @@
+//! Real balancers as anchors of the live run: HAProxy (`roundrobin`, `leastconn`),
+//! nginx (`least_conn`) and PLB's own reverse proxy (`plb balancer --proxy`, routing
+//! on its feedback), each a child process on a free loopback port in front of its own
+//! lane of live backends. Their config files are generated in a temporary directory
+//! pointing at the lane's backends; the load generator sends the same arrivals through
+//! them as through the in-process policies, and the lane's backends report where each
+//! request arrived (the share and failure-window figures).
+//!
+//! Settings, the same for every run:
+//! - HAProxy: active health checks like the in-process baselines' (`GET /health` every
+//!   1 s, 500 ms timeout, down after 2 failures, up after 2 passes), `retries 3` and
+//!   `option redispatch` (a refused connection is retried on another server).
+//! - nginx: its defaults (passive checks: `max_fails=1 fail_timeout=10s` on connection
+//!   errors and timeouts, which it retries on the next server), upstream keep-alive.
+//! - PLB: a fresh balancer with an empty SQLite file, one client, the pool with the
+//!   scenario's SLO, every backend registered as a node; no agent and no probe, so it
+//!   routes on the proxy's feedback alone.
+//!
+//! Cost: the CPU time (user + system, from `/proc/<pid>/stat`, children included) each
+//! process tree spends from the first arrival to the last reply, per request sent.
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::{Method, Request, StatusCode};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use serde::Serialize;
+use tokio::process::{Child, Command};
+
+/// A real balancer run beside the in-process policies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Anchor {
+    /// HAProxy, `balance roundrobin`.
+    HaproxyRoundRobin,
+    /// HAProxy, `balance leastconn`.
+    HaproxyLeastConn,
+    /// nginx, `least_conn`.
+    NginxLeastConn,
+    /// PLB's reverse proxy (`plb balancer --proxy`).
+    PlbProxy,
+}
+
+impl Anchor {
+    /// Every anchor, in table order.
+    pub const ALL: [Anchor; 4] = [
+        Anchor::HaproxyRoundRobin,
+        Anchor::HaproxyLeastConn,
+        Anchor::NginxLeastConn,
+        Anchor::PlbProxy,
+    ];
+
+    /// Its name in tables and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Anchor::HaproxyRoundRobin => "haproxy-rr",
+            Anchor::HaproxyLeastConn => "haproxy-lc",
+            Anchor::NginxLeastConn => "nginx-lc",
+            Anchor::PlbProxy => "plb-proxy",
+        }
+    }
+
+    /// Whether it is a baseline (every anchor but PLB's own proxy).
+    pub fn is_baseline(self) -> bool {
+        self != Anchor::PlbProxy
+    }
+
+    /// The program it runs.
+    pub fn program(self) -> &'static str {
+        match self {
+            Anchor::HaproxyRoundRobin | Anchor::HaproxyLeastConn => "haproxy",
+            Anchor::NginxLeastConn => "nginx",
+            Anchor::PlbProxy => "plb",
+        }
+    }
+
+    /// `all`, `none` or a comma-separated list of names.
+    pub fn parse_list(text: &str) -> Result<Vec<Anchor>, String> {
+        match text.trim() {
+            "all" => return Ok(Anchor::ALL.to_vec()),
+            "none" | "" => return Ok(Vec::new()),
+            _ => {}
+        }
+        let mut out = Vec::new();
+        for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let a = Anchor::ALL
+                .into_iter()
+                .find(|a| a.name() == part)
+                .ok_or_else(|| {
+                    format!(
+                        "unknown anchor {part:?}; known: all, none, {}",
+                        Anchor::ALL.map(Anchor::name).join(", ")
+                    )
+                })?;
+            if !out.contains(&a) {
+                out.push(a);
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Where the anchors' programs are (`None`: not found).
+#[derive(Debug, Clone, Default)]
+pub struct Tools {
+    /// `haproxy`.
+    pub haproxy: Option<PathBuf>,
+    /// `nginx`.
+    pub nginx: Option<PathBuf>,
+    /// `plb` (for `plb balancer --proxy`).
+    pub plb: Option<PathBuf>,
+}
+
+impl Tools {
+    /// Looks for `haproxy` and `nginx` on `PATH` (and in `/usr/sbin`, `/sbin`), and for
+    /// `plb` at `plb_bin` if given, else this program if it is `plb`, else beside it
+    /// or one directory up (a test binary in `target/<profile>/deps`), else on `PATH`.
+    pub fn find(plb_bin: Option<&Path>) -> Tools {
+        let plb = match plb_bin {
+            Some(p) => p.is_file().then(|| p.to_path_buf()),
+            None => std::env::current_exe()
+                .ok()
+                .and_then(|exe| {
+                    let name = format!("plb{}", std::env::consts::EXE_SUFFIX);
+                    if exe.file_name().is_some_and(|n| n == name.as_str()) {
+                        return Some(exe);
+                    }
+                    let dir = exe.parent()?;
+                    [dir.join(&name), dir.parent()?.join(&name)]
+                        .into_iter()
+                        .find(|p| p.is_file())
+                })
+                .or_else(|| which("plb")),
+        };
+        Tools {
+            haproxy: which("haproxy"),
+            nginx: which("nginx"),
+            plb,
+        }
+    }
+
+    /// The program of `anchor`, or why it cannot run.
+    pub fn program(&self, anchor: Anchor) -> Result<&Path, String> {
+        let found = match anchor.program() {
+            "haproxy" => &self.haproxy,
+            "nginx" => &self.nginx,
+            _ => &self.plb,
+        };
+        found.as_deref().ok_or_else(|| match anchor.program() {
+            "haproxy" => "haproxy not found (apt-get install -y haproxy)".to_owned(),
+            "nginx" => "nginx not found (apt-get install -y nginx-light)".to_owned(),
+            _ => "plb not found (cargo build -p plb, or --plb-bin)".to_owned(),
+        })
+    }
+}
+
+/// `bin` on `PATH`, or in `/usr/sbin` or `/sbin` (where Debian puts daemons).
+fn which(bin: &str) -> Option<PathBuf> {
+    let path = std::env::var("PATH").unwrap_or_default();
+    path.split(':')
+        .filter(|d| !d.is_empty())
+        .chain(["/usr/sbin", "/sbin"])
+        .map(|d| Path::new(d).join(bin))
+        .find(|p| p.is_file())
+}
+
+/// A temporary directory, removed when dropped.
+#[derive(Debug)]
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> Result<TempDir, String> {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "plb-bench-{}-{}-{tag}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+        Ok(TempDir(dir))
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A free loopback address (bound, then released).
+fn free_addr() -> Result<SocketAddr, String> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| format!("free port: {e}"))?;
+    l.local_addr().map_err(|e| format!("free port: {e}"))
+}
+
+/// A running anchor: its process (killed when dropped) and where it listens.
+#[derive(Debug)]
+pub struct Running {
+    /// Which anchor.
+    pub anchor: Anchor,
+    /// Where the load goes.
+    pub listen: SocketAddr,
+    child: Child,
+    dir: TempDir,
+}
+
+impl Running {
+    /// The process id of the anchor's main process.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
+    /// CPU seconds (user + system) its process tree has used so far.
+    pub fn cpu_seconds(&self) -> Option<f64> {
+        self.pid().and_then(tree_cpu_seconds)
+    }
+
+    /// The tail of its log, for error messages.
+    pub fn log_tail(&self) -> String {
+        log_tail(&self.dir.0.join("log"))
+    }
+
+    /// Stops it.
+    pub async fn stop(mut self) {
+        let _ = self.child.start_kill();
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.child.wait()).await;
+    }
+}
+
+fn log_tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let start = text.len().saturating_sub(1500);
+    let start = (start..text.len())
+        .find(|&i| text.is_char_boundary(i))
+        .unwrap_or(text.len());
+    text[start..].trim().to_owned()
+}
+
+/// Clock ticks per second of `/proc/<pid>/stat` times (USER_HZ, 100 on Linux).
+const TICKS: f64 = 100.0;
+
+/// CPU seconds of `pid` and its descendants (live ones, from `/proc`).
+pub fn tree_cpu_seconds(pid: u32) -> Option<f64> {
+    let own = proc_stat(pid)?;
+    let mut ticks = own.1;
+    // Children: every process whose parent is in the tree (one scan, a few levels).
+    let mut tree = vec![pid];
+    let all: Vec<(u32, u32, u64)> = std::fs::read_dir("/proc")
+        .ok()?
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(|p| proc_stat(p).map(|(ppid, t)| (p, ppid, t)))
+        .collect();
+    for _ in 0..4 {
+        let before = tree.len();
+        for &(p, ppid, t) in &all {
+            if tree.contains(&ppid) && !tree.contains(&p) {
+                tree.push(p);
+                ticks += t;
+            }
+        }
+        if tree.len() == before {
+            break;
+        }
+    }
+    Some(ticks as f64 / TICKS)
+}
+
+/// `(ppid, utime + stime)` of a process.
+fn proc_stat(pid: u32) -> Option<(u32, u64)> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name is in parentheses and may hold spaces: fields follow the last ')'.
+    let rest = &text[text.rfind(')')? + 1..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // After the name: state(0) ppid(1) ... utime(11) stime(12).
+    let ppid = f.get(1)?.parse().ok()?;
+    let utime: u64 = f.get(11)?.parse().ok()?;
+    let stime: u64 = f.get(12)?.parse().ok()?;
+    Some((ppid, utime + stime))
+}
+
+/// Starts `anchor` in front of `backends` for a pool whose SLO is `slo` seconds; returns
+/// once it listens (PLB: once its engine knows every node).
+pub async fn start(
+    anchor: Anchor,
+    tools: &Tools,
+    backends: &[SocketAddr],
+    slo: f64,
+) -> Result<Running, String> {
+    let program = tools.program(anchor)?.to_path_buf();
+    let dir = TempDir::new(anchor.name())?;
+    let listen = free_addr()?;
+    let log = std::fs::File::create(dir.0.join("log")).map_err(|e| format!("log file: {e}"))?;
+    let log2 = log.try_clone().map_err(|e| format!("log file: {e}"))?;
+    let mut cmd = Command::new(&program);
+    cmd.stdout(Stdio::from(log))
+        .stderr(Stdio::from(log2))
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    let admin = "plb-bench-admin-token-0123456789";
+    let mut api = None;
+    match anchor {
+        Anchor::HaproxyRoundRobin | Anchor::HaproxyLeastConn => {
+            let cfg = dir.0.join("haproxy.cfg");
+            let balance = if anchor == Anchor::HaproxyLeastConn {
+                "leastconn"
+            } else {
+                "roundrobin"
+            };
+            write(&cfg, &haproxy_config(listen, backends, balance))?;
+            cmd.arg("-db").arg("-f").arg(&cfg);
+        }
+        Anchor::NginxLeastConn => {
+            let cfg = dir.0.join("nginx.conf");
+            write(&cfg, &nginx_config(listen, backends, &dir.0))?;
+            cmd.arg("-p")
+                .arg(&dir.0)
+                .arg("-c")
+                .arg(&cfg)
+                .arg("-e")
+                .arg(dir.0.join("error.log"));
+        }
+        Anchor::PlbProxy => {
+            let a = free_addr()?;
+            api = Some(a);
+            // `plb balancer ...`, or the balancer crate's own `plb-balancer ...`.
+            let standalone = program
+                .file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with("plb-balancer"));
+            if !standalone {
+                cmd.arg("balancer");
+            }
+            cmd.arg("--listen")
+                .arg(a.to_string())
+                .arg("--db")
+                .arg(dir.0.join("plb.db"))
+                .arg("--admin-token")
+                .arg(admin)
+                .arg("--proxy")
+                .arg(format!("1/web={listen}"))
+                .arg("--proxy-timeout-ms")
+                .arg("30000")
+                .env("PLB_LOG", "warn");
+        }
+    }
+    let child = cmd
+        .spawn()
+        .map_err(|e| format!("starting {}: {e}", program.display()))?;
+    let mut running = Running {
+        anchor,
+        listen,
+        child,
+        dir,
+    };
+    let ready = async {
+        if let Some(api) = api {
+            setup_plb(api, admin, backends, slo).await?;
+        }
+        wait_listening(listen).await
+    };
+    let outcome = tokio::time::timeout(Duration::from_secs(30), ready).await;
+    let exited = running.child.try_wait().ok().flatten();
+    match (outcome, exited) {
+        (Ok(Ok(())), None) => Ok(running),
+        (_, Some(status)) => Err(format!(
+            "{} exited at start ({status}): {}",
+            anchor.name(),
+            running.log_tail()
+        )),
+        (Ok(Err(e)), None) => {
+            let tail = running.log_tail();
+            running.stop().await;
+            Err(format!("{}: {e}; log: {tail}", anchor.name()))
+        }
+        (Err(_), None) => {
+            let tail = running.log_tail();
+            running.stop().await;
+            Err(format!("{} not ready in 30 s; log: {tail}", anchor.name()))
+        }
+    }
+}
+
+fn write(path: &Path, text: &str) -> Result<(), String> {
+    std::fs::write(path, text).map_err(|e| format!("writing {}: {e}", path.display()))
+}
+
+/// HAProxy's config: health checks as the in-process baselines get them.
+pub fn haproxy_config(listen: SocketAddr, backends: &[SocketAddr], balance: &str) -> String {
+    let mut cfg = format!(
+        "global\n    maxconn 8192\n\n\
+         defaults\n    mode http\n    timeout connect 1s\n    timeout client 30s\n    \
+         timeout server 30s\n    timeout check 500ms\n    retries 3\n    option redispatch\n\n\
+         frontend fe\n    bind {listen}\n    default_backend be\n\n\
+         backend be\n    balance {balance}\n    option httpchk GET /health\n"
+    );
+    for (i, b) in backends.iter().enumerate() {
+        cfg.push_str(&format!(
+            "    server s{i} {b} check inter 1s fall 2 rise 2\n"
+        ));
+    }
+    cfg
+}
+
+/// nginx's config: `least_conn` with its default passive checks, keep-alive upstream,
+/// everything under `dir`.
+pub fn nginx_config(listen: SocketAddr, backends: &[SocketAddr], dir: &Path) -> String {
+    let d = dir.display();
+    let mut servers = String::new();
+    for b in backends {
+        servers.push_str(&format!("        server {b};\n"));
+    }
+    format!(
+        "daemon off;\nworker_processes 1;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\n\
+         events {{\n    worker_connections 8192;\n}}\n\
+         http {{\n    access_log off;\n\
+         \x20   client_body_temp_path {d}/body;\n    proxy_temp_path {d}/proxy;\n\
+         \x20   upstream be {{\n        least_conn;\n{servers}        keepalive 64;\n    }}\n\
+         \x20   server {{\n        listen {listen};\n        location / {{\n\
+         \x20           proxy_pass http://be;\n            proxy_http_version 1.1;\n\
+         \x20           proxy_set_header Connection \"\";\n        }}\n    }}\n}}\n"
+    )
+}
+
+/// Waits until `addr` accepts connections.
+async fn wait_listening(addr: SocketAddr) -> Result<(), String> {
+    loop {
+        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+type ApiClient = Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
+
+/// One JSON call to PLB's API; the status and the parsed body.
+async fn call(
+    http: &ApiClient,
+    method: Method,
+    url: String,
+    token: &str,
+    body: Option<serde_json::Value>,
+) -> Result<(StatusCode, serde_json::Value), String> {
+    let req = Request::builder()
+        .method(method)
+        .uri(&url)
+        .header("authorization", format!("Bearer {token}"))
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(
+            body.map(|b| b.to_string()).unwrap_or_default(),
+        )))
+        .map_err(|e| format!("{url}: {e}"))?;
+    let resp = http.request(req).await.map_err(|e| format!("{url}: {e}"))?;
+    let status = resp.status();
+    let bytes = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| format!("{url}: {e}"))?
+        .to_bytes();
+    let value = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+    Ok((status, value))
+}
+
+/// PLB as a user sets it up: a client (id 1, the proxy's owner), the pool `web` with the
+/// SLO, one agent token per node registering the node; then waits until the engine
+/// routes to every node (its topology refresh runs on its tick).
+async fn setup_plb(
+    api: SocketAddr,
+    admin: &str,
+    backends: &[SocketAddr],
+    slo: f64,
+) -> Result<(), String> {
+    let http: ApiClient = Client::builder(TokioExecutor::new()).build_http();
+    let base = format!("http://{api}");
+    loop {
+        let health = call(&http, Method::GET, format!("{base}/healthz"), admin, None).await;
+        if matches!(health, Ok((StatusCode::OK, _))) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let ok = |what: &str, (status, body): (StatusCode, serde_json::Value)| {
+        if status.is_success() {
+            Ok(body)
+        } else {
+            Err(format!("{what}: {status} {body}"))
+        }
+    };
+    let created = ok(
+        "creating the client",
+        call(
+            &http,
+            Method::POST,
+            format!("{base}/v1/clients"),
+            admin,
+            Some(serde_json::json!({"name": "bench"})),
+        )
+        .await?,
+    )?;
+    if created["id"] != 1 {
+        return Err(format!(
+            "the client got id {} (the proxy expects 1)",
+            created["id"]
+        ));
+    }
+    let token = created["token"]
+        .as_str()
+        .ok_or("no client token")?
+        .to_owned();
+    ok(
+        "creating the pool",
+        call(
+            &http,
+            Method::POST,
+            format!("{base}/v1/pools"),
+            &token,
+            Some(serde_json::json!({"name": "web", "latency_slo_ms": slo * 1000.0})),
+        )
+        .await?,
+    )?;
+    for (i, b) in backends.iter().enumerate() {
+        let agent = ok(
+            "an agent token",
+            call(
+                &http,
+                Method::POST,
+                format!("{base}/v1/agent-tokens"),
+                &token,
+                Some(serde_json::json!({"pools": ["web"]})),
+            )
+            .await?,
+        )?;
+        let agent = agent["token"].as_str().ok_or("no agent token")?.to_owned();
+        ok(
+            "registering a node",
+            call(
+                &http,
+                Method::POST,
+                format!("{base}/v1/agents/register"),
+                &agent,
+                Some(serde_json::json!({
+                    "node": format!("n{i}"),
+                    "address": b.to_string(),
+                    "pools": ["web"],
+                })),
+            )
+            .await?,
+        )?;
+    }
+    // The engine reads the pool's nodes on its tick: wait until it lists them all.
+    loop {
+        let (status, body) = call(
+            &http,
+            Method::GET,
+            format!("{base}/v1/pools/web/nodes"),
+            &token,
+            None,
+        )
+        .await?;
+        let listed = body["nodes"].as_array().map_or(0, Vec::len);
+        if status.is_success() && listed >= backends.len() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // One more engine tick so the proxy's router has them too.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_parse_and_unknown_is_refused() {
+        assert_eq!(Anchor::parse_list("all").expect("all").len(), 4);
+        assert!(Anchor::parse_list("none").expect("none").is_empty());
+        assert_eq!(
+            Anchor::parse_list("nginx-lc, haproxy-lc,nginx-lc").expect("two"),
+            vec![Anchor::NginxLeastConn, Anchor::HaproxyLeastConn]
+        );
+        let e = Anchor::parse_list("envoy").expect_err("unknown");
+        assert!(e.contains("haproxy-rr"), "{e}");
+        assert!(!Anchor::PlbProxy.is_baseline() && Anchor::NginxLeastConn.is_baseline());
+    }
+
+    #[test]
+    fn configs_point_at_every_backend() {
+        let listen: SocketAddr = "127.0.0.1:9000".parse().expect("addr");
+        let b: Vec<SocketAddr> = ["127.0.0.1:9001", "127.0.0.1:9002"]
+            .iter()
+            .map(|a| a.parse().expect("addr"))
+            .collect();
+        let h = haproxy_config(listen, &b, "leastconn");
+        assert!(h.contains("bind 127.0.0.1:9000") && h.contains("balance leastconn"));
+        assert!(h.contains("server s1 127.0.0.1:9002 check inter 1s fall 2 rise 2"));
+        let n = nginx_config(listen, &b, Path::new("/tmp/x"));
+        assert!(n.contains("least_conn;") && n.contains("server 127.0.0.1:9001;"));
+        assert!(n.contains("listen 127.0.0.1:9000;"));
+    }
+
+    #[test]
+    fn cpu_of_this_process_is_read() {
+        let pid = std::process::id();
+        let before = tree_cpu_seconds(pid).expect("readable");
+        let mut x = 0u64;
+        let t = std::time::Instant::now();
+        while t.elapsed() < Duration::from_millis(300) {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
+        }
+        assert!(x != 7);
+        let after = tree_cpu_seconds(pid).expect("readable");
+        assert!(after - before >= 0.1, "{before} -> {after}");
+    }
+}
