@@ -698,6 +698,32 @@ mod tests {
         assert!(!format!("{:?}", cli.cfg).contains("0123456789abcdef"));
     }
 
+    /// `--db` is a SQLite file unless it is a PostgreSQL URL, whose secrets never show.
+    #[test]
+    fn db_locations_parse_and_hide_secrets() {
+        let parse = |s: &str| s.parse::<DbLocation>().expect(s);
+        assert_eq!(parse("plb.db"), DbLocation::Sqlite(PathBuf::from("plb.db")));
+        assert_eq!(
+            parse("data/postgres.db"),
+            DbLocation::Sqlite(PathBuf::from("data/postgres.db"))
+        );
+        for url in [
+            "postgres://plb:s3cret@db:5432/plb?password=s3cret",
+            "PostgreSQL://plb:s3cret@db/plb",
+        ] {
+            let db = parse(url);
+            assert_eq!(db, DbLocation::Postgres(url.to_string()));
+            let shown = format!("{db:?}");
+            assert!(!shown.contains("s3cret"), "{shown}");
+            assert!(shown.contains("db"), "{shown}");
+        }
+        assert!("".parse::<DbLocation>().is_err());
+        assert_eq!(
+            DbLocation::from(PathBuf::from("postgresql:///plb?host=/tmp/x")),
+            DbLocation::Postgres("postgresql:///plb?host=/tmp/x".into())
+        );
+    }
+
     #[test]
     fn quota_flags_parse_and_zero_is_refused() {
         let cli = Cli::try_parse_from([

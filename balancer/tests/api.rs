@@ -813,7 +813,48 @@ async fn malformed_query_strings_get_the_error_shape_naming_the_parameter() {
     assert_eq!(status, 200, "{body}");
 }
 
+/// Free text a store may not hold as such (NUL: PostgreSQL's text cannot) is stored,
+/// served back and deduplicated all the same (on PostgreSQL, NUL reads back as U+FFFD).
+async fn free_text_with_nul_is_stored(backend: Backend) {
+    let b = TestBalancer::start_on(backend).await;
+    let acme = b.client_with_pool("acme\0corp", "web").await;
+    acme.upload_probe("web", "ping", TRIVIAL, &quick(1000))
+        .await
+        .expect("upload");
+    let agent = b.agent(&acme, &["web"]).await;
+    agent
+        .register(&register("n1", "127.0.0.1:9", &["web"]))
+        .await
+        .expect("register");
+    let mut s = sample("web", "ping", 1, now_ms());
+    s.id = "id\0with-nul".into();
+    s.outcome = plb_api::Outcome::Trap;
+    s.message = "trapped\0here".into();
+    s.stderr = "err\0out".into();
+    let report = batch("n1", vec![s]);
+    let ack = agent.report(&report).await.expect("report");
+    assert_eq!((ack.accepted, ack.duplicates), (1, 0));
+    let ack = agent.report(&report).await.expect("again");
+    assert_eq!((ack.accepted, ack.duplicates), (0, 1));
+    let nodes = acme.pool_nodes("web").await.expect("nodes");
+    assert_eq!(nodes.nodes[0].latest[0].message, "trapped\0here");
+    let nul = match backend {
+        Backend::Sqlite => "\0",
+        Backend::Postgres => "\u{FFFD}",
+    };
+    assert_eq!(
+        b.rows("SELECT id, message, stderr FROM samples"),
+        vec![vec![
+            format!("id{nul}with-nul"),
+            format!("trapped{nul}here"),
+            format!("err{nul}out"),
+        ]]
+    );
+    assert_eq!(b.count("SELECT count(*) FROM samples"), 1);
+}
+
 on_each_backend!(
+    free_text_with_nul_is_stored,
     clients_pools_and_tokens,
     missing_wrong_and_revoked_tokens_are_401,
     probe_uploads_version_and_reject_bad_input,
