@@ -42,6 +42,8 @@ if [ "$(id -u)" = 0 ]; then
     chown "$user" "$dir"
     run=(runuser -u "$user" --)
 fi
+# The server's user may not be able to enter the caller's directory (/root).
+cd "$dir"
 
 started=0
 stop() {
