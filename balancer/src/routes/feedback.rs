@@ -22,7 +22,8 @@ fn invalid(msg: String) -> AppError {
 /// Reads the three accepted shapes.
 fn items(body: serde_json::Value) -> Result<Vec<Feedback>, AppError> {
     let parse = |v: serde_json::Value, at: Option<usize>| {
-        serde_json::from_value::<Feedback>(v).map_err(|e| {
+        // With the path, so that the message names the field (`latency_ms: invalid type`).
+        serde_path_to_error::deserialize::<_, Feedback>(v).map_err(|e| {
             invalid(match at {
                 Some(i) => format!("item {i}: {e}"),
                 None => e.to_string(),

@@ -144,9 +144,13 @@ pub(super) fn ingest(c: &Connection, ing: Ingest) -> Result<Ingested, StoreError
     } else {
         i64::try_from(batch.dropped).unwrap_or(i64::MAX)
     };
+    // Saturating: SQLite turns an integer sum past 2^63 - 1 into a REAL, which no longer
+    // reads back as an integer (a hostile agent's `dropped` can be u64::MAX twice).
     c.prepare_cached(
         "UPDATE nodes SET last_seen_ms = max(coalesce(last_seen_ms, 0), ?2),
-           dropped_samples = dropped_samples + ?3 WHERE id = ?1",
+           dropped_samples = CASE WHEN dropped_samples > 9223372036854775807 - ?3
+             THEN 9223372036854775807 ELSE dropped_samples + ?3 END
+         WHERE id = ?1",
     )?
     .execute(params![node_id, now_ms, dropped])?;
     Ok(Ingested {

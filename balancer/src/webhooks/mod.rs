@@ -98,7 +98,10 @@ pub enum SignatureError {
 }
 
 /// Checks a signature header against `body` (what a receiver does), with timestamps up
-/// to `tolerance_s` away from `now_s`.
+/// to `tolerance_s` away from `now_s`. Only the form [`sign`] writes is accepted: each
+/// of `t` and `v1` once, `t` a decimal integer without sign or leading zeros (but for a
+/// negative one's `-`), `v1` 64 lowercase hex digits; so no byte of a signed header can
+/// change and still verify.
 pub fn verify(
     secret: &[u8],
     header: &str,
@@ -109,15 +112,22 @@ pub fn verify(
     let mut t = None;
     let mut v1 = None;
     for part in header.split(',') {
-        match part.trim().split_once('=') {
-            Some(("t", v)) => t = v.parse::<i64>().ok(),
-            Some(("v1", v)) => v1 = hex::decode(v).ok(),
-            _ => {}
+        let (slot, v) = match part.trim().split_once('=') {
+            Some(("t", v)) => (&mut t, v),
+            Some(("v1", v)) => (&mut v1, v),
+            _ => continue,
+        };
+        if slot.replace(v).is_some() {
+            return Err(SignatureError::Malformed);
         }
     }
-    let (Some(t), Some(v1)) = (t, v1) else {
-        return Err(SignatureError::Malformed);
-    };
+    let t = t
+        .and_then(|v| v.parse::<i64>().ok().filter(|t| t.to_string() == v))
+        .ok_or(SignatureError::Malformed)?;
+    let v1 = v1
+        .filter(|v| v.len() == 64 && v.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')))
+        .and_then(|v| hex::decode(v).ok())
+        .ok_or(SignatureError::Malformed)?;
     // `abs_diff`: `now_s - t` overflows for a hostile `t` such as i64::MIN.
     if now_s.abs_diff(t) > u64::try_from(tolerance_s).unwrap_or(0) {
         return Err(SignatureError::Stale);
@@ -350,12 +360,12 @@ mod tests {
 
     #[test]
     fn a_hostile_timestamp_is_stale_not_an_overflow() {
-        let h = format!("t={},v1=00", i64::MIN);
+        let h = format!("t={},v1={}", i64::MIN, "0".repeat(64));
         assert_eq!(
             verify(b"s3cret-s3cret-16", &h, b"", i64::MAX, 300),
             Err(SignatureError::Stale)
         );
-        let h = format!("t={},v1=00", i64::MAX);
+        let h = format!("t={},v1={}", i64::MAX, "0".repeat(64));
         assert_eq!(
             verify(b"s3cret-s3cret-16", &h, b"", -5, 300),
             Err(SignatureError::Stale)
