@@ -193,7 +193,10 @@ impl IntoResponse for AppError {
     }
 }
 
-/// `axum::Json`, with an empty body and every rejection answered as an [`AppError`].
+/// `axum::Json` for a body that must be a JSON object (every request type but
+/// feedback's bare array): an empty body, a body of another JSON type (serde would read
+/// a struct from an array, so `[null, null]` was a valid `UpdatePool`) and every other
+/// rejection are answered as an [`AppError`].
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ApiJson<T>(pub T);
 
@@ -205,29 +208,79 @@ where
     type Rejection = AppError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        if !is_json(req.headers()) {
-            return Err(AppError::UnsupportedMediaType(
-                "expected a JSON body with `Content-Type: application/json`".into(),
-            ));
-        }
-        let bytes = bytes::Bytes::from_request(req, state).await.map_err(|e| {
-            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                AppError::TooLarge("the request body is larger than this endpoint accepts".into())
-            } else {
-                AppError::bad_request(format!("cannot read the body: {}", e.body_text()))
-            }
-        })?;
-        if bytes.iter().all(u8::is_ascii_whitespace) {
-            return Err(AppError::BadRequest(
-                "empty_body",
-                "the request body is empty; expected a JSON object".into(),
-            ));
-        }
-        match axum::Json::<T>::from_bytes(&bytes) {
-            Ok(axum::Json(v)) => Ok(ApiJson(v)),
-            Err(r) => Err(r.into()),
-        }
+        json_body(req, state, true).await.map(ApiJson)
     }
+}
+
+/// Like [`ApiJson`], for a body that may be any JSON value (feedback: an item, a batch
+/// object or a bare array); the handler checks its shape.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ApiJsonAny<T>(pub T);
+
+impl<S, T> FromRequest<S> for ApiJsonAny<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = AppError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        json_body(req, state, false).await.map(ApiJsonAny)
+    }
+}
+
+/// Reads and parses a JSON body: 415 without a JSON content type, 413 past the body
+/// limit, 400 `empty_body` or `invalid_json`, 422 `invalid_body` for a well-formed body
+/// of the wrong shape (with `object`, anything but a JSON object).
+async fn json_body<S, T>(req: Request, state: &S, object: bool) -> Result<T, AppError>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    if !is_json(req.headers()) {
+        return Err(AppError::UnsupportedMediaType(
+            "expected a JSON body with `Content-Type: application/json`".into(),
+        ));
+    }
+    let bytes = bytes::Bytes::from_request(req, state).await.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            AppError::TooLarge("the request body is larger than this endpoint accepts".into())
+        } else {
+            AppError::bad_request(format!("cannot read the body: {}", e.body_text()))
+        }
+    })?;
+    let Some(&first) = bytes.iter().find(|b| !b.is_ascii_whitespace()) else {
+        return Err(AppError::BadRequest(
+            "empty_body",
+            "the request body is empty; expected a JSON object".into(),
+        ));
+    };
+    if object && first != b'{' {
+        return Err(not_an_object(&bytes, first));
+    }
+    match axum::Json::<T>::from_bytes(&bytes) {
+        Ok(axum::Json(v)) => Ok(v),
+        Err(r) => Err(r.into()),
+    }
+}
+
+/// The answer to a body that does not start with `{`: 400 if it is not JSON at all, else
+/// 422 naming the JSON type sent.
+fn not_an_object(bytes: &[u8], first: u8) -> AppError {
+    if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(bytes) {
+        return AppError::BadRequest("invalid_json", format!("malformed JSON: {e}"));
+    }
+    let kind = match first {
+        b'[' => "an array",
+        b'"' => "a string",
+        b't' | b'f' => "a boolean",
+        b'n' => "null",
+        _ => "a number",
+    };
+    AppError::Unprocessable(
+        "invalid_body",
+        format!("the request body must be a JSON object (`{{...}}`), got {kind}"),
+    )
 }
 
 /// Whether the request says its body is JSON (`application/json`, `application/*+json`).

@@ -413,3 +413,94 @@ async fn slow_clients_are_cut_off_and_connections_are_capped() {
     drop(held);
     b.running.stop().await.expect("stop");
 }
+
+/// A JSON body must be an object where the API expects one: serde reads a struct from an
+/// array too, so `[null, null]` was a valid `PATCH /v1/pools/{pool}` (both fields
+/// absent) and answered 200 (found by the API fuzzing, scripts/fuzz-api.sh). Feedback,
+/// which takes a bare array of items, refuses an item that is not an object.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_bodies_of_the_wrong_type_are_refused() {
+    let b = TestBalancer::start().await;
+    let client = b.client_with_pool("acme", POOL).await;
+    let call = |method: reqwest::Method, path: &str, body: &str| {
+        let url = format!("{}{path}", b.url());
+        let (token, body) = (client.token().to_string(), body.as_bytes().to_vec());
+        async move {
+            raw(
+                &url,
+                method,
+                Some(&token),
+                Some("application/json"),
+                Some(body),
+            )
+            .await
+        }
+    };
+    let pool_path = format!("/v1/pools/{POOL}");
+    for (body, kind) in [
+        ("[null, null]", "an array"),
+        (" [\"plb\", 150]", "an array"),
+        ("\"plb\"", "a string"),
+        ("150", "a number"),
+        ("true", "a boolean"),
+        ("null", "null"),
+    ] {
+        assert_error(
+            &call(reqwest::Method::PATCH, &pool_path, body).await,
+            422,
+            "invalid_body",
+            &format!("must be a JSON object (`{{...}}`), got {kind}"),
+        );
+    }
+    // Not JSON at all stays a 400, and an object is still read.
+    assert_error(
+        &call(reqwest::Method::PATCH, &pool_path, "[null,").await,
+        400,
+        "invalid_json",
+        "malformed JSON",
+    );
+    assert_error(
+        &call(reqwest::Method::POST, "/v1/pools", "[\"api\", 150]").await,
+        422,
+        "invalid_body",
+        "got an array",
+    );
+    let (status, pool) = call(
+        reqwest::Method::PATCH,
+        &pool_path,
+        r#"{"latency_slo_ms": 150}"#,
+    )
+    .await;
+    assert_eq!(
+        (status, &pool["latency_slo_ms"]),
+        (200, &serde_json::json!(150.0)),
+        "{pool}"
+    );
+    let pools = client.pools().await.expect("pools");
+    assert_eq!(pools.len(), 1, "{pools:?}");
+    assert_eq!(
+        (pools[0].latency_slo_ms, pools[0].policy.as_str()),
+        (150.0, "plb")
+    );
+
+    // Feedback: an item given as an array is refused, naming the item.
+    let feedback = format!("/v1/pools/{POOL}/feedback");
+    assert_error(
+        &call(reqwest::Method::POST, &feedback, r#"[["n1", 12.5, true]]"#).await,
+        422,
+        "invalid_feedback",
+        "item 0: expected an object",
+    );
+    assert_error(
+        &call(
+            reqwest::Method::POST,
+            &feedback,
+            r#"{"items": [{"node": "n1", "latency_ms": 1, "ok": true}, [1]]}"#,
+        )
+        .await,
+        422,
+        "invalid_feedback",
+        "item 1: expected an object",
+    );
+    b.running.stop().await.expect("stop");
+}

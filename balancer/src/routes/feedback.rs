@@ -9,7 +9,7 @@ use plb_api::{ErrorBody, Feedback, FeedbackAck};
 use super::route::router_of;
 use crate::auth::Principal;
 use crate::engine::FeedbackError;
-use crate::error::{ApiJson, ApiPath, AppError};
+use crate::error::{ApiJson, ApiJsonAny, ApiPath, AppError};
 use crate::state::AppState;
 
 /// Most items per request.
@@ -22,6 +22,14 @@ fn invalid(msg: String) -> AppError {
 /// Reads the three accepted shapes.
 fn items(body: serde_json::Value) -> Result<Vec<Feedback>, AppError> {
     let parse = |v: serde_json::Value, at: Option<usize>| {
+        // serde would read the struct from an array too (`["a", 1, true]`).
+        if !v.is_object() {
+            let msg = "expected an object `{node, latency_ms, ok}`";
+            return Err(invalid(match at {
+                Some(i) => format!("item {i}: {msg}"),
+                None => msg.to_string(),
+            }));
+        }
         // With the path, so that the message names the field (`latency_ms: invalid type`).
         serde_path_to_error::deserialize::<_, Feedback>(v).map_err(|e| {
             invalid(match at {
@@ -64,7 +72,7 @@ fn items(body: serde_json::Value) -> Result<Vec<Feedback>, AppError> {
 
 /// Reports what happened to routed requests.
 #[utoipa::path(
-    post, path = "/v1/pools/{pool}/feedback", tag = "routing",
+    post, path = "/v1/pools/{pool}/feedback", operation_id = "post_feedback", tag = "routing",
     params(("pool" = String, Path, description = "Pool name")),
     request_body(content = Feedback, description = "One item, `{\"items\": [...]}` or an array of items"),
     responses(
@@ -79,7 +87,7 @@ pub async fn post(
     State(st): State<AppState>,
     who: Principal,
     ApiPath(pool): ApiPath<String>,
-    ApiJson(body): ApiJson<serde_json::Value>,
+    ApiJsonAny(body): ApiJsonAny<serde_json::Value>,
 ) -> Result<ApiJson<FeedbackAck>, AppError> {
     let client_id = who.client()?;
     let items = items(body)?;
@@ -127,5 +135,8 @@ mod tests {
         assert!(items(extra).is_err());
         assert!(items(serde_json::json!(3)).is_err());
         assert!(items(serde_json::json!({"items": 3})).is_err());
+        let positional = serde_json::json!([["a", 1.5, true]]);
+        let e = format!("{:?}", items(positional).expect_err("an item as an array"));
+        assert!(e.contains("item 0: expected an object"), "{e}");
     }
 }
