@@ -89,6 +89,10 @@ pub struct LbArgs {
     /// the table, not fatal.
     #[arg(long, default_value = "all")]
     pub anchors: String,
+    /// The in-process policies to run, comma-separated, or `all` (fewer lanes load a
+    /// small machine less in live runs; `plb` is always among them).
+    #[arg(long, default_value = "all")]
+    pub policies: String,
     /// The `plb` binary for the plb-proxy anchor (default: this program, or `plb`
     /// beside it or on PATH); the balancer crate's `plb-balancer` works too.
     #[arg(long)]
@@ -114,6 +118,7 @@ impl Default for LbArgs {
             queue_metric: false,
             shape: Shape::Standard,
             anchors: "all".into(),
+            policies: "all".into(),
             plb_bin: None,
         }
     }
@@ -196,6 +201,7 @@ pub async fn run(args: LbArgs) -> Result<Report, BenchError> {
         ..HarnessConfig::default()
     };
     let anchor_list = Anchor::parse_list(&args.anchors).map_err(BenchError::Args)?;
+    let kinds = parse_policies(&args.policies)?;
     let tools = if do_live && !anchor_list.is_empty() {
         Tools::find(args.plb_bin.as_deref())
     } else {
@@ -223,7 +229,7 @@ pub async fn run(args: LbArgs) -> Result<Report, BenchError> {
                 let total = sc.duration();
                 let (stats, anchored) = live::run_rep_with(
                     Arc::clone(&sc),
-                    &POLICIES,
+                    &kinds,
                     &anchor_list,
                     &tools,
                     &harness,
@@ -231,7 +237,7 @@ pub async fn run(args: LbArgs) -> Result<Report, BenchError> {
                     |t| progress.line(&format!("{label}: {t:.0}/{total:.0} s")),
                 )
                 .await?;
-                for (kind, st) in POLICIES.iter().zip(stats) {
+                for (kind, st) in kinds.iter().zip(stats) {
                     report.add(
                         &sc,
                         Where::Live,
@@ -257,7 +263,7 @@ pub async fn run(args: LbArgs) -> Result<Report, BenchError> {
         if do_sim {
             for &n in &sizes {
                 let sc = Arc::new(Scenario::with_shape(def, n, args.seed, scale, args.shape));
-                let contenders: Vec<Contender> = POLICIES
+                let contenders: Vec<Contender> = kinds
                     .iter()
                     .map(|&k| Contender::Policy(k))
                     .chain([Contender::Oracle])
@@ -285,6 +291,32 @@ pub async fn run(args: LbArgs) -> Result<Report, BenchError> {
         })?;
     }
     Ok(report)
+}
+
+/// The policies `text` names (`all`, or a comma-separated list), `plb` always
+/// among them.
+fn parse_policies(text: &str) -> Result<Vec<PolicyKind>, BenchError> {
+    if text.trim() == "all" {
+        return Ok(POLICIES.to_vec());
+    }
+    let mut out = vec![PolicyKind::Plb];
+    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let kind = POLICIES
+            .into_iter()
+            .find(|k| k.as_str() == part)
+            .ok_or_else(|| {
+                BenchError::Args(format!(
+                    "--policies: unknown policy `{part}`; known: all, {}",
+                    POLICIES.map(|k| k.as_str()).join(", ")
+                ))
+            })?;
+        if !out.contains(&kind) {
+            out.push(kind);
+        }
+    }
+    // In the table order.
+    out.sort_by_key(|k| POLICIES.iter().position(|p| p == k));
+    Ok(out)
 }
 
 /// Runs every contender on `sc` with `seed`, `jobs` at a time on blocking threads;
@@ -326,4 +358,24 @@ fn print_now(text: &str) {
     let mut out = std::io::stdout().lock();
     let _ = out.write_all(text.as_bytes());
     let _ = out.flush();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn policies_parse_and_plb_is_always_in() {
+        assert_eq!(parse_policies("all").expect("all"), POLICIES.to_vec());
+        assert_eq!(
+            parse_policies("least-conn, round-robin").expect("two"),
+            vec![
+                PolicyKind::RoundRobin,
+                PolicyKind::LeastConn,
+                PolicyKind::Plb
+            ]
+        );
+        let e = parse_policies("random").expect_err("unknown");
+        assert!(e.to_string().contains("least-conn"), "{e}");
+    }
 }
