@@ -13,9 +13,11 @@ pub struct UpdatePool {
     /// Routing policy: `plb`, `round-robin`, `least-request`, `least-conn`, `peak-ewma` or
     /// `prequal`.
     #[serde(default)]
+    #[schema(pattern = "^(plb|round-robin|least-request|least-conn|peak-ewma|prequal)$")]
     pub policy: Option<String>,
     /// The pool's latency objective in ms (positive, at most one hour).
     #[serde(default)]
+    #[schema(exclusive_minimum = 0, maximum = 3600000)]
     pub latency_slo_ms: Option<f64>,
 }
 

@@ -192,8 +192,10 @@ pub struct NotificationList {
 #[serde(deny_unknown_fields)]
 pub struct PutWebhook {
     /// Where notifications are POSTed (`http://` or `https://`).
+    #[schema(max_length = 2048, example = "https://hooks.example.com/plb")]
     pub url: String,
-    /// The HMAC-SHA256 key (16 to 256 bytes); never shown again.
+    /// The HMAC-SHA256 key (16 to 256 characters); never shown again.
+    #[schema(min_length = 16, max_length = 256, example = "0123456789abcdef0123")]
     pub secret: String,
 }
 

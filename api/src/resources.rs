@@ -12,7 +12,9 @@ use crate::{NodeAssessment, ProbeSettings, Sample};
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateClient {
-    /// A human-readable name (1 to 128 bytes).
+    /// A human-readable name: at most 128 characters, not blank (leading and trailing
+    /// ASCII whitespace is dropped).
+    #[schema(max_length = 128, pattern = r"[^\t\n\f\r ]")]
     pub name: String,
 }
 
@@ -31,7 +33,8 @@ pub struct ClientCreated {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateAgentToken {
-    /// Pools the agent may register its node into (names of one client's pools).
+    /// Pools the agent may register its node into (1 to 64 names of one client's pools).
+    #[schema(schema_with = crate::pool_names)]
     pub pools: Vec<String>,
     /// The owning client's id: required with the admin token, ignored (must match if
     /// given) with a client token.
@@ -54,9 +57,12 @@ pub struct AgentTokenCreated {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreatePool {
-    /// Pool name: 1 to 64 of `[A-Za-z0-9._-]`, unique per client.
+    /// Pool name: 1 to 64 of `[A-Za-z0-9._-]`, starting with a letter or digit, unique
+    /// per client.
+    #[schema(pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
     pub name: String,
     /// The pool's latency objective in ms (positive, at most one hour).
+    #[schema(exclusive_minimum = 0, maximum = 3600000)]
     pub latency_slo_ms: f64,
 }
 

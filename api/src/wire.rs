@@ -59,6 +59,7 @@ pub struct Sample {
 #[serde(deny_unknown_fields)]
 pub struct ReportBatch {
     /// The reporting node; must be the node the agent token registered.
+    #[schema(pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")]
     pub node: String,
     /// The samples, oldest first.
     pub samples: Vec<Sample>,
@@ -83,13 +84,18 @@ pub const NODE_SAMPLER_PROBE: &str = "node";
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RegisterRequest {
-    /// The node's id, unique within its pools.
+    /// The node's id, unique within its pools: 1 to 128 of `[A-Za-z0-9._-]`, starting
+    /// with a letter or digit.
+    #[schema(pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")]
     pub node: String,
-    /// Where the node's traffic goes, `host:port`.
+    /// Where the node's traffic goes, `host:port` (at most 255 bytes), in the operator's
+    /// node networks (`--node-networks`).
+    #[schema(max_length = 255, pattern = ":\\+?[0-9]+$", example = "10.0.0.7:8080")]
     pub address: String,
-    /// Pools to join; the agent token must be enrolled for each.
+    /// Pools to join (1 to 64); the agent token must be enrolled for each.
+    #[schema(schema_with = crate::pool_names)]
     pub pools: Vec<String>,
-    /// Free-form labels.
+    /// Free-form labels: at most 64, keys 1 to 128 bytes, values at most 1024 bytes.
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
 }
@@ -176,9 +182,11 @@ pub struct RouteDecision {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Feedback {
-    /// The node the request went to.
+    /// The node the request went to (one of the pool's).
+    #[schema(pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")]
     pub node: String,
-    /// Observed latency.
+    /// Observed latency, ms (finite, at least 0).
+    #[schema(minimum = 0)]
     pub latency_ms: f64,
     /// Whether it succeeded.
     pub ok: bool,

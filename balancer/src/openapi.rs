@@ -2,7 +2,10 @@
 //! `#[utoipa::path]` annotations and the `plb_api` types' `ToSchema`.
 use std::sync::OnceLock;
 
-use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::path::{Operation, ParameterIn};
+use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, SchemaFormat, Type};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
+use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder, Schema};
 use utoipa::{Modify, OpenApi};
 
 use crate::routes::{
@@ -20,6 +23,168 @@ impl Modify for BearerAuth {
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
         );
     }
+}
+
+/// Documents the answers an operation gives because of what it shares with the others
+/// rather than because of what it does, each in the one error shape, where its own
+/// annotation does not already: the token check (401; 403 for a token of another kind;
+/// 503 while the store closes), the path and query extractors (400) and the JSON body
+/// extractor (400 malformed or empty, 413, 415, 422 well-formed but of the wrong shape).
+struct CommonResponses;
+
+impl Modify for CommonResponses {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        for op in operations(openapi) {
+            add_common_responses(op);
+        }
+    }
+}
+
+/// Gives path parameters the rules the handlers check (`check_name`, `check_node_name`,
+/// the module digest), so that a generated name is one the server reads.
+struct PathParamRules;
+
+/// A module's sha256, as `GET /v1/modules/{sha256}` reads it.
+const SHA256_PATTERN: &str = "^[0-9a-f]{64}$";
+
+impl Modify for PathParamRules {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        for op in operations(openapi) {
+            for p in op.parameters.iter_mut().flatten() {
+                if p.parameter_in != ParameterIn::Path {
+                    continue;
+                }
+                let pattern = match p.name.as_str() {
+                    "pool" | "name" => plb_api::NAME_PATTERN,
+                    "node" => plb_api::NODE_NAME_PATTERN,
+                    "sha256" => SHA256_PATTERN,
+                    _ => continue,
+                };
+                if let Some(RefOr::T(Schema::Object(o))) = &mut p.schema {
+                    o.pattern = Some(pattern.to_string());
+                }
+            }
+        }
+    }
+}
+
+/// Describes the WebAssembly bodies (a probe upload, a module download) as bytes
+/// (`string`, `format: binary`) rather than the array of integers `Vec<u8>` gives.
+struct WasmBodies;
+
+impl Modify for WasmBodies {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let binary = || {
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .format(Some(SchemaFormat::KnownFormat(KnownFormat::Binary)))
+                .build()
+        };
+        for op in operations(openapi) {
+            if let Some(c) = op
+                .request_body
+                .as_mut()
+                .and_then(|b| b.content.get_mut("application/wasm"))
+            {
+                c.schema = Some(RefOr::T(Schema::Object(binary())));
+            }
+            for r in op.responses.responses.values_mut() {
+                if let RefOr::T(r) = r
+                    && let Some(c) = r.content.get_mut("application/wasm")
+                {
+                    c.schema = Some(RefOr::T(Schema::Object(binary())));
+                }
+            }
+        }
+    }
+}
+
+/// `ProbeSettings` is flattened into `ProbeView` (an `allOf`), where its
+/// `additionalProperties: false` (from `deny_unknown_fields`) would forbid the view's
+/// own fields: the component allows other properties. Settings are read from a query
+/// string, never from this schema.
+struct FlattenedSettings;
+
+impl Modify for FlattenedSettings {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        if let Some(RefOr::T(Schema::Object(o))) = openapi
+            .components
+            .as_mut()
+            .and_then(|c| c.schemas.get_mut("ProbeSettings"))
+        {
+            o.additional_properties = None;
+        }
+    }
+}
+
+/// Every operation of the document.
+fn operations(openapi: &mut utoipa::openapi::OpenApi) -> impl Iterator<Item = &mut Operation> {
+    openapi.paths.paths.values_mut().flat_map(|item| {
+        [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.patch,
+        ]
+        .into_iter()
+        .flatten()
+    })
+}
+
+fn add_common_responses(op: &mut Operation) {
+    let authenticated = op
+        .security
+        .as_ref()
+        .is_some_and(|reqs| !reqs.is_empty() && !reqs.contains(&SecurityRequirement::default()));
+    let has_params = op.parameters.as_ref().is_some_and(|p| !p.is_empty());
+    let json_body = op
+        .request_body
+        .as_ref()
+        .is_some_and(|b| b.content.contains_key("application/json"));
+    let mut common: Vec<(&str, &str)> = Vec::new();
+    if authenticated {
+        common.extend([
+            ("401", "No `Authorization: Bearer` token, or an unknown or revoked one (unauthorized)"),
+            ("403", "A token of a kind this operation does not take, e.g. an agent token on a client's route (forbidden)"),
+            ("503", "The balancer is shutting down (unavailable)"),
+        ]);
+    }
+    if has_params {
+        common.push((
+            "400",
+            "A path or query parameter that cannot be read (invalid_path, invalid_query)",
+        ));
+    }
+    if json_body {
+        common.extend([
+            ("400", "Malformed JSON (invalid_json) or an empty body (empty_body)"),
+            ("413", "The body is larger than --max-json-bytes (payload_too_large)"),
+            ("415", "No `Content-Type: application/json` (unsupported_media_type)"),
+            ("422", "Well-formed JSON of the wrong shape: not an object, a field of the wrong type, a missing or unknown field (invalid_body)"),
+        ]);
+    }
+    for (status, description) in common {
+        op.responses
+            .responses
+            .entry(status.to_string())
+            .or_insert_with(|| error_response(description));
+    }
+}
+
+/// A response with the error body.
+fn error_response(description: &str) -> RefOr<utoipa::openapi::Response> {
+    RefOr::T(
+        ResponseBuilder::new()
+            .description(description)
+            .content(
+                "application/json",
+                ContentBuilder::new()
+                    .schema(Some(Ref::from_schema_name("ErrorBody")))
+                    .build(),
+            )
+            .build(),
+    )
 }
 
 /// The document.
@@ -42,7 +207,13 @@ impl Modify for BearerAuth {
         model::state_changes,
         notifications::list, webhook::put, webhook::get, webhook::delete, webhook::deliveries,
     ),
-    modifiers(&BearerAuth),
+    modifiers(
+        &BearerAuth,
+        &CommonResponses,
+        &PathParamRules,
+        &WasmBodies,
+        &FlattenedSettings
+    ),
     tags(
         (name = "clients", description = "Clients and tokens"),
         (name = "pools", description = "Pools and their nodes"),
@@ -64,4 +235,162 @@ pub fn document_json() -> String {
             .unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
     })
     .clone()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+
+    fn doc() -> serde_json::Value {
+        serde_json::from_str(&document_json()).expect("the document is JSON")
+    }
+
+    fn operations(doc: &serde_json::Value) -> Vec<(String, String, serde_json::Value)> {
+        let mut out = Vec::new();
+        for (path, item) in doc["paths"].as_object().expect("paths") {
+            for (method, op) in item.as_object().expect("path item") {
+                out.push((method.clone(), path.clone(), op.clone()));
+            }
+        }
+        out
+    }
+
+    /// Operation ids name one operation each (clients and link resolution use them).
+    #[test]
+    fn operation_ids_are_unique() {
+        let doc = doc();
+        let mut seen = BTreeSet::new();
+        for (method, path, op) in operations(&doc) {
+            let id = op["operationId"]
+                .as_str()
+                .expect("an operationId")
+                .to_string();
+            assert!(
+                seen.insert(id.clone()),
+                "{method} {path}: operationId `{id}` twice"
+            );
+        }
+        assert_eq!(seen.len(), 32, "{seen:?}");
+    }
+
+    /// A path parameter is one of the path's `{...}`, and each of those is a parameter;
+    /// the rest are query parameters (a query struct without `parameter_in = Query`
+    /// documented its fields as path parameters).
+    #[test]
+    fn path_parameters_match_the_template() {
+        let doc = doc();
+        for (method, path, op) in operations(&doc) {
+            let template: BTreeSet<String> = path
+                .split('/')
+                .filter_map(|seg| seg.strip_prefix('{')?.strip_suffix('}'))
+                .map(str::to_string)
+                .collect();
+            let params = op["parameters"].as_array().cloned().unwrap_or_default();
+            let in_path: BTreeSet<String> = params
+                .iter()
+                .filter(|p| p["in"] == "path")
+                .map(|p| p["name"].as_str().expect("name").to_string())
+                .collect();
+            assert_eq!(in_path, template, "{method} {path}");
+            for p in &params {
+                assert!(
+                    p["in"] == "path" || p["in"] == "query",
+                    "{method} {path}: {p}"
+                );
+            }
+        }
+    }
+
+    /// Every authenticated operation documents what the token check answers, every
+    /// JSON body what the body extractor answers, each with the error body.
+    #[test]
+    fn common_answers_are_documented() {
+        let doc = doc();
+        for (method, path, op) in operations(&doc) {
+            let responses = op["responses"].as_object().expect("responses");
+            let authenticated = op["security"]
+                .as_array()
+                .is_some_and(|s| !s.is_empty() && !s.iter().any(|r| r == &serde_json::json!({})));
+            let json_body = op["requestBody"]["content"]["application/json"].is_object();
+            let mut need = Vec::new();
+            if authenticated {
+                need.extend(["401", "403", "503"]);
+            }
+            if json_body {
+                need.extend(["400", "413", "415", "422"]);
+            }
+            for status in need {
+                let r = responses
+                    .get(status)
+                    .unwrap_or_else(|| panic!("{method} {path}: no {status}"));
+                assert_eq!(
+                    r["content"]["application/json"]["schema"]["$ref"],
+                    "#/components/schemas/ErrorBody",
+                    "{method} {path} {status}"
+                );
+            }
+        }
+        // `/metrics` takes a token but does not need one, and `/healthz` none.
+        let metrics = &doc["paths"]["/metrics"]["get"]["responses"];
+        assert!(metrics.get("403").is_none() && metrics.get("401").is_some());
+    }
+
+    /// Names in paths carry the pattern the handlers check, the one the request bodies
+    /// carry too.
+    #[test]
+    fn names_have_the_checked_pattern() {
+        let doc = doc();
+        let param = |path: &str, method: &str, name: &str| -> serde_json::Value {
+            doc["paths"][path][method]["parameters"]
+                .as_array()
+                .expect("parameters")
+                .iter()
+                .find(|p| p["name"] == name)
+                .expect("the parameter")["schema"]["pattern"]
+                .clone()
+        };
+        assert_eq!(
+            param("/v1/pools/{pool}", "get", "pool"),
+            plb_api::NAME_PATTERN
+        );
+        assert_eq!(
+            param("/v1/pools/{pool}/probes/{name}", "put", "name"),
+            plb_api::NAME_PATTERN
+        );
+        assert_eq!(
+            param("/v1/agents/{node}/assignments", "get", "node"),
+            plb_api::NODE_NAME_PATTERN
+        );
+        let schemas = &doc["components"]["schemas"];
+        assert_eq!(
+            schemas["CreatePool"]["properties"]["name"]["pattern"],
+            plb_api::NAME_PATTERN
+        );
+        assert_eq!(
+            schemas["RegisterRequest"]["properties"]["node"]["pattern"],
+            plb_api::NODE_NAME_PATTERN
+        );
+        assert_eq!(
+            schemas["RegisterRequest"]["properties"]["pools"]["items"]["pattern"],
+            plb_api::NAME_PATTERN
+        );
+        assert_eq!(
+            schemas["UpdatePool"]["properties"]["policy"]["pattern"],
+            plb_api::POLICY_PATTERN
+        );
+        let mut policies: Vec<&str> = plb_routing::PolicyKind::ALL
+            .iter()
+            .map(|k| k.as_str())
+            .collect();
+        let mut in_pattern: Vec<&str> = plb_api::POLICY_PATTERN
+            .trim_start_matches("^(")
+            .trim_end_matches(")$")
+            .split('|')
+            .collect();
+        policies.sort_unstable();
+        in_pattern.sort_unstable();
+        assert_eq!(policies, in_pattern);
+    }
 }

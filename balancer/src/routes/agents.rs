@@ -86,7 +86,7 @@ async fn check_node_target(addr: &str, nodes: &NetPolicy) -> Result<(), AppError
 /// Registers the agent token's node into pools the token is enrolled for (again on
 /// every agent start; the address, labels and pools are replaced).
 #[utoipa::path(
-    post, path = "/v1/agents/register", tag = "agents",
+    post, path = "/v1/agents/register", operation_id = "register_node", tag = "agents",
     request_body = RegisterRequest,
     responses(
         (status = 204, description = "Registered"),
@@ -128,7 +128,7 @@ fn matches_etag(headers: &HeaderMap, etag: &str) -> bool {
 /// The probes the node must run. Carries a strong ETag; with a matching
 /// `If-None-Match` it answers 304 and no body.
 #[utoipa::path(
-    get, path = "/v1/agents/{node}/assignments", tag = "agents",
+    get, path = "/v1/agents/{node}/assignments", operation_id = "get_assignments", tag = "agents",
     params(("node" = String, Path, description = "The token's node")),
     responses(
         (status = 200, description = "The assignments", body = Assignments,
@@ -178,7 +178,7 @@ pub async fn assignments(
 
 /// A module's bytes by sha256, for modules of pools the agent token is enrolled for.
 #[utoipa::path(
-    get, path = "/v1/modules/{sha256}", tag = "agents",
+    get, path = "/v1/modules/{sha256}", operation_id = "get_module", tag = "agents",
     params(("sha256" = String, Path, description = "Hex sha256 of the module")),
     responses(
         (status = 200, description = "The component", content_type = "application/wasm", body = Vec<u8>),

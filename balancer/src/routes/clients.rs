@@ -13,7 +13,7 @@ const MAX_TOKEN_POOLS: usize = 64;
 
 /// Creates a client and its API token (admin token).
 #[utoipa::path(
-    post, path = "/v1/clients", tag = "clients",
+    post, path = "/v1/clients", operation_id = "create_client", tag = "clients",
     request_body = CreateClient,
     responses(
         (status = 201, description = "The client and its token (shown once)", body = ClientCreated),
@@ -29,11 +29,16 @@ pub async fn create(
     ApiJson(req): ApiJson<CreateClient>,
 ) -> Result<(StatusCode, ApiJson<ClientCreated>), AppError> {
     who.admin()?;
-    let name = req.name.trim().to_string();
-    if name.is_empty() || name.len() > 128 {
+    // As the document says: at most 128 characters, and some that are not ASCII
+    // whitespace (`[^\t\n\f\r ]`), which is trimmed.
+    let name = req
+        .name
+        .trim_matches(|c: char| c.is_ascii_whitespace())
+        .to_string();
+    if name.is_empty() || req.name.chars().count() > 128 {
         return Err(AppError::BadRequest(
             "invalid_name",
-            "client name must be 1 to 128 bytes".into(),
+            "client name must be at most 128 characters and not blank".into(),
         ));
     }
     let token = generate_token(CLIENT_PREFIX);
@@ -50,7 +55,7 @@ pub async fn create(
 
 /// Revokes a client's API token and all its agent tokens (admin token).
 #[utoipa::path(
-    delete, path = "/v1/clients/{id}", tag = "clients",
+    delete, path = "/v1/clients/{id}", operation_id = "revoke_client", tag = "clients",
     params(("id" = i64, Path, description = "Client id")),
     responses(
         (status = 204, description = "Revoked"),
@@ -73,7 +78,7 @@ pub async fn revoke(
 /// Creates an agent token enrolled for some of one client's pools (admin, naming the
 /// client, or the pools' owner).
 #[utoipa::path(
-    post, path = "/v1/agent-tokens", tag = "clients",
+    post, path = "/v1/agent-tokens", operation_id = "create_agent_token", tag = "clients",
     request_body = CreateAgentToken,
     responses(
         (status = 201, description = "The agent token (shown once)", body = AgentTokenCreated),
@@ -138,7 +143,7 @@ pub async fn create_agent_token(
 
 /// Revokes an agent token (admin, or the owning client).
 #[utoipa::path(
-    delete, path = "/v1/agent-tokens/{id}", tag = "clients",
+    delete, path = "/v1/agent-tokens/{id}", operation_id = "revoke_agent_token", tag = "clients",
     params(("id" = i64, Path, description = "Agent token id")),
     responses(
         (status = 204, description = "Revoked"),

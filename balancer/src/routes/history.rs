@@ -44,18 +44,36 @@ pub struct MetricHistory {
     /// Samples from this time on, Unix ms.
     pub since_ms: i64,
     /// `[taken_at_ms, value]`, oldest first.
+    #[schema(schema_with = points_schema)]
     pub points: Vec<(i64, f64)>,
     /// True when the window held more samples than answered: its oldest part is left out.
     pub truncated: bool,
 }
 
+/// `points`: pairs `[taken_at_ms, value]`, as arrays of two numbers (utoipa renders a
+/// tuple as the array form of `items`, which OpenAPI 3.1 does not have, and schemathesis
+/// does not read `prefixItems`).
+fn points_schema() -> utoipa::openapi::Array {
+    use utoipa::openapi::schema::{ArrayBuilder, KnownFormat, ObjectBuilder, SchemaFormat, Type};
+    let pair = ArrayBuilder::new()
+        .items(
+            ObjectBuilder::new()
+                .schema_type(Type::Number)
+                .format(Some(SchemaFormat::KnownFormat(KnownFormat::Double))),
+        )
+        .min_items(Some(2))
+        .max_items(Some(2))
+        .description(Some("`[taken_at_ms, value]`"));
+    ArrayBuilder::new().items(pair).build()
+}
+
 /// One series' recent samples on one node (client token).
 #[utoipa::path(
-    get, path = "/v1/pools/{pool}/nodes/{node}/history", tag = "pools",
+    get, path = "/v1/pools/{pool}/nodes/{node}/history", operation_id = "get_node_history", tag = "pools",
     params(
         ("pool" = String, Path, description = "Pool name"),
         ("node" = String, Path, description = "Node id"),
-        ("metric" = String, Query, description = "Series key `probe/metric`"),
+        ("metric" = String, Query, pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}/[\\s\\S]", description = "Series key `probe/metric`: a probe name, `/`, and a metric name of at least one character"),
         ("since" = Option<i64>, Query, description = "From this time on, Unix ms (default 15 minutes ago, at most one hour back)"),
         ("limit" = Option<u32>, Query, minimum = 1, maximum = 36000, description = "Most samples answered (default and at most 36000): the window's newest; `truncated` says when older ones were left out"),
     ),

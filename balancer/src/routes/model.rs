@@ -20,6 +20,7 @@ const MAX_CHANGES: usize = 1_000;
 
 /// Query of `GET /v1/pools/{pool}/model`.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ModelParams {
     /// Also return the stored forecast errors from this time on, Unix ms.
@@ -28,7 +29,7 @@ pub struct ModelParams {
 
 /// The pool's models and their errors.
 #[utoipa::path(
-    get, path = "/v1/pools/{pool}/model", tag = "routing",
+    get, path = "/v1/pools/{pool}/model", operation_id = "get_model", tag = "routing",
     params(("pool" = String, Path, description = "Pool name"), ModelParams),
     responses(
         (status = 200, description = "Capacity model, its scores and forecast errors", body = PoolModelView),
@@ -106,19 +107,21 @@ pub async fn get(
 
 /// Query of `GET /v1/pools/{pool}/state-changes`.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ChangesParams {
     /// Changes from this time on, Unix ms (default: all kept).
     pub since: Option<i64>,
     /// Only this node's.
+    #[param(pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")]
     pub node: Option<String>,
-    /// The newest this many (default and most: 1000).
+    /// The newest this many (default and most: 1000; more is taken as 1000, 0 as 1).
     pub limit: Option<usize>,
 }
 
 /// Stored state changes of the pool's nodes, oldest first, each with its evidence.
 #[utoipa::path(
-    get, path = "/v1/pools/{pool}/state-changes", tag = "routing",
+    get, path = "/v1/pools/{pool}/state-changes", operation_id = "list_state_changes", tag = "routing",
     params(("pool" = String, Path, description = "Pool name"), ChangesParams),
     responses(
         (status = 200, description = "State changes with evidence", body = StateChangeList),

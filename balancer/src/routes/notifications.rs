@@ -19,12 +19,13 @@ pub struct NotificationQuery {
     /// Only notifications raised at or after this Unix time, ms.
     pub since_ms: Option<i64>,
     /// Page size (1 ..= 1000, default 100).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<usize>,
 }
 
 /// The caller's notifications (client token).
 #[utoipa::path(
-    get, path = "/v1/notifications", tag = "reliability",
+    get, path = "/v1/notifications", operation_id = "list_notifications", tag = "reliability",
     params(NotificationQuery),
     responses(
         (status = 200, description = "Notifications after `since`, oldest first", body = NotificationList),

@@ -10,7 +10,7 @@ use crate::state::AppState;
 
 /// `ok` when the store answers a query; which replica this is and whether it leads.
 #[utoipa::path(
-    get, path = "/healthz", tag = "ops",
+    get, path = "/healthz", operation_id = "healthz", tag = "ops",
     responses(
         (status = 200, description = "Up", body = Health),
         (status = 503, description = "The store does not answer", body = ErrorBody),
@@ -36,7 +36,7 @@ pub async fn healthz(State(st): State<AppState>) -> Result<ApiJson<Health>, AppE
 /// series, and the series labelled with tenants' pool and probe names only come with the
 /// admin token.
 #[utoipa::path(
-    get, path = "/metrics", tag = "ops",
+    get, path = "/metrics", operation_id = "metrics", tag = "ops",
     security((), ("bearer" = [])),
     responses(
         (status = 200, description = "Prometheus text format", content_type = "text/plain", body = String),
@@ -74,7 +74,7 @@ pub async fn metrics(State(st): State<AppState>, headers: HeaderMap) -> Result<R
 
 /// This API's OpenAPI 3 document, generated from the handlers and the `plb_api` types.
 #[utoipa::path(
-    get, path = "/v1/openapi.json", tag = "ops",
+    get, path = "/v1/openapi.json", operation_id = "openapi", tag = "ops",
     responses((status = 200, description = "OpenAPI 3 document", content_type = "application/json"))
 )]
 pub async fn openapi() -> Response {

@@ -31,7 +31,7 @@ fn check_slo(slo: f64) -> Result<(), AppError> {
 
 /// Creates a pool (client token).
 #[utoipa::path(
-    post, path = "/v1/pools", tag = "pools",
+    post, path = "/v1/pools", operation_id = "create_pool", tag = "pools",
     request_body = CreatePool,
     responses(
         (status = 201, description = "Created", body = PoolView),
@@ -56,7 +56,7 @@ pub async fn create(
 
 /// The caller's pools (client token).
 #[utoipa::path(
-    get, path = "/v1/pools", tag = "pools",
+    get, path = "/v1/pools", operation_id = "list_pools", tag = "pools",
     responses((status = 200, description = "The caller's pools", body = PoolList)),
     security(("bearer" = []))
 )]
@@ -71,7 +71,7 @@ pub async fn list(
 
 /// One of the caller's pools (client token).
 #[utoipa::path(
-    get, path = "/v1/pools/{pool}", tag = "pools",
+    get, path = "/v1/pools/{pool}", operation_id = "get_pool", tag = "pools",
     params(("pool" = String, Path, description = "Pool name")),
     responses(
         (status = 200, description = "The pool", body = PoolView),
@@ -91,7 +91,7 @@ pub async fn get(
 /// Changes a pool's routing policy and/or latency objective (client token). Takes
 /// effect for the next decision.
 #[utoipa::path(
-    patch, path = "/v1/pools/{pool}", tag = "pools",
+    patch, path = "/v1/pools/{pool}", operation_id = "update_pool", tag = "pools",
     params(("pool" = String, Path, description = "Pool name")),
     request_body = UpdatePool,
     responses(
@@ -129,7 +129,7 @@ pub async fn update(
 /// A pool's nodes, each with its address, last-seen time, newest sample per probe, its
 /// prediction (`assessment`) and live routing figures (`routing`) (client token).
 #[utoipa::path(
-    get, path = "/v1/pools/{pool}/nodes", tag = "pools",
+    get, path = "/v1/pools/{pool}/nodes", operation_id = "list_nodes", tag = "pools",
     params(("pool" = String, Path, description = "Pool name")),
     responses(
         (status = 200, description = "The pool's nodes", body = PoolNodes),

@@ -221,14 +221,19 @@ fn check_probe_name(name: &str) -> Result<(), AppError> {
 #[allow(dead_code)]
 struct UploadParams {
     /// `quick` (default) or `deep`.
+    #[param(pattern = "^(quick|deep)$")]
     tier: Option<String>,
     /// Time between runs, ms (100 ..= 86,400,000; default 5000).
+    #[param(minimum = 100, maximum = 86400000)]
     interval_ms: Option<u64>,
-    /// Wall-clock limit of a run, ms (1 ..= 300,000; default 1000).
+    /// Wall-clock limit of a run, ms (1 ..= 300,000, and at most ten times the larger of
+    /// `interval_ms` and 1000; default 1000).
+    #[param(minimum = 1, maximum = 300000)]
     timeout_ms: Option<u32>,
-    /// Fuel per run, or `null` for no metering (default 1e9).
+    /// Fuel per run (positive), or `null` for no metering (default 1e9).
     fuel: Option<String>,
-    /// Memory limit, MiB (1 ..= 4096; default 64).
+    /// Memory limit, MiB (1 ..= 512, the agents' cap; default 64).
+    #[param(minimum = 1, maximum = 512)]
     memory_mib: Option<u32>,
     /// The probe's config as a JSON object of strings, e.g. `{"path":"/health"}`.
     config: Option<String>,
@@ -238,7 +243,7 @@ struct UploadParams {
 /// with the new version, or 200 when the active version already has these bytes and
 /// settings (nothing changes).
 #[utoipa::path(
-    put, path = "/v1/pools/{pool}/probes/{name}", tag = "probes",
+    put, path = "/v1/pools/{pool}/probes/{name}", operation_id = "put_probe", tag = "probes",
     params(
         ("pool" = String, Path, description = "Pool name"),
         ("name" = String, Path, description = "Probe name"),
@@ -409,7 +414,7 @@ async fn put_checked(
 
 /// The pool's active probes (client token).
 #[utoipa::path(
-    get, path = "/v1/pools/{pool}/probes", tag = "probes",
+    get, path = "/v1/pools/{pool}/probes", operation_id = "list_probes", tag = "probes",
     params(("pool" = String, Path, description = "Pool name")),
     responses(
         (status = 200, description = "Active probes", body = ProbeList),
@@ -429,7 +434,7 @@ pub async fn list(
 
 /// One active probe (client token).
 #[utoipa::path(
-    get, path = "/v1/pools/{pool}/probes/{name}", tag = "probes",
+    get, path = "/v1/pools/{pool}/probes/{name}", operation_id = "get_probe", tag = "probes",
     params(
         ("pool" = String, Path, description = "Pool name"),
         ("name" = String, Path, description = "Probe name"),
@@ -467,7 +472,7 @@ pub async fn get(
 /// with every module no other version uses (client token). Uploading it again continues
 /// its version numbering.
 #[utoipa::path(
-    delete, path = "/v1/pools/{pool}/probes/{name}", tag = "probes",
+    delete, path = "/v1/pools/{pool}/probes/{name}", operation_id = "delete_probe", tag = "probes",
     params(
         ("pool" = String, Path, description = "Pool name"),
         ("name" = String, Path, description = "Probe name"),

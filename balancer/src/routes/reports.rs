@@ -86,11 +86,12 @@ fn check_sample(s: &Sample, now_ms: i64) -> Result<(), AppError> {
 /// Stores a batch of samples from the token's node. Idempotent by sample id: a resent
 /// batch stores nothing twice and its samples count as duplicates.
 #[utoipa::path(
-    post, path = "/v1/reports", tag = "agents",
+    post, path = "/v1/reports", operation_id = "post_reports", tag = "agents",
     request_body = ReportBatch,
     responses(
         (status = 200, description = "Committed", body = ReportAck),
         (status = 403, description = "Not the token's node", body = ErrorBody),
+        (status = 404, description = "The node is not registered (register it first)", body = ErrorBody),
         (status = 413, description = "Body too large", body = ErrorBody),
         (status = 422, description = "A bad sample, or one for a pool or probe the node is not assigned; nothing stored", body = ErrorBody),
     ),

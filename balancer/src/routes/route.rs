@@ -14,7 +14,7 @@ use crate::engine::{PoolKey, PoolRouter, RouteQuery};
 use crate::error::{ApiJson, ApiPath, ApiQuery, AppError};
 use crate::state::AppState;
 
-/// Longest routing key, bytes.
+/// Longest routing key, characters.
 const MAX_KEY: usize = 1024;
 /// Default window of the decisions view, ms.
 const DEFAULT_DECISIONS_WINDOW_MS: i64 = 3_600_000;
@@ -25,16 +25,22 @@ pub const MAX_DECISIONS_MINUTES: u32 = 1440;
 
 /// Query of `GET /v1/pools/{pool}/route`.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct RouteParams {
-    /// Locality key: the same key goes to the same node while it has headroom.
+    /// Locality key: the same key goes to the same node while it has headroom (at most
+    /// 1024 characters).
+    #[param(max_length = 1024)]
     pub key: Option<String>,
     /// Request size in bytes (non-negative).
+    #[param(minimum = 0)]
     pub size: Option<f64>,
     /// Relative cost, 1 = a typical request (non-negative).
+    #[param(minimum = 0)]
     pub cost: Option<f64>,
     /// Overrides the pool's policy for this decision: `plb`, `round-robin`,
     /// `least-request`, `least-conn`, `peak-ewma`, `prequal`.
+    #[param(pattern = "^(plb|round-robin|least-request|least-conn|peak-ewma|prequal)$")]
     pub policy: Option<String>,
 }
 
@@ -81,7 +87,7 @@ fn check_number(name: &str, v: Option<f64>) -> Result<(), AppError> {
 /// Chooses a node for one request. The decision counts the request in flight on that
 /// node until feedback for the node arrives (`POST .../feedback`) or 30 s pass.
 #[utoipa::path(
-    get, path = "/v1/pools/{pool}/route", tag = "routing",
+    get, path = "/v1/pools/{pool}/route", operation_id = "route", tag = "routing",
     params(("pool" = String, Path, description = "Pool name"), RouteParams),
     responses(
         (status = 200, description = "The chosen node and why", body = RouteDecision),
@@ -101,10 +107,10 @@ pub async fn route(
     check_name("pool", &pool)?;
     check_number("size", q.size)?;
     check_number("cost", q.cost)?;
-    if q.key.as_ref().is_some_and(|k| k.len() > MAX_KEY) {
+    if q.key.as_ref().is_some_and(|k| k.chars().count() > MAX_KEY) {
         return Err(AppError::BadRequest(
             "invalid_query",
-            format!("`key` is at most {MAX_KEY} bytes"),
+            format!("`key` is at most {MAX_KEY} characters"),
         ));
     }
     let policy = q.policy.as_deref().map(parse_policy).transpose()?;
@@ -134,6 +140,7 @@ pub async fn route(
 
 /// Query of `GET /v1/pools/{pool}/decisions`.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct DecisionsParams {
     /// Minutes from this time on, Unix ms (default: the last hour).
@@ -146,7 +153,7 @@ pub struct DecisionsParams {
 
 /// Route decisions per node and minute, with each node's share (client token).
 #[utoipa::path(
-    get, path = "/v1/pools/{pool}/decisions", tag = "routing",
+    get, path = "/v1/pools/{pool}/decisions", operation_id = "list_decisions", tag = "routing",
     params(("pool" = String, Path, description = "Pool name"), DecisionsParams),
     responses(
         (status = 200, description = "Decisions per minute and node (the newest `limit` minutes)", body = DecisionShares),

@@ -13,7 +13,7 @@ use crate::state::AppState;
 
 /// The pool's demand forecast and autoscaling advice (client token).
 #[utoipa::path(
-    get, path = "/v1/pools/{pool}/scaling", tag = "pools",
+    get, path = "/v1/pools/{pool}/scaling", operation_id = "get_scaling", tag = "pools",
     params(("pool" = String, Path, description = "Pool name")),
     responses(
         (status = 200, description = "Demand, its forecast and the nodes needed", body = PoolScaling),

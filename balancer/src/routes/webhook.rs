@@ -12,7 +12,7 @@ use crate::state::AppState;
 
 /// Longest webhook URL.
 const MAX_URL: usize = 2048;
-/// Secret length bounds, bytes.
+/// Secret length bounds, characters.
 const SECRET_LEN: std::ops::RangeInclusive<usize> = 16..=256;
 /// Deliveries listed.
 const DELIVERIES_LISTED: usize = 100;
@@ -33,9 +33,9 @@ fn check_webhook(w: &PutWebhook) -> Result<(), AppError> {
             "`url` must not carry credentials; the secret signs each POST".into(),
         ));
     }
-    if !SECRET_LEN.contains(&w.secret.len()) {
+    if !SECRET_LEN.contains(&w.secret.chars().count()) {
         return Err(bad(format!(
-            "`secret` must be {} to {} bytes",
+            "`secret` must be {} to {} characters",
             SECRET_LEN.start(),
             SECRET_LEN.end()
         )));
@@ -69,7 +69,7 @@ async fn check_target(url: &str, networks: &NetPolicy) -> Result<(), AppError> {
 /// Sets the pool's webhook: every notification about the pool's probes is POSTed there,
 /// signed with `secret` (client token).
 #[utoipa::path(
-    put, path = "/v1/pools/{pool}/webhook", tag = "reliability",
+    put, path = "/v1/pools/{pool}/webhook", operation_id = "put_webhook", tag = "reliability",
     params(("pool" = String, Path, description = "Pool name")),
     request_body = PutWebhook,
     responses(
@@ -100,7 +100,7 @@ pub async fn put(
 
 /// The pool's webhook, without its secret (client token).
 #[utoipa::path(
-    get, path = "/v1/pools/{pool}/webhook", tag = "reliability",
+    get, path = "/v1/pools/{pool}/webhook", operation_id = "get_webhook", tag = "reliability",
     params(("pool" = String, Path, description = "Pool name")),
     responses(
         (status = 200, description = "The webhook", body = WebhookView),
@@ -120,7 +120,7 @@ pub async fn get(
 
 /// Removes the pool's webhook; deliveries still pending fail (client token).
 #[utoipa::path(
-    delete, path = "/v1/pools/{pool}/webhook", tag = "reliability",
+    delete, path = "/v1/pools/{pool}/webhook", operation_id = "delete_webhook", tag = "reliability",
     params(("pool" = String, Path, description = "Pool name")),
     responses(
         (status = 204, description = "Removed"),
@@ -142,7 +142,7 @@ pub async fn delete(
 
 /// The pool's newest deliveries with every attempt, newest first (client token).
 #[utoipa::path(
-    get, path = "/v1/pools/{pool}/webhook/deliveries", tag = "reliability",
+    get, path = "/v1/pools/{pool}/webhook/deliveries", operation_id = "list_webhook_deliveries", tag = "reliability",
     params(("pool" = String, Path, description = "Pool name")),
     responses(
         (status = 200, description = "Deliveries, newest first", body = WebhookDeliveries),
