@@ -14,6 +14,9 @@
 #   slow       the integration test binaries: end-to-end tests against real balancers,
 #              agents, probes, SQLite files, PostgreSQL, HAProxy and Chromium on
 #              loopback
+#   fuzz       scripts/fuzz-api.sh: schemathesis (PyPI, venv in target/) against the
+#              debug balancer from its OpenAPI document as admin, client and agent:
+#              no 5xx, nothing the document does not allow, no cross-tenant access
 # scripts/dev.sh runs the same build, so after this script it compiles nothing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -48,3 +51,6 @@ cargo test --workspace --doc --no-fail-fast
 
 echo "==> slow: end-to-end (integration test binaries)"
 cargo test --workspace --test '*' --no-fail-fast
+
+echo "==> fuzz: the REST API from its OpenAPI document (schemathesis)"
+scripts/fuzz-api.sh
