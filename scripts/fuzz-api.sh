@@ -17,6 +17,7 @@
 # the report of each run is left in target/fuzz-api/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+root="$(pwd)"
 
 SCHEMATHESIS_VERSION=4.32.5
 seed="${PLB_FUZZ_SEED:-15}"
@@ -127,7 +128,7 @@ def _real_component(ctx, case, kwargs):
     if case.meta is not None and case.meta.generation.mode.is_positive:
         kwargs["data"] = _COMPONENT
 PY
-export SCHEMATHESIS_HOOKS="$work/hooks.py" PLB_FUZZ_PROBE="$probe_wasm"
+export SCHEMATHESIS_HOOKS="$work/hooks.py" PLB_FUZZ_PROBE="$root/$probe_wasm"
 
 # What the document cannot say: requests it allows that the server refuses for reasons
 # beyond their shape, per operation (on top of schemathesis' defaults for
@@ -188,12 +189,13 @@ run_st() {
     if [ -f "$work/$name.toml" ]; then
         cat "$work/$name.toml" >>"$work/schemathesis.toml"
     fi
-    "$st" --config-file "$work/schemathesis.toml" run "$base/v1/openapi.json" \
+    # From the temp dir: schemathesis keeps a crash cache in ./.schemathesis.
+    (cd "$work" && "$root/$st" --config-file "$work/schemathesis.toml" run "$base/v1/openapi.json" \
         --checks all --seed "$seed" --max-examples "$examples" --workers 1 \
         --generation-database none \
         --phases examples,coverage,fuzzing,stateful \
-        --report junit --report-junit-path "$out/$name.junit.xml" \
-        --no-color "$@" "${extra[@]}" || failed+=("$name")
+        --report junit --report-junit-path "$root/$out/$name.junit.xml" \
+        --no-color "$@" "${extra[@]}") || failed+=("$name")
 }
 failed=()
 read -r -a extra <<<"${PLB_FUZZ_ARGS:-}"
