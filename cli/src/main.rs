@@ -35,7 +35,7 @@ enum Command {
     /// Run the node agent: run this node's assigned probes and report their samples.
     Agent(plb_agent::AgentConfig),
     /// Run the balancer: the REST API, the sample store and the prediction pipeline.
-    Balancer(plb_balancer::BalancerConfig),
+    Balancer(Box<plb_balancer::BalancerConfig>),
     /// A whole local cluster on the embedded default: balancer, demo nodes with agents,
     /// the sample probes, a built-in load, the dashboard.
     Dev(dev::DevArgs),
@@ -137,7 +137,7 @@ fn main() -> std::process::ExitCode {
             Command::Notifications { remote, since } => remote::notifications(&remote, since).await,
             Command::Scaling { remote, pool } => remote::scaling(&remote, &pool).await,
             Command::Balancer(config) => {
-                plb_balancer::serve(config, plb_balancer::shutdown_signal())
+                plb_balancer::serve(*config, plb_balancer::shutdown_signal())
                     .await
                     .map_err(anyhow::Error::from)
             }
