@@ -391,26 +391,189 @@ async fn slow_clients_are_cut_off_and_connections_are_capped() {
     let (answer, _) = read_until_closed(&mut s, wait).await;
     assert!(answer.starts_with("HTTP/1.1 4"), "{answer:?}");
 
-    // Two idle connections hold both slots: a third client waits until they time out.
+    // Two idle connections hold both slots: a third client does not wait for them to
+    // time out, one of them gives way once past its grace (75 ms here; who gives way,
+    // and who never does: below).
     let mut held = Vec::new();
     for _ in 0..2 {
         held.push(tokio::net::TcpStream::connect(addr).await.expect("connect"));
     }
-    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     let started = std::time::Instant::now();
     let resp = http()
         .get(format!("{}/healthz", b.url()))
         .timeout(wait)
         .send()
         .await
-        .expect("served once a slot frees");
+        .expect("served at once");
     assert_eq!(resp.status(), 200);
     assert!(
-        started.elapsed() >= std::time::Duration::from_millis(150),
-        "served at once although both slots were held: {:?}",
+        started.elapsed() < std::time::Duration::from_millis(200),
+        "waited {:?} for idle connections to time out",
         started.elapsed()
     );
     drop(held);
+    b.running.stop().await.expect("stop");
+}
+
+/// Sends `head` on a new connection to `addr`.
+async fn send_on_new(addr: SocketAddr, head: &str) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    s.write_all(head.as_bytes()).await.expect("write");
+    s
+}
+
+/// Reads until `s` has sent a whole response head or `wait` passes: the bytes read.
+async fn response_head(s: &mut tokio::net::TcpStream, wait: std::time::Duration) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + wait;
+    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+        match tokio::time::timeout_at(deadline, s.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => got.extend_from_slice(&buf[..n]),
+            _ => break,
+        }
+    }
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+/// At the connection cap a new connection is not left waiting behind idle or slow ones:
+/// a connection that never sent a request gives way first, then an idle keep-alive
+/// one, then a client's request whose body is still arriving; a connection in its
+/// grace (250 ms here) and an agent's request are never cut, so when only agents hold
+/// the slots new connections wait.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_the_connection_cap_idle_and_slow_clients_give_way_but_agents_do_not() {
+    use std::time::Duration;
+    use tokio::io::AsyncWriteExt;
+    let b = TestBalancer::start_with(|cfg| {
+        cfg.http_header_timeout_ms = 5_000;
+        cfg.http_body_timeout_ms = 4_000;
+        cfg.http_idle_timeout_ms = 10_000;
+        cfg.max_connections = 2;
+    })
+    .await;
+    let addr = b.running.addr;
+    let client = b.client_with_pool("acme", POOL).await;
+    let agent = b.agent(&client, &[POOL]).await;
+    agent
+        .register(&register("n1", "127.0.0.1:9", &[POOL]))
+        .await
+        .expect("register");
+    let healthz = "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
+    let report = format!(
+        "POST /v1/reports HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{{",
+        agent.token()
+    );
+    let short = Duration::from_millis(300);
+    // Past a connection's grace.
+    let grace = || tokio::time::sleep(Duration::from_millis(300));
+    let ok = |head: String| head.starts_with("HTTP/1.1 200");
+
+    // Two connections that sent nothing: the older gives way to a third, at once.
+    let mut older = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    tokio::time::sleep(Duration::from_millis(30)).await;
+    let mut newer = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    grace().await;
+    let mut third = send_on_new(addr, healthz).await;
+    assert!(ok(response_head(&mut third, Duration::from_secs(2)).await));
+    assert!(
+        read_until_closed(&mut older, short).await.1,
+        "the older one gave way"
+    );
+    assert!(
+        !read_until_closed(&mut newer, short).await.1,
+        "the newer one is open"
+    );
+    drop((newer, third));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    // A client's body still arriving, and a keep-alive connection idle after an answer:
+    // the idle one gives way.
+    let mut slow = send_on_new(
+        addr,
+        &format!(
+            "POST /v1/pools/{POOL}/feedback HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\
+             Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n[",
+            client.token()
+        ),
+    )
+    .await;
+    let mut kept = send_on_new(addr, healthz).await;
+    assert!(ok(response_head(&mut kept, Duration::from_secs(2)).await));
+    grace().await;
+    let mut next = send_on_new(addr, healthz).await;
+    assert!(ok(response_head(&mut next, Duration::from_secs(2)).await));
+    assert!(
+        read_until_closed(&mut kept, short).await.1,
+        "the idle one gave way"
+    );
+    assert!(
+        !read_until_closed(&mut slow, short).await.1,
+        "the slow body is open"
+    );
+    drop(next);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    // A connection that sent nothing goes before the slow body.
+    let mut idle = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    grace().await;
+    let mut last = send_on_new(addr, healthz).await;
+    assert!(ok(response_head(&mut last, Duration::from_secs(2)).await));
+    assert!(
+        read_until_closed(&mut idle, short).await.1,
+        "the silent one gave way"
+    );
+    drop(last);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    // Beside an agent's report, the slow body gives way.
+    let mut agent_report = send_on_new(addr, &report).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let mut after = send_on_new(addr, healthz).await;
+    assert!(ok(response_head(&mut after, Duration::from_secs(2)).await));
+    let (answer, closed) = read_until_closed(&mut slow, short).await;
+    assert!(
+        closed && answer.is_empty(),
+        "the slow body gave way: {answer:?}"
+    );
+    let _ = agent_report.shutdown().await;
+    drop((after, agent_report));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    // Two agents' reports whose bodies are still arriving hold both slots: they are not
+    // cut, and a new client waits until one ends (its body timeout).
+    let mut agents = vec![
+        send_on_new(addr, &report).await,
+        send_on_new(addr, &report).await,
+    ];
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let started = std::time::Instant::now();
+    let mut waiting = send_on_new(addr, healthz).await;
+    assert_eq!(
+        response_head(&mut waiting, Duration::from_secs(1)).await,
+        "",
+        "served while agents held every slot"
+    );
+    assert!(
+        ok(response_head(&mut waiting, Duration::from_secs(6)).await),
+        "served once an agent's request ended"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(3_500),
+        "{:?}",
+        started.elapsed()
+    );
+    for a in &mut agents {
+        let (answer, _) = read_until_closed(a, Duration::from_secs(3)).await;
+        assert!(
+            answer.starts_with("HTTP/1.1 4"),
+            "an agent's request was cut: {answer:?}"
+        );
+    }
     b.running.stop().await.expect("stop");
 }
 
