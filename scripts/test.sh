@@ -21,7 +21,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-echo "==> setup"
+# Each stage's start says how long the script has run (CI's budget is 20 minutes).
+stage() { echo "==> $1 (at ${SECONDS} s)"; }
+
+stage "setup"
 source scripts/env.sh
 need=()
 command -v haproxy >/dev/null || need+=(haproxy)
@@ -36,21 +39,23 @@ fi
 scripts/build-python-probe.sh target/probes/python-probe.wasm
 scripts/build-js-probe.sh target/probes/js-probe.wasm
 
-echo "==> format"
+stage "format"
 cargo fmt --all -- --check
 
-echo "==> invariants"
+stage "invariants"
 scripts/check-invariants.sh
 
-echo "==> build (with clippy, warnings denied)"
+stage "build (with clippy, warnings denied)"
 plb_build --deny-warnings
 
-echo "==> fast: unit and doc tests"
+stage "fast: unit and doc tests"
 cargo test --workspace --lib --bins --no-fail-fast
 cargo test --workspace --doc --no-fail-fast
 
-echo "==> slow: end-to-end (integration test binaries)"
+stage "slow: end-to-end (integration test binaries)"
 cargo test --workspace --test '*' --no-fail-fast
 
-echo "==> fuzz: the REST API from its OpenAPI document (schemathesis)"
+stage "fuzz: the REST API from its OpenAPI document (schemathesis)"
 scripts/fuzz-api.sh
+
+echo "==> done in ${SECONDS} s"
