@@ -190,7 +190,8 @@ async fn bench(secs: Duration, warmup: Duration, rounds: usize) {
         .arg("--admin-token")
         .arg(ADMIN)
         .arg("--proxy")
-        .arg(format!("web={plb_addr}"))
+        // The first client of a fresh database gets id 1 (checked below).
+        .arg(format!("1/web={plb_addr}"))
         .env("PLB_LOG", "warn")
         .stdout(Stdio::null())
         .kill_on_drop(true)
@@ -203,6 +204,7 @@ async fn bench(secs: Duration, warmup: Duration, rounds: usize) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let created = admin.create_client("bench").await.expect("create client");
+    assert_eq!(created.id, 1, "the proxied pool is addressed as 1/web");
     let client = admin.with_token(created.token);
     client.create_pool("web", 200.0).await.expect("pool");
     for (i, b) in backends.iter().enumerate() {
