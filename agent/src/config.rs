@@ -11,9 +11,11 @@ use thiserror::Error;
 /// `plb agent`: run the probes assigned to this node and report their samples.
 #[derive(Clone, Args)]
 pub struct AgentConfig {
-    /// Base URL of the balancer, e.g. `http://10.0.0.1:8080`.
-    #[arg(long, env = "PLB_BALANCER")]
-    pub balancer: String,
+    /// Base URL of the balancer, e.g. `http://10.0.0.1:8080`; several (comma-separated,
+    /// or the flag repeated) for balancer replicas on one database: the agent uses the
+    /// first and moves to the next when the one in use stops answering.
+    #[arg(long, env = "PLB_BALANCER", value_delimiter = ',', required = true)]
+    pub balancer: Vec<String>,
     /// Agent token (from `POST /v1/agent-tokens`).
     #[arg(long, env = "PLB_TOKEN", hide_env_values = true)]
     pub token: String,
@@ -122,8 +124,8 @@ fn bad<T>(flag: &'static str, message: impl Into<String>) -> Result<T, ConfigErr
 /// A validated [`AgentConfig`], with derived values filled in.
 #[derive(Clone)]
 pub struct Settings {
-    /// Balancer base URL, without a trailing slash.
-    pub balancer: reqwest::Url,
+    /// Balancer base URLs (each ending in a slash), in the order given.
+    pub balancers: Vec<reqwest::Url>,
     /// Agent token.
     pub token: String,
     /// Node id.
@@ -162,7 +164,7 @@ impl std::fmt::Debug for Settings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Never the token: configs and clients end up in logs and panics.
         f.debug_struct("Settings")
-            .field("balancer", &self.balancer)
+            .field("balancers", &self.balancers)
             .field("token", &"<redacted>")
             .field("node", &self.node)
             .field("address", &self.address)
@@ -194,14 +196,34 @@ fn valid_name(s: &str) -> bool {
 impl AgentConfig {
     /// Checks every value and derives the [`Settings`] the agent runs with.
     pub fn validate(&self) -> Result<Settings, ConfigError> {
-        let mut balancer = match reqwest::Url::parse(self.balancer.trim()) {
-            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => u,
-            Ok(_) => return bad("balancer", "must be an http:// or https:// URL with a host"),
-            Err(e) => return bad("balancer", format!("{:?} is not a URL: {e}", self.balancer)),
-        };
-        if !balancer.path().ends_with('/') {
-            let p = format!("{}/", balancer.path());
-            balancer.set_path(&p);
+        let mut balancers = Vec::with_capacity(self.balancer.len());
+        for b in self
+            .balancer
+            .iter()
+            .map(|b| b.trim())
+            .filter(|b| !b.is_empty())
+        {
+            let mut url = match reqwest::Url::parse(b) {
+                Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => u,
+                Ok(_) => {
+                    return bad(
+                        "balancer",
+                        format!("{b:?} must be an http:// or https:// URL with a host"),
+                    );
+                }
+                Err(e) => return bad("balancer", format!("{b:?} is not a URL: {e}")),
+            };
+            if !url.path().ends_with('/') {
+                let p = format!("{}/", url.path());
+                url.set_path(&p);
+            }
+            if balancers.contains(&url) {
+                return bad("balancer", format!("{url} is given twice"));
+            }
+            balancers.push(url);
+        }
+        if balancers.is_empty() {
+            return bad("balancer", "at least one URL is needed");
         }
         if self.token.trim().is_empty() {
             return bad("token", "must not be empty");
@@ -269,7 +291,7 @@ impl AgentConfig {
             .clone()
             .unwrap_or_else(|| PathBuf::from(".plb-agent").join(&self.node));
         Ok(Settings {
-            balancer,
+            balancers,
             token: self.token.trim().to_string(),
             node: self.node.clone(),
             address: self.address.clone(),
@@ -325,11 +347,33 @@ mod tests {
     #[test]
     fn minimal_flags_validate_with_defaults() {
         let s = parse(&BASE).expect("parse").validate().expect("valid");
-        assert_eq!(s.balancer.as_str(), "http://127.0.0.1:8080/");
+        assert_eq!(s.balancers.len(), 1);
+        assert_eq!(s.balancers[0].as_str(), "http://127.0.0.1:8080/");
         assert_eq!(s.pools, vec!["web".to_string()]);
         assert_eq!(s.spool, PathBuf::from(".plb-agent/n1"));
         assert_eq!(s.poll, Duration::from_millis(5_000));
         assert_eq!(s.node_sample, Some(Duration::from_millis(5_000)));
+    }
+
+    #[test]
+    fn several_balancers_in_order_comma_separated_or_repeated() {
+        let mut a = BASE.to_vec();
+        a[1] = "http://10.0.0.1:8080, http://10.0.0.2:8080/api";
+        a.extend(["--balancer", "https://lb.example"]);
+        let s = parse(&a).expect("parse").validate().expect("valid");
+        let urls: Vec<&str> = s.balancers.iter().map(reqwest::Url::as_str).collect();
+        assert_eq!(
+            urls,
+            [
+                "http://10.0.0.1:8080/",
+                "http://10.0.0.2:8080/api/",
+                "https://lb.example/"
+            ]
+        );
+        let mut a = BASE.to_vec();
+        a[1] = "http://10.0.0.1:8080,http://10.0.0.1:8080/";
+        let err = parse(&a).expect("parse").validate().expect_err("twice");
+        assert!(err.to_string().contains("twice"), "{err}");
     }
 
     #[test]

@@ -126,8 +126,13 @@ pub async fn run(
         cache_dir: Some(s.spool.join("compiled")),
         ..RuntimeConfig::default()
     })?;
-    let client = BalancerClient::new(s.balancer.clone(), &s.token, &s.node)
-        .map_err(|e| AgentError::Http(e.to_string()))?;
+    let client = BalancerClient::with_balancers(
+        s.balancers.clone(),
+        &s.token,
+        &s.node,
+        Some(Arc::clone(&metrics)),
+    )
+    .map_err(|e| AgentError::Http(e.to_string()))?;
 
     let listener = tokio::net::TcpListener::bind(s.metrics_listen)
         .await
@@ -201,7 +206,7 @@ pub async fn run(
     );
     tracing::info!(
         node = %s.node,
-        balancer = %s.balancer,
+        balancers = ?s.balancers.iter().map(reqwest::Url::as_str).collect::<Vec<_>>(),
         pools = ?s.pools,
         spool = %s.spool.display(),
         metrics = ?metrics_addr,

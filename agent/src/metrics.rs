@@ -86,6 +86,10 @@ pub struct Metrics {
     pub assignment_polls: Family<ResultLabels, Counter>,
     /// 1 while the last call to the balancer got an answer.
     pub balancer_up: Gauge,
+    /// Which of the `--balancer` URLs calls go to now (from 0).
+    pub balancer_index: Gauge,
+    /// Times calls moved to the next balancer because the one in use failed.
+    pub balancer_switches: Counter,
     /// Resident memory of the agent process, bytes (read at scrape time).
     pub resident_bytes: Gauge,
     registered: AtomicBool,
@@ -125,6 +129,8 @@ impl Metrics {
             assignments: Gauge::default(),
             assignment_polls: Family::default(),
             balancer_up: Gauge::default(),
+            balancer_index: Gauge::default(),
+            balancer_switches: Counter::default(),
             resident_bytes: Gauge::default(),
             registered: AtomicBool::new(false),
             started_ms: AtomicU64::new(crate::unix_ms() as u64),
@@ -169,6 +175,16 @@ impl Metrics {
             "samples_rejected",
             "Samples the balancer refused as invalid",
             m.samples_rejected.clone(),
+        );
+        registry.register(
+            "balancer_index",
+            "Which of the --balancer URLs the agent uses now, from 0",
+            m.balancer_index.clone(),
+        );
+        registry.register(
+            "balancer_switches",
+            "Times the agent moved to the next balancer because the one in use failed",
+            m.balancer_switches.clone(),
         );
         registry.register(
             "report_failures",

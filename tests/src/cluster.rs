@@ -247,6 +247,8 @@ pub struct Balancer {
     pub admin_token: String,
     proc: Option<Proc>,
     starts: u32,
+    /// A PostgreSQL URL and replica name instead of the SQLite file.
+    replica: Option<(String, String)>,
 }
 
 /// A probe as the tests upload it.
@@ -329,9 +331,37 @@ impl Balancer {
             admin_token: "admin-secret-token".into(),
             proc: None,
             starts: 0,
+            replica: None,
         };
         b.restart()?;
         Ok(b)
+    }
+
+    /// Starts replica `name` on the PostgreSQL database at `db_url` (several replicas
+    /// share one database), on a free port with its logs under `dir`.
+    pub fn start_replica(dir: &Path, db_url: &str, name: &str) -> Result<Balancer> {
+        std::fs::create_dir_all(dir)?;
+        let mut b = Balancer {
+            port: free_port(),
+            dir: dir.to_path_buf(),
+            admin_token: "admin-secret-token".into(),
+            proc: None,
+            starts: 0,
+            replica: Some((db_url.to_string(), name.to_string())),
+        };
+        b.restart()?;
+        Ok(b)
+    }
+
+    /// Kills it with SIGKILL (no clean shutdown); [`Self::restart`] starts it again.
+    pub fn kill9(&mut self) -> Result<()> {
+        match self.proc.take() {
+            Some(mut p) => {
+                p.kill9();
+                Ok(())
+            }
+            None => bail!("balancer not running"),
+        }
     }
 
     /// Base URL.
@@ -350,16 +380,23 @@ impl Balancer {
             bail!("balancer already running");
         }
         self.starts += 1;
-        let args: Vec<String> = vec![
+        let db = match &self.replica {
+            Some((url, _)) => url.clone(),
+            None => self.db_path().display().to_string(),
+        };
+        let mut args: Vec<String> = vec![
             "balancer".into(),
             "--listen".into(),
             loopback(self.port).to_string(),
             "--db".into(),
-            self.db_path().display().to_string(),
+            db,
             // The tests' webhook receivers are on loopback (the operator's allow-list).
             "--webhook-allow-networks".into(),
             "127.0.0.0/8".into(),
         ];
+        if let Some((_, name)) = &self.replica {
+            args.extend(["--replica".into(), name.clone()]);
+        }
         let log = self.dir.join(format!("balancer-{}.log", self.starts));
         let mut p = Proc::spawn(
             "balancer",
