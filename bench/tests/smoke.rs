@@ -81,20 +81,30 @@ fn simulator_at_1000_nodes_oracle_beats_round_robin() {
 #[test]
 fn plb_sends_nothing_to_a_hung_node_after_detection() {
     // Node 0 hangs from 65 s to 80 s; two failed probes (1 s apart, 0.5 s timeout,
-    // 0.5 s report delay) and a snapshot rebuild later it must be out.
+    // 0.5 s report delay) and a snapshot rebuild later it must be out. Three seeds: how
+    // much traffic a restarted node gets while slow start ramps it back is a matter of
+    // chance per run (1-4 % of the pool's requests 10-20 s after the restart over
+    // seeds 1-8, mean 2.2 %; fair share 6.25 %), so one seed's figure is no test.
     let sc = scenario("leak-then-crash", 16, 1.0);
-    let st = sim::run(
-        &sc,
-        Contender::Policy(PolicyKind::Plb),
-        &HarnessConfig::default(),
-        5,
-    )
-    .expect("runs");
-    let share = st.affected_share(69.0, 80.0).expect("traffic");
-    assert!(share < 0.002, "hung node still got {share}");
-    // And it comes back after the restart.
-    let back = st.affected_share(90.0, 100.0).expect("traffic");
-    assert!(back > 0.01, "restarted node got {back}");
+    let mut backs = Vec::new();
+    for seed in 1..=3 {
+        let st = sim::run(
+            &sc,
+            Contender::Policy(PolicyKind::Plb),
+            &HarnessConfig::default(),
+            seed,
+        )
+        .expect("runs");
+        let share = st.affected_share(69.0, 80.0).expect("traffic");
+        assert!(share < 0.002, "seed {seed}: hung node still got {share}");
+        backs.push(st.affected_share(90.0, 100.0).expect("traffic"));
+    }
+    // And it comes back after the restart (a node that never came back got 0.04 %).
+    let mean = backs.iter().sum::<f64>() / backs.len() as f64;
+    assert!(
+        mean > 0.01 && backs.iter().all(|b| *b > 0.005),
+        "restarted node got {backs:?}"
+    );
 }
 
 #[test]
