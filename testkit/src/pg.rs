@@ -107,6 +107,69 @@ impl PgServer {
     }
 }
 
+impl PgServer {
+    /// Stops the server (fast shutdown: open connections are cut), keeping its data;
+    /// [`Self::start_server`] starts it again on the same socket and port.
+    pub fn stop_server(&self) -> Result<()> {
+        self.pg_ctl(&["-m", "fast", "-w", "-t", "30", "stop"])
+    }
+
+    /// Starts the server again after [`Self::stop_server`], as pg-temp.sh started it.
+    pub fn start_server(&self) -> Result<()> {
+        let opts = format!(
+            "-k {} -p {} -c listen_addresses='' -c fsync=off -c full_page_writes=off \
+             -c max_connections=300 -c shared_buffers=128MB",
+            self.socket_dir, self.port
+        );
+        let log = format!("{}/server.log", self.socket_dir);
+        self.pg_ctl(&["-l", &log, "-w", "-t", "60", "-o", &opts, "start"])
+    }
+
+    /// Runs `pg_ctl -D DATA ARGS` as the server's user (the `postgres` user when root).
+    fn pg_ctl(&self, args: &[&str]) -> Result<()> {
+        let bin = ["15", "16", "17", "14", "13"]
+            .iter()
+            .map(|v| format!("/usr/lib/postgresql/{v}/bin"))
+            .find(|b| std::path::Path::new(&format!("{b}/pg_ctl")).exists())
+            .context("no pg_ctl under /usr/lib/postgresql")?;
+        let data = format!("{}/data", self.socket_dir);
+        let pg_ctl = format!("{bin}/pg_ctl");
+        let mut cmd = if is_root() {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--", &pg_ctl]);
+            c
+        } else {
+            Command::new(&pg_ctl)
+        };
+        let out = cmd
+            .current_dir(&self.socket_dir)
+            .args(["-D", &data])
+            .args(args)
+            .output()
+            .context("running pg_ctl")?;
+        if !out.status.success() {
+            bail!(
+                "pg_ctl {args:?}: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(())
+    }
+}
+
+/// Whether this process runs as root.
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(1).map(|u| u == "0"))
+        })
+        .unwrap_or(false)
+}
+
 /// The socket directory and port of a URL printed by pg-temp.sh.
 fn parse_socket_url(url: &str) -> Option<(String, u16)> {
     let (_, query) = url.split_once('?')?;
