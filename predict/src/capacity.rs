@@ -470,18 +470,22 @@ impl CapacityModel {
         })
     }
 
-    /// Weighted mean |ln(predicted / actual)| over `bins` load bins of `rows` (as the
-    /// fit bins and weighs them; a bin past saturation counts as the fit's cap, 5);
-    /// `None` with too few usable rows.
-    fn log_error(&self, rows: &[CapacityRow], bins: usize) -> Option<f64> {
+    /// The usable rows of `rows` with this model's features, if there are enough (3) to
+    /// score it on.
+    fn scorable<'a>(&self, rows: &'a [CapacityRow]) -> Option<Vec<&'a CapacityRow>> {
         let (ok, _) = usable(rows);
         let ok: Vec<&CapacityRow> = ok
             .into_iter()
             .filter(|r| r.features.len() == self.feature_means.len())
             .collect();
-        if ok.len() < 3 {
-            return None;
-        }
+        (ok.len() >= 3).then_some(ok)
+    }
+
+    /// Weighted mean |ln(predicted / actual)| over `bins` load bins of `rows` (as the
+    /// fit bins and weighs them; a bin past saturation counts as the fit's cap, 5);
+    /// `None` with too few usable rows.
+    fn log_error(&self, rows: &[CapacityRow], bins: usize) -> Option<f64> {
+        let ok = self.scorable(rows)?;
         let (mut err, mut wsum) = (0.0, 0.0);
         for b in make_bins(&ok, bins.max(1), self.slo_ms) {
             let e = self
@@ -496,14 +500,7 @@ impl CapacityModel {
     /// Scores the model on rows it did not see, binned like training so that
     /// per-request noise does not swamp the comparison.
     pub fn score(&self, rows: &[CapacityRow]) -> Option<CapacityScore> {
-        let (ok, _) = usable(rows);
-        let ok: Vec<&CapacityRow> = ok
-            .into_iter()
-            .filter(|r| r.features.len() == self.feature_means.len())
-            .collect();
-        if ok.len() < 3 {
-            return None;
-        }
+        let ok = self.scorable(rows)?;
         let bins = make_bins(&ok, self.bins.max(1), self.slo_ms);
         let mean = bins.iter().map(|b| b.latency).sum::<f64>() / bins.len() as f64;
         let mut err = 0.0;

@@ -83,6 +83,34 @@ impl AgentSpec {
         Ok(p)
     }
 
+    /// An agent of `node` in `pool` on `balancer` (one URL, or several comma-separated)
+    /// whose node sampler takes a sample every 100 ms and whose reports retry within
+    /// 1 s, its spool under `dir`.
+    pub fn sampling(balancer: String, token: String, node: &str, pool: &str, dir: &Path) -> Self {
+        AgentSpec {
+            balancer,
+            token,
+            node: node.into(),
+            address: plb_testkit::tcp_target(),
+            pools: vec![pool.into()],
+            spool: dir.join(format!("spool-{node}")),
+            metrics_port: free_port(),
+            extra: [
+                "--node-sample-ms",
+                "100",
+                "--batch-max-age-ms",
+                "200",
+                "--retry-max-ms",
+                "1000",
+                "--poll-ms",
+                "1000",
+            ]
+            .into_iter()
+            .map(String::from)
+            .collect(),
+        }
+    }
+
     /// Scrapes the agent's `/metrics`.
     pub fn metrics(&self) -> Result<BTreeMap<String, f64>> {
         Ok(parse_metrics(&http_get(&format!(
@@ -90,6 +118,48 @@ impl AgentSpec {
             loopback(self.metrics_port)
         ))?))
     }
+}
+
+/// Stops an agent cleanly (SIGTERM) and checks that it exited with success and sent
+/// every sample it took first (its reporter flushes the spool at shutdown and says so
+/// when it cannot).
+pub fn stop_agent_flushed(proc: &mut Proc) -> Result<()> {
+    let status = proc.terminate(Duration::from_secs(20))?;
+    if !status.success() {
+        bail!("the agent exited with {status}:\n{}", proc.log_tail(4000));
+    }
+    if proc
+        .log_tail(1 << 20)
+        .contains("unsent samples stay in the spool")
+    {
+        bail!("samples left unsent:\n{}", proc.log_tail(4000));
+    }
+    Ok(())
+}
+
+/// `(id, taken_at_ms)` of every stored sample of `node` in the PostgreSQL database at
+/// `db_url`, or `None` while it does not answer.
+pub fn pg_samples(
+    rt: &tokio::runtime::Runtime,
+    db_url: &str,
+    node: &str,
+) -> Option<Vec<(String, i64)>> {
+    rt.block_on(async {
+        let (client, conn) = tokio_postgres::connect(db_url, tokio_postgres::NoTls)
+            .await
+            .ok()?;
+        let task = tokio::spawn(conn);
+        let rows = client
+            .query(
+                "SELECT id, taken_at_ms FROM samples WHERE node = $1",
+                &[&node],
+            )
+            .await
+            .ok()?;
+        drop(client);
+        let _ = task.await;
+        Some(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    })
 }
 
 /// A reverse proxy in front of the balancer that, while `corrupt` is on, flips one byte
@@ -324,22 +394,16 @@ pub struct StoredSample {
 impl Balancer {
     /// Starts a balancer on a free port with a fresh state directory under `dir`.
     pub fn start(dir: &Path) -> Result<Balancer> {
-        std::fs::create_dir_all(dir)?;
-        let mut b = Balancer {
-            port: free_port(),
-            dir: dir.to_path_buf(),
-            admin_token: "admin-secret-token".into(),
-            proc: None,
-            starts: 0,
-            replica: None,
-        };
-        b.restart()?;
-        Ok(b)
+        Self::start_with(dir, None)
     }
 
     /// Starts replica `name` on the PostgreSQL database at `db_url` (several replicas
     /// share one database), on a free port with its logs under `dir`.
     pub fn start_replica(dir: &Path, db_url: &str, name: &str) -> Result<Balancer> {
+        Self::start_with(dir, Some((db_url.to_string(), name.to_string())))
+    }
+
+    fn start_with(dir: &Path, replica: Option<(String, String)>) -> Result<Balancer> {
         std::fs::create_dir_all(dir)?;
         let mut b = Balancer {
             port: free_port(),
@@ -347,7 +411,7 @@ impl Balancer {
             admin_token: "admin-secret-token".into(),
             proc: None,
             starts: 0,
-            replica: Some((db_url.to_string(), name.to_string())),
+            replica,
         };
         b.restart()?;
         Ok(b)

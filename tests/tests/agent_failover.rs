@@ -6,30 +6,14 @@
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use plb_testkit::{PgServer, free_port, metric_sum, now_ms, tcp_target, test_dir, wait_for};
-use plb_tests::cluster::{AgentSpec, Balancer};
+use plb_testkit::{PgServer, metric_sum, now_ms, test_dir, wait_for};
+use plb_tests::cluster::{AgentSpec, Balancer, pg_samples, stop_agent_flushed};
 
 const POOL: &str = "web";
 const NODE: &str = "n1";
 
-/// `(id, taken_at_ms)` of every stored sample of `node`.
 fn stored(rt: &tokio::runtime::Runtime, db: &str, node: &str) -> Vec<(String, i64)> {
-    rt.block_on(async {
-        let (client, conn) = tokio_postgres::connect(db, tokio_postgres::NoTls)
-            .await
-            .expect("connect to the test database");
-        let task = tokio::spawn(conn);
-        let rows = client
-            .query(
-                "SELECT id, taken_at_ms FROM samples WHERE node = $1",
-                &[&node],
-            )
-            .await
-            .expect("samples");
-        drop(client);
-        let _ = task.await;
-        rows.iter().map(|r| (r.get(0), r.get(1))).collect()
-    })
+    pg_samples(rt, db, node).expect("the database answers")
 }
 
 #[test]
@@ -45,28 +29,13 @@ fn an_agent_moves_to_the_next_replica_when_its_balancer_dies() {
     let mut a = Balancer::start_replica(&dir.path().join("a"), &db, "a").expect("replica a");
     let b = Balancer::start_replica(&dir.path().join("b"), &db, "b").expect("replica b");
     let client = a.client_with_pool("acme", POOL).expect("client");
-    let agent = AgentSpec {
-        balancer: format!("{},{}", a.url(), b.url()),
-        token: a.agent_token(&client, &[POOL]).expect("agent token"),
-        node: NODE.into(),
-        address: tcp_target(),
-        pools: vec![POOL.into()],
-        spool: dir.path().join("spool"),
-        metrics_port: free_port(),
-        extra: [
-            "--node-sample-ms",
-            "100",
-            "--batch-max-age-ms",
-            "200",
-            "--retry-max-ms",
-            "1000",
-            "--poll-ms",
-            "1000",
-        ]
-        .into_iter()
-        .map(String::from)
-        .collect(),
-    };
+    let agent = AgentSpec::sampling(
+        format!("{},{}", a.url(), b.url()),
+        a.agent_token(&client, &[POOL]).expect("agent token"),
+        NODE,
+        POOL,
+        dir.path(),
+    );
     let mut proc = agent.start(&dir.path().join("agent.log")).expect("agent");
 
     // Reports reach replica a first.
@@ -98,19 +67,7 @@ fn an_agent_moves_to_the_next_replica_when_its_balancer_dies() {
     assert!(metric_sum(&m, "plb_agent_balancer_switches_total", &[]) >= 1.0);
 
     // Stop the agent: it flushes what is left to b. Nothing lost, nothing twice.
-    assert!(
-        proc.terminate(Duration::from_secs(20))
-            .expect("stop the agent")
-            .success(),
-        "{}",
-        proc.log_tail(4000)
-    );
-    let log = proc.log_tail(1 << 20);
-    assert!(
-        !log.contains("unsent samples stay in the spool"),
-        "samples left unsent:\n{}",
-        proc.log_tail(4000)
-    );
+    stop_agent_flushed(&mut proc).expect("the agent stops and has sent everything");
     let taken = metric_sum(&m, "plb_agent_samples_taken_total", &[]);
     let rows = stored(&rt, &db, NODE);
     let ids: HashSet<&str> = rows.iter().map(|r| r.0.as_str()).collect();

@@ -7,33 +7,16 @@
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use plb_testkit::{PgServer, free_port, metric_sum, now_ms, tcp_target, test_dir, wait_for};
-use plb_tests::cluster::{AgentSpec, Balancer};
+use plb_testkit::{PgServer, metric_sum, now_ms, test_dir, wait_for};
+use plb_tests::cluster::{AgentSpec, Balancer, pg_samples, stop_agent_flushed};
 
 const POOL: &str = "web";
 const NODE: &str = "n1";
 /// How long the database stays down.
 const OUTAGE: Duration = Duration::from_secs(4);
 
-/// `(id, taken_at_ms)` of every stored sample of `node`, or `None` while the database
-/// does not answer.
 fn stored(rt: &tokio::runtime::Runtime, db: &str, node: &str) -> Option<Vec<(String, i64)>> {
-    rt.block_on(async {
-        let (client, conn) = tokio_postgres::connect(db, tokio_postgres::NoTls)
-            .await
-            .ok()?;
-        let task = tokio::spawn(conn);
-        let rows = client
-            .query(
-                "SELECT id, taken_at_ms FROM samples WHERE node = $1",
-                &[&node],
-            )
-            .await
-            .ok()?;
-        drop(client);
-        let _ = task.await;
-        Some(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
-    })
+    pg_samples(rt, db, node)
 }
 
 #[test]
@@ -50,28 +33,13 @@ fn samples_spool_through_a_database_restart_and_arrive_once() {
     let mut balancer =
         Balancer::start_replica(&dir.path().join("balancer"), &db, "a").expect("balancer");
     let client = balancer.client_with_pool("acme", POOL).expect("client");
-    let agent = AgentSpec {
-        balancer: balancer.url(),
-        token: balancer.agent_token(&client, &[POOL]).expect("agent token"),
-        node: NODE.into(),
-        address: tcp_target(),
-        pools: vec![POOL.into()],
-        spool: dir.path().join("spool"),
-        metrics_port: free_port(),
-        extra: [
-            "--node-sample-ms",
-            "100",
-            "--batch-max-age-ms",
-            "200",
-            "--retry-max-ms",
-            "1000",
-            "--poll-ms",
-            "1000",
-        ]
-        .into_iter()
-        .map(String::from)
-        .collect(),
-    };
+    let agent = AgentSpec::sampling(
+        balancer.url(),
+        balancer.agent_token(&client, &[POOL]).expect("agent token"),
+        NODE,
+        POOL,
+        dir.path(),
+    );
     let mut proc = agent.start(&dir.path().join("agent.log")).expect("agent");
     wait_for(Duration::from_secs(15), "samples stored", || {
         stored(&rt, &db, NODE).filter(|s| s.len() >= 10).map(|_| ())
@@ -103,20 +71,7 @@ fn samples_spool_through_a_database_restart_and_arrive_once() {
     .expect("samples after the restart");
     let arrived_after_ms = now_ms() - up_at;
     let m = agent.metrics().expect("agent metrics");
-    assert!(
-        proc.terminate(Duration::from_secs(20))
-            .expect("stop the agent")
-            .success(),
-        "{}",
-        proc.log_tail(4000)
-    );
-    assert!(
-        !proc
-            .log_tail(1 << 20)
-            .contains("unsent samples stay in the spool"),
-        "samples left unsent:\n{}",
-        proc.log_tail(4000)
-    );
+    stop_agent_flushed(&mut proc).expect("the agent stops and has sent everything");
     let rows = stored(&rt, &db, NODE).expect("the database answers");
     balancer
         .stop()

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use plb_probe_artifacts::{MISBEHAVE, TCP_CONNECT, TRIVIAL};
 use plb_testkit::{Proc, free_port, metric_sum, now_ms, tcp_target, test_dir, wait_for};
-use plb_tests::cluster::{AgentSpec, Balancer, ProbeUpload, StoredSample};
+use plb_tests::cluster::{AgentSpec, Balancer, ProbeUpload, StoredSample, stop_agent_flushed};
 
 const CALM: &str = "calm";
 const STORM: &str = "storm";
@@ -156,19 +156,7 @@ fn agent(b: &Balancer, client: &str, pool: &str, dir: &Path) -> AgentSpec {
 fn stop(spec: &AgentSpec, mut proc: Proc) -> BTreeMap<String, f64> {
     assert!(proc.alive(), "the agent crashed:\n{}", proc.log_tail(4000));
     let m = spec.metrics().expect("agent metrics");
-    assert!(
-        proc.terminate(Duration::from_secs(20))
-            .expect("stop the agent")
-            .success(),
-        "the agent did not exit cleanly:\n{}",
-        proc.log_tail(4000)
-    );
-    let log = proc.log_tail(1 << 20);
-    assert!(
-        !log.contains("unsent samples stay in the spool"),
-        "samples left unsent at exit:\n{}",
-        proc.log_tail(4000)
-    );
+    stop_agent_flushed(&mut proc).expect("the agent stops and has sent everything");
     m
 }
 
