@@ -137,6 +137,17 @@ pub fn stop_agent_flushed(proc: &mut Proc) -> Result<()> {
     Ok(())
 }
 
+/// A current-thread runtime (for [`pg_samples`]) and the URL of a fresh database on
+/// the test binary's shared PostgreSQL server (`scripts/pg-temp.sh`).
+pub fn shared_pg_database() -> Result<(tokio::runtime::Runtime, String)> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let pg = plb_testkit::PgServer::shared()?;
+    let db = rt.block_on(pg.create_database())?;
+    Ok((rt, db))
+}
+
 /// `(id, taken_at_ms)` of every stored sample of `node` in the PostgreSQL database at
 /// `db_url`, or `None` while it does not answer.
 pub fn pg_samples(

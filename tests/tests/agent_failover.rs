@@ -6,8 +6,8 @@
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use plb_testkit::{PgServer, metric_sum, now_ms, test_dir, wait_for};
-use plb_tests::cluster::{AgentSpec, Balancer, pg_samples, stop_agent_flushed};
+use plb_testkit::{metric_sum, now_ms, test_dir, wait_for};
+use plb_tests::cluster::{AgentSpec, Balancer, pg_samples, shared_pg_database, stop_agent_flushed};
 
 const POOL: &str = "web";
 const NODE: &str = "n1";
@@ -20,12 +20,7 @@ fn stored(rt: &tokio::runtime::Runtime, db: &str, node: &str) -> Vec<(String, i6
 fn an_agent_moves_to_the_next_replica_when_its_balancer_dies() {
     let started = Instant::now();
     let dir = test_dir(module_path!());
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let pg = PgServer::shared().expect("PostgreSQL (scripts/pg-temp.sh)");
-    let db = rt.block_on(pg.create_database()).expect("a test database");
+    let (rt, db) = shared_pg_database().expect("a database on PostgreSQL (scripts/pg-temp.sh)");
     let mut a = Balancer::start_replica(&dir.path().join("a"), &db, "a").expect("replica a");
     let b = Balancer::start_replica(&dir.path().join("b"), &db, "b").expect("replica b");
     let client = a.client_with_pool("acme", POOL).expect("client");

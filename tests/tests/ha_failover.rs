@@ -9,8 +9,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use plb_testkit::{PgServer, http_get, now_ms, test_dir, wait_for};
-use plb_tests::cluster::{AgentSpec, Balancer, pg_samples, stop_agent_flushed};
+use plb_testkit::{http_get, now_ms, test_dir, wait_for};
+use plb_tests::cluster::{AgentSpec, Balancer, pg_samples, shared_pg_database, stop_agent_flushed};
 
 const POOL: &str = "web";
 
@@ -57,12 +57,7 @@ fn route_load(base: String, token: String, stop: Arc<AtomicBool>) -> Vec<i64> {
 fn the_survivor_answers_leads_and_loses_nothing_when_the_leader_is_killed() {
     let started = Instant::now();
     let dir = test_dir(module_path!());
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let pg = PgServer::shared().expect("PostgreSQL (scripts/pg-temp.sh)");
-    let db = rt.block_on(pg.create_database()).expect("a test database");
+    let (rt, db) = shared_pg_database().expect("a database on PostgreSQL (scripts/pg-temp.sh)");
     let mut replicas = [
         Balancer::start_replica(&dir.path().join("a"), &db, "a").expect("replica a"),
         Balancer::start_replica(&dir.path().join("b"), &db, "b").expect("replica b"),
