@@ -28,6 +28,7 @@ pub mod routes;
 pub mod server;
 pub mod state;
 pub mod store;
+pub mod tail;
 pub mod webhooks;
 
 use std::future::Future;
@@ -135,6 +136,8 @@ pub struct RunningBalancer {
     server: JoinHandle<Result<(), Error>>,
     retention: JoinHandle<()>,
     engine: Option<JoinHandle<()>>,
+    /// The tail of what other replicas store ([`tail`]).
+    tail: JoinHandle<()>,
     /// Probe reliability's tracker task and the webhook deliverer.
     reliability: Vec<JoinHandle<()>>,
 }
@@ -153,6 +156,7 @@ impl RunningBalancer {
         self.edges.stop().await;
         self.state.leadership.stop();
         self.retention.abort();
+        self.tail.abort();
         if let Some(e) = &self.engine {
             e.abort();
         }
@@ -198,6 +202,15 @@ pub async fn start_with_state(
             source: std::io::Error::other(e),
         })?;
     let engine = state.engine.spawn(Arc::clone(&state.store));
+    // Replicas on one database: this engine also learns from what the others store
+    // (a no-op on SQLite). The engine never sees samples of a probe in `needs_update`.
+    let tail = tokio::spawn(tail::run(
+        Arc::clone(&state.store),
+        Arc::new(crate::reliability::ExcludingObserver::new(
+            state.engine.clone(),
+            state.reliability.exclusions(),
+        )),
+    ));
     // Probe states and windows are back before the first report: none is raised twice.
     state
         .reliability
@@ -280,6 +293,7 @@ pub async fn start_with_state(
         edges,
         retention,
         engine,
+        tail,
         reliability,
     })
 }
@@ -302,6 +316,7 @@ pub async fn serve(
         Some(r) => {
             running.edges.stop().await;
             running.retention.abort();
+            running.tail.abort();
             if let Some(e) = &running.engine {
                 e.abort();
             }

@@ -165,3 +165,67 @@ async fn a_balancer_on_sqlite_always_leads() {
     );
     assert_eq!(leader_gauge(&b).await, 1.0);
 }
+
+/// Each replica's engine learns from the samples the other stores (the tail of the
+/// samples table): a report taken by `a` reaches `b`'s engine within a second, and
+/// `a`'s engine sees it once (its own samples are not fed to it again).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_sample_stored_through_one_replica_reaches_the_other_replicas_engine() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = TestDb::new(Backend::Postgres, dir.path()).await;
+    let a = replica(&db, "a").await;
+    let b = replica(&db, "b").await;
+    let client = a.client_with_pool("acme", "web").await;
+    let agent = a.agent(&client, &["web"]).await;
+    agent
+        .register(&register("n1", "127.0.0.1:9", &["web"]))
+        .await
+        .expect("register");
+    let on_b = plb_client::Client::new(&b.url(), client.token()).expect("client on b");
+    let last_seen = |nodes: &plb_api::PoolNodes| {
+        nodes
+            .nodes
+            .iter()
+            .find(|n| n.node == "n1")
+            .and_then(|n| n.assessment.as_ref())
+            .and_then(|x| x.last_seen_ms)
+    };
+    let mut lags = Vec::new();
+    for k in 0..5 {
+        let t = now_ms();
+        agent
+            .report(&plb_api::ReportBatch {
+                node: "n1".into(),
+                samples: vec![sample("web", plb_api::NODE_SAMPLER_PROBE, 0, t)],
+                dropped: 0,
+            })
+            .await
+            .expect("report to a");
+        let acked = Instant::now();
+        loop {
+            let nodes = on_b.pool_nodes("web").await.expect("b's nodes");
+            if last_seen(&nodes) == Some(t) {
+                break;
+            }
+            assert!(
+                acked.elapsed() < Duration::from_secs(1),
+                "report {k}: b's engine had not seen it a second after a acknowledged it \
+                 (last seen {:?}, sample at {t})",
+                last_seen(&nodes)
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        lags.push(acked.elapsed().as_millis());
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    // a's own engine has it too (from its own ingest), and b's tail did not feed b's
+    // samples back to it: nothing was refused as out of order or twice.
+    let on_a = a.admin.with_token(client.token().to_string());
+    assert_eq!(
+        last_seen(&on_a.pool_nodes("web").await.expect("a's nodes")),
+        last_seen(&on_b.pool_nodes("web").await.expect("b's nodes"))
+    );
+    eprintln!("b's engine saw a's samples {lags:?} ms after a acknowledged them");
+    b.running.stop().await.expect("stop b");
+    a.running.stop().await.expect("stop a");
+}

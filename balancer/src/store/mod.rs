@@ -258,6 +258,19 @@ pub struct Ingested {
     pub node_id: i64,
     /// The samples newly stored (duplicates left out), in batch order.
     pub stored: Vec<Sample>,
+    /// Their positions in the shared samples table (PostgreSQL's `seq`), so that this
+    /// process's tail of the table skips them; empty where one process owns the store.
+    pub seqs: Vec<i64>,
+}
+
+/// What [`Store::tail_samples`] read: the positions of every row read (this process's
+/// own included) and the batches other processes stored, grouped per node in order.
+#[derive(Debug, Default)]
+pub struct TailPage {
+    /// Every `seq` read, ascending.
+    pub seqs: Vec<i64>,
+    /// Samples other processes stored, as committed batches.
+    pub batches: Vec<crate::ingest::CommittedBatch>,
 }
 
 /// A pool and its nodes, as the prediction engine routes it.
@@ -450,6 +463,21 @@ pub trait Store: ReliabilityStore + Send + Sync + 'static {
 
     /// Stores a report batch, idempotent by sample id; resolves after commit.
     fn ingest(&self, ingest: Ingest) -> StoreFuture<Ingested>;
+
+    /// Where a tail of the samples other processes store starts (the newest `seq`
+    /// now), or `None` for a store only this process writes (SQLite).
+    fn tail_start(&self) -> StoreFuture<Option<i64>> {
+        Box::pin(async { Ok(None) })
+    }
+
+    /// Samples stored after position `after` or at the positions in `also` (ones
+    /// not yet committed at the last read), at most `limit` rows, in `seq` order; the
+    /// batches leave out what this process stored itself. Nothing where only this
+    /// process writes the store.
+    fn tail_samples(&self, after: i64, also: Vec<i64>, limit: i64) -> StoreFuture<TailPage> {
+        let _ = (after, also, limit);
+        Box::pin(async { Ok(TailPage::default()) })
+    }
 
     /// A pool's nodes with their newest samples.
     fn pool_nodes(&self, client_id: i64, pool: String) -> StoreFuture<PoolNodes>;

@@ -160,5 +160,6 @@ pub(super) fn ingest(c: &Connection, ing: Ingest) -> Result<Ingested, StoreError
         },
         node_id,
         stored,
+        seqs: Vec::new(),
     })
 }

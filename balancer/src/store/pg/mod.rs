@@ -51,8 +51,8 @@ use super::writer::WriterMetrics;
 use super::{
     AttemptRecord, DueDelivery, EngineWrites, FoldStats, Ingest, Ingested, MinuteDecisions,
     ModuleGc, NewProbeVersion, PoolTopology, PutProbe, Quotas, ReliabilityRecord, ReliabilityStore,
-    ReplaySample, ScalingRecord, Store, StoreError, StoreFuture, StoredReliability, TimedMetrics,
-    TokenHash, TokenOwner, WarmSample,
+    ReplaySample, ScalingRecord, Store, StoreError, StoreFuture, StoredReliability, TailPage,
+    TimedMetrics, TokenHash, TokenOwner, WarmSample,
 };
 
 /// A transaction on one of the store's connections.
@@ -99,7 +99,13 @@ struct Inner {
     writers: Pool,
     metrics: WriterMetrics,
     quotas: Quotas,
+    /// `seq`s of samples this process stored that its tail has not read yet.
+    own: std::sync::Mutex<std::collections::HashSet<i64>>,
 }
+
+/// Most `seq`s of its own a process keeps for its tail to skip (a process whose tail
+/// does not run forgets them rather than grow).
+const MAX_OWN_SEQS: usize = 1_000_000;
 
 /// The PostgreSQL store.
 #[derive(Clone)]
@@ -147,6 +153,7 @@ impl PgStore {
                 writers: pool(&cfg, "writer", opts.writers)?,
                 metrics: opts.metrics,
                 quotas: opts.quotas,
+                own: std::sync::Mutex::new(std::collections::HashSet::new()),
             }),
         };
         let mut c = store.inner.writers.get().await?;
@@ -458,7 +465,31 @@ impl Store for PgStore {
     }
 
     fn ingest(&self, ingest: Ingest) -> StoreFuture<Ingested> {
-        write_tx!(self, |tx| samples::ingest(tx, &ingest))
+        let store = Arc::clone(&self.inner);
+        write_tx!(self, |tx| async {
+            let ingested = samples::ingest(tx, &ingest).await?;
+            // Recorded before the commit makes the rows visible to this process's tail.
+            let mut own = store
+                .own
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if own.len() + ingested.seqs.len() > MAX_OWN_SEQS {
+                own.clear();
+            }
+            own.extend(ingested.seqs.iter().copied());
+            Ok::<_, StoreError>(ingested)
+        })
+    }
+
+    fn tail_start(&self) -> StoreFuture<Option<i64>> {
+        read_tx!(self, |tx| samples::tail_start(tx))
+    }
+
+    fn tail_samples(&self, after: i64, also: Vec<i64>, limit: i64) -> StoreFuture<TailPage> {
+        let inner = Arc::clone(&self.inner);
+        read_tx!(self, |tx| samples::tail_samples(
+            tx, after, &also, limit, &inner.own
+        ))
     }
 
     fn pool_nodes(&self, client_id: i64, pool: String) -> StoreFuture<PoolNodes> {

@@ -20,7 +20,7 @@ const INSERT_SAMPLES: &str = "INSERT INTO samples (node_id, id, node, pool, prob
          duration_ms, fuel_used, message, stderr, ord)
      ORDER BY u.ord
      ON CONFLICT (node_id, id) DO NOTHING
-     RETURNING id";
+     RETURNING id, seq";
 
 const UPSERT_LATEST: &str = "INSERT INTO latest_samples (node_id, pool, probe, taken_at_ms, sample)
      SELECT $1, u.pool, u.probe, u.taken_at_ms, u.sample
@@ -165,8 +165,10 @@ pub(super) async fn ingest(tx: &Tx<'_>, ing: &Ingest) -> Result<Ingested, StoreE
     // Which samples are new: each returned id once, in batch order (a duplicate id
     // inside the batch stores its first sample).
     let mut new_ids: HashMap<String, usize> = HashMap::with_capacity(inserted.len());
+    let mut seqs = Vec::with_capacity(inserted.len());
     for r in &inserted {
         *new_ids.entry(r.try_get(0)?).or_default() += 1;
+        seqs.push(r.try_get::<_, i64>(1)?);
     }
     let mut stored: Vec<Sample> = Vec::with_capacity(inserted.len());
     for (s, id) in batch.samples.iter().zip(&ids_ref) {
@@ -217,5 +219,82 @@ pub(super) async fn ingest(tx: &Tx<'_>, ing: &Ingest) -> Result<Ingested, StoreE
         },
         node_id,
         stored,
+        seqs,
     })
+}
+
+/// The newest `seq` now (0 for an empty table).
+pub(super) async fn tail_start(tx: &Tx<'_>) -> Result<Option<i64>, StoreError> {
+    let rows = query(tx, "SELECT coalesce(max(seq), 0) FROM samples", &[]).await?;
+    Ok(Some(match rows.first() {
+        Some(r) => r.try_get(0)?,
+        None => 0,
+    }))
+}
+
+/// Rows after `after` or at `also`, in `seq` order, with their owner: the positions of
+/// all and, as batches per node, the samples not in `own`.
+pub(super) async fn tail_samples(
+    tx: &Tx<'_>,
+    after: i64,
+    also: &[i64],
+    limit: i64,
+    own: &std::sync::Mutex<std::collections::HashSet<i64>>,
+) -> Result<crate::store::TailPage, StoreError> {
+    use crate::ingest::CommittedBatch;
+    let rows = query(
+        tx,
+        "SELECT s.seq, n.client_id, s.node_id, s.node, s.received_at_ms, s.id, s.pool,
+                s.probe, s.version, s.taken_at_ms, s.outcome, s.metrics, s.duration_ms,
+                s.fuel_used, s.message, s.stderr
+         FROM samples s JOIN nodes n ON n.id = s.node_id
+         WHERE s.seq > $1 OR s.seq = ANY($2)
+         ORDER BY s.seq LIMIT $3",
+        &[&after, &also, &limit],
+    )
+    .await?;
+    let mut page = crate::store::TailPage::default();
+    let mut own = own
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    for r in &rows {
+        let seq: i64 = r.try_get(0)?;
+        page.seqs.push(seq);
+        if own.remove(&seq) {
+            continue;
+        }
+        let (client_id, node_id): (i64, i64) = (r.try_get(1)?, r.try_get(2)?);
+        let node: String = r.try_get(3)?;
+        let received_at_ms: i64 = r.try_get(4)?;
+        let outcome: String = r.try_get(10)?;
+        let metrics: String = r.try_get(11)?;
+        let fuel: Option<i64> = r.try_get(13)?;
+        let version: i64 = r.try_get(8)?;
+        let sample = Sample {
+            id: r.try_get(5)?,
+            pool: r.try_get(6)?,
+            probe: r.try_get(7)?,
+            version: u32::try_from(version).unwrap_or(u32::MAX),
+            taken_at_ms: r.try_get(9)?,
+            outcome: serde_json::from_value(serde_json::Value::String(outcome))?,
+            metrics: serde_json::from_str(&metrics)?,
+            duration_ms: r.try_get(12)?,
+            fuel_used: fuel.and_then(|f| u64::try_from(f).ok()),
+            message: r.try_get(14)?,
+            stderr: r.try_get(15)?,
+        };
+        match page.batches.last_mut() {
+            Some(b) if b.node_id == node_id && b.received_at_ms == received_at_ms => {
+                b.samples.push(sample);
+            }
+            _ => page.batches.push(CommittedBatch {
+                client_id,
+                node_id,
+                node,
+                received_at_ms,
+                samples: vec![sample],
+            }),
+        }
+    }
+    Ok(page)
 }
