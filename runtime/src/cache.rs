@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use wasmtime::component::Component;
 
@@ -126,12 +127,31 @@ fn load_or_compile(
         }
     }
     let component = compile(slot, wasm)?;
-    let bytes = component.serialize().map_err(RuntimeError::engine)?;
-    std::fs::create_dir_all(dir)?;
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    std::fs::write(&tmp, &bytes)?;
-    std::fs::rename(&tmp, &path)?;
+    // The cache only saves the next start a compile: failing to write it fails nothing.
+    if let Err(e) = store_artifact(&component, dir, &path) {
+        tracing::warn!(path = %path.display(), "cannot cache the compiled artifact: {e:#}");
+    }
     Ok(component)
+}
+
+/// Distinguishes the temporary files of concurrent writers in one process.
+static NEXT_TMP: AtomicU64 = AtomicU64::new(0);
+
+/// Writes `component`'s artifact to `path` atomically: into a temporary file of this
+/// writer's own (several runs of one module may compile it at once), then renamed.
+fn store_artifact(component: &Component, dir: &Path, path: &Path) -> wasmtime::Result<()> {
+    let bytes = component.serialize()?;
+    std::fs::create_dir_all(dir)?;
+    let tmp = path.with_extension(format!(
+        "tmp{}-{}",
+        std::process::id(),
+        NEXT_TMP.fetch_add(1, Ordering::Relaxed)
+    ));
+    let written = std::fs::write(&tmp, &bytes).and_then(|()| std::fs::rename(&tmp, path));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    Ok(written?)
 }
 
 #[allow(unsafe_code)]

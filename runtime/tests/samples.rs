@@ -136,3 +136,47 @@ async fn compiled_cache_survives_a_restart() {
         "the restarted runtime loaded the artifact instead of recompiling"
     );
 }
+
+/// Several runs of one module compiling it at once (three probes sharing a module, first
+/// runs together) all get it, and the cache holds one whole artifact: the writers used
+/// to share one temporary file, so one rename failed and its run was reported `invalid`
+/// (seen once in 3,900 hostile runs of tests/tests/hostile_load.rs).
+#[test]
+fn concurrent_first_compiles_of_one_module_all_succeed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = RuntimeConfig {
+        max_concurrent_runs: 4,
+        max_memory_mib: 64,
+        cache_dir: Some(dir.path().to_path_buf()),
+        ..RuntimeConfig::default()
+    };
+    let probe = Probe::new(TRIVIAL.to_vec());
+    let runtimes: Vec<_> = (0..6)
+        .map(|_| Runtime::new(cfg.clone()).expect("runtime"))
+        .collect();
+    let barrier = std::sync::Barrier::new(runtimes.len());
+    std::thread::scope(|s| {
+        let handles: Vec<_> = runtimes
+            .iter()
+            .map(|rt| {
+                let (probe, barrier) = (&probe, &barrier);
+                s.spawn(move || {
+                    barrier.wait();
+                    rt.prepare(probe, false)
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().expect("thread").expect("prepared");
+        }
+    });
+    let names: Vec<String> = std::fs::read_dir(dir.path())
+        .expect("read dir")
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names.len(), 1, "one artifact, no temporary left: {names:?}");
+    // And it loads.
+    let rt = Runtime::new(cfg).expect("runtime");
+    rt.prepare(&probe, false).expect("from the cache");
+}
