@@ -18,7 +18,7 @@ use plb_balancer::engine::{Engine, EngineConfig};
 use plb_balancer::metrics::Metrics;
 use plb_balancer::store::{Quotas, SqliteOptions, SqliteStore, Store};
 use plb_balancer::{CommittedBatch, IngestObserver};
-use plb_testkit::now_ms;
+use plb_testkit::{now_ms, proc_status};
 
 /// Clock ticks per second of `/proc` CPU times (Linux: USER_HZ is 100).
 const TICKS_PER_S: f64 = 100.0;
@@ -53,14 +53,9 @@ fn engine_cpu_s() -> (usize, f64) {
 
 /// The process's resident memory, bytes.
 fn rss_bytes() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
-        })
-        .map_or(0, |kb| kb * 1024)
+    proc_status("VmRSS")
+        .and_then(|kib| kib.parse::<u64>().ok())
+        .map_or(0, |kib| kib * 1024)
 }
 
 struct Figures {

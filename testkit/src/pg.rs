@@ -160,14 +160,7 @@ impl PgServer {
 
 /// Whether this process runs as root.
 fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(1).map(|u| u == "0"))
-        })
-        .unwrap_or(false)
+    crate::process::proc_status("Uid").is_some_and(|u| u == "0")
 }
 
 /// The socket directory and port of a URL printed by pg-temp.sh.

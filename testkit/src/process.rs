@@ -201,3 +201,13 @@ pub fn test_dir(name: &str) -> tempfile::TempDir {
     }
     dir
 }
+
+/// The first value of `field` (e.g. `VmRSS`, `Uid`) in this process's
+/// `/proc/self/status` (Linux).
+pub fn proc_status(field: &str) -> Option<String> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status
+        .lines()
+        .find(|l| l.split_once(':').is_some_and(|(k, _)| k == field))?;
+    line.split_whitespace().nth(1).map(str::to_string)
+}
