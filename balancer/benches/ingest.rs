@@ -116,27 +116,35 @@ async fn fleet(url: &str) -> (Vec<plb_client::Client>, Vec<(i64, i64)>) {
     (agents, ids)
 }
 
-async fn over_http(agents: &[plb_client::Client], random: bool, path: &'static str) -> Row {
-    let url = format!("{}v1/reports", agents[0].base_url());
+/// `clients` agents posting their batches back to back, agent `i` to balancer
+/// `bases[i % bases.len()]` (base URLs ending in `/`).
+async fn over_http(
+    agents: &[plb_client::Client],
+    bases: &[String],
+    clients: usize,
+    random: bool,
+    path: &'static str,
+) -> Row {
     let http = reqwest::Client::new();
     // Bodies serialised before the clock starts: the server's work is measured.
-    let work: Vec<(String, Vec<Vec<u8>>)> = agents
+    let work: Vec<(String, String, Vec<Vec<u8>>)> = agents
         .iter()
-        .take(CLIENTS)
+        .take(clients)
         .enumerate()
         .map(|(i, a)| {
             let bodies = batches(&format!("n{i}"), BATCHES_PER_CLIENT, BATCH, random)
                 .iter()
                 .map(|b| serde_json::to_vec(b).expect("json"))
                 .collect();
-            (a.token().to_string(), bodies)
+            let url = format!("{}v1/reports", bases[i % bases.len()]);
+            (url, a.token().to_string(), bodies)
         })
         .collect();
     let started = Instant::now();
     let tasks: Vec<_> = work
         .into_iter()
-        .map(|(token, bodies)| {
-            let (http, url) = (http.clone(), url.clone());
+        .map(|(url, token, bodies)| {
+            let http = http.clone();
             tokio::spawn(async move {
                 for body in bodies {
                     let resp = http
@@ -159,9 +167,9 @@ async fn over_http(agents: &[plb_client::Client], random: bool, path: &'static s
     }
     Row {
         path,
-        clients: CLIENTS,
+        clients,
         batch: BATCH,
-        samples: CLIENTS * BATCHES_PER_CLIENT * BATCH,
+        samples: clients * BATCHES_PER_CLIENT * BATCH,
         took: started.elapsed(),
     }
 }
@@ -247,10 +255,12 @@ async fn run(db: Db) -> Vec<Row> {
         }
         Db::Postgres(url) => {
             cfg.db = url.as_str().into();
+            cfg.replica = Some("a".into());
             "PostgreSQL 15, a throwaway server on a unix socket, fsync off".to_string()
         }
     };
     let running = plb_balancer::start(&cfg).await.expect("balancer");
+    let base_url = running.url();
     let (agents, ids) = fleet(&running.url()).await;
     let store = running.state.store.clone();
 
@@ -294,8 +304,21 @@ async fn run(db: Db) -> Vec<Row> {
         )
         .await,
     );
-    rows.push(over_http(&agents, false, "HTTP POST /v1/reports").await);
-    rows.push(over_http(&agents, true, "HTTP, random (v4) ids").await);
+    let one = [base_url.clone()];
+    rows.push(over_http(&agents, &one, CLIENTS, false, "HTTP POST /v1/reports").await);
+    rows.push(over_http(&agents, &one, CLIENTS, true, "HTTP, random (v4) ids").await);
+    // A second replica on the same database (PostgreSQL only): agents split over both,
+    // and each replica's tail reads what the other stores.
+    let second = if let Db::Postgres(_) = &db {
+        let mut b = cfg.clone();
+        b.replica = Some("b".into());
+        let b = plb_balancer::start(&b).await.expect("replica b");
+        let both = [base_url.clone(), b.url()];
+        rows.push(over_http(&agents, &both, CLIENTS * 2, false, "HTTP, two replicas").await);
+        Some(b)
+    } else {
+        None
+    };
 
     let base = rows[0].rate();
     println!();
@@ -320,9 +343,12 @@ async fn run(db: Db) -> Vec<Row> {
             r.rate() / base
         );
     }
-    let http = rows[rows.len() - 2].rate();
+    let (path, http) = match rows.iter().find(|r| r.path == "HTTP, two replicas") {
+        Some(r) => ("through two replicas", r.rate()),
+        None => ("over HTTP", rows[3].rate()),
+    };
     println!(
-        "\nGoal: >= {GOAL:.0} samples/s over HTTP: {} ({http:.0}/s, {:.2}x the goal)",
+        "\nGoal: >= {GOAL:.0} samples/s {path}: {} ({http:.0}/s, {:.2}x the goal)",
         if http >= GOAL { "met" } else { "NOT met" },
         http / GOAL
     );
@@ -344,6 +370,9 @@ async fn run(db: Db) -> Vec<Row> {
         }
     };
     println!("Samples in the database at the end: {total}");
+    if let Some(b) = second {
+        b.stop().await.expect("stop b");
+    }
     running.stop().await.expect("stop");
     rows
 }
@@ -380,6 +409,15 @@ async fn main() {
                     n.rate(),
                     p.rate(),
                     p.rate() / n.rate()
+                );
+            }
+            if let (Some(two), Some(one)) = (postgres.get(5), normal.get(3)) {
+                println!(
+                    "| {:<26} | {:>13.0} | {:>13.0} | {:>10.2}x |",
+                    "two PG replicas / 1 SQLite",
+                    one.rate(),
+                    two.rate(),
+                    two.rate() / one.rate()
                 );
             }
         }

@@ -3,7 +3,9 @@
 //! engine's overhead); then HTTP `GET /v1/pools/{pool}/route` requests per second and
 //! latency percentiles with N concurrent keep-alive clients, next to `/healthz` measured
 //! the same way in the same run. Real balancer on a loopback port, real SQLite file,
-//! nodes registered and sampled over the REST API.
+//! nodes registered and sampled over the REST API. Then the keyed route load on two
+//! balancer replicas sharing a throwaway PostgreSQL (`scripts/pg-temp.sh`) against the
+//! SQLite balancer, in turns (`PLB_BENCH_DB=sqlite` leaves PostgreSQL out).
 //!
 //! `cargo bench -p plb-balancer --bench route` (add `-- --quick` for a short run; the
 //! environment variable `PLB_BENCH_QUICK=1` does the same).
@@ -344,5 +346,100 @@ async fn run(s: Setup) {
     }
     println!();
     println!("goals: < 1 us per decision at 100 nodes; >= 20,000 route req/s with p99 < 2 ms");
+
+    // 3. The same keyed route load on two PostgreSQL replicas, against this SQLite
+    // balancer, in turns.
+    if std::env::var("PLB_BENCH_DB").is_ok_and(|v| v == "sqlite") {
+        running.stop().await.expect("stop");
+        return;
+    }
+    let pg = tokio::task::spawn_blocking(plb_testkit::PgServer::start)
+        .await
+        .expect("task")
+        .expect("PostgreSQL starts (scripts/pg-temp.sh)");
+    let url = pg.create_database().await.expect("database");
+    let mut replicas = Vec::new();
+    for name in ["a", "b"] {
+        let mut c = cfg.clone();
+        c.listen = "127.0.0.1:0".parse().expect("addr");
+        c.db = url.as_str().into();
+        c.replica = Some(name.into());
+        replicas.push(plb_balancer::start(&c).await.expect("replica"));
+    }
+    let pg_admin = Client::new(&replicas[0].url(), ADMIN).expect("admin");
+    let pg_client = pool(&pg_admin, "bench-pg", 100).await;
+    // Both replicas' engines hold the pool: b's learnt it from its tail.
+    let key = PoolKey {
+        client_id: 1,
+        pool: "web".into(),
+    };
+    for r in &replicas {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while r
+            .state
+            .engine
+            .pool(&key)
+            .is_none_or(|p| p.snapshot().eligible().len() != 100)
+        {
+            assert!(
+                Instant::now() < deadline,
+                "the pool never became routable on a replica"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let path = "/v1/pools/web/route?key=user-1&cost=1";
+    let targets = [
+        ("SQLite", addr, token.clone()),
+        (
+            "PG replica a",
+            replicas[0].addr,
+            pg_client.token().to_string(),
+        ),
+        (
+            "PG replica b",
+            replicas[1].addr,
+            pg_client.token().to_string(),
+        ),
+    ];
+    // Two rounds in turns, the best of each (the machine is shared).
+    let mut best: Vec<Option<Load>> = targets.iter().map(|_| None).collect();
+    for _ in 0..2 {
+        for (i, (_, a, t)) in targets.iter().enumerate() {
+            let l = load(*a, path, t, s.clients, s.http_secs).await;
+            if best[i].as_ref().is_none_or(|b| l.rps > b.rps) {
+                best[i] = Some(l);
+            }
+        }
+    }
+    println!();
+    println!(
+        "HTTP keyed route, {} connections, {:.0} s, best of 2 rounds in turns: SQLite vs PostgreSQL replicas (two on one database)",
+        s.clients, s.http_secs
+    );
+    println!(
+        "{:>14} {:>12} {:>10} {:>10} {:>8} {:>10}",
+        "store", "req/s", "p50 ms", "p99 ms", "errors", "vs SQLite"
+    );
+    let base = best[0].as_ref().map_or(1.0, |l| l.rps);
+    for ((name, _, _), l) in targets.iter().zip(&best) {
+        let Some(l) = l else { continue };
+        println!(
+            "{:>14} {:>12.0} {:>10.3} {:>10.3} {:>8} {:>9.2}x",
+            name,
+            l.rps,
+            l.p50.as_secs_f64() * 1000.0,
+            l.p99.as_secs_f64() * 1000.0,
+            l.errors,
+            l.rps / base
+        );
+    }
+    println!("goal: route throughput per PostgreSQL replica within 10 % of SQLite's");
+    for r in replicas {
+        r.stop().await.expect("stop replica");
+    }
+    tokio::task::spawn_blocking(move || drop(pg))
+        .await
+        .expect("stop PostgreSQL");
     running.stop().await.expect("stop");
 }

@@ -204,24 +204,45 @@ pub async fn start_with_state(
     let engine = state.engine.spawn(Arc::clone(&state.store));
     // Replicas on one database: this engine also learns from what the others store
     // (a no-op on SQLite). The engine never sees samples of a probe in `needs_update`.
-    let tail = tokio::spawn(tail::run(
-        Arc::clone(&state.store),
-        Arc::new(crate::reliability::ExcludingObserver::new(
-            state.engine.clone(),
-            state.reliability.exclusions(),
-        )),
-    ));
+    let tail = tokio::spawn(tail::run(Arc::clone(&state.store), state.observers()));
     // Probe states and windows are back before the first report: none is raised twice.
     state
         .reliability
-        .warm(&state.store)
+        .warm(&state.store, &state.leadership)
         .await
         .map_err(|e| Error::Io {
             context: "warming probe reliability".into(),
             source: std::io::Error::other(e),
         })?;
     let mut reliability = Vec::new();
-    reliability.extend(state.reliability.spawn(Arc::clone(&state.store)));
+    reliability.extend(
+        state
+            .reliability
+            .spawn(Arc::clone(&state.store), state.leadership.clone()),
+    );
+    // A replica that starts to lead stores the transitions it saw as a follower.
+    {
+        let (store, rel) = (Arc::clone(&state.store), Arc::clone(&state.reliability));
+        reliability.push(
+            state
+                .leadership
+                .while_leading("probe reliability", move || {
+                    let (store, rel) = (Arc::clone(&store), Arc::clone(&rel));
+                    vec![tokio::spawn(async move {
+                        match rel.reconcile(&store).await {
+                            Ok(0) => {}
+                            Ok(n) => tracing::info!(
+                                n,
+                                "stored probe reliability transitions seen as a follower"
+                            ),
+                            Err(e) => {
+                                tracing::warn!(error = %e, "cannot reconcile probe reliability")
+                            }
+                        }
+                    })]
+                }),
+        );
+    }
     // The outbox and retention run once, on the leader (always, on SQLite).
     {
         let (store, metrics) = (Arc::clone(&state.store), Arc::clone(&state.metrics));

@@ -125,6 +125,12 @@ impl AppState {
         self
     }
 
+    /// Every observer of committed batches as one (for the tail of what other replicas
+    /// store: each replica learns from those as from its own ingest).
+    pub fn observers(&self) -> Arc<dyn IngestObserver> {
+        Arc::new(Fanout(Arc::clone(&self.observers)))
+    }
+
     /// Hands a committed batch to every observer.
     pub(crate) fn committed(&self, batch: CommittedBatch) {
         if self.observers.is_empty() {
@@ -133,6 +139,17 @@ impl AppState {
         let batch = Arc::new(batch);
         for o in self.observers.iter() {
             o.committed(&batch);
+        }
+    }
+}
+
+/// Several observers as one.
+struct Fanout(Arc<[Arc<dyn IngestObserver>]>);
+
+impl IngestObserver for Fanout {
+    fn committed(&self, batch: &Arc<CommittedBatch>) {
+        for o in self.0.iter() {
+            o.committed(batch);
         }
     }
 }

@@ -1,7 +1,9 @@
 //! Replicas on one database: each replica's engine learns from the samples the others
 //! store, by tailing the samples table by its `seq` identity column (PostgreSQL). The
-//! cursor is pure; [`run`] polls the store with it and hands what other replicas stored
-//! to the engine, as local ingest does.
+//! cursor is pure; [`run`] reads the store with it each time the store says another
+//! process committed samples (PostgreSQL's LISTEN/NOTIFY), or every [`POLL`] when no
+//! word comes, and hands what other replicas stored to every ingest observer (the engine
+//! and probe reliability), as local ingest does.
 //!
 //! `seq` is drawn when a row is inserted, not when its transaction commits, so a
 //! transaction may commit a lower `seq` after a higher one was read. The cursor keeps
@@ -20,8 +22,11 @@ pub const GAP_TTL_MS: i64 = 10_000;
 const MAX_GAPS: usize = 10_000;
 /// Rows read per poll at most.
 const PAGE: i64 = 5_000;
-/// How often the table is polled.
-pub const POLL: Duration = Duration::from_millis(200);
+/// How often the table is read when no wake-up comes (the fallback when the store's
+/// LISTEN connection is down).
+pub const POLL: Duration = Duration::from_millis(500);
+/// Least time between two reads: wake-ups that come faster are merged.
+const MIN_GAP: Duration = Duration::from_millis(10);
 
 /// Where a tail stands: the highest position read and the gaps below it.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -68,8 +73,8 @@ impl Cursor {
     }
 }
 
-/// Polls `store` every [`POLL`] and hands the batches other processes stored to
-/// `observer`, until the task is dropped. Returns at once for a store only this process
+/// Reads `store` when woken (or every [`POLL`]) and hands the batches other processes
+/// stored to `observer`, until the task is dropped. Returns at once for a store only this process
 /// writes.
 pub async fn run(store: Arc<dyn Store>, observer: Arc<dyn IngestObserver>) {
     let start = loop {
@@ -83,10 +88,21 @@ pub async fn run(store: Arc<dyn Store>, observer: Arc<dyn IngestObserver>) {
         }
     };
     let mut cursor = Cursor::new(start);
-    let mut every = tokio::time::interval(POLL);
-    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let wake = Arc::new(tokio::sync::Notify::new());
+    // The store's wake-ups (LISTEN/NOTIFY); polling stays as the fallback.
+    let mut listen = store.listen_samples(Arc::clone(&wake));
+    let mut listening = true;
+    let mut last_read = tokio::time::Instant::now();
     loop {
-        every.tick().await;
+        tokio::select! {
+            () = wake.notified() => {}
+            () = tokio::time::sleep(POLL) => {}
+            // A store that stops listening: poll only.
+            _ = &mut listen, if listening => listening = false,
+        }
+        // Under heavy ingest the wake-ups come faster than reads are worth.
+        tokio::time::sleep_until(last_read + MIN_GAP).await;
+        last_read = tokio::time::Instant::now();
         // Pages until the table is read up to its end.
         loop {
             let page = match store.tail_samples(cursor.after, cursor.gaps(), PAGE).await {

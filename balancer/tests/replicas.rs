@@ -229,3 +229,143 @@ async fn a_sample_stored_through_one_replica_reaches_the_other_replicas_engine()
     b.running.stop().await.expect("stop b");
     a.running.stop().await.expect("stop a");
 }
+
+/// Probe reliability across replicas: every replica tracks every sample (its tail feeds
+/// its trackers as its own ingest does), only the leader stores transitions and raises
+/// notifications. A broken version reported only through the follower is flagged on
+/// both replicas and prompted once; when the leader stops, the replica that takes over
+/// raises the fixed version's `resolved`, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn probe_reliability_is_tracked_on_every_replica_and_raised_once_by_the_leader() {
+    use plb_api::{NotificationKind, NotificationList, Outcome, ProbeDetail, ProbeState};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = TestDb::new(Backend::Postgres, dir.path()).await;
+    let a = replica(&db, "a").await;
+    let t0 = Instant::now();
+    while !health(&a).await.leader {
+        assert!(t0.elapsed() < Duration::from_secs(5), "a never led");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let b = replica(&db, "b").await;
+    let client = a.client_with_pool("acme", "web").await;
+    let on_b = plb_client::Client::new(&b.url(), client.token()).expect("client on b");
+    let mut agents = Vec::new();
+    for i in 1..=3 {
+        let node = format!("n{i}");
+        let agent = b.agent(&on_b, &["web"]).await;
+        agent
+            .register(&register(
+                &node,
+                &format!("127.0.0.1:{}", 9000 + i),
+                &["web"],
+            ))
+            .await
+            .expect("register");
+        agents.push((node, agent));
+    }
+    let upload = |interval: u64| {
+        let on_b = on_b.clone();
+        async move {
+            on_b.upload_probe("web", "p", plb_probe_artifacts::TRIVIAL, &quick(interval))
+                .await
+                .expect("upload")
+                .probe
+                .version
+        }
+    };
+    let round = |version: u32, outcome: Outcome| {
+        let agents = &agents;
+        async move {
+            let at = now_ms();
+            for (node, agent) in agents {
+                let mut s = sample("web", "p", version, at);
+                s.outcome = outcome;
+                if outcome != Outcome::Ok {
+                    s.metrics.clear();
+                    s.message = "trap in probe p".into();
+                }
+                agent
+                    .report(&batch(node, vec![s]))
+                    .await
+                    .expect("report to b");
+            }
+        }
+    };
+    let state = |c: plb_client::Client| async move {
+        let v = c
+            .get_value(&["v1", "pools", "web", "probes", "p"], &[])
+            .await
+            .expect("probe");
+        serde_json::from_value::<ProbeDetail>(v)
+            .expect("a ProbeDetail")
+            .reliability
+    };
+    let prompts = |c: plb_client::Client| async move {
+        let v = c
+            .get_value(&["v1", "notifications"], &[("since", "0")])
+            .await
+            .expect("notifications");
+        let list: NotificationList = serde_json::from_value(v).expect("a NotificationList");
+        list.notifications
+            .iter()
+            .map(|n| (n.kind, n.version))
+            .collect::<Vec<_>>()
+    };
+    let v1 = upload(1000).await;
+    for _ in 0..3 {
+        round(v1, Outcome::Ok).await;
+    }
+    let v2 = upload(1500).await;
+    for _ in 0..5 {
+        round(v2, Outcome::Trap).await;
+    }
+    // Both replicas flag it: a (the leader) only from its tail of b's ingest.
+    let t0 = Instant::now();
+    for c in [client.clone(), on_b.clone()] {
+        loop {
+            let r = state(c.clone()).await;
+            if r.state == ProbeState::NeedsUpdate && r.version == v2 {
+                assert!(r.excluded);
+                break;
+            }
+            assert!(t0.elapsed() < Duration::from_secs(5), "not flagged: {r:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(
+        prompts(client.clone()).await,
+        vec![(NotificationKind::NeedsUpdate, v2)],
+        "one prompt, raised by the leader"
+    );
+
+    // The leader stops; b leads and raises the fix's `resolved` once.
+    a.running.stop().await.expect("stop a");
+    let t0 = Instant::now();
+    while !health(&b).await.leader {
+        assert!(t0.elapsed() < Duration::from_secs(10), "b never led");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let v3 = upload(2000).await;
+    let t0 = Instant::now();
+    loop {
+        round(v3, Outcome::Ok).await;
+        if state(on_b.clone()).await.state == ProbeState::Reliable {
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(10), "never resolved");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let kinds: Vec<_> = prompts(on_b.clone())
+        .await
+        .iter()
+        .map(|(k, _)| *k)
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![NotificationKind::NeedsUpdate, NotificationKind::Resolved],
+        "the fix resolved once"
+    );
+    b.running.stop().await.expect("stop b");
+}

@@ -22,6 +22,7 @@ use prometheus_client::registry::Registry;
 use tokio::sync::{Notify, mpsc};
 
 use crate::ingest::{CommittedBatch, IngestObserver};
+use crate::leader::Leadership;
 use crate::store::{ReliabilityRecord, Store, StoreError};
 
 /// Most queued batches observed before one evaluation.
@@ -383,7 +384,11 @@ impl Reliability {
 
     /// Restores the stored states and replays the stored samples of the window (call
     /// once, before serving). Answers the samples replayed.
-    pub async fn warm(&self, store: &Arc<dyn Store>) -> Result<usize, StoreError> {
+    pub async fn warm(
+        &self,
+        store: &Arc<dyn Store>,
+        leadership: &Leadership,
+    ) -> Result<usize, StoreError> {
         let now_ms = crate::clock::now_ms();
         let states = store.reliability_states().await?;
         let samples = store
@@ -421,8 +426,12 @@ impl Reliability {
                 }
             }
         }
-        for (client_id, tr) in pending {
-            self.persist(store, client_id, tr).await;
+        // A follower leaves them to the leader (or to itself when it leads: see
+        // `reconcile`).
+        if leadership.is_leader() {
+            for (client_id, tr) in pending {
+                self.persist(store, client_id, tr).await;
+            }
         }
         tracing::info!(
             samples = samples.len(),
@@ -432,9 +441,63 @@ impl Reliability {
         Ok(samples.len())
     }
 
+    /// Stores what this replica's trackers hold where the stored state differs: the
+    /// transitions a follower saw while another replica led, one of which the old leader
+    /// may have died before storing. Run when this replica starts to lead; `record`
+    /// leaves a state already stored alone, so nothing is raised twice.
+    pub async fn reconcile(&self, store: &Arc<dyn Store>) -> Result<usize, StoreError> {
+        let stored: HashMap<(i64, String, String), (ProbeState, u32)> = store
+            .reliability_states()
+            .await?
+            .into_iter()
+            .map(|s| ((s.client_id, s.pool, s.probe), (s.state, s.version)))
+            .collect();
+        let now_ms = crate::clock::now_ms();
+        let mut pending = Vec::new();
+        for (client_id, t) in lock(&self.trackers).iter() {
+            for (pool, probe, r) in t.all() {
+                let (from, from_version) = stored
+                    .get(&(*client_id, pool.clone(), probe.clone()))
+                    .copied()
+                    .unwrap_or((ProbeState::Reliable, r.version));
+                if (from, from_version) == (r.state, r.version) {
+                    continue;
+                }
+                // A state restored from the store but not seen since: nothing new.
+                let Some(evidence) = r.evidence else {
+                    continue;
+                };
+                pending.push((
+                    *client_id,
+                    Transition {
+                        pool,
+                        probe,
+                        from,
+                        from_version,
+                        to: r.state,
+                        version: r.version,
+                        at_ms: r.since_ms.unwrap_or(now_ms),
+                        evidence,
+                    },
+                ));
+            }
+        }
+        let n = pending.len();
+        for (client_id, tr) in pending {
+            self.persist(store, client_id, tr).await;
+        }
+        Ok(n)
+    }
+
     /// Starts the task that feeds the trackers from committed batches (once; later
-    /// calls return `None`).
-    pub fn spawn(self: &Arc<Self>, store: Arc<dyn Store>) -> Option<tokio::task::JoinHandle<()>> {
+    /// calls return `None`). Every replica tracks every sample (its own ingest and its
+    /// tail of the others'); only the leader stores transitions and raises
+    /// notifications.
+    pub fn spawn(
+        self: &Arc<Self>,
+        store: Arc<dyn Store>,
+        leadership: Leadership,
+    ) -> Option<tokio::task::JoinHandle<()>> {
         let mut rx = lock(&self.rx).take()?;
         let me = Arc::clone(self);
         Some(tokio::spawn(async move {
@@ -455,6 +518,9 @@ impl Reliability {
                         .iter()
                         .flat_map(|b| b.samples.iter().map(|s| observation(&b.node, s)));
                     let transitions = me.apply(client_id, runs, now_ms);
+                    if !leadership.is_leader() {
+                        continue;
+                    }
                     for tr in transitions {
                         me.persist(&store, client_id, tr).await;
                     }

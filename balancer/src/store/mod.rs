@@ -479,6 +479,15 @@ pub trait Store: ReliabilityStore + Send + Sync + 'static {
         Box::pin(async { Ok(TailPage::default()) })
     }
 
+    /// Wakes `wake` each time another process commits samples (PostgreSQL: LISTEN on
+    /// the channel every ingest transaction notifies), reconnecting as needed, until
+    /// dropped; and once after each (re)connection, for what was committed unheard.
+    /// Never resolves where only this process writes the store.
+    fn listen_samples(&self, wake: std::sync::Arc<tokio::sync::Notify>) -> StoreFuture<()> {
+        let _ = wake;
+        Box::pin(std::future::pending())
+    }
+
     /// A pool's nodes with their newest samples.
     fn pool_nodes(&self, client_id: i64, pool: String) -> StoreFuture<PoolNodes>;
 

@@ -250,13 +250,24 @@ pub(super) fn record(
     r: ReliabilityRecord,
 ) -> Result<Option<Notification>, StoreError> {
     let pid = pool_id(c, r.client_id, &r.pool)?;
-    let open: Option<i64> = c
+    let stored: Option<(String, u32, Option<i64>)> = c
         .prepare_cached(
-            "SELECT open_notification_id FROM probe_reliability WHERE pool_id = ?1 AND probe = ?2",
+            "SELECT state, version, open_notification_id FROM probe_reliability
+             WHERE pool_id = ?1 AND probe = ?2",
         )?
-        .query_row(params![pid, r.probe], |row| row.get(0))
-        .optional()?
-        .flatten();
+        .query_row(params![pid, r.probe], |row| {
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+        })
+        .optional()?;
+    // Already the stored state (raised by another replica, or again after a restart):
+    // nothing to record, no second notification.
+    if let Some((state, version, _)) = &stored
+        && state.as_str() == r.state.as_str()
+        && *version == r.version
+    {
+        return Ok(None);
+    }
+    let open = stored.and_then(|(_, _, open)| open);
     let evidence = serde_json::to_string(&r.evidence)?;
     let mut notification = None;
     let mut open_after = if r.state == ProbeState::NeedsUpdate {

@@ -101,7 +101,14 @@ struct Inner {
     quotas: Quotas,
     /// `seq`s of samples this process stored that its tail has not read yet.
     own: std::sync::Mutex<std::collections::HashSet<i64>>,
+    /// The connection settings (for the LISTEN connection).
+    cfg: tokio_postgres::Config,
+    /// This process's name on the samples channel: its own notifications are ignored.
+    me: String,
 }
+
+/// The channel every ingest transaction notifies (payload: the writer's `me`).
+const SAMPLES_CHANNEL: &str = "plb_samples";
 
 /// Most `seq`s of its own a process keeps for its tail to skip (a process whose tail
 /// does not run forgets them rather than grow).
@@ -154,6 +161,8 @@ impl PgStore {
                 metrics: opts.metrics,
                 quotas: opts.quotas,
                 own: std::sync::Mutex::new(std::collections::HashSet::new()),
+                cfg: cfg.clone(),
+                me: format!("{:016x}", rand::random::<u64>()),
             }),
         };
         let mut c = store.inner.writers.get().await?;
@@ -166,6 +175,67 @@ impl PgStore {
         self.inner.readers.close();
         self.inner.writers.close();
     }
+}
+
+/// [`listen`] again a second after each failure.
+async fn listen_forever(
+    inner: Arc<Inner>,
+    wake: Arc<tokio::sync::Notify>,
+) -> Result<(), StoreError> {
+    loop {
+        listen(&inner, &wake).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// One LISTEN connection on the samples channel: wakes `wake` for every notification
+/// another process sent, and once when listening starts; returns when the connection
+/// fails.
+async fn listen(inner: &Inner, wake: &tokio::sync::Notify) {
+    let mut cfg = inner.cfg.clone();
+    if cfg.get_application_name().is_none() {
+        cfg.application_name("plb-balancer sample tail");
+    }
+    let (client, mut conn) = match cfg.connect(NoTls).await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(error = %e, "sample tail: cannot connect to LISTEN; polling");
+            return;
+        }
+    };
+    // The connection delivers notifications only while it is polled.
+    let drive = async {
+        loop {
+            match std::future::poll_fn(|cx| conn.poll_message(cx)).await {
+                Some(Ok(tokio_postgres::AsyncMessage::Notification(n))) => {
+                    if n.payload() != inner.me {
+                        wake.notify_one();
+                    }
+                }
+                Some(Ok(_)) => {}
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "sample tail: LISTEN connection failed; polling");
+                    return;
+                }
+                None => return,
+            }
+        }
+    };
+    tokio::pin!(drive);
+    let sql = format!("LISTEN {SAMPLES_CHANNEL}");
+    tokio::select! {
+        r = client.batch_execute(&sql) => {
+            if let Err(e) = r {
+                tracing::warn!(error = %e, "sample tail: LISTEN failed; polling");
+                return;
+            }
+        }
+        () = &mut drive => return,
+    }
+    // What was committed before LISTEN took effect is read now.
+    wake.notify_one();
+    drive.await;
+    drop(client);
 }
 
 /// Whether a failed statement or commit is worth running the transaction again.
@@ -469,16 +539,31 @@ impl Store for PgStore {
         write_tx!(self, |tx| async {
             let ingested = samples::ingest(tx, &ingest).await?;
             // Recorded before the commit makes the rows visible to this process's tail.
-            let mut own = store
-                .own
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            if own.len() + ingested.seqs.len() > MAX_OWN_SEQS {
-                own.clear();
+            {
+                let mut own = store
+                    .own
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                if own.len() + ingested.seqs.len() > MAX_OWN_SEQS {
+                    own.clear();
+                }
+                own.extend(ingested.seqs.iter().copied());
             }
-            own.extend(ingested.seqs.iter().copied());
+            // Delivered at the commit: the other replicas' tails read at once.
+            if !ingested.seqs.is_empty() {
+                execute(
+                    tx,
+                    "SELECT pg_notify($1, $2)",
+                    &[&SAMPLES_CHANNEL, &store.me],
+                )
+                .await?;
+            }
             Ok::<_, StoreError>(ingested)
         })
+    }
+
+    fn listen_samples(&self, wake: Arc<tokio::sync::Notify>) -> StoreFuture<()> {
+        Box::pin(listen_forever(Arc::clone(&self.inner), wake))
     }
 
     fn tail_start(&self) -> StoreFuture<Option<i64>> {

@@ -127,16 +127,23 @@ pub(super) async fn record(
     r: &ReliabilityRecord,
 ) -> Result<Option<Notification>, StoreError> {
     let pid = pool_id(tx, r.client_id, &r.pool).await?;
-    let open: Option<i64> = query_opt(
+    let stored = query_opt(
         tx,
-        "SELECT open_notification_id FROM probe_reliability
+        "SELECT state, version, open_notification_id FROM probe_reliability
          WHERE pool_id = $1 AND probe = $2 FOR UPDATE",
         &[&pid, &r.probe],
     )
-    .await?
-    .map(|row| row.try_get::<_, Option<i64>>(0))
-    .transpose()?
-    .flatten();
+    .await?;
+    let mut open = None;
+    if let Some(row) = stored {
+        let (state, version): (String, i64) = (row.try_get(0)?, row.try_get(1)?);
+        // Already the stored state (raised by another replica, or again after a
+        // restart): nothing to record, no second notification.
+        if state == r.state.as_str() && version == i64::from(r.version) {
+            return Ok(None);
+        }
+        open = row.try_get::<_, Option<i64>>(2)?;
+    }
     let evidence = serde_json::to_string(&r.evidence)?;
     let mut notification = None;
     let mut open_after = if r.state == ProbeState::NeedsUpdate {
