@@ -136,7 +136,7 @@ async fn over_http(
                 .iter()
                 .map(|b| serde_json::to_vec(b).expect("json"))
                 .collect();
-            let url = format!("{}v1/reports", bases[i % bases.len()]);
+            let url = format!("{}/v1/reports", bases[i % bases.len()]);
             (url, a.token().to_string(), bodies)
         })
         .collect();

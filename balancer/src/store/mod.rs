@@ -258,9 +258,6 @@ pub struct Ingested {
     pub node_id: i64,
     /// The samples newly stored (duplicates left out), in batch order.
     pub stored: Vec<Sample>,
-    /// Their positions in the shared samples table (PostgreSQL's `seq`), so that this
-    /// process's tail of the table skips them; empty where one process owns the store.
-    pub seqs: Vec<i64>,
 }
 
 /// What [`Store::tail_samples`] read: the positions of every row read (this process's

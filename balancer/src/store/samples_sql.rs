@@ -160,6 +160,5 @@ pub(super) fn ingest(c: &Connection, ing: Ingest) -> Result<Ingested, StoreError
         },
         node_id,
         stored,
-        seqs: Vec::new(),
     })
 }

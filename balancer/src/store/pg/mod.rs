@@ -99,20 +99,18 @@ struct Inner {
     writers: Pool,
     metrics: WriterMetrics,
     quotas: Quotas,
-    /// `seq`s of samples this process stored that its tail has not read yet.
-    own: std::sync::Mutex<std::collections::HashSet<i64>>,
     /// The connection settings (for the LISTEN connection).
     cfg: tokio_postgres::Config,
-    /// This process's name on the samples channel: its own notifications are ignored.
+    /// This process's mark on the samples it stores (their `writer`), never 0: its tail
+    /// skips them.
+    writer: i64,
+    /// The same as this process's name on the samples channel: its own notifications are
+    /// ignored.
     me: String,
 }
 
 /// The channel every ingest transaction notifies (payload: the writer's `me`).
 const SAMPLES_CHANNEL: &str = "plb_samples";
-
-/// Most `seq`s of its own a process keeps for its tail to skip (a process whose tail
-/// does not run forgets them rather than grow).
-const MAX_OWN_SEQS: usize = 1_000_000;
 
 /// The PostgreSQL store.
 #[derive(Clone)]
@@ -133,6 +131,14 @@ fn pool(cfg: &tokio_postgres::Config, role: &str, max: usize) -> Result<Pool, St
     if cfg.get_application_name().is_none() {
         cfg.application_name(format!("plb-balancer {role}"));
     }
+    // Short statements, run often, planned once per connection: JIT compiling a generic
+    // plan whose estimate is high (a LIMIT given as a parameter) costs more than the
+    // statement (150 ms against 15 ms for the samples tail).
+    let options = match cfg.get_options() {
+        Some(o) if !o.is_empty() => format!("{o} -c jit=off"),
+        _ => "-c jit=off".to_string(),
+    };
+    cfg.options(&options);
     let mgr = Manager::from_config(
         cfg,
         NoTls,
@@ -154,15 +160,21 @@ impl PgStore {
     pub async fn open(url: &str, opts: PgOptions) -> Result<PgStore, StoreError> {
         let mut cfg: tokio_postgres::Config = url.parse()?;
         cfg.connect_timeout(Duration::from_secs(10));
+        let writer = loop {
+            let w = rand::random::<i64>();
+            if w != 0 {
+                break w;
+            }
+        };
         let store = PgStore {
             inner: Arc::new(Inner {
                 readers: pool(&cfg, "reader", opts.readers)?,
                 writers: pool(&cfg, "writer", opts.writers)?,
                 metrics: opts.metrics,
                 quotas: opts.quotas,
-                own: std::sync::Mutex::new(std::collections::HashSet::new()),
                 cfg: cfg.clone(),
-                me: format!("{:016x}", rand::random::<u64>()),
+                writer,
+                me: format!("{writer:016x}"),
             }),
         };
         let mut c = store.inner.writers.get().await?;
@@ -537,28 +549,7 @@ impl Store for PgStore {
     fn ingest(&self, ingest: Ingest) -> StoreFuture<Ingested> {
         let store = Arc::clone(&self.inner);
         write_tx!(self, |tx| async {
-            let ingested = samples::ingest(tx, &ingest).await?;
-            // Recorded before the commit makes the rows visible to this process's tail.
-            {
-                let mut own = store
-                    .own
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner);
-                if own.len() + ingested.seqs.len() > MAX_OWN_SEQS {
-                    own.clear();
-                }
-                own.extend(ingested.seqs.iter().copied());
-            }
-            // Delivered at the commit: the other replicas' tails read at once.
-            if !ingested.seqs.is_empty() {
-                execute(
-                    tx,
-                    "SELECT pg_notify($1, $2)",
-                    &[&SAMPLES_CHANNEL, &store.me],
-                )
-                .await?;
-            }
-            Ok::<_, StoreError>(ingested)
+            samples::ingest(tx, &ingest, store.writer, (SAMPLES_CHANNEL, &store.me)).await
         })
     }
 
@@ -572,9 +563,12 @@ impl Store for PgStore {
 
     fn tail_samples(&self, after: i64, also: Vec<i64>, limit: i64) -> StoreFuture<TailPage> {
         let inner = Arc::clone(&self.inner);
-        read_tx!(self, |tx| samples::tail_samples(
-            tx, after, &also, limit, &inner.own
-        ))
+        // One statement, one snapshot: no transaction around it (two round trips fewer
+        // on a read that runs each time another replica commits).
+        Box::pin(async move {
+            let conn = inner.readers.get().await?;
+            samples::tail_samples(&conn, after, &also, limit, inner.writer).await
+        })
     }
 
     fn pool_nodes(&self, client_id: i64, pool: String) -> StoreFuture<PoolNodes> {

@@ -5,22 +5,33 @@
 use std::collections::{BTreeMap, HashMap};
 
 use plb_api::{NODE_SAMPLER_PROBE, ReportAck, Sample};
+use tokio_postgres::types::ToSql;
 
 use super::nodes::own_node;
 use super::{Tx, execute, query, text};
 use crate::store::{Ingest, Ingested, StoreError};
 
 const INSERT_SAMPLES: &str = "INSERT INTO samples (node_id, id, node, pool, probe, version,
-       taken_at_ms, outcome, metrics, duration_ms, fuel_used, message, stderr, received_at_ms)
+       taken_at_ms, outcome, metrics, duration_ms, fuel_used, message, stderr, received_at_ms,
+       writer)
      SELECT $1, u.id, $2, u.pool, u.probe, u.version, u.taken_at_ms, u.outcome, u.metrics,
-       u.duration_ms, u.fuel_used, u.message, u.stderr, $3
+       u.duration_ms, u.fuel_used, u.message, u.stderr, $3, $15
      FROM unnest($4::text[], $5::text[], $6::text[], $7::bigint[], $8::bigint[], $9::text[],
        $10::text[], $11::float8[], $12::bigint[], $13::text[], $14::text[])
        WITH ORDINALITY AS u(id, pool, probe, version, taken_at_ms, outcome, metrics,
          duration_ms, fuel_used, message, stderr, ord)
      ORDER BY u.ord
      ON CONFLICT (node_id, id) DO NOTHING
-     RETURNING id, seq";
+     RETURNING id";
+
+/// The batch's pools that hold its node, each with the batch's probes assigned there
+/// (one row per pool and probe; a pool without them has NULL probe columns).
+const CHECK_POOLS: &str = "SELECT p.name, p.id, pr.name, pr.version, pr.deleted_at_ms
+     FROM nodes n
+     JOIN pool_nodes pn ON pn.node_id = n.id
+     JOIN pools p ON p.id = pn.pool_id AND p.client_id = $1 AND p.name = ANY($3)
+     LEFT JOIN probes pr ON pr.pool_id = p.id AND pr.name = ANY($4)
+     WHERE n.client_id = $1 AND n.name = $2";
 
 const UPSERT_LATEST: &str = "INSERT INTO latest_samples (node_id, pool, probe, taken_at_ms, sample)
      SELECT $1, u.pool, u.probe, u.taken_at_ms, u.sample
@@ -30,47 +41,42 @@ const UPSERT_LATEST: &str = "INSERT INTO latest_samples (node_id, pool, probe, t
        taken_at_ms = excluded.taken_at_ms, sample = excluded.sample
      WHERE excluded.taken_at_ms >= latest_samples.taken_at_ms";
 
-pub(super) async fn ingest(tx: &Tx<'_>, ing: &Ingest) -> Result<Ingested, StoreError> {
+/// Stores `ing` marked as `writer`'s and, when it stored a sample, sends `notify`
+/// (channel, payload).
+pub(super) async fn ingest(
+    tx: &Tx<'_>,
+    ing: &Ingest,
+    writer: i64,
+    notify: (&str, &str),
+) -> Result<Ingested, StoreError> {
     let Ingest {
         token_id,
         client_id,
         batch,
         now_ms,
     } = ing;
-    let (node_id, _) = own_node(tx, *token_id, *client_id, &batch.node).await?;
     // Check every sample before writing any: a batch is stored whole or not at all.
     let mut pool_names: Vec<&str> = batch.samples.iter().map(|s| s.pool.as_str()).collect();
     pool_names.sort_unstable();
     pool_names.dedup();
-    let mut pools: HashMap<String, i64> = HashMap::new();
-    for r in query(
-        tx,
-        "SELECT p.name, p.id FROM pools p
-         JOIN pool_nodes pn ON pn.pool_id = p.id AND pn.node_id = $2
-         WHERE p.client_id = $1 AND p.name = ANY($3)",
-        &[client_id, &node_id, &pool_names],
-    )
-    .await?
-    {
-        pools.insert(r.try_get(0)?, r.try_get(1)?);
-    }
-    let pool_ids: Vec<i64> = pools.values().copied().collect();
     let mut probe_names: Vec<&str> = batch.samples.iter().map(|s| s.probe.as_str()).collect();
     probe_names.sort_unstable();
     probe_names.dedup();
+    // One round trip for both reads (tokio-postgres pipelines concurrent statements on a
+    // connection); the pools and probes are only looked at once the node is the token's.
+    let check: [&(dyn ToSql + Sync); 4] = [client_id, &batch.node, &pool_names, &probe_names];
+    let ((node_id, _), rows) = tokio::try_join!(
+        own_node(tx, *token_id, *client_id, &batch.node),
+        query(tx, CHECK_POOLS, &check),
+    )?;
+    let mut pools: HashMap<String, i64> = HashMap::new();
     let mut probes: HashMap<(i64, String), (i64, Option<i64>)> = HashMap::new();
-    for r in query(
-        tx,
-        "SELECT pool_id, name, version, deleted_at_ms FROM probes
-         WHERE pool_id = ANY($1) AND name = ANY($2)",
-        &[&pool_ids, &probe_names],
-    )
-    .await?
-    {
-        probes.insert(
-            (r.try_get(0)?, r.try_get(1)?),
-            (r.try_get(2)?, r.try_get(3)?),
-        );
+    for r in &rows {
+        let pool_id: i64 = r.try_get(1)?;
+        pools.insert(r.try_get(0)?, pool_id);
+        if let Some(probe) = r.try_get::<_, Option<String>>(2)? {
+            probes.insert((pool_id, probe), (r.try_get(3)?, r.try_get(4)?));
+        }
     }
     for s in &batch.samples {
         let Some(&pid) = pools.get(&s.pool) else {
@@ -159,16 +165,15 @@ pub(super) async fn ingest(tx: &Tx<'_>, ing: &Ingest) -> Result<Ingested, StoreE
             &fuels,
             &messages,
             &stderrs,
+            &writer,
         ],
     )
     .await?;
     // Which samples are new: each returned id once, in batch order (a duplicate id
     // inside the batch stores its first sample).
     let mut new_ids: HashMap<String, usize> = HashMap::with_capacity(inserted.len());
-    let mut seqs = Vec::with_capacity(inserted.len());
     for r in &inserted {
         *new_ids.entry(r.try_get(0)?).or_default() += 1;
-        seqs.push(r.try_get::<_, i64>(1)?);
     }
     let mut stored: Vec<Sample> = Vec::with_capacity(inserted.len());
     for (s, id) in batch.samples.iter().zip(&ids_ref) {
@@ -179,7 +184,22 @@ pub(super) async fn ingest(tx: &Tx<'_>, ing: &Ingest) -> Result<Ingested, StoreE
             stored.push(s.clone());
         }
     }
-    if !stored.is_empty() {
+    // A resent batch (every sample a duplicate) does not count its drops again.
+    let dropped = if total > 0 && stored.is_empty() {
+        0
+    } else {
+        i64::try_from(batch.dropped).unwrap_or(i64::MAX)
+    };
+    let seen_params: [&(dyn ToSql + Sync); 3] = [&node_id, now_ms, &dropped];
+    let seen = execute(
+        tx,
+        "UPDATE nodes SET last_seen_ms = GREATEST(coalesce(last_seen_ms, 0), $2),
+           dropped_samples = dropped_samples + $3 WHERE id = $1",
+        &seen_params,
+    );
+    if stored.is_empty() {
+        seen.await?;
+    } else {
         let mut newest: BTreeMap<(&str, &str), &Sample> = BTreeMap::new();
         for s in &stored {
             let e = newest.entry((&s.pool, &s.probe)).or_insert(s);
@@ -197,21 +217,16 @@ pub(super) async fn ingest(tx: &Tx<'_>, ing: &Ingest) -> Result<Ingested, StoreE
             lt.push(s.taken_at_ms);
             ls.push(serde_json::to_string(s)?);
         }
-        execute(tx, UPSERT_LATEST, &[&node_id, &lp, &lq, &lt, &ls]).await?;
+        // Pipelined, one round trip; the notification is delivered at the commit, and
+        // the other replicas' tails read at once.
+        let latest: [&(dyn ToSql + Sync); 5] = [&node_id, &lp, &lq, &lt, &ls];
+        let wake: [&(dyn ToSql + Sync); 2] = [&notify.0, &notify.1];
+        tokio::try_join!(
+            execute(tx, UPSERT_LATEST, &latest),
+            seen,
+            execute(tx, "SELECT pg_notify($1, $2)", &wake),
+        )?;
     }
-    // A resent batch (every sample a duplicate) does not count its drops again.
-    let dropped = if total > 0 && stored.is_empty() {
-        0
-    } else {
-        i64::try_from(batch.dropped).unwrap_or(i64::MAX)
-    };
-    execute(
-        tx,
-        "UPDATE nodes SET last_seen_ms = GREATEST(coalesce(last_seen_ms, 0), $2),
-           dropped_samples = dropped_samples + $3 WHERE id = $1",
-        &[&node_id, now_ms, &dropped],
-    )
-    .await?;
     Ok(Ingested {
         ack: ReportAck {
             accepted: stored.len(),
@@ -219,7 +234,6 @@ pub(super) async fn ingest(tx: &Tx<'_>, ing: &Ingest) -> Result<Ingested, StoreE
         },
         node_id,
         stored,
-        seqs,
     })
 }
 
@@ -232,38 +246,43 @@ pub(super) async fn tail_start(tx: &Tx<'_>) -> Result<Option<i64>, StoreError> {
     }))
 }
 
-/// Rows after `after` or at `also`, in `seq` order, with their owner: the positions of
-/// all and, as batches per node, the samples not in `own`.
+/// The tail's read. Each part reads a range of the primary key whatever the plan (`seq >
+/// $1 OR seq = ANY($2)` in one WHERE scans the table from its start under a generic
+/// plan); the other processes' rows are then fetched one by one.
+const TAIL: &str = "WITH page AS (
+         (SELECT seq, writer FROM samples WHERE seq > $1 ORDER BY seq LIMIT $3)
+         UNION ALL
+         (SELECT seq, writer FROM samples WHERE seq = ANY($2)))
+     SELECT p.seq, o.* FROM page p
+     LEFT JOIN LATERAL (
+         SELECT n.client_id, s.node_id, s.node, s.received_at_ms, s.id, s.pool, s.probe,
+                s.version, s.taken_at_ms, s.outcome, s.metrics, s.duration_ms, s.fuel_used,
+                s.message, s.stderr
+         FROM samples s JOIN nodes n ON n.id = s.node_id
+         WHERE s.seq = p.seq AND p.writer <> $4 LIMIT 1) o ON true
+     ORDER BY p.seq";
+
+/// Rows after `after` or at `also`, in `seq` order: the positions of all and, as batches
+/// per node, the samples another process than `writer` stored (this process's own rows
+/// are read as their position only).
 pub(super) async fn tail_samples(
-    tx: &Tx<'_>,
+    c: &impl deadpool_postgres::GenericClient,
     after: i64,
     also: &[i64],
     limit: i64,
-    own: &std::sync::Mutex<std::collections::HashSet<i64>>,
+    writer: i64,
 ) -> Result<crate::store::TailPage, StoreError> {
     use crate::ingest::CommittedBatch;
-    let rows = query(
-        tx,
-        "SELECT s.seq, n.client_id, s.node_id, s.node, s.received_at_ms, s.id, s.pool,
-                s.probe, s.version, s.taken_at_ms, s.outcome, s.metrics, s.duration_ms,
-                s.fuel_used, s.message, s.stderr
-         FROM samples s JOIN nodes n ON n.id = s.node_id
-         WHERE s.seq > $1 OR s.seq = ANY($2)
-         ORDER BY s.seq LIMIT $3",
-        &[&after, &also, &limit],
-    )
-    .await?;
+    let st = c.prepare_cached(TAIL).await?;
+    let rows = c.query(&st, &[&after, &also, &limit, &writer]).await?;
     let mut page = crate::store::TailPage::default();
-    let mut own = own
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
     for r in &rows {
-        let seq: i64 = r.try_get(0)?;
-        page.seqs.push(seq);
-        if own.remove(&seq) {
+        page.seqs.push(r.try_get(0)?);
+        // This process's own row.
+        let Some(node_id) = r.try_get::<_, Option<i64>>(2)? else {
             continue;
-        }
-        let (client_id, node_id): (i64, i64) = (r.try_get(1)?, r.try_get(2)?);
+        };
+        let client_id: i64 = r.try_get(1)?;
         let node: String = r.try_get(3)?;
         let received_at_ms: i64 = r.try_get(4)?;
         let outcome: String = r.try_get(10)?;

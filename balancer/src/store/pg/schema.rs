@@ -236,9 +236,17 @@ CREATE INDEX webhook_attempts_by_delivery ON webhook_attempts(delivery_id, id);
 /// (a fencing token that only grows).
 const V2_LEADER: &str = "CREATE SEQUENCE plb_leader_epoch;";
 
+/// Version 3 (replicas): which process stored a sample (a random mark per process, 0 for
+/// rows stored before), so that a replica's tail of the table reads only the others' rows
+/// in full.
+const V3_WRITER: &str = "ALTER TABLE samples ADD COLUMN writer BIGINT NOT NULL DEFAULT 0;";
+
 /// Every migration, oldest first: (name, SQL). Version = position + 1.
-pub(super) const MIGRATIONS: &[(&str, &str)] =
-    &[("schema of SQLite's 1-4", V1), ("leader epochs", V2_LEADER)];
+pub(super) const MIGRATIONS: &[(&str, &str)] = &[
+    ("schema of SQLite's 1-4", V1),
+    ("leader epochs", V2_LEADER),
+    ("sample writers", V3_WRITER),
+];
 
 /// Key of the advisory lock held while migrating.
 const MIGRATION_LOCK: i64 = 0x504c_425f_4d49_4752; // "PLB_MIGR"
