@@ -15,6 +15,11 @@
 # warnings` does (cargo replays the warnings of crates already built, so a re-run fails
 # the same way). dev.sh only shows them.
 
+# No incremental compilation state: both scripts build from scratch on a fresh machine,
+# where writing it only costs (export CARGO_INCREMENTAL=1 first to keep it while
+# editing; it is part of the fingerprint, so switching rebuilds the workspace's crates).
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+
 rustup target add wasm32-wasip2
 rustup component add clippy rustfmt
 RUSTC_WORKSPACE_WRAPPER="$(rustup which clippy-driver)"

@@ -1,7 +1,7 @@
 //! Property tests of the wire types' own checks: probe settings against their documented
 //! ranges (every field, edge values included), and the JSON round trip of every body an
 //! agent or a client sends (settings, samples, report batches, feedback). The balancer's
-//! handling of the same bodies over HTTP is in `balancer/tests/properties.rs`.
+//! handling of the same bodies over HTTP is in `balancer/tests/e2e/properties.rs`.
 use std::collections::BTreeMap;
 
 use plb_api::{Feedback, Outcome, ProbeSettings, ReportBatch, Sample, Tier};

@@ -38,8 +38,13 @@
 //!   sheds, so weights do not chase every wiggle of the forecast load (a weight
 //!   proportional to spare capacity has a high gain near saturation and oscillates when
 //!   forecasts lag);
-//! - *slow start* ramps linearly from 10 % to 100 % over 30 s after `ready_since` (a join
-//!   or a return to service), as Envoy's slow start does.
+//! - *slow start* ramps linearly from 10 % to 100 % over 30 s after the node (re)entered
+//!   service, as Envoy's slow start does: the later of its view's `ready_since` (the
+//!   pipeline saw it join or return) and the first success after three failures in a row
+//!   (`NodeLive::back_since`: a restarted process, seen from the traffic alone, as PLB's
+//!   proxy sees it without agents). In the full scan a ramping node takes part in a share
+//!   of the scans, its ramp against the pool's highest, so nodes that all return at once
+//!   compete by cost alone.
 //!
 //! A request then takes one of three paths:
 //! 1. **Recovery floor.** With probability `Σ floor × (1 − health) × fair share` over shed

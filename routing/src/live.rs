@@ -10,7 +10,7 @@
 //! difference of two is read as a signed 32-bit count, so gaps up to 24.8 days decay
 //! correctly; a longer gap reads as "no time passed" (harmless: the value is stale anyway).
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// The packed word of an estimator that has never been fed (an `f32` NaN pattern that
@@ -199,6 +199,11 @@ impl ErrorRate {
     }
 }
 
+/// Failed outcomes in a row after which a node's next success counts as a return to
+/// service (its process restarted, its network came back): slow start begins again, and
+/// the latency it showed before is forgotten, as for a node the pipeline sees return.
+pub const OUT_AFTER_FAILURES: u32 = 3;
+
 /// Time constants of the live estimators.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct LiveConfig {
@@ -231,6 +236,11 @@ pub struct NodeLive {
     errors: AtomicU64,
     latency: PeakEwma,
     error_rate: ErrorRate,
+    /// Failed outcomes since the last success.
+    fail_streak: AtomicU32,
+    /// When (`now`, as `f64` bits; [`EMPTY`] for never) it last succeeded after
+    /// [`OUT_AFTER_FAILURES`] failures in a row.
+    back_at: AtomicU64,
 }
 
 impl NodeLive {
@@ -249,6 +259,8 @@ impl NodeLive {
             errors: AtomicU64::new(0),
             latency: PeakEwma::new(config.latency_tau),
             error_rate: ErrorRate::new(config.error_alpha, config.error_tau),
+            fail_streak: AtomicU32::new(0),
+            back_at: AtomicU64::new(EMPTY),
         }
     }
 
@@ -274,6 +286,27 @@ impl NodeLive {
         }
         self.latency.observe(latency, now);
         self.error_rate.observe(ok, now);
+        if ok {
+            if self.fail_streak.swap(0, Ordering::Relaxed) >= OUT_AFTER_FAILURES && now.is_finite()
+            {
+                self.back_at.store(now.to_bits(), Ordering::Relaxed);
+            }
+        } else {
+            let _ = self
+                .fail_streak
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |s| {
+                    Some(s.saturating_add(1))
+                });
+        }
+    }
+
+    /// When the node last answered after [`OUT_AFTER_FAILURES`] failures in a row (a
+    /// return to service seen from the traffic alone), if ever.
+    pub fn back_since(&self) -> Option<f64> {
+        match self.back_at.load(Ordering::Relaxed) {
+            EMPTY => None,
+            bits => Some(f64::from_bits(bits)),
+        }
     }
 
     /// Gives back an in-flight slot without an observation (a cancelled request).
@@ -453,6 +486,25 @@ mod tests {
 
     fn close(a: f64, b: f64) -> bool {
         (a - b).abs() <= 1e-4 * b.abs().max(1e-3)
+    }
+
+    #[test]
+    fn a_success_after_a_run_of_failures_is_a_return_to_service() {
+        let n = NodeLive::new(&LiveConfig::default());
+        assert_eq!(n.back_since(), None);
+        // Failures short of the run, then a success: nothing.
+        for t in 0..OUT_AFTER_FAILURES - 1 {
+            n.observe(0.0, false, f64::from(t));
+        }
+        n.observe(0.01, true, 3.0);
+        assert_eq!(n.back_since(), None);
+        // A full run: the next success marks the return; later ones do not move it.
+        for t in 0..OUT_AFTER_FAILURES {
+            n.observe(0.0, false, 4.0 + f64::from(t));
+        }
+        n.observe(0.01, true, 10.0);
+        n.observe(0.01, true, 11.0);
+        assert_eq!(n.back_since(), Some(10.0));
     }
 
     #[test]

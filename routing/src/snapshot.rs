@@ -476,7 +476,7 @@ impl Snapshot {
     pub fn weight_at(&self, index: usize, now: f64) -> f64 {
         match (self.nodes.get(index), self.derived.get(index)) {
             (Some(n), Some(d)) if n.state != NodeState::Unhealthy && d.base > 0.0 => {
-                d.static_w * self.shaping.ramp(n.ready_since, now)
+                d.static_w * self.shaping.ramp(self.ready_since_at(index), now)
             }
             _ => 0.0,
         }
@@ -488,6 +488,18 @@ impl Snapshot {
         match self.derived.get(index) {
             Some(d) if d.base > 0.0 => self.weight_at(index, now) / d.base,
             _ => 0.0,
+        }
+    }
+
+    /// When the node at `index` last (re)entered service, for slow start: the later of
+    /// its view's `ready_since` (the pipeline's word) and its live state's return after
+    /// a run of failures ([`NodeLive::back_since`]).
+    pub fn ready_since_at(&self, index: usize) -> Option<f64> {
+        let view = self.nodes.get(index).and_then(|n| n.ready_since);
+        let live = self.live.get(index).and_then(|l| l.back_since());
+        match (view, live) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
         }
     }
 

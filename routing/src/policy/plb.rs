@@ -59,7 +59,7 @@ impl Plb {
         let mut last = None;
         for _ in 0..MAX_DRAWS {
             let i = snap.eligible()[snap.alias().sample(rng)?];
-            let ramp = shaping.ramp(snap.nodes()[i].ready_since, now);
+            let ramp = shaping.ramp(snap.ready_since_at(i), now);
             if ramp >= 1.0 || rng.random::<f64>() < ramp {
                 return Some(i);
             }
@@ -90,20 +90,19 @@ impl Plb {
         let penalty = self.config.error_penalty.max(0.0);
         let start = rng.random_range(0..n);
         let shaping = snap.shaping();
-        let cost = |i: usize, lat: f64, rng: &mut R| {
+        // (cost, whether slow start left the node out of this scan)
+        let cost = |i: usize, lat: f64, ramp: f64, share: f64, rng: &mut R| {
             let live = snap.live_at(i);
             let w = snap.weight_at(i, now);
             if w <= 0.0 {
-                return f64::INFINITY;
+                return (f64::INFINITY, false);
             }
             // Slow start as a share, not a cost: a node ramping up takes part in a
-            // fraction `ramp` of the scans, at its full weight. (Dividing its cost by
-            // the ramp would give it traffic only once every other node had a queue:
-            // none at all in a calm pool, so a restarted node never came back.)
-            let ramp = shaping.ramp(snap.nodes()[i].ready_since, now);
-            if ramp < 1.0 && rng.random::<f64>() >= ramp {
-                return f64::INFINITY;
-            }
+            // fraction `share` of the scans (its ramp against the pool's highest), at
+            // its full weight. (Dividing its cost by the ramp would give it traffic only
+            // once every other node had a queue: none at all in a calm pool, so a
+            // restarted node never came back.)
+            let skipped = share < 1.0 && rng.random::<f64>() >= share;
             let w = w / ramp.max(1e-9);
             let lat = if exp == 1.0 {
                 lat.max(MIN_LATENCY)
@@ -118,41 +117,60 @@ impl Plb {
             } else {
                 1.0
             };
-            lat * (live.in_flight() as f64 + work) / w * penalty
+            (
+                lat * (live.in_flight() as f64 + work) / w * penalty,
+                skipped,
+            )
         };
         // Each latency read once (a read decays it), in scan order; a node without one
         // is costed at the mean of those with one (neutral) in the same pass, so it ties
         // with an average node and ties fall at random: a node that has never answered
         // (new, or dead) still gets tried.
-        let mut stack = [None; SCAN_STACK];
+        // With them each node's slow-start ramp: a node takes part in a scan in
+        // proportion to its ramp against the highest, so nodes that all returned at
+        // once (the pool lost its network) compete by cost alone.
+        let mut stack = [(None, 1.0); SCAN_STACK];
         let mut heap = Vec::new();
-        let lats: &mut [Option<f64>] = if n <= SCAN_STACK {
+        let lats: &mut [(Option<f64>, f64)] = if n <= SCAN_STACK {
             &mut stack[..n]
         } else {
-            heap.resize(n, None);
+            heap.resize(n, (None, 1.0));
             &mut heap
         };
-        let (mut sum, mut known) = (0.0, 0usize);
+        let (mut sum, mut known, mut top_ramp) = (0.0, 0usize, 0.0f64);
         for (off, slot) in lats.iter_mut().enumerate() {
             let i = eligible[(start + off) % n];
-            *slot = snap
-                .live_at(i)
-                .latency_since(now, snap.nodes()[i].ready_since);
-            if let Some(l) = *slot {
+            let ready = snap.ready_since_at(i);
+            *slot = (
+                snap.live_at(i).latency_since(now, ready),
+                shaping.ramp(ready, now),
+            );
+            if let Some(l) = slot.0 {
                 sum += l;
                 known += 1;
             }
+            top_ramp = top_ramp.max(slot.1);
         }
         let neutral = if known > 0 { sum / known as f64 } else { 1.0 };
         let mut best: Option<(usize, f64)> = None;
-        for (off, lat) in lats.iter().enumerate() {
+        // The best of the nodes slow start left out: the pick when it left out all
+        // (every node returning at once, after the pool lost its network).
+        let mut best_skipped: Option<(usize, f64)> = None;
+        for (off, &(lat, ramp)) in lats.iter().enumerate() {
             let i = eligible[(start + off) % n];
-            let c = cost(i, lat.unwrap_or(neutral), rng);
-            if best.is_none_or(|(_, b)| c < b) {
-                best = Some((i, c));
+            let share = ramp / top_ramp.max(1e-9);
+            let (c, skipped) = cost(i, lat.unwrap_or(neutral), ramp, share, rng);
+            let slot = if skipped {
+                &mut best_skipped
+            } else {
+                &mut best
+            };
+            if slot.is_none_or(|(_, b)| c < b) {
+                *slot = Some((i, c));
             }
         }
         best.filter(|(_, c)| c.is_finite())
+            .or(best_skipped.filter(|(_, c)| c.is_finite()))
             .or_else(|| Some((eligible[start], f64::INFINITY)))
     }
 
@@ -335,7 +353,7 @@ impl Plb {
         if u_shed >= d.health {
             return Some(KeyMiss::Shed);
         }
-        if u_ramp >= snap.shaping().ramp(node.ready_since, now) {
+        if u_ramp >= snap.shaping().ramp(snap.ready_since_at(i), now) {
             return Some(KeyMiss::SlowStart);
         }
         let share = d.base / snap.key_base_total();
@@ -612,6 +630,68 @@ mod tests {
             assert!((lo..=hi).contains(&share), "t+{t}: {share}");
             prev = share;
         }
+    }
+
+    #[test]
+    fn a_node_that_answers_again_after_failing_ramps_up() {
+        let shaping = Shaping {
+            slow_start_window: 60.0,
+            slow_start_min: 0.1,
+            ..Shaping::default()
+        };
+        let live = LiveSet::default();
+        let snap = Snapshot::new(healthy(4), &live, shaping, 0.0).expect("builds");
+        // n3 refused a few connections (its process restarting), then answered at 100 s.
+        let n3 = snap.live(3).expect("bound");
+        for t in 0..crate::live::OUT_AFTER_FAILURES {
+            n3.observe(0.0, false, 90.0 + f64::from(t));
+        }
+        n3.observe(0.02, true, 100.0);
+        assert_eq!(snap.ready_since_at(3), Some(100.0));
+        // Errors left out of the cost, so that the shares show the ramp alone.
+        let p = Plb::new(PolicyConfig {
+            error_penalty: 0.0,
+            ..p2c()
+        });
+        let mut rng = SmallRng::seed_from_u64(9);
+        for (t, lo, hi) in [(1.0, 0.02, 0.05), (90.0, 0.23, 0.27)] {
+            let to_n3 = (0..60_000)
+                .filter_map(|_| p.pick(&snap, &RouteRequest::default(), 100.0 + t, &mut rng))
+                .filter(|d| d.index == 3)
+                .count();
+            let share = to_n3 as f64 / 60_000.0;
+            assert!((lo..=hi).contains(&share), "t+{t}: {share}");
+        }
+    }
+
+    #[test]
+    fn a_pool_returning_all_at_once_still_routes_by_cost() {
+        let shaping = Shaping {
+            slow_start_window: 60.0,
+            slow_start_min: 0.1,
+            ..Shaping::default()
+        };
+        let live = LiveSet::default();
+        let snap = Snapshot::new(healthy(4), &live, shaping, 0.0).expect("builds");
+        for i in 0..4 {
+            let l = snap.live(i).expect("bound");
+            for t in 0..crate::live::OUT_AFTER_FAILURES {
+                l.observe(0.0, false, f64::from(t));
+            }
+            l.observe(0.02, true, 10.0);
+        }
+        // n0 is busy: every node ramping, the scans still prefer the idle ones.
+        let busy = snap.live(0).expect("bound");
+        for _ in 0..8 {
+            busy.begin();
+        }
+        let p = Plb::new(PolicyConfig::default());
+        let mut rng = SmallRng::seed_from_u64(10);
+        let to_busy = (0..2_000)
+            .filter_map(|_| p.pick(&snap, &RouteRequest::default(), 11.0, &mut rng))
+            .filter(|d| d.index == 0)
+            .count();
+        assert!(to_busy < 100, "{to_busy} of 2000 to the busy node");
     }
 
     #[test]

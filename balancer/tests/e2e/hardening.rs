@@ -1,15 +1,14 @@
 //! Multi-tenant hardening (issue 15) against a real balancer: webhook URLs and node
 //! addresses that point at internal or metadata networks are refused (and checked again
 //! at connect time), and forwarding headers from untrusted peers are replaced.
-mod common;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::common::*;
 use bytes::Bytes;
-use common::*;
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;

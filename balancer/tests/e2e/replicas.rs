@@ -4,8 +4,6 @@
 //! a higher epoch and delivers what follows; a replica started again joins as a
 //! follower. `/healthz` and `/metrics` say which replica leads. A balancer on SQLite is
 //! alone and always leads.
-#[macro_use]
-mod common;
 
 use std::time::{Duration, Instant};
 
@@ -13,7 +11,7 @@ use plb_api::{Health, ScalingNotice};
 use plb_balancer::store::ScalingRecord;
 use plb_testkit::{WebhookReceiver, loopback, metric_sum, now_ms, parse_metrics};
 
-use common::*;
+use crate::common::*;
 
 async fn health(b: &TestBalancer) -> Health {
     reqwest::get(format!("{}/healthz", b.url()))

@@ -1,14 +1,12 @@
 //! The route and feedback API against a real balancer on a loopback port and a real
 //! SQLite file: decisions, in-flight accounting, feedback validation, per-pool policy,
 //! unhealthy nodes, best effort, keys, and decision counts stored per minute.
-mod common;
-mod engine_common;
 
 use std::collections::HashSet;
 use std::time::Duration;
 
-use common::*;
-use engine_common::*;
+use crate::common::*;
+use crate::engine_common::*;
 use plb_api::{NodeState, Outcome};
 use plb_testkit::now_ms;
 

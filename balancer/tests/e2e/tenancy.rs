@@ -4,8 +4,6 @@
 //! reader pool under a flood of unknown tokens, webhook delivery that one hanging
 //! endpoint cannot hold up for other tenants, per-client quotas, and the garbage
 //! collection of modules no probe version uses.
-#[macro_use]
-mod common;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -17,7 +15,7 @@ use plb_balancer::store::ScalingRecord;
 use plb_probe_artifacts::{CPU_BENCH, MISBEHAVE, TCP_CONNECT, TRIVIAL};
 use plb_testkit::{WebhookReceiver, loopback, now_ms};
 
-use common::*;
+use crate::common::*;
 
 /// A raw probe upload: status, `Retry-After` and how long it took.
 async fn put_wasm(

@@ -2,12 +2,10 @@
 //! paths of every resource, and every kind of bad input answered with a 4xx JSON error
 //! naming the problem, with nothing half-written. The tests that reach the store run on
 //! both backends (`sqlite::` and `postgres::`), the isolation tests among them.
-#[macro_use]
-mod common;
 
 use std::sync::{Arc, Mutex};
 
-use common::*;
+use crate::common::*;
 use plb_api::ProbeSettings;
 use plb_balancer::{CommittedBatch, IngestObserver};
 use plb_client::Fetched;

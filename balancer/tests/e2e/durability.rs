@@ -3,15 +3,13 @@
 //! reports are in flight; after a restart on the same store (a SQLite file, or a
 //! PostgreSQL database: each test on both) everything it acknowledged is there, and
 //! resending everything stores nothing twice.
-#[macro_use]
-mod common;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use plb_client::Client;
 use plb_probe_artifacts::TRIVIAL;
 use plb_testkit::{Proc, free_port, now_ms};

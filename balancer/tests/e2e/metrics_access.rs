@@ -2,9 +2,8 @@
 //! are shown only to the metrics or the admin token (and, with `--metrics-token` set,
 //! nothing is shown without a token); two clients' pools of the same name are two
 //! series; the request method label takes values from a fixed set.
-mod common;
 
-use common::{ADMIN, TestBalancer};
+use crate::common::{ADMIN, TestBalancer};
 use plb_balancer::metrics::ScalingLabels;
 use plb_balancer::reliability::ProbeLabels;
 

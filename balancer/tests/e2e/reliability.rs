@@ -1,7 +1,6 @@
 //! Probe reliability against a real balancer on loopback over a real SQLite file:
 //! samples posted over `/v1/reports` as agents would, a real webhook receiver (axum on
 //! port 0) that checks every signature, and restarts on the same database file.
-mod common;
 
 use std::time::Duration;
 
@@ -15,7 +14,7 @@ use plb_client::Client;
 use plb_probe_artifacts::TRIVIAL;
 use plb_testkit::{WebhookReceiver, free_addr, loopback, now_ms};
 
-use common::*;
+use crate::common::*;
 
 const SECRET: &str = "a-webhook-secret-of-32-bytes-xyz";
 

@@ -2,7 +2,6 @@
 //! `--agent-check` port sets the server weights and states PLB says, read back from
 //! HAProxy's stats socket (`show servers state`). Needs `haproxy` on PATH: the test fails,
 //! never skips, without it (`apt-get install -y haproxy`).
-mod common;
 
 use std::collections::BTreeMap;
 use std::process::Stdio;
@@ -10,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use common::{TestBalancer, batch, register, sample};
+use crate::common::{TestBalancer, batch, register, sample};
 use plb_api::{NODE_SAMPLER_PROBE, NodeState, Outcome};
 use plb_testkit::{free_addr, now_ms, spawn_haproxy, which};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

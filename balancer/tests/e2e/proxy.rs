@@ -3,7 +3,6 @@
 //! killed mid-test, `X-Forwarded-*`, a POST to a dead node, feedback in the nodes view,
 //! a pool with no nodes yet, and a pool name two clients use (the proxy and the
 //! agent-check name the owner: the other tenant's pool neither captures nor breaks them).
-mod common;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -11,8 +10,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use crate::common::{self, TestBalancer, register};
 use bytes::Bytes;
-use common::{TestBalancer, register};
 use http_body_util::{BodyExt, Full, combinators::BoxBody};
 use hyper::body::Incoming;
 use hyper::service::service_fn;

@@ -2,12 +2,10 @@
 //! aggregates and deleted, old aggregates expire, and the SQLite file stops growing
 //! under a steady stream of samples; the background task does it on its own. On both
 //! backends (the file sizes on SQLite only: PostgreSQL's autovacuum reuses the space).
-#[macro_use]
-mod common;
 
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use plb_api::Outcome;
 use plb_balancer::retention::{self, Retention};
 use plb_balancer::store::Ingest;

@@ -1,9 +1,8 @@
 //! `GET /v1/pools/{pool}/scaling` on a real balancer on a loopback port: the shape of
 //! the demand forecast and scaling advice, and its auth (no token 401, another client's
 //! pool 404), and the route in the OpenAPI document.
-mod common;
 
-use common::{ADMIN, TestBalancer, assert_error, raw};
+use crate::common::{ADMIN, TestBalancer, assert_error, raw};
 use reqwest::Method;
 
 #[tokio::test]

@@ -3,13 +3,11 @@
 //! steadily loses route share before its metric leaves its band, turns `degrading` with
 //! evidence (its deep probes speed up), and gets its share back gradually once it
 //! recovers; a restart keeps state changes and warm models; NaN never gets in.
-mod common;
-mod engine_common;
 
 use std::time::Duration;
 
-use common::*;
-use engine_common::*;
+use crate::common::*;
+use crate::engine_common::*;
 use plb_api::{NodeState, Outcome, ProbeSettings, Tier};
 use plb_client::Fetched;
 use plb_testkit::now_ms;
