@@ -53,20 +53,7 @@ async fn setup(b: &TestBalancer) -> Setup {
             .await
             .expect("upload");
     }
-    let mut agents = Vec::new();
-    for i in 1..=3 {
-        let node = format!("n{i}");
-        let agent = b.agent(&client, &["web"]).await;
-        agent
-            .register(&register(
-                &node,
-                &format!("127.0.0.1:{}", 9000 + i),
-                &["web"],
-            ))
-            .await
-            .expect("register");
-        agents.push((node, agent));
-    }
+    let agents = b.nodes(&client, "web", 3).await;
     Setup { client, agents }
 }
 

@@ -247,20 +247,7 @@ async fn probe_reliability_is_tracked_on_every_replica_and_raised_once_by_the_le
     let b = replica(&db, "b").await;
     let client = a.client_with_pool("acme", "web").await;
     let on_b = plb_client::Client::new(&b.url(), client.token()).expect("client on b");
-    let mut agents = Vec::new();
-    for i in 1..=3 {
-        let node = format!("n{i}");
-        let agent = b.agent(&on_b, &["web"]).await;
-        agent
-            .register(&register(
-                &node,
-                &format!("127.0.0.1:{}", 9000 + i),
-                &["web"],
-            ))
-            .await
-            .expect("register");
-        agents.push((node, agent));
-    }
+    let agents = b.nodes(&on_b, "web", 3).await;
     let upload = |interval: u64| {
         let on_b = on_b.clone();
         async move {

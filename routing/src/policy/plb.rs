@@ -607,13 +607,18 @@ mod tests {
         assert!(words.contains("recovery"), "{words}");
     }
 
-    #[test]
-    fn slow_start_ramps_a_new_node_up() {
-        let shaping = Shaping {
+    /// Slow start from 10 % over 60 s.
+    fn slow_start_60s() -> Shaping {
+        Shaping {
             slow_start_window: 60.0,
             slow_start_min: 0.1,
             ..Shaping::default()
-        };
+        }
+    }
+
+    #[test]
+    fn slow_start_ramps_a_new_node_up() {
+        let shaping = slow_start_60s();
         let live = LiveSet::default();
         let mut nodes = healthy(4);
         nodes[3].ready_since = Some(1_000.0);
@@ -634,11 +639,7 @@ mod tests {
 
     #[test]
     fn a_node_that_answers_again_after_failing_ramps_up() {
-        let shaping = Shaping {
-            slow_start_window: 60.0,
-            slow_start_min: 0.1,
-            ..Shaping::default()
-        };
+        let shaping = slow_start_60s();
         let live = LiveSet::default();
         let snap = Snapshot::new(healthy(4), &live, shaping, 0.0).expect("builds");
         // n3 refused a few connections (its process restarting), then answered at 100 s.
@@ -666,11 +667,7 @@ mod tests {
 
     #[test]
     fn a_pool_returning_all_at_once_still_routes_by_cost() {
-        let shaping = Shaping {
-            slow_start_window: 60.0,
-            slow_start_min: 0.1,
-            ..Shaping::default()
-        };
+        let shaping = slow_start_60s();
         let live = LiveSet::default();
         let snap = Snapshot::new(healthy(4), &live, shaping, 0.0).expect("builds");
         for i in 0..4 {

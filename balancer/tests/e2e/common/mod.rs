@@ -292,6 +292,26 @@ impl TestBalancer {
         self.admin.with_token(t.token)
     }
 
+    /// Nodes `n1..=nN` of `client`'s pool `pool`, each registered by its own agent
+    /// (addresses 127.0.0.1:9001 and on), with their agents.
+    pub async fn nodes(&self, client: &Client, pool: &str, n: usize) -> Vec<(String, Client)> {
+        let mut agents = Vec::new();
+        for i in 1..=n {
+            let node = format!("n{i}");
+            let agent = self.agent(client, &[pool]).await;
+            agent
+                .register(&register(
+                    &node,
+                    &format!("127.0.0.1:{}", 9000 + i),
+                    &[pool],
+                ))
+                .await
+                .expect("register");
+            agents.push((node, agent));
+        }
+        agents
+    }
+
     /// The integer `sql` answers (one row, one column) in the store.
     pub fn count(&self, sql: &str) -> i64 {
         self.store_db().count(sql)
