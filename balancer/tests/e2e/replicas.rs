@@ -7,8 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use plb_api::{Health, ScalingNotice};
-use plb_balancer::store::ScalingRecord;
+use plb_api::Health;
 use plb_testkit::{WebhookReceiver, loopback, metric_sum, now_ms, parse_metrics};
 
 use crate::common::*;
@@ -25,22 +24,6 @@ async fn health(b: &TestBalancer) -> Health {
 async fn leader_gauge(b: &TestBalancer) -> f64 {
     let text = b.admin.metrics_text().await.expect("metrics");
     metric_sum(&parse_metrics(&text), "plb_leader", &[])
-}
-
-fn scaling(client_id: i64, to: u32) -> ScalingRecord {
-    ScalingRecord {
-        client_id,
-        pool: "web".into(),
-        at_ms: now_ms(),
-        notice: ScalingNotice {
-            direction: "up".into(),
-            from_nodes: 1,
-            to_nodes: to,
-            current_nodes: 1,
-            horizon_min: 5,
-            reason: "test".into(),
-        },
-    }
 }
 
 async fn replica(db: &TestDb, name: &str) -> TestBalancer {
@@ -112,7 +95,7 @@ async fn one_replica_leads_delivers_once_and_the_lead_moves_when_it_stops() {
         .running
         .state
         .store
-        .record_scaling(scaling(client_id, 2))
+        .record_scaling(scaling(client_id, "web", 2))
         .await
         .expect("notification");
     for r in [&leader, &follower] {
@@ -140,7 +123,7 @@ async fn one_replica_leads_delivers_once_and_the_lead_moves_when_it_stops() {
         .running
         .state
         .store
-        .record_scaling(scaling(client_id, 3))
+        .record_scaling(scaling(client_id, "web", 3))
         .await
         .expect("notification");
     follower.running.state.reliability.wake.notify_one();

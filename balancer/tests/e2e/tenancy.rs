@@ -10,8 +10,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use plb_api::ScalingNotice;
-use plb_balancer::store::ScalingRecord;
 use plb_probe_artifacts::{CPU_BENCH, MISBEHAVE, TCP_CONNECT, TRIVIAL};
 use plb_testkit::{WebhookReceiver, loopback, now_ms};
 
@@ -199,22 +197,6 @@ async fn unknown_tokens_do_not_open_read_connections_without_bound(backend: Back
         "{peak} connections were open on the database at once"
     );
     assert!(peak >= least, "the watcher saw the connections ({peak})");
-}
-
-fn scaling(client_id: i64, pool: &str, to: u32) -> ScalingRecord {
-    ScalingRecord {
-        client_id,
-        pool: pool.into(),
-        at_ms: now_ms(),
-        notice: ScalingNotice {
-            direction: "up".into(),
-            from_nodes: 1,
-            to_nodes: to,
-            current_nodes: 1,
-            horizon_min: 5,
-            reason: "test".into(),
-        },
-    }
 }
 
 async fn set_webhook(c: &plb_client::Client, url: &str) {

@@ -438,3 +438,20 @@ pub fn assert_api_error(e: &plb_client::ClientError, status: u16, code: &str, ne
         other => panic!("expected an API error, got {other}"),
     }
 }
+
+/// A scale-up notice for `client_id`'s pool `pool`, to `to` nodes (one node now).
+pub fn scaling(client_id: i64, pool: &str, to: u32) -> plb_balancer::store::ScalingRecord {
+    plb_balancer::store::ScalingRecord {
+        client_id,
+        pool: pool.into(),
+        at_ms: plb_testkit::now_ms(),
+        notice: plb_api::ScalingNotice {
+            direction: "up".into(),
+            from_nodes: 1,
+            to_nodes: to,
+            current_nodes: 1,
+            horizon_min: 5,
+            reason: "test".into(),
+        },
+    }
+}
