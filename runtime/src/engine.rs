@@ -1,7 +1,8 @@
 //! The wasmtime engines (fuel metering on and off: a precompiled artifact only loads into
 //! an engine with the same settings), their linkers, and the epoch ticker thread.
 use std::hash::{Hash, Hasher};
-use std::sync::{Arc, Weak};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
 use wasmtime::component::{HasSelf, Linker};
@@ -113,27 +114,72 @@ impl EngineSlot {
     }
 }
 
-/// Increments the engines' epochs every tick until every engine is dropped.
-pub(crate) fn start_ticker(engines: Vec<Weak<EngineSlot>>, tick: Duration) {
+/// The epoch ticker's switch: it ticks only while a run is in flight (an idle agent
+/// would otherwise wake it 200 times a second for nothing).
+#[derive(Debug, Default)]
+pub(crate) struct Ticker {
+    /// Runs in flight.
+    active: AtomicUsize,
+    /// The ticker thread, to wake when the first run starts.
+    thread: OnceLock<std::thread::Thread>,
+}
+
+/// A run in flight: the ticker ticks until every such guard is dropped.
+pub(crate) struct Ticking<'a>(&'a Ticker);
+
+impl Ticker {
+    /// Counts a run in flight (waking the ticker if it was the only one).
+    pub(crate) fn begin(&self) -> Ticking<'_> {
+        if self.active.fetch_add(1, Ordering::AcqRel) == 0
+            && let Some(t) = self.thread.get()
+        {
+            t.unpark();
+        }
+        Ticking(self)
+    }
+}
+
+impl Drop for Ticking<'_> {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Increments the engines' epochs every tick while `ticker` counts a run in flight,
+/// until every engine is dropped. While none runs it sleeps (a run that starts wakes it;
+/// it looks every second whether the engines are gone).
+pub(crate) fn start_ticker(engines: Vec<Weak<EngineSlot>>, tick: Duration, ticker: Arc<Ticker>) {
     let spawned = std::thread::Builder::new()
         .name("plb-epoch-ticker".into())
-        .spawn(move || {
-            loop {
-                std::thread::sleep(tick);
-                let mut alive = false;
-                for slot in engines.iter().filter_map(Weak::upgrade) {
-                    slot.engine.increment_epoch();
-                    alive = true;
-                }
-                if !alive {
-                    return;
+        .spawn({
+            let ticker = Arc::clone(&ticker);
+            move || {
+                loop {
+                    if ticker.active.load(Ordering::Acquire) == 0 {
+                        std::thread::park_timeout(Duration::from_secs(1));
+                    } else {
+                        std::thread::sleep(tick);
+                    }
+                    let mut alive = false;
+                    for slot in engines.iter().filter_map(Weak::upgrade) {
+                        slot.engine.increment_epoch();
+                        alive = true;
+                    }
+                    if !alive {
+                        return;
+                    }
                 }
             }
         });
-    if let Err(e) = spawned {
-        tracing::error!(
+    match spawned {
+        Ok(handle) => {
+            let _ = ticker.thread.set(handle.thread().clone());
+            // A run that started before the handle was known is ticked for from now.
+            handle.thread().unpark();
+        }
+        Err(e) => tracing::error!(
             "could not start the epoch ticker: {e}; CPU-bound probes are stopped by fuel and timeouts only"
-        );
+        ),
     }
 }
 

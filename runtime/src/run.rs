@@ -15,7 +15,7 @@ use wasmtime_wasi::WasiCtx;
 use crate::bindings::{Context, Failure, ProbePre, Report};
 use crate::cache::{self, Cache};
 use crate::capture::{Capture, OutputLimitHit};
-use crate::engine::{EngineSlot, Slots, start_ticker};
+use crate::engine::{EngineSlot, Slots, Ticker, start_ticker};
 use crate::host::RunState;
 use crate::limits::{MemoryLimitHit, RunLimiter, TableLimitHit};
 use crate::{RunReport, RunSpec, RuntimeConfig, RuntimeError};
@@ -77,6 +77,8 @@ struct Inner {
     /// `[unmetered, metered]`.
     slots: Slots,
     cache: Cache,
+    /// Runs in flight, for the epoch ticker.
+    ticker: Arc<Ticker>,
 }
 
 /// Raised by the epoch callback when the run's wall-clock budget is spent.
@@ -101,15 +103,18 @@ impl Runtime {
             Arc::new(EngineSlot::new(&cfg, false)?),
             Arc::new(EngineSlot::new(&cfg, true)?),
         ];
+        let ticker = Arc::new(Ticker::default());
         start_ticker(
             slots.iter().map(Arc::downgrade).collect(),
             Duration::from_millis(cfg.epoch_tick_ms),
+            Arc::clone(&ticker),
         );
         Ok(Runtime {
             inner: Arc::new(Inner {
                 cfg,
                 slots,
                 cache: Cache::default(),
+                ticker,
             }),
         })
     }
@@ -215,6 +220,8 @@ impl Runtime {
             .allow_ip_name_lookup(false)
             .build();
         let timeout = Duration::from_millis(u64::from(limits.timeout_ms));
+        // Epochs advance while this run is in flight (its wall-clock limit and its yields).
+        let _ticking = self.inner.ticker.begin();
         let start = Instant::now();
         let deadline = start + timeout;
         let state = RunState {

@@ -32,7 +32,7 @@ pub struct DevArgs {
     /// The balancer's address (API and dashboard).
     #[arg(long, env = "PLB_DEV_LISTEN", default_value = "127.0.0.1:7070")]
     pub listen: SocketAddr,
-    /// The reverse proxy for the demo pool (0 for a free port).
+    /// The reverse proxy for the demo pool (port 0 for a free one, e.g. `127.0.0.1:0`).
     #[arg(long, env = "PLB_DEV_PROXY", default_value = "127.0.0.1:7080")]
     pub proxy: SocketAddr,
     /// Demo nodes (the second one degrades and recovers).
