@@ -3,8 +3,9 @@
 //! and output limits, and classifies how the run ended.
 //!
 //! One [`Runtime`] per process: it owns the wasmtime engines (one with fuel metering,
-//! one without, each with epochs and the pooling allocator), an epoch ticker thread (ticking only while a run is in flight) and
-//! a compiled-component cache keyed by sha256 (in memory and, optionally, on disk).
+//! one without, each with epochs and the pooling allocator), an epoch ticker thread
+//! (ticking only while a run is in flight) and a compiled-component cache keyed by
+//! sha256 (in memory and, optionally, on disk).
 //! Each run gets its own `Store` with its limits; nothing is shared between runs.
 //! Probes get no ambient authority: no files, no environment, no sockets; the host
 //! `http` and `tcp-connect` functions reach the run's target address and nothing else.
