@@ -107,9 +107,19 @@ struct Inner {
     /// The same as this process's name on the samples channel: its own notifications are
     /// ignored.
     me: String,
+    /// Poked after each ingest that stored a sample: the [`notifier`] sends the
+    /// notification.
+    poke: Arc<tokio::sync::Notify>,
 }
 
-/// The channel every ingest transaction notifies (payload: the writer's `me`).
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // The notifier sees the store gone and returns.
+        self.poke.notify_one();
+    }
+}
+
+/// The channel the [`notifier`] notifies after ingests (payload: the writer's `me`).
 const SAMPLES_CHANNEL: &str = "plb_samples";
 
 /// The PostgreSQL store.
@@ -175,10 +185,15 @@ impl PgStore {
                 cfg: cfg.clone(),
                 writer,
                 me: format!("{writer:016x}"),
+                poke: Arc::new(tokio::sync::Notify::new()),
             }),
         };
         let mut c = store.inner.writers.get().await?;
         schema::migrate(&mut c).await?;
+        tokio::spawn(notifier(
+            Arc::downgrade(&store.inner),
+            Arc::clone(&store.inner.poke),
+        ));
         Ok(store)
     }
 
@@ -186,6 +201,42 @@ impl PgStore {
     pub fn close(&self) {
         self.inner.readers.close();
         self.inner.writers.close();
+        self.inner.poke.notify_one();
+    }
+}
+
+/// The least time between two notifications from one process.
+const NOTIFY_GAP: Duration = Duration::from_millis(10);
+
+/// Wakes the other replicas' tails after ingests: one `NOTIFY`, in its own statement,
+/// for all the commits since the last one. Inside each ingest transaction, a `NOTIFY`
+/// made every commit on the database queue behind one global lock (PostgreSQL takes it
+/// at the commit of any transaction that notified); here it follows the commits it
+/// reports, so a tail woken by it reads them. Returns when the store is dropped or
+/// closed.
+async fn notifier(inner: std::sync::Weak<Inner>, poke: Arc<tokio::sync::Notify>) {
+    loop {
+        poke.notified().await;
+        let Some(store) = inner.upgrade() else {
+            return;
+        };
+        if store.writers.is_closed() {
+            return;
+        }
+        let sent = match store.writers.get().await {
+            Ok(c) => c
+                .execute("SELECT pg_notify($1, $2)", &[&SAMPLES_CHANNEL, &store.me])
+                .await
+                .map(drop)
+                .map_err(StoreError::from),
+            Err(e) => Err(e.into()),
+        };
+        if let Err(e) = sent {
+            // The tails poll as well: a lost wake-up costs latency, not samples.
+            tracing::debug!(error = %e, "sample notification not sent");
+        }
+        drop(store);
+        tokio::time::sleep(NOTIFY_GAP).await;
     }
 }
 
@@ -548,8 +599,14 @@ impl Store for PgStore {
 
     fn ingest(&self, ingest: Ingest) -> StoreFuture<Ingested> {
         let store = Arc::clone(&self.inner);
-        write_tx!(self, |tx| async {
-            samples::ingest(tx, &ingest, store.writer, (SAMPLES_CHANNEL, &store.me)).await
+        let writer = store.writer;
+        let commit = write_tx!(self, |tx| samples::ingest(tx, &ingest, writer));
+        Box::pin(async move {
+            let ingested = commit.await?;
+            if !ingested.stored.is_empty() {
+                store.poke.notify_one();
+            }
+            Ok(ingested)
         })
     }
 

@@ -41,14 +41,8 @@ const UPSERT_LATEST: &str = "INSERT INTO latest_samples (node_id, pool, probe, t
        taken_at_ms = excluded.taken_at_ms, sample = excluded.sample
      WHERE excluded.taken_at_ms >= latest_samples.taken_at_ms";
 
-/// Stores `ing` marked as `writer`'s and, when it stored a sample, sends `notify`
-/// (channel, payload).
-pub(super) async fn ingest(
-    tx: &Tx<'_>,
-    ing: &Ingest,
-    writer: i64,
-    notify: (&str, &str),
-) -> Result<Ingested, StoreError> {
+/// Stores `ing` marked as `writer`'s.
+pub(super) async fn ingest(tx: &Tx<'_>, ing: &Ingest, writer: i64) -> Result<Ingested, StoreError> {
     let Ingest {
         token_id,
         client_id,
@@ -217,15 +211,9 @@ pub(super) async fn ingest(
             lt.push(s.taken_at_ms);
             ls.push(serde_json::to_string(s)?);
         }
-        // Pipelined, one round trip; the notification is delivered at the commit, and
-        // the other replicas' tails read at once.
+        // Pipelined, one round trip.
         let latest: [&(dyn ToSql + Sync); 5] = [&node_id, &lp, &lq, &lt, &ls];
-        let wake: [&(dyn ToSql + Sync); 2] = [&notify.0, &notify.1];
-        tokio::try_join!(
-            execute(tx, UPSERT_LATEST, &latest),
-            seen,
-            execute(tx, "SELECT pg_notify($1, $2)", &wake),
-        )?;
+        tokio::try_join!(execute(tx, UPSERT_LATEST, &latest), seen)?;
     }
     Ok(Ingested {
         ack: ReportAck {
