@@ -4,8 +4,15 @@
 //! loopback backends with the same closed-loop load, in the same run. Prints a table with
 //! the added latency (against direct) and the ratio of throughput against HAProxy.
 //!
-//! `cargo bench -p plb-balancer --bench proxy` (5 rounds of 3 s per target and phase), or
-//! with `--quick` / `PLB_BENCH_QUICK=1` (3 rounds of 1 s). Needs `haproxy` on PATH.
+//! Then what each costs: CPU per request under load (user + system time of the proxy's
+//! process from `/proc`), and CPU idle, without traffic: HAProxy, PLB's balancer, and a
+//! `plb agent` running the `http-check` sample probe every 500 ms on one backend (the
+//! setup of issue 13's harness), with the balancer taking its reports.
+//!
+//! `cargo bench -p plb-balancer --bench proxy` (5 rounds of 3 s per target and phase, 20 s
+//! idle), or with `--quick` / `PLB_BENCH_QUICK=1` (3 rounds of 1 s, 8 s idle). Needs
+//! `haproxy` on PATH; the agent row needs the `plb` binary of the same profile (built by
+//! `scripts/test.sh`, or `cargo build -p plb --profile ...`), and says so when it is not.
 use std::net::SocketAddr;
 use std::process::Stdio;
 use std::sync::Arc;
@@ -17,6 +24,7 @@ use http_body_util::{BodyExt, Empty, Full};
 use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
+use plb_bench::anchors::tree_cpu_seconds;
 use plb_testkit::{free_addr, spawn_haproxy, which};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -26,6 +34,7 @@ const BODY: &[u8] =
     b"{\"ok\":true,\"node\":\"backend\",\"padding\":\"0123456789abcdef0123456789abcdef\"}";
 const GOAL_RATIO: f64 = 0.8;
 const GOAL_ADDED_P50_US: f64 = 100.0;
+const GOAL_CPU_RATIO: f64 = 1.5;
 
 /// A minimal HTTP/1.1 backend answering every request with a small body.
 async fn backend() -> SocketAddr {
@@ -85,10 +94,19 @@ struct Run {
     rps: f64,
     p50: f64,
     p99: f64,
+    /// CPU µs of the measured process per request answered (when one was measured).
+    cpu_us: f64,
 }
 
-/// Closed-loop load over `targets` (connections spread round-robin) for `secs`.
-async fn load(targets: &[SocketAddr], conns: usize, warmup: Duration, secs: Duration) -> Run {
+/// Closed-loop load over `targets` (connections spread round-robin) for `secs`; the CPU
+/// time of process `pid` (and its children) over the measured seconds, per request.
+async fn load(
+    targets: &[SocketAddr],
+    conns: usize,
+    warmup: Duration,
+    secs: Duration,
+    pid: Option<u32>,
+) -> Run {
     let stop = Arc::new(AtomicBool::new(false));
     let record = Arc::new(AtomicBool::new(false));
     let workers: Vec<_> = (0..conns)
@@ -101,10 +119,13 @@ async fn load(targets: &[SocketAddr], conns: usize, warmup: Duration, secs: Dura
         })
         .collect();
     tokio::time::sleep(warmup).await;
+    let cpu = || pid.and_then(tree_cpu_seconds).unwrap_or(0.0);
     record.store(true, Ordering::Relaxed);
+    let cpu0 = cpu();
     let t = Instant::now();
     tokio::time::sleep(secs).await;
     record.store(false, Ordering::Relaxed);
+    let cpu_s = cpu() - cpu0;
     let elapsed = t.elapsed().as_secs_f64();
     stop.store(true, Ordering::Relaxed);
     let mut all = Vec::new();
@@ -117,6 +138,7 @@ async fn load(targets: &[SocketAddr], conns: usize, warmup: Duration, secs: Dura
         rps: all.len() as f64 / elapsed,
         p50: q(0.5),
         p99: q(0.99),
+        cpu_us: cpu_s * 1e6 / all.len().max(1) as f64,
     }
 }
 
@@ -131,6 +153,7 @@ fn median_run(r: &[Run]) -> Run {
         rps: median(r.iter().map(|x| x.rps).collect()),
         p50: median(r.iter().map(|x| x.p50).collect()),
         p99: median(r.iter().map(|x| x.p99).collect()),
+        cpu_us: median(r.iter().map(|x| x.cpu_us).collect()),
     }
 }
 
@@ -166,15 +189,16 @@ fn main() {
     let secs = Duration::from_millis(if quick { 1000 } else { 3000 });
     let warmup = Duration::from_millis(if quick { 200 } else { 500 });
     let rounds = if quick { 3 } else { 5 };
+    let idle = Duration::from_secs(if quick { 8 } else { 20 });
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .expect("runtime");
-    rt.block_on(bench(secs, warmup, rounds));
+    rt.block_on(bench(secs, warmup, rounds, idle));
 }
 
-async fn bench(secs: Duration, warmup: Duration, rounds: usize) {
+async fn bench(secs: Duration, warmup: Duration, rounds: usize, idle: Duration) {
     let haproxy = which("haproxy").expect("haproxy is not installed: `apt-get install -y haproxy`");
     let backends = [backend().await, backend().await];
     let dir = tempfile::tempdir().expect("tempdir");
@@ -197,6 +221,7 @@ async fn bench(secs: Duration, warmup: Duration, rounds: usize) {
         .kill_on_drop(true)
         .spawn()
         .expect("start plb-balancer");
+    let plb_pid = plb.id();
     let admin = plb_client::Client::new(&format!("http://{api}"), ADMIN).expect("client");
     let deadline = Instant::now() + Duration::from_secs(20);
     while admin.health().await.is_err() {
@@ -207,11 +232,13 @@ async fn bench(secs: Duration, warmup: Duration, rounds: usize) {
     assert_eq!(created.id, 1, "the proxied pool is addressed as 1/web");
     let client = admin.with_token(created.token);
     client.create_pool("web", 200.0).await.expect("pool");
+    let mut agent_tokens = Vec::new();
     for (i, b) in backends.iter().enumerate() {
         let t = client
             .create_agent_token(&["web"], None)
             .await
             .expect("agent token");
+        agent_tokens.push(t.token.clone());
         admin
             .with_token(t.token)
             .register(&plb_api::RegisterRequest {
@@ -239,6 +266,7 @@ async fn bench(secs: Duration, warmup: Duration, rounds: usize) {
     let cfg_path = dir.path().join("haproxy.cfg");
     std::fs::write(&cfg_path, cfg).expect("write haproxy.cfg");
     let mut ha = spawn_haproxy(&haproxy, &cfg_path, Stdio::null());
+    let ha_pid = ha.id();
     wait_ok(ha_addr, "HAProxy").await;
 
     // Throughput under load (32 connections), then latency unloaded (1 connection). The
@@ -246,19 +274,36 @@ async fn bench(secs: Duration, warmup: Duration, rounds: usize) {
     // median of its rounds, so a burst of other work does not land on one target only.
     let mut runs: [Vec<Run>; 6] = Default::default();
     for _ in 0..rounds {
-        runs[0].push(load(&backends, CONNECTIONS, warmup, secs).await);
-        runs[1].push(load(&[ha_addr], CONNECTIONS, warmup, secs).await);
-        runs[2].push(load(&[plb_addr], CONNECTIONS, warmup, secs).await);
-        runs[3].push(load(&backends[..1], 1, warmup, secs).await);
-        runs[4].push(load(&[ha_addr], 1, warmup, secs).await);
-        runs[5].push(load(&[plb_addr], 1, warmup, secs).await);
+        runs[0].push(load(&backends, CONNECTIONS, warmup, secs, None).await);
+        runs[1].push(load(&[ha_addr], CONNECTIONS, warmup, secs, ha_pid).await);
+        runs[2].push(load(&[plb_addr], CONNECTIONS, warmup, secs, plb_pid).await);
+        runs[3].push(load(&backends[..1], 1, warmup, secs, None).await);
+        runs[4].push(load(&[ha_addr], 1, warmup, secs, ha_pid).await);
+        runs[5].push(load(&[plb_addr], 1, warmup, secs, plb_pid).await);
     }
+    let cpu_ratios: Vec<f64> = runs[2]
+        .iter()
+        .zip(&runs[1])
+        .map(|(p, h)| p.cpu_us / h.cpu_us)
+        .collect();
     let ratios: Vec<f64> = runs[2]
         .iter()
         .zip(&runs[1])
         .map(|(p, h)| p.rps / h.rps)
         .collect();
     let [direct, ha_run, plb_run, direct1, ha1, plb1] = runs.map(|r| median_run(&r));
+    let idle_cost = idle_cpu(
+        idle,
+        plb_pid,
+        ha_pid,
+        &format!("http://{api}"),
+        &admin,
+        &client,
+        &agent_tokens[0],
+        backends[0],
+        dir.path(),
+    )
+    .await;
     let _ = plb.start_kill();
     let _ = ha.start_kill();
 
@@ -309,19 +354,122 @@ async fn bench(secs: Duration, warmup: Duration, rounds: usize) {
             .collect::<Vec<_>>()
             .join(" ")
     );
-    let ratio = median(ratios);
-    let added = plb1.p50 - direct1.p50;
     println!(
-        "goals: throughput >= {GOAL_RATIO}x HAProxy: {ratio:.2}x {}; added p50 < {GOAL_ADDED_P50_US} µs: {added:.0} µs {}",
-        if ratio >= GOAL_RATIO {
-            "met"
-        } else {
-            "NOT met"
-        },
-        if added < GOAL_ADDED_P50_US {
-            "met"
-        } else {
-            "NOT met"
-        },
+        "CPU per request answered (the proxy's process, user + system): haproxy {:.1} µs, plb {:.1} µs at 32 connections ({:.2}x; per round {}); at 1 connection haproxy {:.1} µs, plb {:.1} µs ({:.2}x)",
+        ha_run.cpu_us,
+        plb_run.cpu_us,
+        median(cpu_ratios.clone()),
+        cpu_ratios
+            .iter()
+            .map(|r| format!("{r:.2}x"))
+            .collect::<Vec<_>>()
+            .join(" "),
+        ha1.cpu_us,
+        plb1.cpu_us,
+        plb1.cpu_us / ha1.cpu_us,
     );
+    println!("{idle_cost}");
+    let ratio = median(ratios);
+    let cpu_ratio = median(cpu_ratios);
+    let added = plb1.p50 - direct1.p50;
+    let verdict = |ok: bool| if ok { "met" } else { "NOT met" };
+    println!(
+        "goals: throughput >= {GOAL_RATIO}x HAProxy: {ratio:.2}x {}; added p50 < {GOAL_ADDED_P50_US} µs: {added:.0} µs {}; CPU per request <= {GOAL_CPU_RATIO}x HAProxy's: {cpu_ratio:.2}x {}",
+        verdict(ratio >= GOAL_RATIO),
+        verdict(added < GOAL_ADDED_P50_US),
+        verdict(cpu_ratio <= GOAL_CPU_RATIO),
+    );
+}
+
+/// CPU of the idle processes over `secs` (no traffic), as a percentage of one core:
+/// HAProxy, PLB's balancer, and a `plb agent` (started here) running the `http-check`
+/// probe every 500 ms on `backend` as node-0, its reports going to the balancer.
+#[allow(clippy::too_many_arguments)]
+async fn idle_cpu(
+    secs: Duration,
+    plb_pid: Option<u32>,
+    ha_pid: Option<u32>,
+    api: &str,
+    admin: &plb_client::Client,
+    client: &plb_client::Client,
+    agent_token: &str,
+    backend: SocketAddr,
+    dir: &std::path::Path,
+) -> String {
+    let settings = plb_api::ProbeSettings {
+        interval_ms: 500,
+        timeout_ms: 400,
+        fuel: None,
+        memory_mib: 32,
+        config: [("path".to_string(), "/health".to_string())].into(),
+        ..plb_api::ProbeSettings::default()
+    };
+    client
+        .upload_probe(
+            "web",
+            "health",
+            plb_probe_artifacts::HTTP_CHECK.to_vec(),
+            &settings,
+        )
+        .await
+        .expect("upload the http-check probe");
+    // The `plb` binary beside this bench's (target/<profile>/plb).
+    let plb_bin = std::env::current_exe()
+        .ok()
+        .and_then(|e| Some(e.parent()?.parent()?.join("plb")))
+        .filter(|p| p.is_file());
+    let mut agent = plb_bin.map(|bin| {
+        tokio::process::Command::new(bin)
+            .args(["agent", "--balancer", api, "--token", agent_token])
+            .args(["--node", "node-0", "--address", &backend.to_string()])
+            .args(["--pool", "web", "--spool"])
+            .arg(dir.join("spool"))
+            .arg("--metrics-listen")
+            .arg(free_addr().to_string())
+            .env("PLB_LOG", "warn")
+            .stdout(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start plb agent")
+    });
+    let agent_pid = agent.as_ref().and_then(|a| a.id());
+    // Warm-up: the agent pulls and compiles the probe, first runs and reports.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let pids = [ha_pid, plb_pid, agent_pid];
+    let cpu = |pid: Option<u32>| pid.and_then(tree_cpu_seconds);
+    let ingested_before = ingested(admin).await;
+    let before = pids.map(cpu);
+    let t = Instant::now();
+    tokio::time::sleep(secs).await;
+    let after = pids.map(cpu);
+    let elapsed = t.elapsed().as_secs_f64();
+    let pct = |i: usize| match (before[i], after[i]) {
+        (Some(b), Some(a)) => format!("{:.2} %", (a - b) / elapsed * 100.0),
+        _ => "not measured".to_string(),
+    };
+    let samples = ingested(admin).await - ingested_before;
+    if let Some(a) = agent.as_mut() {
+        let _ = a.start_kill();
+    }
+    let agent_row = if agent_pid.is_some() {
+        format!("plb agent (http-check every 500 ms) {}", pct(2))
+    } else {
+        "plb agent: not measured (no `plb` binary beside this bench: build it in the same profile first)".to_string()
+    };
+    format!(
+        "CPU idle over {:.0} s, % of one core: haproxy {}, plb balancer {} (taking the agent's reports: {samples:.0} samples ingested meanwhile), {agent_row}",
+        elapsed,
+        pct(0),
+        pct(1),
+    )
+}
+
+/// The balancer's count of ingested samples (`/metrics`).
+async fn ingested(admin: &plb_client::Client) -> f64 {
+    let text = admin.metrics_text().await.expect("the balancer's /metrics");
+    plb_testkit::metric_sum(
+        &plb_testkit::parse_metrics(&text),
+        "plb_samples_ingested_total",
+        &[],
+    )
 }

@@ -3,6 +3,10 @@
 use clap::Parser;
 use plb_balancer::BalancerConfig;
 
+/// The allocator of `plb` (see cli/src/main.rs).
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "plb-balancer",

@@ -15,6 +15,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Either, Full, Limited};
 use hyper::body::{Body, Incoming};
 use hyper::header::{self, HeaderValue};
+use hyper::http::uri::PathAndQuery;
 use hyper::{Method, Request, Response, StatusCode, Uri};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -122,8 +123,18 @@ impl<U: Upstream> Forwarder<U> {
         &self.upstream
     }
 
-    /// Answers one client request.
-    pub async fn handle(&self, req: Request<Incoming>, client: SocketAddr) -> Response<ProxyBody> {
+    /// How the forwarding headers name a connection from `client` (once per connection).
+    pub fn peer(&self, client: SocketAddr) -> headers::Peer {
+        let trusted = self.settings.trusted_proxies.allows(client.ip());
+        headers::Peer::new(client.ip(), "http", trusted)
+    }
+
+    /// Answers one client request, from `client` (see [`Forwarder::peer`]).
+    pub async fn handle(
+        &self,
+        req: Request<Incoming>,
+        client: &headers::Peer,
+    ) -> Response<ProxyBody> {
         let deadline = Instant::now() + self.settings.total_timeout;
         let (mut parts, body) = req.into_parts();
         let hint = hint(&parts.headers, &body);
@@ -133,12 +144,12 @@ impl<U: Upstream> Forwarder<U> {
             .iter()
             .any(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
         headers::strip_hop_by_hop(&mut parts.headers);
-        let trusted = self.settings.trusted_proxies.allows(client.ip());
-        headers::add_forwarded(&mut parts.headers, client.ip(), "http", trusted);
+        headers::add_forwarded(&mut parts.headers, client);
         let path = parts
             .uri
             .path_and_query()
-            .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned());
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"));
 
         // An idempotent request with a small body is buffered so that it can be replayed.
         let body = if is_idempotent(&parts.method) && self.buffers(&body) {
@@ -176,7 +187,7 @@ impl<U: Upstream> Forwarder<U> {
                 Err(u) => return unavailable(&self.pool, &u),
             };
             let node = self.upstream.node(&routed).to_owned();
-            let uri = match upstream_uri(self.upstream.address(&routed), &path) {
+            let uri = match upstream_uri(self.upstream.address(&routed), path.clone()) {
                 Ok(u) => u,
                 Err(e) => {
                     self.upstream.feedback(&routed, 0.0, false);
@@ -300,7 +311,7 @@ fn hint(h: &hyper::HeaderMap, body: &Incoming) -> Hint {
 }
 
 /// `http://{address}{path}`.
-fn upstream_uri(address: &str, path: &str) -> Result<Uri, hyper::http::Error> {
+fn upstream_uri(address: &str, path: PathAndQuery) -> Result<Uri, hyper::http::Error> {
     let authority = address
         .strip_prefix("http://")
         .unwrap_or(address)

@@ -47,13 +47,45 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// A connection's peer as the forwarding headers name it, formatted once per connection
+/// (every request on it carries the same address).
+#[derive(Debug, Clone)]
+pub struct Peer {
+    /// The address as `X-Forwarded-For` lists it.
+    ip: HeaderValue,
+    /// The `for=` value of a `Forwarded` element (an IPv6 address quoted in brackets).
+    for_: String,
+    /// Whether the peer is a trusted proxy (its forwarding headers are extended).
+    trusted: bool,
+    /// The scheme it spoke to the proxy.
+    proto: &'static str,
+}
+
+impl Peer {
+    /// The peer at `client`, trusted or not, speaking `proto`.
+    pub fn new(client: IpAddr, proto: &'static str, trusted: bool) -> Peer {
+        let text = client.to_string();
+        let for_ = match client {
+            IpAddr::V4(_) => text.clone(),
+            IpAddr::V6(_) => format!("\"[{text}]\""),
+        };
+        Peer {
+            ip: HeaderValue::from_str(&text)
+                .unwrap_or_else(|_| HeaderValue::from_static("unknown")),
+            for_,
+            trusted,
+            proto,
+        }
+    }
+}
+
 /// From a `trusted` peer (a proxy in `--trusted-proxies`): appends the client's address
 /// to `X-Forwarded-For` and `Forwarded`, and sets `X-Forwarded-Proto` and
 /// `X-Forwarded-Host` (from the request's `Host`) unless an earlier proxy already did.
 /// From any other peer, whatever it sent in those headers is dropped first, so they
 /// carry the proxy's own view only.
-pub fn add_forwarded(headers: &mut HeaderMap, client: IpAddr, proto: &'static str, trusted: bool) {
-    if !trusted {
+pub fn add_forwarded(headers: &mut HeaderMap, peer: &Peer) {
+    if !peer.trusted {
         for name in [
             &X_FORWARDED_FOR,
             &X_FORWARDED_PROTO,
@@ -63,34 +95,36 @@ pub fn add_forwarded(headers: &mut HeaderMap, client: IpAddr, proto: &'static st
             headers.remove(name);
         }
     }
-    let ip = client.to_string();
     let xff = match joined(headers, &X_FORWARDED_FOR) {
-        Some(prev) => format!("{prev}, {ip}"),
-        None => ip.clone(),
+        Some(prev) => {
+            let ip = peer.ip.to_str().unwrap_or_default();
+            HeaderValue::from_str(&format!("{prev}, {ip}")).ok()
+        }
+        None => Some(peer.ip.clone()),
     };
-    if let Ok(v) = HeaderValue::from_str(&xff) {
+    if let Some(v) = xff {
         headers.insert(X_FORWARDED_FOR, v);
     }
     if !headers.contains_key(&X_FORWARDED_PROTO) {
-        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
+        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(peer.proto));
     }
-    let host = headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .map(str::to_owned);
-    if let Some(host) = &host
+    // The `Host` value, shared (its bytes are not copied).
+    let host_value = headers.get(header::HOST).cloned();
+    let host = host_value.as_ref().and_then(|h| h.to_str().ok());
+    let mut element = String::with_capacity(64);
+    element.push_str("for=");
+    element.push_str(&peer.for_);
+    element.push_str(";proto=");
+    element.push_str(peer.proto);
+    if let Some(host) = host.filter(|h| is_quotable(h)) {
+        element.push_str(";host=\"");
+        element.push_str(host);
+        element.push('"');
+    }
+    if let Some(v) = host_value.filter(|v| v.to_str().is_ok())
         && !headers.contains_key(&X_FORWARDED_HOST)
-        && let Ok(v) = HeaderValue::from_str(host)
     {
         headers.insert(X_FORWARDED_HOST, v);
-    }
-    let for_ = match client {
-        IpAddr::V4(v4) => v4.to_string(),
-        IpAddr::V6(v6) => format!("\"[{v6}]\""),
-    };
-    let mut element = format!("for={for_};proto={proto}");
-    if let Some(host) = host.filter(|h| is_quotable(h)) {
-        element.push_str(&format!(";host=\"{host}\""));
     }
     let forwarded = match joined(headers, &header::FORWARDED) {
         Some(prev) => format!("{prev}, {element}"),
@@ -158,7 +192,10 @@ mod tests {
             ("x-forwarded-host", "admin.internal"),
             ("forwarded", "for=10.0.0.1;proto=https"),
         ]);
-        add_forwarded(&mut h, "192.0.2.7".parse().expect("ip"), "http", false);
+        add_forwarded(
+            &mut h,
+            &Peer::new("192.0.2.7".parse().expect("ip"), "http", false),
+        );
         assert_eq!(h["x-forwarded-for"], "192.0.2.7");
         assert_eq!(h["x-forwarded-proto"], "http");
         assert_eq!(h["x-forwarded-host"], "example.com");
@@ -176,7 +213,10 @@ mod tests {
             ("x-forwarded-for", "10.0.0.1"),
             ("forwarded", "for=10.0.0.1"),
         ]);
-        add_forwarded(&mut h, "192.0.2.7".parse().expect("ip"), "http", true);
+        add_forwarded(
+            &mut h,
+            &Peer::new("192.0.2.7".parse().expect("ip"), "http", true),
+        );
         assert_eq!(h["x-forwarded-for"], "10.0.0.1, 192.0.2.7");
         assert_eq!(h["x-forwarded-proto"], "http");
         assert_eq!(h["x-forwarded-host"], "example.com:8080");
@@ -186,7 +226,10 @@ mod tests {
         );
 
         let mut h = map(&[]);
-        add_forwarded(&mut h, "::1".parse().expect("ip"), "http", false);
+        add_forwarded(
+            &mut h,
+            &Peer::new("::1".parse().expect("ip"), "http", false),
+        );
         assert_eq!(h["x-forwarded-for"], "::1");
         assert_eq!(h["forwarded"], "for=\"[::1]\";proto=http");
         assert!(!h.contains_key("x-forwarded-host"));

@@ -292,9 +292,11 @@ async fn serve_thread<U: Upstream>(
             }
         };
         let fwd = Arc::clone(&forwarder);
+        let client = Arc::new(forwarder.peer(peer));
         let service = service_fn(move |req| {
             let fwd = Arc::clone(&fwd);
-            async move { Ok::<_, std::convert::Infallible>(fwd.handle(req, peer).await) }
+            let client = Arc::clone(&client);
+            async move { Ok::<_, std::convert::Infallible>(fwd.handle(req, &client).await) }
         });
         let conn = http1::Builder::new()
             .timer(TokioTimer::new())
