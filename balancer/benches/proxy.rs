@@ -413,12 +413,7 @@ async fn idle_cpu(
         )
         .await
         .expect("upload the http-check probe");
-    // The `plb` binary beside this bench's (target/<profile>/plb).
-    let plb_bin = std::env::current_exe()
-        .ok()
-        .and_then(|e| Some(e.parent()?.parent()?.join("plb")))
-        .filter(|p| p.is_file());
-    let mut agent = plb_bin.map(|bin| {
+    let mut agent = plb_testkit::built_plb_bin().map(|bin| {
         tokio::process::Command::new(bin)
             .args(["agent", "--balancer", api, "--token", agent_token])
             .args(["--node", "node-0", "--address", &backend.to_string()])

@@ -18,7 +18,8 @@ pub use http::{http_get, metric_sum, parse_metrics};
 pub use net::{free_addr, free_port, loopback, tcp_target};
 pub use pg::PgServer;
 pub use process::{
-    KillOnDrop, Proc, plb_bin, proc_status, spawn_haproxy, test_dir, which, workspace_root,
+    KillOnDrop, Proc, built_plb_bin, plb_bin, proc_status, spawn_haproxy, test_dir, which,
+    workspace_root,
 };
 pub use time::{now_ms, now_s, wait_for};
 pub use webhook::{Delivery, WebhookReceiver};

@@ -20,18 +20,21 @@ pub fn workspace_root() -> PathBuf {
 /// (`target/<profile>/deps/<test>-<hash>`), for tests of crates other than `plb` (which
 /// use `env!("CARGO_BIN_EXE_plb")`). Build it first (`cargo build --workspace`).
 pub fn plb_bin() -> PathBuf {
-    let exe = std::env::current_exe().expect("current exe");
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("test exe lives in target/<profile>/deps");
+    built_plb_bin().unwrap_or_else(|| {
+        panic!(
+            "target/<profile>/plb not found beside {:?}: run `cargo build --workspace` (or `cargo build -p plb`) before the end-to-end tests",
+            std::env::current_exe().ok()
+        )
+    })
+}
+
+/// [`plb_bin`] when it has been built (benchmarks that can do without it say so).
+pub fn built_plb_bin() -> Option<PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    // target/<profile>/deps/<test>-<hash> -> target/<profile>/plb
+    let profile_dir = exe.parent()?.parent()?;
     let bin = profile_dir.join(format!("plb{}", std::env::consts::EXE_SUFFIX));
-    assert!(
-        bin.exists(),
-        "{} not found: run `cargo build --workspace` (or `cargo build -p plb`) before the end-to-end tests",
-        bin.display()
-    );
-    bin
+    bin.is_file().then_some(bin)
 }
 
 /// `bin` on `PATH` (or in `/usr/sbin`, `/sbin`, where Debian puts daemons like HAProxy).
