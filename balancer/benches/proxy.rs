@@ -292,18 +292,17 @@ async fn bench(secs: Duration, warmup: Duration, rounds: usize, idle: Duration) 
         .map(|(p, h)| p.rps / h.rps)
         .collect();
     let [direct, ha_run, plb_run, direct1, ha1, plb1] = runs.map(|r| median_run(&r));
-    let idle_cost = idle_cpu(
-        idle,
-        plb_pid,
-        ha_pid,
-        &format!("http://{api}"),
-        &admin,
+    let agent = start_agent(
         &client,
+        &format!("http://{api}"),
         &agent_tokens[0],
         backends[0],
         dir.path(),
     )
     .await;
+    let agent_pid = agent.as_ref().and_then(tokio::process::Child::id);
+    let idle_cost = idle_cpu(idle, &admin, [ha_pid, plb_pid, agent_pid]).await;
+    drop(agent);
     let _ = plb.start_kill();
     let _ = ha.start_kill();
 
@@ -381,21 +380,16 @@ async fn bench(secs: Duration, warmup: Duration, rounds: usize, idle: Duration) 
     );
 }
 
-/// CPU of the idle processes over `secs` (no traffic), as a percentage of one core:
-/// HAProxy, PLB's balancer, and a `plb agent` (started here) running the `http-check`
-/// probe every 500 ms on `backend` as node-0, its reports going to the balancer.
-#[allow(clippy::too_many_arguments)]
-async fn idle_cpu(
-    secs: Duration,
-    plb_pid: Option<u32>,
-    ha_pid: Option<u32>,
-    api: &str,
-    admin: &plb_client::Client,
+/// Uploads the `http-check` probe (every 500 ms, on `/health`) to the pool and starts a
+/// `plb agent` for node-0 at `backend`, reporting to `api`; `None` when no `plb` binary
+/// was built beside this bench.
+async fn start_agent(
     client: &plb_client::Client,
+    api: &str,
     agent_token: &str,
     backend: SocketAddr,
     dir: &std::path::Path,
-) -> String {
+) -> Option<tokio::process::Child> {
     let settings = plb_api::ProbeSettings {
         interval_ms: 500,
         timeout_ms: 400,
@@ -413,24 +407,27 @@ async fn idle_cpu(
         )
         .await
         .expect("upload the http-check probe");
-    let mut agent = plb_testkit::built_plb_bin().map(|bin| {
-        tokio::process::Command::new(bin)
-            .args(["agent", "--balancer", api, "--token", agent_token])
-            .args(["--node", "node-0", "--address", &backend.to_string()])
-            .args(["--pool", "web", "--spool"])
-            .arg(dir.join("spool"))
-            .arg("--metrics-listen")
-            .arg(free_addr().to_string())
-            .env("PLB_LOG", "warn")
-            .stdout(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start plb agent")
-    });
-    let agent_pid = agent.as_ref().and_then(|a| a.id());
-    // Warm-up: the agent pulls and compiles the probe, first runs and reports.
+    let bin = plb_testkit::built_plb_bin()?;
+    let agent = tokio::process::Command::new(bin)
+        .args(["agent", "--balancer", api, "--token", agent_token])
+        .args(["--node", "node-0", "--address", &backend.to_string()])
+        .args(["--pool", "web", "--spool"])
+        .arg(dir.join("spool"))
+        .arg("--metrics-listen")
+        .arg(free_addr().to_string())
+        .env("PLB_LOG", "warn")
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start plb agent");
+    Some(agent)
+}
+
+/// CPU of the idle processes `[haproxy, balancer, agent]` over `secs` (no traffic), as
+/// a percentage of one core, after 5 s in which the agent pulls, compiles and first runs
+/// its probe.
+async fn idle_cpu(secs: Duration, admin: &plb_client::Client, pids: [Option<u32>; 3]) -> String {
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let pids = [ha_pid, plb_pid, agent_pid];
     let cpu = |pid: Option<u32>| pid.and_then(tree_cpu_seconds);
     let ingested_before = ingested(admin).await;
     let before = pids.map(cpu);
@@ -443,17 +440,13 @@ async fn idle_cpu(
         _ => "not measured".to_string(),
     };
     let samples = ingested(admin).await - ingested_before;
-    if let Some(a) = agent.as_mut() {
-        let _ = a.start_kill();
-    }
-    let agent_row = if agent_pid.is_some() {
+    let agent_row = if pids[2].is_some() {
         format!("plb agent (http-check every 500 ms) {}", pct(2))
     } else {
         "plb agent: not measured (no `plb` binary beside this bench: build it in the same profile first)".to_string()
     };
     format!(
-        "CPU idle over {:.0} s, % of one core: haproxy {}, plb balancer {} (taking the agent's reports: {samples:.0} samples ingested meanwhile), {agent_row}",
-        elapsed,
+        "CPU idle over {elapsed:.0} s, % of one core: haproxy {}, plb balancer {} (taking the agent's reports: {samples:.0} samples ingested meanwhile), {agent_row}",
         pct(0),
         pct(1),
     )
