@@ -10,7 +10,7 @@
 //! difference of two is read as a signed 32-bit count, so gaps up to 24.8 days decay
 //! correctly; a longer gap reads as "no time passed" (harmless: the value is stale anyway).
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// The packed word of an estimator that has never been fed (an `f32` NaN pattern that
@@ -185,6 +185,12 @@ impl ErrorRate {
         }
     }
 
+    /// Forgets every outcome: the rate is zero again (a node that could not be reached
+    /// is reachable again; its refusals say nothing of the process that answers now).
+    pub fn reset(&self) {
+        self.word.store(EMPTY, Ordering::Release);
+    }
+
     /// The error rate at time `now`, in 0..=1.
     pub fn get(&self, now: f64) -> f64 {
         let word = self.word.load(Ordering::Acquire);
@@ -241,6 +247,9 @@ pub struct NodeLive {
     /// When (`now`, as `f64` bits; [`EMPTY`] for never) it last succeeded after
     /// [`OUT_AFTER_FAILURES`] failures in a row.
     back_at: AtomicU64,
+    /// Whether its last outcome was a failure to connect (nothing listening, or no
+    /// route): any answer clears it.
+    unreachable: AtomicBool,
 }
 
 impl NodeLive {
@@ -261,6 +270,7 @@ impl NodeLive {
             error_rate: ErrorRate::new(config.error_alpha, config.error_tau),
             fail_streak: AtomicU32::new(0),
             back_at: AtomicU64::new(EMPTY),
+            unreachable: AtomicBool::new(false),
         }
     }
 
@@ -277,21 +287,67 @@ impl NodeLive {
         self.observe(latency, ok, now);
     }
 
+    /// A request sent with [`NodeLive::begin`] could not reach the node (the connection
+    /// was refused or could not be made) after `latency` seconds: a failure that also
+    /// marks the node unreachable until it answers again or [`NodeLive::reachable`] says
+    /// it listens again.
+    /// The time a refusal took says nothing of the node's latency and is not observed.
+    pub fn end_unreachable(&self, now: f64) {
+        self.release();
+        self.outcome(None, false, now);
+        self.unreachable.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether traffic found the node refusing connections (nothing listening, or no
+    /// route) and it has not answered since: worth a connection check, and
+    /// [`NodeLive::reachable`] when it passes.
+    pub fn is_unreachable(&self) -> bool {
+        self.unreachable.load(Ordering::Relaxed)
+    }
+
+    /// A connection check found an [unreachable](Self::is_unreachable) node listening
+    /// again at `now`: its refusals are forgiven (error rate back to zero), so it is
+    /// tried at once instead of after its error rate has decayed; after
+    /// [`OUT_AFTER_FAILURES`] or more of them it also returns to service (slow start
+    /// begins, the latency it showed before is forgotten). No effect on a node that is
+    /// not unreachable: one that answers with errors keeps its error rate.
+    pub fn reachable(&self, now: f64) {
+        if !now.is_finite() || !self.unreachable.swap(false, Ordering::Relaxed) {
+            return;
+        }
+        if self.fail_streak.swap(0, Ordering::Relaxed) >= OUT_AFTER_FAILURES {
+            self.back_at.store(now.to_bits(), Ordering::Relaxed);
+        }
+        self.error_rate.reset();
+    }
+
     /// A request that was not counted in flight here finished (e.g. feedback from a
     /// caller that routed on its own): updates the estimates only.
     pub fn observe(&self, latency: f64, ok: bool, now: f64) {
+        self.outcome(Some(latency), ok, now);
+    }
+
+    fn outcome(&self, latency: Option<f64>, ok: bool, now: f64) {
         self.completed.fetch_add(1, Ordering::Relaxed);
         if !ok {
             self.errors.fetch_add(1, Ordering::Relaxed);
         }
-        self.latency.observe(latency, now);
-        self.error_rate.observe(ok, now);
+        let was_unreachable = self.unreachable.swap(false, Ordering::Relaxed);
+        if let Some(latency) = latency {
+            self.latency.observe(latency, now);
+        }
         if ok {
-            if self.fail_streak.swap(0, Ordering::Relaxed) >= OUT_AFTER_FAILURES && now.is_finite()
-            {
+            let streak = self.fail_streak.swap(0, Ordering::Relaxed);
+            if streak >= OUT_AFTER_FAILURES && now.is_finite() {
                 self.back_at.store(now.to_bits(), Ordering::Relaxed);
+                if was_unreachable {
+                    // Back from being unreachable: its refusals are forgiven.
+                    self.error_rate.reset();
+                }
             }
+            self.error_rate.observe(ok, now);
         } else {
+            self.error_rate.observe(ok, now);
             let _ = self
                 .fail_streak
                 .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |s| {
@@ -505,6 +561,58 @@ mod tests {
         n.observe(0.01, true, 10.0);
         n.observe(0.01, true, 11.0);
         assert_eq!(n.back_since(), Some(10.0));
+    }
+
+    #[test]
+    fn a_node_refusing_connections_is_unreachable_until_a_check_or_an_answer() {
+        let n = NodeLive::new(&LiveConfig::default());
+        n.observe(0.02, true, 0.0);
+        // One refusal is enough to check; the check forgives it without a slow start.
+        n.begin();
+        n.end_unreachable(0.5);
+        assert!(n.is_unreachable());
+        n.reachable(0.6);
+        assert!(!n.is_unreachable());
+        assert_eq!(n.error_rate(0.6), 0.0);
+        assert_eq!(n.back_since(), None);
+        for t in 0..OUT_AFTER_FAILURES {
+            n.begin();
+            n.end_unreachable(1.0 + f64::from(t));
+        }
+        assert!(n.is_unreachable());
+        assert_eq!(n.in_flight(), 0);
+        // Refusals take no part in the latency estimate; they do raise the error rate.
+        assert!(close(n.latency(1.0).expect("fed"), 0.02 * (-0.1f64).exp()));
+        assert!(n.error_rate(4.0) > 0.1);
+        // The check finds it listening: back in service, its refusals forgiven.
+        n.reachable(5.0);
+        assert!(!n.is_unreachable());
+        assert_eq!(n.back_since(), Some(5.0));
+        assert_eq!(n.error_rate(5.0), 0.0);
+        assert_eq!(n.latency_since(5.0, n.back_since()), None);
+        // A node that answers with errors is not unreachable, and a check forgives it
+        // nothing.
+        for t in 0..OUT_AFTER_FAILURES + 2 {
+            n.observe(0.001, false, 6.0 + f64::from(t));
+        }
+        assert!(!n.is_unreachable());
+        let e = n.error_rate(12.0);
+        n.reachable(12.0);
+        assert_eq!(n.error_rate(12.0), e);
+        assert_eq!(n.back_since(), Some(5.0));
+    }
+
+    #[test]
+    fn an_answer_after_refusals_returns_the_node_and_forgives_them() {
+        let n = NodeLive::new(&LiveConfig::default());
+        for t in 0..OUT_AFTER_FAILURES + 3 {
+            n.begin();
+            n.end_unreachable(f64::from(t));
+        }
+        n.observe(0.02, true, 7.0);
+        assert!(!n.is_unreachable());
+        assert_eq!(n.back_since(), Some(7.0));
+        assert!(n.error_rate(7.0) < 1e-9, "one success after forgiveness");
     }
 
     #[test]

@@ -348,6 +348,36 @@ impl PoolRouter {
         });
     }
 
+    /// A routed request could not reach its node (the connection was refused or could
+    /// not be made): a failure that marks the node unreachable (see
+    /// [`NodeLive::end_unreachable`]); no capacity row (a refusal has no latency).
+    pub fn feedback_unreachable(&self, routed: &Routed) {
+        if routed.done.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        routed.live.end_unreachable(self.now());
+    }
+
+    /// The nodes (id, address) that traffic found unreachable, for a connection check.
+    pub fn unreachable_nodes(&self) -> Vec<(String, String)> {
+        let snap = self.snapshot.load();
+        snap.nodes()
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| snap.live(*i).is_some_and(|l| l.is_unreachable()))
+            .map(|(_, n)| (n.id.clone(), n.address.clone()))
+            .collect()
+    }
+
+    /// A connection check reached the unreachable node `node`: it returns to service
+    /// (see [`NodeLive::reachable`]).
+    pub fn reachable(&self, node: &str) {
+        let snap = self.snapshot.load();
+        if let Some(live) = snap.live_by_id(node) {
+            live.reachable(self.now());
+        }
+    }
+
     /// A decision for the HTTP route API: counted in flight on the node until feedback
     /// for that node arrives over HTTP (oldest first) or the engine expires it.
     /// `policy` overrides the pool's policy for this one decision.

@@ -64,4 +64,20 @@ impl Upstream for EngineUpstream {
     fn feedback(&self, r: &EngineRouted, latency_ms: f64, ok: bool) {
         r.router.feedback(&r.routed, latency_ms, ok);
     }
+
+    fn unreachable(&self, r: &EngineRouted) {
+        r.router.feedback_unreachable(&r.routed);
+    }
+
+    fn unreachable_nodes(&self) -> Vec<(String, String)> {
+        self.router()
+            .map(|r| r.unreachable_nodes())
+            .unwrap_or_default()
+    }
+
+    fn reachable(&self, node: &str) {
+        if let Ok(r) = self.router() {
+            r.reachable(node);
+        }
+    }
 }

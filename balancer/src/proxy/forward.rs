@@ -89,8 +89,11 @@ impl<U: Upstream> std::fmt::Debug for Forwarder<U> {
 
 /// Why one attempt got no answer.
 enum Failure {
-    /// The node could not be reached, or dropped the connection before answering: safe
-    /// to send an idempotent request elsewhere.
+    /// No connection to the node could be made: safe to send any request elsewhere
+    /// that can be replayed.
+    Connect(String),
+    /// The node dropped the connection before answering: safe to send an idempotent
+    /// request elsewhere.
     Transport(String),
     /// The total deadline passed.
     Timeout,
@@ -223,10 +226,12 @@ impl<U: Upstream> Forwarder<U> {
             let started = Instant::now();
             let result = match tokio::time::timeout_at(deadline, self.client.request(out)).await {
                 Ok(Ok(resp)) => Ok(resp),
+                Ok(Err(e)) if e.is_connect() => Err(Failure::Connect(describe(&e))),
                 Ok(Err(e)) => Err(Failure::Transport(describe(&e))),
                 Err(_) => Err(Failure::Timeout),
             };
             let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
+            let connect_failed = matches!(result, Err(Failure::Connect(_)));
             match result {
                 Ok(resp) => {
                     let ok = !resp.status().is_server_error();
@@ -252,8 +257,12 @@ impl<U: Upstream> Forwarder<U> {
                         ),
                     );
                 }
-                Err(Failure::Transport(why)) => {
-                    self.upstream.feedback(&routed, latency_ms, false);
+                Err(Failure::Connect(why) | Failure::Transport(why)) => {
+                    if connect_failed {
+                        self.upstream.unreachable(&routed);
+                    } else {
+                        self.upstream.feedback(&routed, latency_ms, false);
+                    }
                     tracing::debug!(pool = %self.pool, %node, %why, "node failed before answering");
                     last_failure = format!("node `{node}`: {why}");
                     tried.push(node);

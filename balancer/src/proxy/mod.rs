@@ -12,6 +12,7 @@
 //! ([`ProxySpec`]) and [`EdgesConfig`] are defined here and `config` builds them; nothing
 //! here reads the config or the app state.
 pub mod body;
+pub mod check;
 pub mod engine;
 pub mod forward;
 pub mod headers;
@@ -56,7 +57,8 @@ pub enum Unavailable {
 /// Where the proxy's requests go: picks a node, excluding the nodes already tried, and
 /// takes the outcome of every pick back.
 pub trait Upstream: Send + Sync + 'static {
-    /// One pick; reported back exactly once through [`Upstream::feedback`].
+    /// One pick; reported back exactly once, through [`Upstream::feedback`] or
+    /// [`Upstream::unreachable`].
     type Routed: Send + 'static;
     /// Chooses a node that is not in `exclude`.
     fn route(&self, hint: &Hint, exclude: &[&str]) -> Result<Self::Routed, Unavailable>;
@@ -66,6 +68,12 @@ pub trait Upstream: Send + Sync + 'static {
     fn address<'a>(&self, routed: &'a Self::Routed) -> &'a str;
     /// What happened: latency to the response headers, and whether it was a success.
     fn feedback(&self, routed: &Self::Routed, latency_ms: f64, ok: bool);
+    /// What happened: no connection to the node could be made (refused, or no route).
+    fn unreachable(&self, routed: &Self::Routed);
+    /// The nodes (id, `host:port`) that traffic found unreachable, for [`check`].
+    fn unreachable_nodes(&self) -> Vec<(String, String)>;
+    /// A connection check reached the unreachable node `node` again.
+    fn reachable(&self, node: &str);
 }
 
 /// One `--proxy CLIENT_ID/POOL=LISTEN_ADDR`: the pool is named by its owner's client id
@@ -194,7 +202,11 @@ pub async fn start<U: Upstream>(
     let (senders, receivers): (Vec<_>, Vec<_>) = (0..n).map(|_| mpsc::unbounded_channel()).unzip();
     let mut handles = Vec::new();
     for (i, rx) in receivers.into_iter().enumerate() {
+        // The first thread also accepts and runs the connection checks.
         let acceptor = listener.take().map(|l| (l, senders.clone()));
+        let checks = acceptor
+            .as_ref()
+            .map(|_| check::run(Arc::clone(&upstream), settings.clone(), stopped.clone()));
         let fwd = Forwarder::new(pool.to_owned(), Arc::clone(&upstream), settings.clone());
         let stopped = stopped.clone();
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -204,6 +216,9 @@ pub async fn start<U: Upstream>(
         let handle = std::thread::Builder::new()
             .name(format!("plb-proxy-{pool}-{i}"))
             .spawn(move || {
+                if let Some(checks) = checks {
+                    rt.spawn(checks);
+                }
                 rt.block_on(serve_thread(acceptor, rx, fwd, stopped));
                 // Dropping the runtime closes the connections still open past the grace.
                 drop(rt);

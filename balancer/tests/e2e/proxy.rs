@@ -1,7 +1,8 @@
 //! Reverse-proxy mode against a real balancer (engine, SQLite file, nodes registered over
 //! the API) and real HTTP backends on loopback: bodies of several MB both ways, a backend
 //! killed mid-test, `X-Forwarded-*`, a POST to a dead node, feedback in the nodes view,
-//! a pool with no nodes yet, and a pool name two clients use (the proxy and the
+//! a node that refuses connections and comes back on its port (a connection check brings
+//! it back at once), a pool with no nodes yet, and a pool name two clients use (the proxy and the
 //! agent-check name the owner: the other tenant's pool neither captures nor breaks them).
 
 use std::collections::BTreeMap;
@@ -92,9 +93,12 @@ async fn handle(name: Arc<str>, seen: Arc<Seen>, req: Request<Incoming>) -> Resp
 
 impl Backend {
     async fn start(name: &str) -> Backend {
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind backend");
+        Backend::start_at(name, "127.0.0.1:0".parse().expect("addr")).await
+    }
+
+    /// A backend on `addr` (a restarted process on its old port).
+    async fn start_at(name: &str, addr: SocketAddr) -> Backend {
+        let listener = TcpListener::bind(addr).await.expect("bind backend");
         let addr = listener.local_addr().expect("addr");
         let seen = Arc::new(Seen::default());
         let (kill, mut killed) = oneshot::channel::<()>();
@@ -462,6 +466,85 @@ async fn a_post_to_a_dead_node_gets_502_and_is_not_retried_and_feedback_is_recor
         assert_eq!(resp.status(), 200, "GET {i}");
         assert_eq!(resp.text().await.expect("body"), "live");
     }
+    s.bal.running.stop().await.expect("stop");
+}
+
+/// GETs through the proxy until `stop` says so or `limit` have been sent, every one
+/// answered 200; how many each backend served.
+async fn get_until(
+    s: &Setup,
+    limit: u64,
+    stop: impl Fn(&BTreeMap<String, u64>) -> bool,
+) -> BTreeMap<String, u64> {
+    let mut served = BTreeMap::new();
+    for i in 0..limit {
+        let resp = s
+            .http
+            .get(format!("{}/name", s.proxy))
+            .send()
+            .await
+            .expect("the proxy answers");
+        assert_eq!(resp.status(), 200, "GET {i}");
+        *served
+            .entry(resp.text().await.expect("body"))
+            .or_insert(0u64) += 1;
+        if stop(&served) {
+            break;
+        }
+    }
+    served
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_back_on_its_port_is_tried_again_as_soon_as_it_listens() {
+    let s = setup().await;
+    let a = Backend::start("a").await;
+    let mut b = Backend::start("b").await;
+    s.register("node-a", a.addr).await;
+    s.register("node-b", b.addr).await;
+    s.wait_for_nodes(2).await;
+    let both = get_until(&s, 2000, |m| m.len() == 2).await;
+    assert_eq!(both.len(), 2, "both nodes serve: {both:?}");
+
+    // `b`'s process dies: its refused connections are retried on `a` (every GET is
+    // answered) until the policy leaves it alone.
+    let port = b.addr;
+    b.kill().await;
+    let errors_before = s.routing().await["node-b"].errors;
+    get_until(&s, 200, |_| false).await;
+    let routing = s.routing().await;
+    assert!(
+        routing["node-b"].errors > errors_before,
+        "a GET was routed to the dead node: {routing:?}"
+    );
+
+    // It comes back on its port. Without a connection check nothing would tell: the
+    // policy leaves it alone, and its error rate (which keeps it out) decays over
+    // 30 s. The check, every 500 ms, forgives its refusals with no request sent.
+    let b = Backend::start_at("b", port).await;
+    let back = tokio::time::Instant::now();
+    loop {
+        let e = s.routing().await["node-b"].error_rate;
+        if e == 0.0 {
+            break;
+        }
+        assert!(
+            back.elapsed() < Duration::from_millis(1500),
+            "node-b's error rate is still {e} {:?} after it listened again",
+            back.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let served = get_until(&s, 100_000, |m| {
+        m.contains_key("b") || back.elapsed() > Duration::from_secs(3)
+    })
+    .await;
+    assert!(
+        served.contains_key("b"),
+        "node-b served nothing for {:?} after it listened again: {served:?}",
+        back.elapsed()
+    );
+    assert!(b.seen.get.load(Ordering::Relaxed) >= 1);
     s.bal.running.stop().await.expect("stop");
 }
 
