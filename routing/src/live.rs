@@ -370,6 +370,18 @@ impl NodeLive {
         self.release();
     }
 
+    /// Gives back the slot of a request cancelled after `waited` seconds without an
+    /// answer (its client gave up): no outcome, but the node's latency is at least
+    /// `waited`, so an estimate below that rises to it (a node that hangs without
+    /// answering is not left looking fast while every request to it is lost). A wait
+    /// shorter than the estimate says nothing and changes nothing.
+    pub fn abandon_after(&self, waited: f64, now: f64) {
+        self.release();
+        if waited.is_finite() && self.latency.get(now).is_some_and(|v| waited > v) {
+            self.latency.observe(waited, now);
+        }
+    }
+
     /// Gives back one slot, never taking the counts below zero (an end without a begin
     /// is ignored rather than hiding a later request).
     fn release(&self) {
@@ -613,6 +625,33 @@ mod tests {
         assert!(!n.is_unreachable());
         assert_eq!(n.back_since(), Some(7.0));
         assert!(n.error_rate(7.0) < 1e-9, "one success after forgiveness");
+    }
+
+    #[test]
+    fn a_request_given_up_on_raises_the_latency_to_its_wait() {
+        let n = NodeLive::new(&LiveConfig::default());
+        n.begin();
+        n.abandon_after(0.5, 0.0);
+        assert_eq!(
+            n.latency(0.0),
+            None,
+            "nothing known: a wait alone sets nothing"
+        );
+        n.observe(0.02, true, 1.0);
+        n.begin();
+        n.begin();
+        n.abandon_after(0.01, 1.0);
+        assert!(
+            close(n.latency(1.0).expect("fed"), 0.02),
+            "a short wait says nothing"
+        );
+        n.abandon_after(1.0, 2.0);
+        assert!(
+            close(n.latency(2.0).expect("fed"), 1.0),
+            "a long wait is a lower bound"
+        );
+        assert_eq!(n.in_flight(), 0);
+        assert_eq!((n.completed(), n.errors()), (1, 0), "no outcome counted");
     }
 
     #[test]

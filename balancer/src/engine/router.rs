@@ -58,7 +58,7 @@ impl RouteQuery {
 
 /// One decision taken by [`PoolRouter::route`]: the request is counted in flight on the
 /// node until [`PoolRouter::feedback`] reports it, or until this value is dropped
-/// (a cancelled request gives its slot back without an observation).
+/// (a cancelled request gives its slot back, its wait a lower bound on the latency).
 #[derive(Debug)]
 pub struct Routed {
     /// The chosen node's id.
@@ -74,6 +74,9 @@ pub struct Routed {
     live: Arc<NodeLive>,
     load: f64,
     done: AtomicBool,
+    /// Routing time of the decision, and the instant, for how long it waited.
+    at: f64,
+    started: std::time::Instant,
 }
 
 impl Routed {
@@ -90,9 +93,12 @@ impl Routed {
 }
 
 impl Drop for Routed {
+    /// A request dropped before its outcome was reported (its client gave up): the
+    /// node kept it waiting at least this long (see [`NodeLive::abandon_after`]).
     fn drop(&mut self) {
         if !self.done.swap(true, Ordering::AcqRel) {
-            self.live.abandon();
+            let waited = self.started.elapsed().as_secs_f64();
+            self.live.abandon_after(waited, self.at + waited);
         }
     }
 }
@@ -322,6 +328,8 @@ impl PoolRouter {
             load,
             done: AtomicBool::new(false),
             snapshot: snap,
+            at: now,
+            started: std::time::Instant::now(),
         })
     }
 
