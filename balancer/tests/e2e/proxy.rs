@@ -456,16 +456,8 @@ async fn a_post_to_a_dead_node_gets_502_and_is_not_retried_and_feedback_is_recor
     );
 
     // The same pool answers every GET: a connection refused is retried on the live node.
-    for i in 0..40 {
-        let resp = s
-            .http
-            .get(format!("{}/name", s.proxy))
-            .send()
-            .await
-            .expect("send");
-        assert_eq!(resp.status(), 200, "GET {i}");
-        assert_eq!(resp.text().await.expect("body"), "live");
-    }
+    let served = get_until(&s, 40, |_| false).await;
+    assert_eq!(served, BTreeMap::from([("live".to_owned(), 40)]));
     s.bal.running.stop().await.expect("stop");
 }
 
