@@ -32,8 +32,11 @@ const ADMIN: &str = "bench-admin-token-0123456789";
 const CONNECTIONS: usize = 32;
 const BODY: &[u8] =
     b"{\"ok\":true,\"node\":\"backend\",\"padding\":\"0123456789abcdef0123456789abcdef\"}";
-const GOAL_RATIO: f64 = 0.8;
+/// Throughput against HAProxy's (issue 13 asks 0.9x; an earlier issue asked 0.8x).
+const GOAL_RATIO: f64 = 0.9;
+/// Added latency at one connection (an earlier issue's goal).
 const GOAL_ADDED_P50_US: f64 = 100.0;
+/// CPU per request answered against HAProxy's (issue 13).
 const GOAL_CPU_RATIO: f64 = 1.5;
 
 /// A minimal HTTP/1.1 backend answering every request with a small body.
