@@ -1,11 +1,12 @@
 //! Connection checks of the nodes that traffic found unreachable: a node whose
-//! connections were refused [`OUT_AFTER_FAILURES`](plb_routing::live::OUT_AFTER_FAILURES)
-//! times in a row is left alone by the policy (its error rate), and only a connection
-//! check tells when it listens again (a restarted process). Every [`CHECK_EVERY`] the
-//! proxy opens a TCP connection to each such node, at an address the node networks
-//! allow, and closes it; one that connects returns to service at once, in slow start,
-//! its refusals forgiven (HAProxy's `check` without `rise`: a request that finds it
-//! refusing again is retried elsewhere, and three in a row put it back out).
+//! connection was refused (nothing listening, no route) is left alone by the policy (its
+//! error rate raises its cost), and only a connection check tells when it listens again
+//! (a restarted process). Every [`CHECK_EVERY`] the proxy opens a TCP connection to each
+//! such node, at an address the node networks allow, and closes it; one that connects is
+//! tried again at once, its refusals forgiven, and after
+//! [`OUT_AFTER_FAILURES`](plb_routing::live::OUT_AFTER_FAILURES) or more of them it starts
+//! its slow start (HAProxy's `check` without `rise`: a request that finds it refusing
+//! again is retried elsewhere and marks it unreachable again).
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
