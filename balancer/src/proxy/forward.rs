@@ -231,8 +231,8 @@ impl<U: Upstream> Forwarder<U> {
                 Err(_) => Err(Failure::Timeout),
             };
             let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
-            let connect_failed = matches!(result, Err(Failure::Connect(_)));
-            match result {
+            // Only a failure before any answer goes on to another node.
+            let why = match result {
                 Ok(resp) => {
                     let ok = !resp.status().is_server_error();
                     self.upstream.feedback(&routed, latency_ms, ok);
@@ -257,20 +257,21 @@ impl<U: Upstream> Forwarder<U> {
                         ),
                     );
                 }
-                Err(Failure::Connect(why) | Failure::Transport(why)) => {
-                    if connect_failed {
-                        self.upstream.unreachable(&routed);
-                    } else {
-                        self.upstream.feedback(&routed, latency_ms, false);
-                    }
-                    tracing::debug!(pool = %self.pool, %node, %why, "node failed before answering");
-                    last_failure = format!("node `{node}`: {why}");
-                    tried.push(node);
-                    match replay {
-                        Some(bytes) => body = Some(Ok(bytes)),
-                        None => break,
-                    }
+                Err(Failure::Connect(why)) => {
+                    self.upstream.unreachable(&routed);
+                    why
                 }
+                Err(Failure::Transport(why)) => {
+                    self.upstream.feedback(&routed, latency_ms, false);
+                    why
+                }
+            };
+            tracing::debug!(pool = %self.pool, %node, %why, "node failed before answering");
+            last_failure = format!("node `{node}`: {why}");
+            tried.push(node);
+            match replay {
+                Some(bytes) => body = Some(Ok(bytes)),
+                None => break,
             }
         }
         let retried = if tried.len() > 1 {
