@@ -280,7 +280,7 @@ async fn run(s: Setup) {
                     let now = 1000.0 + k as f64 * 1e-6;
                     let d = policy.pick(&snap, &req, now, &mut rng).expect("a node");
                     if let Some(l) = snap.live(d.index) {
-                        l.begin();
+                        l.begin(0.0);
                         l.end(0.005, true, now);
                     }
                 }

@@ -381,7 +381,7 @@ async fn request(lane: Arc<Lane>, t0: f64) {
         return;
     };
     let load = sidecar.load_estimate(node, lane.sidecars.len());
-    let guard = live.start();
+    let guard = live.start(now);
     lock(&lane.stats).routed(node, t0);
     let timeout = lane.scenario.timeout;
     let deadline = lane.start + Duration::from_secs_f64(t0 + timeout);

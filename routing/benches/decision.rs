@@ -59,7 +59,7 @@ fn pool(n: usize, seed: u64) -> (LiveSet, Snapshot) {
     for i in 0..n {
         let l = snap.live(i).expect("bound");
         for _ in 0..rng.random_range(0..8) {
-            l.begin();
+            l.begin(0.0);
         }
         for _ in 0..5 {
             l.observe(

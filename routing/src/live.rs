@@ -210,6 +210,12 @@ impl ErrorRate {
 /// the latency it showed before is forgotten, as for a node the pipeline sees return.
 pub const OUT_AFTER_FAILURES: u32 = 3;
 
+/// How many of its own latency estimates a busy node may go without answering before
+/// it is [overdue](NodeLive::overdue). A node that makes progress answers its oldest
+/// request within about one estimate (peak-EWMA follows its slowest recent answers), so
+/// twice that is a wait it does not show while it works, however slow it is.
+pub const OVERDUE_LATENCIES: f64 = 2.0;
+
 /// Time constants of the live estimators.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct LiveConfig {
@@ -250,6 +256,12 @@ pub struct NodeLive {
     /// Whether its last outcome was a failure to connect (nothing listening, or no
     /// route): any answer clears it.
     unreachable: AtomicBool,
+    /// When (`now`, as `f64` bits; [`EMPTY`] for never) it last made progress: its
+    /// last answer, or the moment it went from idle to busy (see [`NodeLive::overdue`]).
+    progress_at: AtomicU64,
+    /// Whether a client gave up on it after waiting longer than its latency estimate
+    /// and it has not answered since: going busy again is then no fresh start.
+    gave_up: AtomicBool,
 }
 
 impl NodeLive {
@@ -271,14 +283,21 @@ impl NodeLive {
             fail_streak: AtomicU32::new(0),
             back_at: AtomicU64::new(EMPTY),
             unreachable: AtomicBool::new(false),
+            progress_at: AtomicU64::new(EMPTY),
+            gave_up: AtomicBool::new(false),
         }
     }
 
-    /// A request was sent to this node.
-    pub fn begin(&self) {
-        self.in_flight.fetch_add(1, Ordering::Relaxed);
+    /// A request was sent to this node at `now`.
+    pub fn begin(&self, now: f64) {
+        let before = self.in_flight.fetch_add(1, Ordering::Relaxed);
         self.pool_in_flight.fetch_add(1, Ordering::Relaxed);
         self.started.fetch_add(1, Ordering::Relaxed);
+        // Idle until now: the wait for its next answer starts here, unless its clients
+        // gave up on it the last time (a hung node is not forgiven for having idled).
+        if before <= 0 && now.is_finite() && !self.gave_up.load(Ordering::Relaxed) {
+            self.progress_at.store(now.to_bits(), Ordering::Relaxed);
+        }
     }
 
     /// A request sent with [`NodeLive::begin`] finished after `latency` seconds.
@@ -335,6 +354,10 @@ impl NodeLive {
         let was_unreachable = self.unreachable.swap(false, Ordering::Relaxed);
         if let Some(latency) = latency {
             self.latency.observe(latency, now);
+            if now.is_finite() {
+                self.progress_at.store(now.to_bits(), Ordering::Relaxed);
+            }
+            self.gave_up.store(false, Ordering::Relaxed);
         }
         if ok {
             let streak = self.fail_streak.swap(0, Ordering::Relaxed);
@@ -379,7 +402,25 @@ impl NodeLive {
         self.release();
         if waited.is_finite() && self.latency.get(now).is_some_and(|v| waited > v) {
             self.latency.observe(waited, now);
+            self.gave_up.store(true, Ordering::Relaxed);
         }
+    }
+
+    /// Whether the node has work in flight and has answered nothing for more than
+    /// [`OVERDUE_LATENCIES`] times its latency estimate since it last answered or went
+    /// busy: it is not making progress (hung, or stalled far beyond its usual pace).
+    /// Never overdue before its first answer (nothing to judge the wait by).
+    pub fn overdue(&self, now: f64) -> bool {
+        if self.in_flight() == 0 {
+            return false;
+        }
+        let (Some(latency), bits) = (
+            self.latency.get(now),
+            self.progress_at.load(Ordering::Relaxed),
+        ) else {
+            return false;
+        };
+        bits != EMPTY && now - f64::from_bits(bits) > OVERDUE_LATENCIES * latency
     }
 
     /// Gives back one slot, never taking the counts below zero (an end without a begin
@@ -437,8 +478,8 @@ impl NodeLive {
 
     /// Counts a request in flight and returns a guard that gives the slot back when
     /// dropped unless [`InFlight::finish`] reported the outcome first.
-    pub fn start(self: &Arc<Self>) -> InFlight {
-        self.begin();
+    pub fn start(self: &Arc<Self>, now: f64) -> InFlight {
+        self.begin(now);
         InFlight {
             node: Some(Arc::clone(self)),
         }
@@ -580,7 +621,7 @@ mod tests {
         let n = NodeLive::new(&LiveConfig::default());
         n.observe(0.02, true, 0.0);
         // One refusal is enough to check; the check forgives it without a slow start.
-        n.begin();
+        n.begin(0.0);
         n.end_unreachable(0.5);
         assert!(n.is_unreachable());
         n.reachable(0.6);
@@ -588,7 +629,7 @@ mod tests {
         assert_eq!(n.error_rate(0.6), 0.0);
         assert_eq!(n.back_since(), None);
         for t in 0..OUT_AFTER_FAILURES {
-            n.begin();
+            n.begin(0.0);
             n.end_unreachable(1.0 + f64::from(t));
         }
         assert!(n.is_unreachable());
@@ -618,7 +659,7 @@ mod tests {
     fn an_answer_after_refusals_returns_the_node_and_forgives_them() {
         let n = NodeLive::new(&LiveConfig::default());
         for t in 0..OUT_AFTER_FAILURES + 3 {
-            n.begin();
+            n.begin(0.0);
             n.end_unreachable(f64::from(t));
         }
         n.observe(0.02, true, 7.0);
@@ -630,7 +671,7 @@ mod tests {
     #[test]
     fn a_request_given_up_on_raises_the_latency_to_its_wait() {
         let n = NodeLive::new(&LiveConfig::default());
-        n.begin();
+        n.begin(0.0);
         n.abandon_after(0.5, 0.0);
         assert_eq!(
             n.latency(0.0),
@@ -638,8 +679,8 @@ mod tests {
             "nothing known: a wait alone sets nothing"
         );
         n.observe(0.02, true, 1.0);
-        n.begin();
-        n.begin();
+        n.begin(0.0);
+        n.begin(0.0);
         n.abandon_after(0.01, 1.0);
         assert!(
             close(n.latency(1.0).expect("fed"), 0.02),
@@ -652,6 +693,47 @@ mod tests {
         );
         assert_eq!(n.in_flight(), 0);
         assert_eq!((n.completed(), n.errors()), (1, 0), "no outcome counted");
+    }
+
+    #[test]
+    fn a_busy_node_that_answers_nothing_for_twice_its_latency_is_overdue() {
+        let n = NodeLive::new(&LiveConfig::default());
+        n.begin(0.0);
+        assert!(!n.overdue(5.0), "no answer yet: nothing to judge by");
+        n.end(0.1, true, 1.0);
+        assert!(!n.overdue(9.0), "idle is not overdue");
+        // Busy from 2.0 on, answering every 0.1 s: never overdue.
+        n.begin(2.0);
+        for k in 1..=10 {
+            let t = 2.0 + 0.1 * f64::from(k);
+            n.begin(t);
+            n.end(0.1, true, t);
+            assert!(!n.overdue(t + 0.15), "at its pace at {t}");
+        }
+        // Then nothing: overdue once the wait passes twice its latency (~0.1 s).
+        assert!(!n.overdue(3.15));
+        assert!(n.overdue(3.25));
+    }
+
+    #[test]
+    fn a_node_given_up_on_is_overdue_again_as_soon_as_it_is_busy() {
+        let n = NodeLive::new(&LiveConfig::default());
+        n.begin(0.0);
+        n.end(0.1, true, 0.1);
+        n.begin(1.0);
+        n.abandon_after(1.0, 2.0);
+        assert!(!n.overdue(2.0), "nothing in flight");
+        n.begin(2.2);
+        // It went busy at 1.0 and never answered; the wait it was given up after (1 s)
+        // is its latency estimate now, so it is overdue about 2 s after 1.0, although
+        // it has been busy again only since 2.2.
+        assert!(
+            n.overdue(3.1),
+            "idle only because its clients gave up: no fresh start"
+        );
+        n.end(0.05, true, 3.2);
+        n.begin(3.3);
+        assert!(!n.overdue(3.4), "it answered: a fresh start");
     }
 
     #[test]
@@ -740,8 +822,8 @@ mod tests {
     fn in_flight_counts_and_guard_gives_back_on_drop() {
         let set = LiveSet::new(LiveConfig::default());
         let n = set.get_or_insert("a");
-        let g1 = n.start();
-        let g2 = n.start();
+        let g1 = n.start(0.0);
+        let g2 = n.start(0.0);
         assert_eq!(n.in_flight(), 2);
         g1.finish(0.02, true, 1.0);
         assert_eq!(n.in_flight(), 1);
@@ -752,7 +834,7 @@ mod tests {
         // An end without a begin is not counted against a later request.
         n.end(0.01, false, 2.0);
         assert_eq!(n.in_flight(), 0);
-        n.begin();
+        n.begin(0.0);
         assert_eq!(n.in_flight(), 1);
         assert_eq!(set.in_flight(), 1);
         n.abandon();
@@ -764,9 +846,9 @@ mod tests {
     fn live_set_keeps_state_by_id_and_retains() {
         let set = LiveSet::new(LiveConfig::default());
         let a = set.get_or_insert("a");
-        a.begin();
+        a.begin(0.0);
         assert_eq!(set.get_or_insert("a").in_flight(), 1);
-        set.get_or_insert("b").begin();
+        set.get_or_insert("b").begin(0.0);
         assert_eq!(set.in_flight(), 2);
         assert_eq!(set.len(), 2);
         set.retain(["b"]);
@@ -782,7 +864,7 @@ mod tests {
                 let n = Arc::clone(&n);
                 s.spawn(move || {
                     for i in 0..10_000 {
-                        n.begin();
+                        n.begin(0.0);
                         n.end(0.001 * f64::from(t + 1), i % 10 != 0, f64::from(i) * 1e-3);
                     }
                 });

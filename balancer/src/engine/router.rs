@@ -315,7 +315,7 @@ impl PoolRouter {
         let decision = self.decide(&snap, q, exclude, now, None)?;
         let node = snap.node(decision.index)?;
         let live = Arc::clone(snap.live(decision.index)?);
-        live.begin();
+        live.begin(now);
         let load = live.in_flight() as f64;
         self.count(decision.reason.policy, node.state);
         Some(Routed {
@@ -395,7 +395,7 @@ impl PoolRouter {
         let decision = self.decide(&snap, q, &[], now, policy)?;
         let node = snap.node(decision.index)?;
         let live = snap.live(decision.index)?;
-        live.begin();
+        live.begin(now);
         let load = live.in_flight() as f64;
         {
             let mut out = lock(&self.outstanding);

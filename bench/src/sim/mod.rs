@@ -247,7 +247,7 @@ impl Sim<'_> {
                 sidecars[s].pick(now, &mut rngs[s]).map(|i| {
                     let load = sidecars[s].load_estimate(i, b);
                     if let Some(live) = sidecars[s].live(i) {
-                        live.begin();
+                        live.begin(now);
                     }
                     (i, s, load)
                 })
@@ -372,7 +372,12 @@ impl Sim<'_> {
         } = &mut self.routing
         {
             if let Some(live) = sidecars[sidecar].live(node) {
-                live.end(latency, ok, now);
+                if timed_out {
+                    // As the proxy sees a client that gave up: no answer, only a wait.
+                    live.abandon_after(latency, now);
+                } else {
+                    live.end(latency, ok, now);
+                }
             }
             control.on_feedback(node, latency, ok, now, f64::from(load));
         }

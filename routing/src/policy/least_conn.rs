@@ -82,7 +82,7 @@ mod tests {
         // Every node busy but n5.
         for i in 0..8 {
             if i != 5 {
-                snap.live(i).expect("bound").begin();
+                snap.live(i).expect("bound").begin(0.0);
             }
         }
         let mut rng = SmallRng::seed_from_u64(1);
@@ -94,7 +94,7 @@ mod tests {
             assert_eq!(d.reason.rule, Rule::FullScan { scanned: 8 });
         }
         // All tied: every node gets about an eighth.
-        snap.live(5).expect("bound").begin();
+        snap.live(5).expect("bound").begin(0.0);
         let mut counts = [0usize; 8];
         for _ in 0..8_000 {
             counts[LeastConn::new()
@@ -115,8 +115,8 @@ mod tests {
             .collect();
         nodes[0].state = NodeState::Unhealthy;
         let snap = Snapshot::new(nodes, &live, Shaping::default(), 0.0).expect("builds");
-        snap.live(1).expect("bound").begin();
-        snap.live(2).expect("bound").begin();
+        snap.live(1).expect("bound").begin(0.0);
+        snap.live(2).expect("bound").begin(0.0);
         let mut rng = SmallRng::seed_from_u64(2);
         for _ in 0..100 {
             let d = LeastConn::new()

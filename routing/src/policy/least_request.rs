@@ -55,7 +55,7 @@ mod tests {
         let nodes = vec![NodeView::new("a", "h:1"), NodeView::new("b", "h:2")];
         let snap = Snapshot::new(nodes, &live, Shaping::default(), 0.0).expect("builds");
         for _ in 0..5 {
-            snap.live(0).expect("a").begin();
+            snap.live(0).expect("a").begin(0.0);
         }
         let mut rng = SmallRng::seed_from_u64(3);
         for _ in 0..100 {
@@ -81,7 +81,7 @@ mod tests {
                 .pick(&snap, &RouteRequest::default(), 0.0, &mut rng)
                 .expect("some");
             counts[d.index] += 1;
-            snap.live(d.index).expect("bound").begin();
+            snap.live(d.index).expect("bound").begin(0.0);
             open.push_back(d.index);
             if open.len() > 10 {
                 let i = open.pop_front().expect("non-empty");

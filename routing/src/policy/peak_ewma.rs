@@ -79,7 +79,7 @@ mod tests {
         );
         // 10 ms × 6 in flight = 60 > 50 ms × 1.
         for _ in 0..5 {
-            snap.live(0).expect("bound").begin();
+            snap.live(0).expect("bound").begin(0.0);
         }
         let d = p
             .pick(&snap, &RouteRequest::default(), 1.0, &mut rng)

@@ -195,13 +195,18 @@ impl Plb {
         };
         let u: f64 = rng.random();
         if u < snap.floor_total() {
+            // The floor is there to see a shed node recover; an overdue node already
+            // has that answer pending, and another request would only queue behind it.
             let i = snap.floor_pick(u)?;
-            let lat = snap.live_at(i).latency(now).unwrap_or(1.0);
-            return Some(decision(
-                i,
-                self.cost(snap, i, lat, work, now),
-                Rule::RecoveryFloor,
-            ));
+            let live = snap.live_at(i);
+            if !live.overdue(now) {
+                let lat = live.latency(now).unwrap_or(1.0);
+                return Some(decision(
+                    i,
+                    self.cost(snap, i, lat, work, now),
+                    Rule::RecoveryFloor,
+                ));
+            }
         }
         if snap.eligible().len() <= self.config.full_scan_max {
             let (i, cost) = self.full_scan(snap, work, now, rng)?;
@@ -471,7 +476,7 @@ mod tests {
                 .pick(snap, &RouteRequest::default(), now, &mut rng)
                 .expect("some");
             counts[d.index] += 1;
-            snap.live(d.index).expect("bound").begin();
+            snap.live(d.index).expect("bound").begin(0.0);
             open.push_back(d.index);
             if open.len() > window {
                 let i = open.pop_front().expect("non-empty");
@@ -607,6 +612,29 @@ mod tests {
         assert!(words.contains("recovery"), "{words}");
     }
 
+    #[test]
+    fn the_recovery_floor_skips_an_overdue_node() {
+        let live = LiveSet::default();
+        let mut nodes = healthy(2);
+        nodes[1].state = NodeState::Degrading;
+        nodes[1].degrade_score = 1.0;
+        let snap = build(&live, nodes);
+        let hung = snap.live(1).expect("bound");
+        hung.begin(0.0);
+        hung.end(0.1, true, 1.0);
+        hung.begin(1.0);
+        let p = Plb::new(p2c());
+        let floor_at = |now: f64| {
+            let mut rng = SmallRng::seed_from_u64(8);
+            (0..5_000)
+                .filter_map(|_| p.pick(&snap, &RouteRequest::default(), now, &mut rng))
+                .filter(|d| d.reason.rule == Rule::RecoveryFloor)
+                .count()
+        };
+        assert!(floor_at(1.1) > 0, "answering at its pace: still observed");
+        assert_eq!(floor_at(2.0), 0, "a second with its request unanswered");
+    }
+
     /// Slow start from 10 % over 60 s.
     fn slow_start_60s() -> Shaping {
         Shaping {
@@ -680,7 +708,7 @@ mod tests {
         // n0 is busy: every node ramping, the scans still prefer the idle ones.
         let busy = snap.live(0).expect("bound");
         for _ in 0..8 {
-            busy.begin();
+            busy.begin(0.0);
         }
         let p = Plb::new(PolicyConfig::default());
         let mut rng = SmallRng::seed_from_u64(10);
@@ -717,7 +745,7 @@ mod tests {
                 .expect("some");
             counts[d.index] += 1;
             let live = snap.live(d.index).expect("bound");
-            live.begin();
+            live.begin(0.0);
             open.push_back((d.index, step));
             if open.len() > 12 {
                 let (i, s) = open.pop_front().expect("non-empty");
@@ -819,7 +847,7 @@ mod tests {
 
         // The owner far above its bounded-load share: the key moves too.
         for _ in 0..20 {
-            snap3.live(first.index).expect("bound").begin();
+            snap3.live(first.index).expect("bound").begin(0.0);
         }
         let loaded = p
             .pick(&snap3, &RouteRequest::with_key(key), 0.0, &mut rng)
@@ -926,10 +954,10 @@ mod tests {
         nodes[1].capacity = Some(400.0);
         let snap = build(&live, nodes);
         for _ in 0..3 {
-            snap.live(0).expect("bound").begin();
+            snap.live(0).expect("bound").begin(0.0);
         }
         for _ in 0..10 {
-            snap.live(1).expect("bound").begin();
+            snap.live(1).expect("bound").begin(0.0);
         }
         snap.live(0).expect("bound").observe(0.01, true, 0.0);
         snap.live(1).expect("bound").observe(0.01, true, 0.0);
@@ -970,10 +998,10 @@ mod tests {
         nodes[1].forecast_load = Some(38.0);
         let snap = build(&live, nodes);
         for _ in 0..3 {
-            snap.live(1).expect("bound").begin();
+            snap.live(1).expect("bound").begin(0.0);
         }
         snap.live(1).expect("bound").observe(0.0123, true, 0.0);
-        snap.live(0).expect("bound").begin();
+        snap.live(0).expect("bound").begin(0.0);
         snap.live(0).expect("bound").observe(0.040, true, 0.0);
         let p = Plb::new(p2c());
         let mut rng = SmallRng::seed_from_u64(17);
@@ -1008,7 +1036,7 @@ mod tests {
                 .pick(snap, &RouteRequest::default(), now, &mut rng)
                 .expect("some");
             counts[d.index] += 1;
-            snap.live(d.index).expect("bound").begin();
+            snap.live(d.index).expect("bound").begin(0.0);
             open.push_back(d.index);
             if open.len() > window {
                 let i = open.pop_front().expect("non-empty");
@@ -1024,8 +1052,8 @@ mod tests {
         let snap = build(&live, healthy(8));
         for i in 0..8 {
             if i != 6 {
-                snap.live(i).expect("bound").begin();
-                snap.live(i).expect("bound").begin();
+                snap.live(i).expect("bound").begin(0.0);
+                snap.live(i).expect("bound").begin(0.0);
             }
         }
         let p = Plb::new(PolicyConfig::default());

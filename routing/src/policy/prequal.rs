@@ -165,7 +165,7 @@ mod tests {
         let (_live, snap) = pool(4);
         // n0: fastest but hot (10 in flight); n1: cold and 20 ms; n2, n3: cold, 50 ms.
         for _ in 0..10 {
-            snap.live(0).expect("bound").begin();
+            snap.live(0).expect("bound").begin(0.0);
         }
         snap.live(0).expect("bound").observe(0.005, true, 0.0);
         snap.live(1).expect("bound").observe(0.020, true, 0.0);
