@@ -41,17 +41,21 @@ pub enum Anchor {
     HaproxyLeastConn,
     /// nginx, `least_conn`.
     NginxLeastConn,
-    /// PLB's reverse proxy (`plb balancer --proxy`).
+    /// PLB's reverse proxy (`plb balancer --proxy`), on its feedback alone.
     PlbProxy,
+    /// PLB's reverse proxy with an agent per backend running the `http-check` sample
+    /// probe on the backend's `/status` every 500 ms (its `queued` field a metric).
+    PlbProxyProbe,
 }
 
 impl Anchor {
     /// Every anchor, in table order.
-    pub const ALL: [Anchor; 4] = [
+    pub const ALL: [Anchor; 5] = [
         Anchor::HaproxyRoundRobin,
         Anchor::HaproxyLeastConn,
         Anchor::NginxLeastConn,
         Anchor::PlbProxy,
+        Anchor::PlbProxyProbe,
     ];
 
     /// Its name in tables and on the command line.
@@ -61,12 +65,18 @@ impl Anchor {
             Anchor::HaproxyLeastConn => "haproxy-lc",
             Anchor::NginxLeastConn => "nginx-lc",
             Anchor::PlbProxy => "plb-proxy",
+            Anchor::PlbProxyProbe => "plb-proxy-probe",
         }
     }
 
     /// Whether it is a baseline (every anchor but PLB's own proxy).
     pub fn is_baseline(self) -> bool {
-        self != Anchor::PlbProxy
+        !self.is_plb()
+    }
+
+    /// Whether it is PLB's own proxy (with or without the probe).
+    pub fn is_plb(self) -> bool {
+        matches!(self, Anchor::PlbProxy | Anchor::PlbProxyProbe)
     }
 
     /// The program it runs.
@@ -74,7 +84,7 @@ impl Anchor {
         match self {
             Anchor::HaproxyRoundRobin | Anchor::HaproxyLeastConn => "haproxy",
             Anchor::NginxLeastConn => "nginx",
-            Anchor::PlbProxy => "plb",
+            Anchor::PlbProxy | Anchor::PlbProxyProbe => "plb",
         }
     }
 
@@ -207,6 +217,27 @@ pub struct Running {
     pub listen: SocketAddr,
     child: Child,
     dir: TempDir,
+    /// The agents still to start ([`Anchor::PlbProxyProbe`]), then started.
+    agents: Agents,
+}
+
+/// The agents of [`Anchor::PlbProxyProbe`]: one per backend.
+#[derive(Debug, Default)]
+enum Agents {
+    /// Not that anchor.
+    #[default]
+    None,
+    /// To start once the backends serve (see [`Running::start_agents`]).
+    Planned {
+        /// `plb`.
+        program: PathBuf,
+        /// The balancer's API.
+        api: SocketAddr,
+        /// `(node id, backend address, agent token)`.
+        nodes: Vec<(String, SocketAddr, String)>,
+    },
+    /// Running, killed when dropped.
+    Started(Vec<Child>),
 }
 
 impl Running {
@@ -215,9 +246,75 @@ impl Running {
         self.child.id()
     }
 
-    /// CPU seconds (user + system) its process tree has used so far.
+    /// CPU seconds (user + system) its process trees (the anchor's and its agents')
+    /// have used so far.
     pub fn cpu_seconds(&self) -> Option<f64> {
-        self.pid().and_then(tree_cpu_seconds)
+        let own = self.pid().and_then(tree_cpu_seconds)?;
+        let agents: f64 = match &self.agents {
+            Agents::Started(children) => children
+                .iter()
+                .filter_map(|c| c.id().and_then(tree_cpu_seconds))
+                .sum(),
+            _ => 0.0,
+        };
+        Some(own + agents)
+    }
+
+    /// Starts the agents of [`Anchor::PlbProxyProbe`] (no effect for the others): call
+    /// it once the backends serve, so that no probe runs against a backend that does
+    /// not answer yet. The agents fetch the probe, compile it and run it on their own;
+    /// give them a few seconds before the load starts.
+    pub fn start_agents(&mut self) -> Result<(), String> {
+        let Agents::Planned {
+            program,
+            api,
+            nodes,
+        } = std::mem::take(&mut self.agents)
+        else {
+            return Ok(());
+        };
+        let mut children = Vec::with_capacity(nodes.len());
+        for (node, backend, token) in nodes {
+            let log = std::fs::File::create(self.dir.0.join(format!("agent-{node}.log")))
+                .map_err(|e| format!("agent log: {e}"))?;
+            let log2 = log.try_clone().map_err(|e| format!("agent log: {e}"))?;
+            let metrics = free_addr()?;
+            let mut cmd = Command::new(&program);
+            cmd.arg("agent")
+                .arg("--balancer")
+                .arg(format!("http://{api}"))
+                .arg("--token")
+                .arg(&token)
+                .arg("--node")
+                .arg(&node)
+                .arg("--address")
+                .arg(backend.to_string())
+                .arg("--pool")
+                .arg("web")
+                .arg("--spool")
+                .arg(self.dir.0.join(format!("spool-{node}")))
+                .arg("--metrics-listen")
+                .arg(metrics.to_string())
+                // Every "node" here shares one machine: its own sampler would report
+                // the same host eight times.
+                .arg("--node-sample-ms")
+                .arg("0")
+                .arg("--poll-ms")
+                .arg("500")
+                .arg("--batch-max-age-ms")
+                .arg("250")
+                .env("PLB_LOG", "warn")
+                .stdout(Stdio::from(log))
+                .stderr(Stdio::from(log2))
+                .stdin(Stdio::null())
+                .kill_on_drop(true);
+            children.push(
+                cmd.spawn()
+                    .map_err(|e| format!("starting the agent of {node}: {e}"))?,
+            );
+        }
+        self.agents = Agents::Started(children);
+        Ok(())
     }
 
     /// The tail of its log, for error messages.
@@ -229,6 +326,21 @@ impl Running {
     /// its workers, which a SIGKILL of the master would leave behind), SIGKILL to
     /// whatever is left after 3 s.
     pub async fn stop(mut self) {
+        if let Agents::Started(children) = &mut self.agents {
+            for c in children.iter_mut() {
+                if let Some(pid) = c.id() {
+                    signal("TERM", pid).await;
+                }
+            }
+            for c in children.iter_mut() {
+                if tokio::time::timeout(Duration::from_secs(3), c.wait())
+                    .await
+                    .is_err()
+                {
+                    let _ = c.start_kill();
+                }
+            }
+        }
         let Some(pid) = self.pid() else {
             return;
         };
@@ -356,7 +468,7 @@ pub async fn start(
                 .arg("-e")
                 .arg(dir.0.join("error.log"));
         }
-        Anchor::PlbProxy => {
+        Anchor::PlbProxy | Anchor::PlbProxyProbe => {
             let a = free_addr()?;
             api = Some(a);
             // `plb balancer ...`, or the balancer crate's own `plb-balancer ...`.
@@ -388,17 +500,30 @@ pub async fn start(
         listen,
         child,
         dir,
+        agents: Agents::None,
     };
     let ready = async {
+        let mut agents = Agents::None;
         if let Some(api) = api {
-            setup_plb(api, admin, backends, slo).await?;
+            let setup = setup_plb(api, admin, backends, slo).await?;
+            if anchor == Anchor::PlbProxyProbe {
+                upload_probe(api, &setup.client_token).await?;
+                agents = Agents::Planned {
+                    program: program.clone(),
+                    api,
+                    nodes: setup.nodes,
+                };
+            }
         }
-        wait_listening(listen).await
+        wait_listening(listen).await.map(|()| agents)
     };
     let outcome = tokio::time::timeout(Duration::from_secs(30), ready).await;
     let exited = running.child.try_wait().ok().flatten();
     match (outcome, exited) {
-        (Ok(Ok(())), None) => Ok(running),
+        (Ok(Ok(agents)), None) => {
+            running.agents = agents;
+            Ok(running)
+        }
         (_, Some(status)) => Err(format!(
             "{} exited at start ({status}): {}",
             anchor.name(),
@@ -507,7 +632,7 @@ async fn setup_plb(
     admin: &str,
     backends: &[SocketAddr],
     slo: f64,
-) -> Result<(), String> {
+) -> Result<PlbSetup, String> {
     let http: ApiClient = Client::builder(TokioExecutor::new()).build_http();
     let base = format!("http://{api}");
     loop {
@@ -556,6 +681,7 @@ async fn setup_plb(
         )
         .await?,
     )?;
+    let mut nodes = Vec::with_capacity(backends.len());
     for (i, b) in backends.iter().enumerate() {
         let agent = ok(
             "an agent token",
@@ -569,6 +695,7 @@ async fn setup_plb(
             .await?,
         )?;
         let agent = agent["token"].as_str().ok_or("no agent token")?.to_owned();
+        nodes.push((format!("n{i}"), *b, agent.clone()));
         ok(
             "registering a node",
             call(
@@ -603,7 +730,60 @@ async fn setup_plb(
     }
     // One more engine tick so the proxy's router has them too.
     tokio::time::sleep(Duration::from_millis(1200)).await;
-    Ok(())
+    Ok(PlbSetup {
+        client_token: token,
+        nodes,
+    })
+}
+
+/// What [`setup_plb`] made: the client's token and each node's agent token.
+struct PlbSetup {
+    client_token: String,
+    /// `(node id, backend address, agent token)`.
+    nodes: Vec<(String, SocketAddr, String)>,
+}
+
+/// Uploads the `http-check` sample probe to the pool `web` as a user would: every
+/// 500 ms, `GET /status` on the node, its `queued` field reported as a metric.
+async fn upload_probe(api: SocketAddr, token: &str) -> Result<(), String> {
+    let http: ApiClient = Client::builder(TokioExecutor::new()).build_http();
+    let config = serde_json::json!({"path": "/status", "json-field": "queued"}).to_string();
+    let query = form_urlencoded::Serializer::new(String::new())
+        .extend_pairs([
+            ("tier", "quick"),
+            ("interval_ms", "500"),
+            ("timeout_ms", "400"),
+            ("memory_mib", "32"),
+            ("fuel", "null"),
+            ("config", config.as_str()),
+        ])
+        .finish();
+    let url = format!("http://{api}/v1/pools/web/probes/http-check?{query}");
+    let req = Request::builder()
+        .method(Method::PUT)
+        .uri(&url)
+        .header("authorization", format!("Bearer {token}"))
+        .header("content-type", "application/wasm")
+        .body(Full::new(Bytes::from_static(
+            plb_probe_artifacts::HTTP_CHECK,
+        )))
+        .map_err(|e| format!("{url}: {e}"))?;
+    let resp = http.request(req).await.map_err(|e| format!("{url}: {e}"))?;
+    let status = resp.status();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| format!("{url}: {e}"))?
+        .to_bytes();
+    if status.is_success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "uploading the probe: {status} {}",
+            String::from_utf8_lossy(&body)
+        ))
+    }
 }
 
 #[cfg(test)]
@@ -612,7 +792,7 @@ mod tests {
 
     #[test]
     fn names_parse_and_unknown_is_refused() {
-        assert_eq!(Anchor::parse_list("all").expect("all").len(), 4);
+        assert_eq!(Anchor::parse_list("all").expect("all").len(), 5);
         assert!(Anchor::parse_list("none").expect("none").is_empty());
         assert_eq!(
             Anchor::parse_list("nginx-lc, haproxy-lc,nginx-lc").expect("two"),

@@ -101,6 +101,9 @@ pub struct AnchorRun {
     pub result: Result<AnchorStats, String>,
 }
 
+/// How long before the load starts the probe lane's agents are started, ms.
+const AGENTS_LEAD_MS: u64 = 4000;
+
 /// A lane behind a real balancer: its own backends, the balancer's process, the load.
 struct ProxyLane {
     scenario: Arc<Scenario>,
@@ -127,7 +130,7 @@ pub async fn run_rep_with(
     // slow to set up and starts first; HAProxy and nginx last, just before the backends
     // serve, so that no health check fails for want of a backend.
     let mut order: Vec<Anchor> = anchor_list.to_vec();
-    order.sort_by_key(|a| *a != Anchor::PlbProxy);
+    order.sort_by_key(|a| !a.is_plb());
     let mut pending = Vec::new();
     let mut failed = Vec::new();
     for anchor in order {
@@ -152,10 +155,21 @@ pub async fn run_rep_with(
     }
     // Time 0 of the script, a little ahead so that every lane is ready.
     let lanes_total = (kinds.len() + pending.len()) as u64;
-    let start = Instant::now() + Duration::from_millis(200 + 20 * n as u64 * lanes_total / 16);
+    // Agents (the probe lane) start once their backends serve, then fetch, compile and
+    // run their probe: they get a few seconds before the load starts.
+    let agents_lead = if pending
+        .iter()
+        .any(|(r, _)| r.anchor == Anchor::PlbProxyProbe)
+    {
+        AGENTS_LEAD_MS
+    } else {
+        0
+    };
+    let start = Instant::now()
+        + Duration::from_millis(200 + 20 * n as u64 * lanes_total / 16 + agents_lead);
     let mut backends: Vec<Vec<Backend>> = Vec::new();
     let mut proxies = Vec::new();
-    for (running, listeners) in pending {
+    for (mut running, listeners) in pending {
         let stats = Arc::new(Mutex::new(RunStats::new(&scenario)));
         let hook: ArrivalHook = {
             let stats = Arc::clone(&stats);
@@ -173,6 +187,16 @@ pub async fn run_rep_with(
             )?);
         }
         backends.push(set);
+        if let Err(e) = running.start_agents() {
+            let anchor = running.anchor;
+            let tail = running.log_tail();
+            running.stop().await;
+            failed.push(AnchorRun {
+                anchor,
+                result: Err(format!("{e}; log: {tail}")),
+            });
+            continue;
+        }
         let target: Uri = format!("http://{}/", running.listen)
             .parse()
             .map_err(|e| BenchError::Live(format!("proxy uri: {e}")))?;
@@ -199,6 +223,8 @@ pub async fn run_rep_with(
         tasks.extend(spawn_probes(lane, seed));
         tasks.extend(spawn_publishing(lane, seed));
     }
+    // CPU from the script's start: set-up (an agent compiling its probe) is not counted.
+    tokio::time::sleep_until(start - Duration::from_millis(50)).await;
     let cpu_before: Vec<Option<f64>> = proxies.iter().map(|(r, _)| r.cpu_seconds()).collect();
     // Every generator on its own task, with the same arrivals; the first one here,
     // with the progress callback.

@@ -160,6 +160,8 @@ pub struct PipelineVariant {
     pub trust: Option<bool>,
     /// `trust_prior`: trust before evidence.
     pub trust_prior: Option<f64>,
+    /// `trust_z`: standard errors below the measured correlation that trust counts.
+    pub trust_z: Option<f64>,
     /// `capacity_shrink_rows`: shrinkage of capacity estimates toward the pool's.
     pub capacity_shrink_rows: Option<f64>,
     /// `peer_rel_floor`: the pool spread's floor relative to the median.
@@ -196,6 +198,7 @@ impl PipelineVariant {
                 "peer_min_nodes" => v.peer_min_nodes = Some(val.parse().map_err(|e| bad(&e))?),
                 "trust" => v.trust = Some(val.parse().map_err(|e| bad(&e))?),
                 "trust_prior" => v.trust_prior = Some(val.parse().map_err(|e| bad(&e))?),
+                "trust_z" => v.trust_z = Some(val.parse().map_err(|e| bad(&e))?),
                 "capacity_shrink_rows" => {
                     v.capacity_shrink_rows = Some(val.parse().map_err(|e| bad(&e))?)
                 }
@@ -252,6 +255,9 @@ impl PipelineVariant {
         }
         if let Some(x) = self.trust {
             c.trust.enabled = x;
+        }
+        if let Some(x) = self.trust_z {
+            c.trust.confidence_z = x;
         }
         if let Some(x) = self.trust_prior {
             c.trust.prior = x;

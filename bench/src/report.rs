@@ -167,11 +167,12 @@ pub struct Goal {
     pub met: bool,
 }
 
-/// `plb` (or `plb-proxy`) against the baselines (and the oracle) in one scenario ×
+/// `plb` (or `plb-proxy`, `plb-proxy-probe`) against the baselines (and the oracle) in one scenario ×
 /// mode × size.
 #[derive(Debug, Clone, Serialize)]
 pub struct Comparison {
-    /// Who is compared: `plb` (in process) or `plb-proxy` (PLB's reverse proxy).
+    /// Who is compared: `plb` (in process), `plb-proxy` (PLB's reverse proxy) or
+    /// `plb-proxy-probe` (the proxy with agents running a probe).
     pub contender: &'static str,
     /// Scenario name.
     pub scenario: &'static str,
@@ -327,8 +328,11 @@ impl Report {
             let _ = writeln!(out, "{:<14} not run: {}", n.contender, n.note);
         }
         out.push_str(&cost(&cells));
-        for who in ["plb", "plb-proxy"] {
-            if let Some(cmp) = compare(scenario, mode, &cells, who) {
+        for who in ["plb", "plb-proxy", "plb-proxy-probe"] {
+            if let Some(mut cmp) = compare(scenario, mode, &cells, who) {
+                if who == "plb-proxy-probe" {
+                    cmp.goals.extend(probe_goal(&cells));
+                }
                 out.push_str(&describe(&cmp));
                 self.comparisons.push(cmp);
             }
@@ -394,7 +398,7 @@ impl Report {
         );
         let _ = writeln!(
             out,
-            "{:<20} {:<10} {:<5} {:>5}  {:>6} {:>6} {:>6} {:>9} {:>7}  {:>13} {:>6}  goals",
+            "{:<20} {:<15} {:<5} {:>5}  {:>6} {:>6} {:>6} {:>9} {:>7}  {:>13} {:>6}  goals",
             "scenario",
             "who",
             "mode",
@@ -429,7 +433,7 @@ impl Report {
             };
             let _ = writeln!(
                 out,
-                "{:<20} {:<10} {:<5} {:>5}  {:>6} {:>6} {:>6} {:>9} {:>7}  {:>13} {:>6}  {}",
+                "{:<20} {:<15} {:<5} {:>5}  {:>6} {:>6} {:>6} {:>9} {:>7}  {:>13} {:>6}  {}",
                 c.scenario,
                 c.contender,
                 c.mode.as_str(),
@@ -772,6 +776,26 @@ fn compare(
         gap_closed,
         lead_s,
         goals,
+    })
+}
+
+/// Issue 13: with the probe on, never worse than the same pool with the probe off by
+/// more than 5 % (SLO-breaking share, medians over the repetitions).
+fn probe_goal(cells: &[&Cell]) -> Option<Goal> {
+    let find = |who: &str| cells.iter().find(|c| c.contender == who);
+    let (on, off) = (find("plb-proxy-probe")?, find("plb-proxy")?);
+    let (a, b) = (on.median.slo_breaking_pct, off.median.slo_breaking_pct);
+    let ratio = if b > 0.0 {
+        a / b
+    } else if a <= 0.0 {
+        1.0
+    } else {
+        f64::INFINITY
+    };
+    Some(Goal {
+        goal: "SLO-breaking with the probe <= 1.05x without (plb-proxy)".into(),
+        measured: format!("{ratio:.2}x ({} vs {})", fmt_num(a), fmt_num(b)),
+        met: ratio <= 1.05,
     })
 }
 

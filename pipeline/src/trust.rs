@@ -5,9 +5,15 @@
 //! as a z-score over the pool too. The correlation of those pairs (exponentially
 //! weighted, so old evidence fades) says whether a node that stands out in the metric
 //! now stands out in latency a little later: queue depth before a slow-down does, a
-//! metric that wobbles without meaning does not. Trust is that correlation over
-//! `full_corr`, clamped to 0..=1 and shrunk toward `prior` while there are few pairs;
-//! a node's degrade score from the metric is multiplied by it. A pool that has never
+//! metric that wobbles without meaning does not. A correlation from a few pairs is
+//! mostly chance, and a metric trusted by chance sheds healthy nodes (on identical
+//! nodes, measured: the queue depth of a 2-worker backend, a noise metric there, shed
+//! most of the pool within 15 s of its profile warming up). So the evidence counted is
+//! the correlation's lower confidence bound (Fisher's z, `confidence_z` standard errors
+//! below, over the weighted pair count), not the correlation itself: it grows with the
+//! evidence. Trust is that bound over `full_corr`, clamped to 0..=1 and shrunk toward
+//! `prior` (none by default: a metric earns its say) while there are few pairs; a
+//! node's degrade score from the metric is multiplied by it. A pool that has never
 //! had feedback from enough nodes to compare with (route decisions without reported
 //! outcomes) has nothing but its probes to route on: there every metric counts in full
 //! until the first comparison is possible. Pure.
@@ -27,8 +33,11 @@ pub struct TrustConfig {
     pub prior: f64,
     /// Weight of the prior, in pairs.
     pub prior_pairs: f64,
-    /// Correlation at which a metric is trusted in full.
+    /// Correlation (its lower confidence bound) at which a metric is trusted in full.
     pub full_corr: f64,
+    /// How many standard errors below the measured correlation its lower confidence
+    /// bound is (2: about 98 % one-sided).
+    pub confidence_z: f64,
     /// Each new pair multiplies the weight of older ones by this.
     pub decay: f64,
     /// Fewest nodes with feedback in a tick for its latencies to be compared.
@@ -42,9 +51,10 @@ impl Default for TrustConfig {
         TrustConfig {
             enabled: true,
             lead_ms: 2_000,
-            prior: 0.5,
+            prior: 0.0,
             prior_pairs: 20.0,
             full_corr: 0.3,
+            confidence_z: 2.0,
             decay: 0.998,
             min_nodes: 3,
             min_rows: 3,
@@ -77,6 +87,22 @@ impl Moments {
             0.0
         }
     }
+
+    /// The correlation's lower confidence bound, `z` standard errors below it on
+    /// Fisher's scale (standard error `1 / sqrt(n - 3)`); -1 with 4 pairs or fewer.
+    fn corr_lower(&self, z: f64) -> f64 {
+        lower_bound(self.corr(), self.n, z)
+    }
+}
+
+/// The lower confidence bound of a correlation `r` measured over `n` pairs: Fisher's
+/// `atanh(r) - z / sqrt(n - 3)`, back through `tanh`; -1 when `n <= 4`.
+pub fn lower_bound(r: f64, n: f64, z: f64) -> f64 {
+    if n.is_nan() || n <= 4.0 || !r.is_finite() {
+        return -1.0;
+    }
+    let r = r.clamp(-0.999_999, 0.999_999);
+    (r.atanh() - z.max(0.0) / (n - 3.0).sqrt()).tanh()
 }
 
 /// Robust z-scores of `values` over themselves (median, 1.4826 × MAD with a floor of a
@@ -171,11 +197,11 @@ impl TrustTracker {
         if !c.enabled || !self.has_feedback() {
             return 1.0;
         }
-        let (n, corr) = self
+        let (n, lower) = self
             .moments
             .get(key)
-            .map_or((0.0, 0.0), |m| (m.n, m.corr()));
-        let earned = (corr / c.full_corr.max(1e-9)).clamp(0.0, 1.0);
+            .map_or((0.0, -1.0), |m| (m.n, m.corr_lower(c.confidence_z)));
+        let earned = (lower / c.full_corr.max(1e-9)).clamp(0.0, 1.0);
         let w = c.prior_pairs.max(0.0);
         if n + w <= 0.0 {
             return c.prior.clamp(0.0, 1.0);
@@ -216,9 +242,12 @@ impl TrustTracker {
                         self.config.lead_ms as f64 / 1000.0
                     )
                 } else {
+                    let lower = lower_bound(corr, pairs, self.config.confidence_z);
                     format!(
-                        "a node standing out in this metric stood out in latency {} s later with correlation {corr:.2} over {pairs:.0} weighted pairs (full trust from {:.2})",
+                        "a node standing out in this metric stood out in latency {} s later with correlation {corr:.2} over {pairs:.0} weighted pairs; at least {:.2} with {:.0} standard errors' confidence (full trust from {:.2})",
                         self.config.lead_ms as f64 / 1000.0,
+                        lower.max(0.0),
+                        self.config.confidence_z,
                         self.config.full_corr
                     )
                 };
@@ -287,8 +316,8 @@ mod tests {
         assert!(first.has_feedback());
         assert_eq!(
             first.trust("p/queue"),
-            0.5,
-            "feedback, no pairs yet: the prior"
+            0.0,
+            "feedback, no pairs yet: the prior (none)"
         );
         let good = run(true, 200);
         assert!(good.trust("p/queue") > 0.9, "{:?}", good.report());
@@ -300,6 +329,30 @@ mod tests {
             r.reason.contains("fading out") || r.correlation < 0.1,
             "{r:?}"
         );
+    }
+
+    #[test]
+    fn a_correlation_from_few_pairs_earns_little() {
+        // The same correlation is worth more the more pairs it rests on.
+        assert_eq!(lower_bound(0.5, 4.0, 2.0), -1.0);
+        let few = lower_bound(0.5, 16.0, 2.0);
+        let many = lower_bound(0.5, 400.0, 2.0);
+        assert!(few < 0.05 && many > 0.4, "{few} {many}");
+        assert!((lower_bound(0.5, 400.0, 0.0) - 0.5).abs() < 1e-9);
+        // A correlation of 0.46 over 16 pairs (chance, as often as not): no trust.
+        let mut t = TrustTracker::new(TrustConfig::default());
+        let mut m = Moments::default();
+        for (x, y) in [(1.0, 0.5), (-0.5, 0.2), (0.3, 1.0), (-1.0, -0.1)]
+            .iter()
+            .cycle()
+            .take(16)
+        {
+            m.add(*x, *y, 1.0);
+        }
+        assert!(m.corr() > 0.3, "chance correlation {}", m.corr());
+        t.moments.insert("k".into(), m);
+        t.feedback_ticks = 1;
+        assert!(t.trust("k") < 0.05, "{}", t.trust("k"));
     }
 
     #[test]
