@@ -154,6 +154,8 @@ pub struct PipelineVariant {
     pub full_scan_max: Option<usize>,
     /// `scan_latency_exp`: latency's exponent in the full-scan cost.
     pub scan_latency_exp: Option<f64>,
+    /// `scan_latency_floor`: the latency quantile below which latencies count as it.
+    pub scan_latency_floor: Option<f64>,
     /// `peer_min_nodes`: nodes needed for peer judgement (0 = off).
     pub peer_min_nodes: Option<usize>,
     /// `trust`: whether probe metrics earn trust (false = trusted in full).
@@ -195,6 +197,9 @@ impl PipelineVariant {
                 "max_features" => v.max_features = Some(val.parse().map_err(|e| bad(&e))?),
                 "full_scan_max" => v.full_scan_max = Some(val.parse().map_err(|e| bad(&e))?),
                 "scan_latency_exp" => v.scan_latency_exp = Some(val.parse().map_err(|e| bad(&e))?),
+                "scan_latency_floor" => {
+                    v.scan_latency_floor = Some(val.parse().map_err(|e| bad(&e))?)
+                }
                 "peer_min_nodes" => v.peer_min_nodes = Some(val.parse().map_err(|e| bad(&e))?),
                 "trust" => v.trust = Some(val.parse().map_err(|e| bad(&e))?),
                 "trust_prior" => v.trust_prior = Some(val.parse().map_err(|e| bad(&e))?),
@@ -282,6 +287,9 @@ impl PipelineVariant {
         }
         if let Some(x) = self.scan_latency_exp {
             c.scan_latency_exp = x;
+        }
+        if let Some(x) = self.scan_latency_floor {
+            c.scan_latency_floor = x;
         }
         c
     }

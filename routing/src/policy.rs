@@ -102,6 +102,13 @@ pub struct PolicyConfig {
     /// `plb` full scan: the cost is `latency^scan_latency_exp × (in flight + work) /
     /// weight`; 1 weighs latency as peak-EWMA does, 0 leaves load and weight alone.
     pub scan_latency_exp: f64,
+    /// `plb` full scan: latencies below this quantile of the scanned nodes' latencies
+    /// count as that quantile (0 turns it off; 0.5: the median). A node slower than
+    /// the pool is avoided as before; one faster than the pool's middle is not
+    /// preferred over an idle peer for it. On identical nodes the peak-EWMA latencies
+    /// differ by noise alone, and a cost that rewards the lowest of them sends requests
+    /// behind a busy node's queue while an idle peer waits.
+    pub scan_latency_floor: f64,
 }
 
 impl Default for PolicyConfig {
@@ -116,6 +123,7 @@ impl Default for PolicyConfig {
             size_unit: 1024.0 * 1024.0,
             full_scan_max: 32,
             scan_latency_exp: 1.0,
+            scan_latency_floor: 0.5,
         }
     }
 }

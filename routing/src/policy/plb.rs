@@ -71,7 +71,8 @@ impl Plb {
     /// The lowest `latency^exp × (in flight + work) / weight × error penalty` over every
     /// eligible node, scanned from a random start so that ties fall at random. A node
     /// with no latency yet (or none since it re-entered service) is costed at the mean
-    /// of those with one (neutral). Weight divides the whole cost, so a shed node costs
+    /// of those with one (neutral); a latency below the `scan_latency_floor` quantile of
+    /// the pool's counts as that quantile (noise among peers buys no preference). Weight divides the whole cost, so a shed node costs
     /// more even when idle: the predicted shift holds without the weighted draw. Slow
     /// start is a share instead: a ramping node takes part in that fraction of scans.
     fn full_scan<R: Rng + ?Sized>(
@@ -152,6 +153,7 @@ impl Plb {
             top_ramp = top_ramp.max(slot.1);
         }
         let neutral = if known > 0 { sum / known as f64 } else { 1.0 };
+        let floor = latency_quantile(lats, self.config.scan_latency_floor);
         let mut best: Option<(usize, f64)> = None;
         // The best of the nodes slow start left out: the pick when it left out all
         // (every node returning at once, after the pool lost its network).
@@ -159,7 +161,8 @@ impl Plb {
         for (off, &(lat, ramp)) in lats.iter().enumerate() {
             let i = eligible[(start + off) % n];
             let share = ramp / top_ramp.max(1e-9);
-            let (c, skipped) = cost(i, lat.unwrap_or(neutral), ramp, share, rng);
+            let lat = lat.unwrap_or(neutral).max(floor);
+            let (c, skipped) = cost(i, lat, ramp, share, rng);
             let slot = if skipped {
                 &mut best_skipped
             } else {
@@ -414,6 +417,32 @@ impl Policy for Plb {
         };
         self.unkeyed(snap, work, now, rng, note)
     }
+}
+
+/// The `q` quantile (nearest rank) of the latencies the scan read, 0 when `q` is not
+/// in (0, 1] or fewer than three nodes have one.
+fn latency_quantile(lats: &[(Option<f64>, f64)], q: f64) -> f64 {
+    if q.is_nan() || q <= 0.0 || q > 1.0 {
+        return 0.0;
+    }
+    let mut stack = [0.0f64; SCAN_STACK];
+    let mut heap = Vec::new();
+    let known = lats.iter().filter(|(l, _)| l.is_some()).count();
+    if known < 3 {
+        return 0.0;
+    }
+    let v: &mut [f64] = if known <= SCAN_STACK {
+        &mut stack[..known]
+    } else {
+        heap.resize(known, 0.0);
+        &mut heap
+    };
+    for (slot, l) in v.iter_mut().zip(lats.iter().filter_map(|(l, _)| *l)) {
+        *slot = l;
+    }
+    let rank = ((q * known as f64).ceil() as usize).clamp(1, known) - 1;
+    let (_, &mut x, _) = v.select_nth_unstable_by(rank, f64::total_cmp);
+    if x.is_finite() { x } else { 0.0 }
 }
 
 #[cfg(test)]
@@ -944,6 +973,45 @@ mod tests {
                 .expect("some");
             assert_eq!(d.reason.key.expect("keyed").owner, want, "{key}");
         }
+    }
+
+    #[test]
+    fn a_latency_below_the_pools_middle_does_not_beat_an_idle_peer() {
+        let live = LiveSet::default();
+        let snap = build(&live, healthy(4));
+        // n0 is the fastest so far but has two requests in flight; the others idle.
+        for (i, lat) in [0.01, 0.05, 0.05, 0.06].into_iter().enumerate() {
+            snap.live(i).expect("bound").observe(lat, true, 0.0);
+        }
+        snap.live(0).expect("bound").begin(0.0);
+        snap.live(0).expect("bound").begin(0.0);
+        let mut rng = SmallRng::seed_from_u64(3);
+        let pick = |cfg: PolicyConfig, rng: &mut SmallRng| {
+            Plb::new(cfg)
+                .pick(&snap, &RouteRequest::default(), 0.0, rng)
+                .expect("some")
+                .index
+        };
+        // Raw latency: 0.01 x 3 = 0.03 beats an idle 0.05 x 1: the busy node.
+        let raw = PolicyConfig {
+            scan_latency_floor: 0.0,
+            ..PolicyConfig::default()
+        };
+        assert_eq!(pick(raw, &mut rng), 0);
+        // Floored at the median (0.05): 0.15 against 0.05, an idle peer.
+        for _ in 0..50 {
+            assert_ne!(pick(PolicyConfig::default(), &mut rng), 0);
+        }
+        assert_eq!(latency_quantile(&[(Some(3.0), 1.0), (None, 1.0)], 0.5), 0.0);
+        let lats = [
+            (Some(3.0), 1.0),
+            (Some(1.0), 1.0),
+            (None, 1.0),
+            (Some(2.0), 1.0),
+        ];
+        assert_eq!(latency_quantile(&lats, 0.5), 2.0);
+        assert_eq!(latency_quantile(&lats, 1.0), 3.0);
+        assert_eq!(latency_quantile(&lats, 0.0), 0.0);
     }
 
     #[test]
