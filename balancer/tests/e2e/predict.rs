@@ -1,6 +1,7 @@
 //! The prediction engine inside a real balancer (loopback port, SQLite file), driven by
 //! samples posted over `/v1/reports` with their own timestamps: a node slowing down
-//! steadily loses route share before its metric leaves its band, turns `degrading` with
+//! steadily (its feedback latency with it) loses route share before its metric leaves
+//! its band, turns `degrading` with
 //! evidence (its deep probes speed up), and gets its share back gradually once it
 //! recovers; a restart keeps state changes and warm models; NaN never gets in.
 
@@ -55,7 +56,17 @@ async fn step(p: &Pool, t: i64, k: usize, a_value: f64, n: usize) -> Step {
         .expect("a's series");
     let band_hi = metric.profile.as_ref().expect("profile").hi;
     let routing = a.routing.clone().expect("routing");
-    let shares = p.shares(n, "").await;
+    // Feedback latency follows each node's metric, as a slowing node's would: the
+    // metric earns its trust by having predicted latency (see `plb_pipeline::trust`).
+    let shares = p
+        .shares_with(n, "", |node| {
+            if node == "a" {
+                5.0 * a_value / BASE
+            } else {
+                5.0
+            }
+        })
+        .await;
     Step {
         value: a_value,
         band_hi,
@@ -126,6 +137,10 @@ async fn a_slowing_node_sheds_before_its_band_and_returns_gradually() {
     let mut t = t0 + 41_000;
     let mut ramp_steps = Vec::new();
     for k in 1..=40 {
+        // A step a second of real time: the engine pairs metrics with feedback latency
+        // once a tick (1 s), 2 s apart, and a metric counts only as far as those pairs
+        // show it predicting latency.
+        tokio::time::sleep(Duration::from_secs(1)).await;
         let s = step(&p, t, k, ramp(k), 300).await;
         t += 1000;
         let degrading = s.state == NodeState::Degrading;
@@ -151,6 +166,13 @@ async fn a_slowing_node_sheds_before_its_band_and_returns_gradually() {
     assert!(
         ramp_steps[shed].value < ramp_steps[shed].band_hi,
         "a's share fell only after its metric left its band: {table:#?}"
+    );
+    // Not only its feedback latency: the forecast sheds it before the band too.
+    assert!(
+        ramp_steps
+            .iter()
+            .any(|s| s.degrade > 0.3 && s.value < s.band_hi),
+        "a's degrade score rose only after its metric left its band: {table:#?}"
     );
     assert!(
         ramp_steps.iter().any(|s| s.state == NodeState::Degrading),

@@ -135,12 +135,23 @@ impl Pool {
     /// `n` decisions, each answered with feedback (in batches of 20, so few are in
     /// flight at once); decisions per node.
     pub async fn shares(&self, n: usize, query: &str) -> HashMap<String, usize> {
+        self.shares_with(n, query, |_| 5.0).await
+    }
+
+    /// [`Pool::shares`] with each decision's feedback latency given per node (ms).
+    pub async fn shares_with(
+        &self,
+        n: usize,
+        query: &str,
+        latency_ms: impl Fn(&str) -> f64,
+    ) -> HashMap<String, usize> {
         let mut counts = HashMap::new();
         let mut pending = Vec::new();
         for i in 0..n {
             let d = self.route(query).await;
             *counts.entry(d.node.clone()).or_insert(0) += 1;
-            pending.push(serde_json::json!({"node": d.node, "latency_ms": 5.0, "ok": true}));
+            let latency = latency_ms(&d.node);
+            pending.push(serde_json::json!({"node": d.node, "latency_ms": latency, "ok": true}));
             if pending.len() == 20 || i + 1 == n {
                 let (s, v) = self
                     .feedback(serde_json::json!({ "items": std::mem::take(&mut pending) }))
