@@ -1,7 +1,7 @@
 //! Real balancers as anchors of the live run: HAProxy (`roundrobin`, `leastconn`),
-//! nginx (`least_conn`) and PLB's own reverse proxy (`plb balancer --proxy`, routing
-//! on its feedback), each a child process on a free loopback port in front of its own
-//! lane of live backends. Their config files are generated in a temporary directory
+//! nginx (`least_conn`) and PLB's own reverse proxy (`plb balancer --proxy`, on its
+//! feedback alone and with agents running a probe), each a child process on a free
+//! loopback port in front of its own lane of live backends. Their config files are generated in a temporary directory
 //! pointing at the lane's backends; the load generator sends the same arrivals through
 //! them as through the in-process policies, and the lane's backends report where each
 //! request arrived (the share and failure-window figures).
@@ -12,9 +12,14 @@
 //!   `option redispatch` (a refused connection is retried on another server).
 //! - nginx: its defaults (passive checks: `max_fails=1 fail_timeout=10s` on connection
 //!   errors and timeouts, which it retries on the next server), upstream keep-alive.
-//! - PLB: a fresh balancer with an empty SQLite file, one client, the pool with the
-//!   scenario's SLO, every backend registered as a node; no agent and no probe, so it
-//!   routes on the proxy's feedback alone.
+//! - PLB (`plb-proxy`): a fresh balancer with an empty SQLite file, one client, the
+//!   pool with the scenario's SLO, every backend registered as a node; no agent and no
+//!   probe, so it routes on the proxy's feedback alone.
+//! - PLB with the probe (`plb-proxy-probe`): the same, plus the `http-check` sample
+//!   probe uploaded to the pool (every 500 ms, `GET /status`, its `queued` field a
+//!   metric, 400 ms timeout) and a `plb agent` per backend, started once the backends
+//!   serve and a few seconds before the load (node sampler off: every "node" here is
+//!   the same machine; reports batched for at most 250 ms). Its CPU includes the agents'.
 //!
 //! Cost: the CPU time (user + system, from `/proc/<pid>/stat`, children included) each
 //! process tree spends from the first arrival to the last reply, per request sent.
@@ -603,14 +608,27 @@ async fn call(
     token: &str,
     body: Option<serde_json::Value>,
 ) -> Result<(StatusCode, serde_json::Value), String> {
+    let body = Bytes::from(body.map(|b| b.to_string()).unwrap_or_default());
+    let (status, bytes) = send(http, method, &url, token, "application/json", body).await?;
+    let value = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+    Ok((status, value))
+}
+
+/// One authenticated request with a `content_type` body: the status and the body.
+async fn send(
+    http: &ApiClient,
+    method: Method,
+    url: &str,
+    token: &str,
+    content_type: &str,
+    body: Bytes,
+) -> Result<(StatusCode, Bytes), String> {
     let req = Request::builder()
         .method(method)
-        .uri(&url)
+        .uri(url)
         .header("authorization", format!("Bearer {token}"))
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(
-            body.map(|b| b.to_string()).unwrap_or_default(),
-        )))
+        .header("content-type", content_type)
+        .body(Full::new(body))
         .map_err(|e| format!("{url}: {e}"))?;
     let resp = http.request(req).await.map_err(|e| format!("{url}: {e}"))?;
     let status = resp.status();
@@ -620,8 +638,7 @@ async fn call(
         .await
         .map_err(|e| format!("{url}: {e}"))?
         .to_bytes();
-    let value = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
-    Ok((status, value))
+    Ok((status, bytes))
 }
 
 /// PLB as a user sets it up: a client (id 1, the proxy's owner), the pool `web` with the
@@ -759,23 +776,15 @@ async fn upload_probe(api: SocketAddr, token: &str) -> Result<(), String> {
         ])
         .finish();
     let url = format!("http://{api}/v1/pools/web/probes/http-check?{query}");
-    let req = Request::builder()
-        .method(Method::PUT)
-        .uri(&url)
-        .header("authorization", format!("Bearer {token}"))
-        .header("content-type", "application/wasm")
-        .body(Full::new(Bytes::from_static(
-            plb_probe_artifacts::HTTP_CHECK,
-        )))
-        .map_err(|e| format!("{url}: {e}"))?;
-    let resp = http.request(req).await.map_err(|e| format!("{url}: {e}"))?;
-    let status = resp.status();
-    let body = resp
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| format!("{url}: {e}"))?
-        .to_bytes();
+    let (status, body) = send(
+        &http,
+        Method::PUT,
+        &url,
+        token,
+        "application/wasm",
+        Bytes::from_static(plb_probe_artifacts::HTTP_CHECK),
+    )
+    .await?;
     if status.is_success() {
         Ok(())
     } else {

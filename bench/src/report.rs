@@ -647,13 +647,7 @@ fn compare(
             .iter()
             .min_by(|a, b| get(&a.median).total_cmp(&get(&b.median)))?;
         let (p, b) = (get(&plb.median), get(&best.median));
-        let ratio = if b > 0.0 {
-            p / b
-        } else if p <= 0.0 {
-            1.0
-        } else {
-            f64::INFINITY
-        };
+        let ratio = ratio_of(p, b);
         Some(Ratio {
             metric,
             plb: p,
@@ -781,17 +775,22 @@ fn compare(
 
 /// Issue 13: with the probe on, never worse than the same pool with the probe off by
 /// more than 5 % (SLO-breaking share, medians over the repetitions).
-fn probe_goal(cells: &[&Cell]) -> Option<Goal> {
-    let find = |who: &str| cells.iter().find(|c| c.contender == who);
-    let (on, off) = (find("plb-proxy-probe")?, find("plb-proxy")?);
-    let (a, b) = (on.median.slo_breaking_pct, off.median.slo_breaking_pct);
-    let ratio = if b > 0.0 {
+/// `a / b`: 1 when both are 0, infinite when only `b` is.
+fn ratio_of(a: f64, b: f64) -> f64 {
+    if b > 0.0 {
         a / b
     } else if a <= 0.0 {
         1.0
     } else {
         f64::INFINITY
-    };
+    }
+}
+
+fn probe_goal(cells: &[&Cell]) -> Option<Goal> {
+    let find = |who: &str| cells.iter().find(|c| c.contender == who);
+    let (on, off) = (find("plb-proxy-probe")?, find("plb-proxy")?);
+    let (a, b) = (on.median.slo_breaking_pct, off.median.slo_breaking_pct);
+    let ratio = ratio_of(a, b);
     Some(Goal {
         goal: "SLO-breaking with the probe <= 1.05x without (plb-proxy)".into(),
         measured: format!("{ratio:.2}x ({} vs {})", fmt_num(a), fmt_num(b)),

@@ -619,13 +619,18 @@ mod tests {
         }
     }
 
-    #[test]
-    fn recovery_floor_reason_is_given() {
-        let live = LiveSet::default();
+    /// Two nodes, the second degrading at full score (shed to the floor).
+    fn one_shed(live: &LiveSet) -> Snapshot {
         let mut nodes = healthy(2);
         nodes[1].state = NodeState::Degrading;
         nodes[1].degrade_score = 1.0;
-        let snap = build(&live, nodes);
+        build(live, nodes)
+    }
+
+    #[test]
+    fn recovery_floor_reason_is_given() {
+        let live = LiveSet::default();
+        let snap = one_shed(&live);
         let p = Plb::new(p2c());
         let mut rng = SmallRng::seed_from_u64(8);
         let floor = (0..5_000)
@@ -644,10 +649,7 @@ mod tests {
     #[test]
     fn the_recovery_floor_skips_an_overdue_node() {
         let live = LiveSet::default();
-        let mut nodes = healthy(2);
-        nodes[1].state = NodeState::Degrading;
-        nodes[1].degrade_score = 1.0;
-        let snap = build(&live, nodes);
+        let snap = one_shed(&live);
         let hung = snap.live(1).expect("bound");
         hung.begin(0.0);
         hung.end(0.1, true, 1.0);
