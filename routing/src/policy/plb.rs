@@ -153,7 +153,12 @@ impl Plb {
             top_ramp = top_ramp.max(slot.1);
         }
         let neutral = if known > 0 { sum / known as f64 } else { 1.0 };
-        let floor = latency_quantile(lats, self.config.scan_latency_floor);
+        // Without a latency term (exponent 0) there is nothing to floor.
+        let floor = if exp > 0.0 {
+            latency_quantile(lats, self.config.scan_latency_floor)
+        } else {
+            0.0
+        };
         let mut best: Option<(usize, f64)> = None;
         // The best of the nodes slow start left out: the pick when it left out all
         // (every node returning at once, after the pool lost its network).
