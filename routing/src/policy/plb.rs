@@ -72,7 +72,8 @@ impl Plb {
     /// eligible node, scanned from a random start so that ties fall at random. A node
     /// with no latency yet (or none since it re-entered service) is costed at the mean
     /// of those with one (neutral); a latency below the `scan_latency_floor` quantile of
-    /// the pool's counts as that quantile (noise among peers buys no preference). Weight divides the whole cost, so a shed node costs
+    /// the pool's counts as that quantile (noise among peers buys no preference).
+    /// Weight divides the whole cost, so a shed node costs
     /// more even when idle: the predicted shift holds without the weighted draw. Slow
     /// start is a share instead: a ramping node takes part in that fraction of scans.
     fn full_scan<R: Rng + ?Sized>(
@@ -138,6 +139,15 @@ impl Plb {
             heap.resize(n, (None, 1.0));
             &mut heap
         };
+        // The known latencies again, packed, for the floor's quantile.
+        let mut known_stack = [0.0f64; SCAN_STACK];
+        let mut known_heap = Vec::new();
+        let known_lats: &mut [f64] = if n <= SCAN_STACK {
+            &mut known_stack[..n]
+        } else {
+            known_heap.resize(n, 0.0);
+            &mut known_heap
+        };
         let (mut sum, mut known, mut top_ramp) = (0.0, 0usize, 0.0f64);
         for (off, slot) in lats.iter_mut().enumerate() {
             let i = eligible[(start + off) % n];
@@ -148,6 +158,7 @@ impl Plb {
             );
             if let Some(l) = slot.0 {
                 sum += l;
+                known_lats[known] = l;
                 known += 1;
             }
             top_ramp = top_ramp.max(slot.1);
@@ -155,7 +166,7 @@ impl Plb {
         let neutral = if known > 0 { sum / known as f64 } else { 1.0 };
         // Without a latency term (exponent 0) there is nothing to floor.
         let floor = if exp > 0.0 {
-            latency_quantile(lats, self.config.scan_latency_floor)
+            latency_quantile(&mut known_lats[..known], self.config.scan_latency_floor)
         } else {
             0.0
         };
@@ -424,29 +435,15 @@ impl Policy for Plb {
     }
 }
 
-/// The `q` quantile (nearest rank) of the latencies the scan read, 0 when `q` is not
-/// in (0, 1] or fewer than three nodes have one.
-fn latency_quantile(lats: &[(Option<f64>, f64)], q: f64) -> f64 {
-    if q.is_nan() || q <= 0.0 || q > 1.0 {
+/// The `q` quantile (nearest rank) of the latencies the scan read (`lats`, reordered),
+/// 0 when `q` is not in (0, 1] or fewer than three nodes have one.
+fn latency_quantile(lats: &mut [f64], q: f64) -> f64 {
+    let known = lats.len();
+    if q.is_nan() || q <= 0.0 || q > 1.0 || known < 3 {
         return 0.0;
-    }
-    let mut stack = [0.0f64; SCAN_STACK];
-    let mut heap = Vec::new();
-    let known = lats.iter().filter(|(l, _)| l.is_some()).count();
-    if known < 3 {
-        return 0.0;
-    }
-    let v: &mut [f64] = if known <= SCAN_STACK {
-        &mut stack[..known]
-    } else {
-        heap.resize(known, 0.0);
-        &mut heap
-    };
-    for (slot, l) in v.iter_mut().zip(lats.iter().filter_map(|(l, _)| *l)) {
-        *slot = l;
     }
     let rank = ((q * known as f64).ceil() as usize).clamp(1, known) - 1;
-    let (_, &mut x, _) = v.select_nth_unstable_by(rank, f64::total_cmp);
+    let (_, &mut x, _) = lats.select_nth_unstable_by(rank, f64::total_cmp);
     if x.is_finite() { x } else { 0.0 }
 }
 
@@ -1009,16 +1006,10 @@ mod tests {
         for _ in 0..50 {
             assert_ne!(pick(PolicyConfig::default(), &mut rng), 0);
         }
-        assert_eq!(latency_quantile(&[(Some(3.0), 1.0), (None, 1.0)], 0.5), 0.0);
-        let lats = [
-            (Some(3.0), 1.0),
-            (Some(1.0), 1.0),
-            (None, 1.0),
-            (Some(2.0), 1.0),
-        ];
-        assert_eq!(latency_quantile(&lats, 0.5), 2.0);
-        assert_eq!(latency_quantile(&lats, 1.0), 3.0);
-        assert_eq!(latency_quantile(&lats, 0.0), 0.0);
+        assert_eq!(latency_quantile(&mut [3.0, 1.0], 0.5), 0.0);
+        assert_eq!(latency_quantile(&mut [3.0, 1.0, 2.0], 0.5), 2.0);
+        assert_eq!(latency_quantile(&mut [3.0, 1.0, 2.0], 1.0), 3.0);
+        assert_eq!(latency_quantile(&mut [3.0, 1.0, 2.0], 0.0), 0.0);
     }
 
     #[test]
