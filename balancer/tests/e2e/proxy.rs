@@ -461,25 +461,34 @@ async fn a_post_to_a_dead_node_gets_502_and_is_not_retried_and_feedback_is_recor
     s.bal.running.stop().await.expect("stop");
 }
 
-/// GETs through the proxy until `stop` says so or `limit` have been sent, every one
-/// answered 200; how many each backend served.
+/// GETs through the proxy, in waves of four at once (so that a node with requests in
+/// flight is not every decision's cheapest), until `stop` says so or `limit` have been
+/// sent, every one answered 200; how many each backend served.
 async fn get_until(
     s: &Setup,
     limit: u64,
     stop: impl Fn(&BTreeMap<String, u64>) -> bool,
 ) -> BTreeMap<String, u64> {
+    const WAVE: u64 = 4;
     let mut served = BTreeMap::new();
-    for i in 0..limit {
-        let resp = s
-            .http
-            .get(format!("{}/name", s.proxy))
-            .send()
-            .await
-            .expect("the proxy answers");
-        assert_eq!(resp.status(), 200, "GET {i}");
-        *served
-            .entry(resp.text().await.expect("body"))
-            .or_insert(0u64) += 1;
+    let mut sent = 0;
+    while sent < limit {
+        let wave = WAVE.min(limit - sent);
+        let answers = futures::future::join_all((sent..sent + wave).map(|i| async move {
+            let resp = s
+                .http
+                .get(format!("{}/sleep/2", s.proxy))
+                .send()
+                .await
+                .expect("the proxy answers");
+            assert_eq!(resp.status(), 200, "GET {i}");
+            resp.text().await.expect("body")
+        }))
+        .await;
+        sent += wave;
+        for name in answers {
+            *served.entry(name).or_insert(0u64) += 1;
+        }
         if stop(&served) {
             break;
         }
