@@ -72,7 +72,7 @@ pub struct LbArgs {
     /// capacity_deadband, refit_ms, keep_ms, ttl_ms, enter_after, leave_after,
     /// recover_after, min_rel_scale, warmup, max_features, full_scan_max,
     /// scan_latency_exp, scan_latency_floor, peer_min_nodes, trust, trust_prior, trust_z, capacity_shrink_rows,
-    /// peer_rel_floor, release): how the defaults were settled.
+    /// peer_rel_floor, release, outlook, outlook_start, outlook_full, outlook_horizon_ms): how the defaults were settled.
     #[arg(long, default_value = "")]
     pub pipeline: String,
     /// Whether the harness' probe also reports the node's queue as a metric.

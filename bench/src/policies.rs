@@ -170,6 +170,14 @@ pub struct PipelineVariant {
     pub peer_rel_floor: Option<f64>,
     /// `release`: how fast a routed degrade score may fall, per second (0 = off).
     pub release: Option<f64>,
+    /// `outlook`: whether feedback latency's outlook sheds nodes (false = off).
+    pub outlook: Option<bool>,
+    /// `outlook_start`: outlook, as a fraction of the SLO, where shedding starts.
+    pub outlook_start: Option<f64>,
+    /// `outlook_full`: outlook, as a fraction of the SLO, where shedding is full.
+    pub outlook_full: Option<f64>,
+    /// `outlook_horizon_ms`: how far ahead the outlook looks.
+    pub outlook_horizon_ms: Option<i64>,
 }
 
 impl PipelineVariant {
@@ -209,6 +217,12 @@ impl PipelineVariant {
                 }
                 "peer_rel_floor" => v.peer_rel_floor = Some(val.parse().map_err(|e| bad(&e))?),
                 "release" => v.release = Some(val.parse().map_err(|e| bad(&e))?),
+                "outlook" => v.outlook = Some(val.parse().map_err(|e| bad(&e))?),
+                "outlook_start" => v.outlook_start = Some(val.parse().map_err(|e| bad(&e))?),
+                "outlook_full" => v.outlook_full = Some(val.parse().map_err(|e| bad(&e))?),
+                "outlook_horizon_ms" => {
+                    v.outlook_horizon_ms = Some(val.parse().map_err(|e| bad(&e))?)
+                }
                 _ => {
                     return Err(BenchError::Args(format!(
                         "--pipeline: unknown setting `{k}`"
@@ -275,6 +289,18 @@ impl PipelineVariant {
         }
         if let Some(x) = self.release {
             c.views.score_release_per_s = x;
+        }
+        if let Some(x) = self.outlook {
+            c.outlook.enabled = x;
+        }
+        if let Some(x) = self.outlook_start {
+            c.outlook.start = x;
+        }
+        if let Some(x) = self.outlook_full {
+            c.outlook.full = x;
+        }
+        if let Some(x) = self.outlook_horizon_ms {
+            c.outlook.horizon_ms = x;
         }
         c
     }

@@ -120,6 +120,8 @@ pub struct PipelineConfig {
     pub views: ViewConfig,
     /// How far each probe metric is trusted ([`crate::trust`]).
     pub trust: crate::TrustConfig,
+    /// Each node's latency outlook from feedback ([`crate::outlook`]).
+    pub outlook: crate::OutlookConfig,
 }
 
 impl Default for PipelineConfig {
@@ -129,6 +131,7 @@ impl Default for PipelineConfig {
             training: TrainingConfig::default(),
             views: ViewConfig::default(),
             trust: crate::TrustConfig::default(),
+            outlook: crate::OutlookConfig::default(),
         }
     }
 }
@@ -158,6 +161,7 @@ impl PipelineConfig {
         c.node.state.recover_after = 2;
         c.views.predictive = false;
         c.training.max_features = 0;
+        c.outlook.enabled = false;
         c
     }
 
@@ -200,6 +204,25 @@ impl PipelineConfig {
             return bad(
                 "score_release_per_s",
                 format!("must be >= 0, got {}", v.score_release_per_s),
+            );
+        }
+        let o = &self.outlook;
+        if !((0.0..=1.0).contains(&o.alpha) && (0.0..=1.0).contains(&o.beta)) {
+            return bad(
+                "outlook",
+                format!(
+                    "alpha and beta must be in 0..=1, got {} and {}",
+                    o.alpha, o.beta
+                ),
+            );
+        }
+        if !(o.start.is_finite() && o.full > o.start && o.horizon_ms >= 0) {
+            return bad(
+                "outlook",
+                format!(
+                    "full ({}) must be above start ({}) and the horizon ({} ms) >= 0",
+                    o.full, o.start, o.horizon_ms
+                ),
             );
         }
         if !(v.peer_rel_floor >= 0.0 && v.peer_rel_floor.is_finite()) {

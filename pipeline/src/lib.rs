@@ -13,6 +13,7 @@
 
 pub mod config;
 pub mod demand;
+pub mod outlook;
 pub mod peers;
 pub mod pool;
 pub mod training;
@@ -20,6 +21,7 @@ pub mod trust;
 
 pub use config::{PipelineConfig, TrainingConfig, ViewConfig};
 pub use demand::{DemandConfig, DemandTracker, ScalingChange};
+pub use outlook::OutlookConfig;
 pub use pool::{Feedback, PoolPredictor, SeriesRefit};
 pub use training::{FitJob, FitOutcome};
 pub use trust::{TrustConfig, TrustTracker};

@@ -18,6 +18,7 @@ use plb_routing::NodeView;
 use crate::PipelineError;
 use crate::config::PipelineConfig;
 use crate::demand::{DemandConfig, DemandTracker, PlanInputs, ScalingChange};
+use crate::outlook::{self, Outlook};
 use crate::peers;
 use crate::training::{FitJob, FitOutcome, Row, Trainer, view};
 use crate::trust::{TrustTracker, robust_z};
@@ -64,6 +65,8 @@ struct Slot {
     weight: f64,
     /// Feedback latency (ms) summed since the last tick, and its rows.
     tick_latency: (f64, u32),
+    /// Its latency outlook from those ticks ([`crate::outlook`]).
+    outlook: Outlook,
     /// Degrade score in the last view built, and when (ms): the release envelope.
     routed_score: (f64, i64),
 }
@@ -184,6 +187,7 @@ impl PoolPredictor {
             view_state: NodeState::Unknown,
             weight: 1.0,
             tick_latency: (0.0, 0),
+            outlook: Outlook::default(),
             routed_score: (0.0, 0),
         }
     }
@@ -332,19 +336,20 @@ impl PoolPredictor {
     /// node's mean feedback latency since the last tick (then reset).
     fn tick_trust(&mut self, now_ms: i64) {
         let min_rows = self.config.trust.min_rows;
-        let latency: Vec<(Arc<str>, f64)> = self
-            .slots
-            .iter()
-            .filter(|s| s.tick_latency.1 >= min_rows.max(1))
-            .map(|s| {
-                (
-                    Arc::clone(&s.name),
-                    s.tick_latency.0 / f64::from(s.tick_latency.1),
-                )
-            })
-            .collect();
+        let outlook = self.config.outlook;
+        let mut latency: Vec<(Arc<str>, f64)> = Vec::new();
         for s in &mut self.slots {
-            s.tick_latency = (0.0, 0);
+            let (sum, rows) = std::mem::take(&mut s.tick_latency);
+            if rows == 0 {
+                continue;
+            }
+            let mean = sum / f64::from(rows);
+            if rows >= outlook.min_rows.max(1) {
+                s.outlook.update(now_ms, mean, &outlook);
+            }
+            if rows >= min_rows.max(1) {
+                latency.push((Arc::clone(&s.name), mean));
+            }
         }
         if !self.config.trust.enabled {
             return;
@@ -526,6 +531,14 @@ impl PoolPredictor {
         } else {
             vec![0.0; self.slots.len()]
         };
+        // With each node's latency outlook from feedback: predictive with no probe.
+        let outlooks: Vec<&Outlook> = self.slots.iter().map(|s| &s.outlook).collect();
+        let ahead = if v.predictive {
+            outlook::outlook_scores(&outlooks, now_ms, self.slo_ms, &self.config.outlook, &v)
+        } else {
+            vec![0.0; self.slots.len()]
+        };
+        let scores: Vec<f64> = scores.iter().zip(&ahead).map(|(a, b)| a.max(*b)).collect();
         let mut views = Vec::with_capacity(self.slots.len());
         for (slot, &score) in self.slots.iter_mut().zip(&scores) {
             // Rises at once, falls at most `score_release_per_s`.

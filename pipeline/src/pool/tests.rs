@@ -346,3 +346,61 @@ fn series_refits_are_handed_out_once_and_installed() {
         }
     });
 }
+
+/// Eight nodes with feedback and no probe at all; `h`'s latency climbs from 40 ms by
+/// 4 ms a second from 10 s. The degrade score of each node in the views at `until_ms`.
+fn climbing_without_probes(config: PipelineConfig, until_ms: i64) -> Vec<(String, f64)> {
+    let names = ["a", "b", "c", "d", "e", "f", "g", "h"];
+    let mut p = pool(&names, config);
+    let mut views = Vec::new();
+    let mut t = 0;
+    let mut k = 0;
+    while t <= until_ms {
+        for (i, n) in names.iter().enumerate() {
+            let base = 40.0 * (1.0 + NOISE[(k + i) % NOISE.len()] * 5.0);
+            let climb = if *n == "h" {
+                4.0 * ((t - 10_000).max(0) as f64 / 1000.0)
+            } else {
+                0.0
+            };
+            p.observe_feedback(Feedback {
+                node: n,
+                at_ms: t,
+                load: 1.0,
+                latency_ms: base + climb,
+                ok: true,
+            });
+        }
+        k += 1;
+        t += 100;
+        if t % 1_000 == 0 {
+            p.tick(t, &|_| None);
+            views = p.views(t);
+        }
+    }
+    views
+        .into_iter()
+        .map(|v| (v.id, v.degrade_score))
+        .collect()
+}
+
+#[test]
+fn without_probes_a_climbing_latency_is_shed_before_it_reaches_the_slo() {
+    // At 30 s `h` answers in about 120 ms, 60 % of the 200 ms SLO; 5 s later it would
+    // be past 140 ms.
+    let scores = climbing_without_probes(PipelineConfig::default(), 30_000);
+    let h = scores.iter().find(|(n, _)| n == "h").expect("h").1;
+    assert!(h > 0.3, "{scores:?}");
+    assert!(
+        scores.iter().filter(|(n, _)| n != "h").all(|(_, s)| *s == 0.0),
+        "{scores:?}"
+    );
+    // Before the climb nobody is shed: noise of ±15 % is not a climb.
+    let calm = climbing_without_probes(PipelineConfig::default(), 10_000);
+    assert!(calm.iter().all(|(_, s)| *s == 0.0), "{calm:?}");
+    // It is the outlook that sheds `h`: without it the pool has no forecast.
+    let mut off = PipelineConfig::default();
+    off.outlook.enabled = false;
+    let scores = climbing_without_probes(off, 30_000);
+    assert!(scores.iter().all(|(_, s)| *s == 0.0), "{scores:?}");
+}
