@@ -39,6 +39,11 @@ pub struct NodeRouting {
     pub share: f64,
     /// How far its forecasts have moved toward their thresholds, 0..=1.
     pub degrade_score: f64,
+    /// Its request latency expected 5 s ahead from its feedback alone (mean latency
+    /// per second, smoothed with its trend), ms; `None` without fresh feedback. Past
+    /// 40 % of the pool's SLO, and standing out from its peers', it raises the degrade
+    /// score even with no probe.
+    pub latency_outlook_ms: Option<f64>,
     /// Capacity from the pool's capacity model (requests in flight at the SLO).
     pub capacity: Option<f64>,
     /// Requests in flight.

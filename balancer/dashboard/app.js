@@ -368,7 +368,7 @@
     var tb = $('nodes').tBodies[0];
     tb.textContent = '';
     if (!S.nodes.length) {
-      tb.appendChild(el('tr', { cls: 'empty' }, el('td', { colspan: '7', text: 'no nodes yet' })));
+      tb.appendChild(el('tr', { cls: 'empty' }, el('td', { colspan: '8', text: 'no nodes yet' })));
       return;
     }
     S.nodes.forEach(function (n) {
@@ -386,6 +386,7 @@
         el('td', { cls: 'reason', text: reason, title: evidenceText(a) }),
         el('td', { text: load + ' / ' + cap }),
         el('td', { text: r ? pct(r.share) : '–' }),
+        el('td', { text: r && r.latency_outlook_ms != null ? fmt(r.latency_outlook_ms) + ' ms' : '–' }),
         el('td', { text: ago(n.last_seen_ms) })
       );
       tr.addEventListener('click', function () { selectNode(n.node); });

@@ -591,6 +591,16 @@ impl PoolPredictor {
         views
     }
 
+    /// Node `name`'s latency outlook at `now_ms` ([`crate::outlook`]), ms: `None`
+    /// without fresh feedback or with the outlook off.
+    pub fn latency_outlook(&self, name: &str, now_ms: i64) -> Option<f64> {
+        let o = &self.config.outlook;
+        let &i = self.index.get(name)?;
+        o.enabled
+            .then(|| self.slots[i].outlook.forecast(now_ms, o))
+            .flatten()
+    }
+
     /// Every node's assessment at `now_ms`, by name.
     pub fn assess(&self, now_ms: i64) -> BTreeMap<String, NodeAssessment> {
         self.slots

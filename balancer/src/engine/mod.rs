@@ -446,7 +446,15 @@ impl Engine {
             return HashMap::new();
         };
         let now_ms = self.clock.now_ms();
-        let assessments = lock(&router.models).predictor.assess(now_ms);
+        let (assessments, outlooks) = {
+            let models = lock(&router.models);
+            let a = models.predictor.assess(now_ms);
+            let o: HashMap<String, f64> = a
+                .keys()
+                .filter_map(|n| Some((n.clone(), models.predictor.latency_outlook(n, now_ms)?)))
+                .collect();
+            (a, o)
+        };
         let snap = router.snapshot();
         let now = router.now();
         let total: f64 = snap
@@ -470,6 +478,7 @@ impl Engine {
                             0.0
                         },
                         degrade_score: finite(v.degrade_score),
+                        latency_outlook_ms: outlooks.get(&name).copied().filter(|l| l.is_finite()),
                         capacity: v.capacity.filter(|c| c.is_finite()),
                         in_flight: live.in_flight(),
                         latency_ms: live

@@ -378,10 +378,7 @@ fn climbing_without_probes(config: PipelineConfig, until_ms: i64) -> Vec<(String
             views = p.views(t);
         }
     }
-    views
-        .into_iter()
-        .map(|v| (v.id, v.degrade_score))
-        .collect()
+    views.into_iter().map(|v| (v.id, v.degrade_score)).collect()
 }
 
 #[test]
@@ -392,7 +389,10 @@ fn without_probes_a_climbing_latency_is_shed_before_it_reaches_the_slo() {
     let h = scores.iter().find(|(n, _)| n == "h").expect("h").1;
     assert!(h > 0.3, "{scores:?}");
     assert!(
-        scores.iter().filter(|(n, _)| n != "h").all(|(_, s)| *s == 0.0),
+        scores
+            .iter()
+            .filter(|(n, _)| n != "h")
+            .all(|(_, s)| *s == 0.0),
         "{scores:?}"
     );
     // Before the climb nobody is shed: noise of ±15 % is not a climb.
