@@ -156,6 +156,8 @@ pub struct PipelineVariant {
     pub scan_latency_exp: Option<f64>,
     /// `scan_latency_floor`: the latency quantile below which latencies count as it.
     pub scan_latency_floor: Option<f64>,
+    /// `scan_weight_floor`: the least weight fraction a shed node is costed at.
+    pub scan_weight_floor: Option<f64>,
     /// `peer_min_nodes`: nodes needed for peer judgement (0 = off).
     pub peer_min_nodes: Option<usize>,
     /// `trust`: whether probe metrics earn trust (false = trusted in full).
@@ -207,6 +209,9 @@ impl PipelineVariant {
                 "scan_latency_exp" => v.scan_latency_exp = Some(val.parse().map_err(|e| bad(&e))?),
                 "scan_latency_floor" => {
                     v.scan_latency_floor = Some(val.parse().map_err(|e| bad(&e))?)
+                }
+                "scan_weight_floor" => {
+                    v.scan_weight_floor = Some(val.parse().map_err(|e| bad(&e))?)
                 }
                 "peer_min_nodes" => v.peer_min_nodes = Some(val.parse().map_err(|e| bad(&e))?),
                 "trust" => v.trust = Some(val.parse().map_err(|e| bad(&e))?),
@@ -316,6 +321,9 @@ impl PipelineVariant {
         }
         if let Some(x) = self.scan_latency_floor {
             c.scan_latency_floor = x;
+        }
+        if let Some(x) = self.scan_weight_floor {
+            c.scan_weight_floor = x;
         }
         c
     }

@@ -109,6 +109,15 @@ pub struct PolicyConfig {
     /// differ by noise alone, and a cost that rewards the lowest of them sends requests
     /// behind a busy node's queue while an idle peer waits.
     pub scan_latency_floor: f64,
+    /// `plb` full scan: the least fraction of its full weight a shed node's cost is
+    /// divided by (so a shed node costs at most `1 / scan_weight_floor` times an
+    /// unshed one at the same latency and load). Shedding moves traffic while the
+    /// pool has room elsewhere; once every other node has that many requests queued, a
+    /// shed node takes its turn, so that shedding several nodes at once (a pool-wide
+    /// slow-down, a flap of the probes) cannot idle capacity the pool needs and turn
+    /// an overload into a cascade. A node that is really gone is kept out by its
+    /// latency, its errors and its state, not by this weight. 0 turns it off.
+    pub scan_weight_floor: f64,
 }
 
 impl Default for PolicyConfig {
@@ -124,6 +133,7 @@ impl Default for PolicyConfig {
             full_scan_max: 32,
             scan_latency_exp: 1.0,
             scan_latency_floor: 0.5,
+            scan_weight_floor: 0.25,
         }
     }
 }

@@ -90,6 +90,7 @@ impl Plb {
         }
         let exp = self.config.scan_latency_exp.clamp(0.0, 2.0);
         let penalty = self.config.error_penalty.max(0.0);
+        let weight_floor = self.config.scan_weight_floor.clamp(0.0, 1.0);
         let start = rng.random_range(0..n);
         let shaping = snap.shaping();
         // (cost, whether slow start left the node out of this scan)
@@ -105,7 +106,7 @@ impl Plb {
             // once every other node had a queue: none at all in a calm pool, so a
             // restarted node never came back.)
             let skipped = share < 1.0 && rng.random::<f64>() >= share;
-            let w = w / ramp.max(1e-9);
+            let w = (w / ramp.max(1e-9)).max(snap.derived(i).base * weight_floor);
             let lat = if exp == 1.0 {
                 lat.max(MIN_LATENCY)
             } else if exp > 0.0 {
@@ -1010,6 +1011,47 @@ mod tests {
         assert_eq!(latency_quantile(&mut [3.0, 1.0, 2.0], 0.5), 2.0);
         assert_eq!(latency_quantile(&mut [3.0, 1.0, 2.0], 1.0), 3.0);
         assert_eq!(latency_quantile(&mut [3.0, 1.0, 2.0], 0.0), 0.0);
+    }
+
+    #[test]
+    fn a_shed_node_takes_its_turn_once_the_rest_of_the_pool_is_queued() {
+        let live = LiveSet::default();
+        let mut nodes = healthy(4);
+        nodes[3].degrade_score = 1.0;
+        let snap = build(&live, nodes);
+        for i in 0..4 {
+            snap.live(i).expect("bound").observe(0.02, true, 0.0);
+        }
+        // Full-scan decisions only (the recovery floor sends a shed node a trickle).
+        let scan_picks = |config: PolicyConfig| {
+            let p = Plb::new(config);
+            let mut rng = SmallRng::seed_from_u64(5);
+            let mut shed = 0;
+            for _ in 0..500 {
+                let d = p
+                    .pick(&snap, &RouteRequest::default(), 0.0, &mut rng)
+                    .expect("some");
+                if let Rule::FullScan { .. } = d.reason.rule {
+                    shed += usize::from(d.index == 3);
+                }
+            }
+            shed
+        };
+        // The pool has room: the shed node gets nothing from the scan.
+        assert_eq!(scan_picks(PolicyConfig::default()), 0);
+        // Every other node has four requests queued: the shed node (cost 0.02 / 0.25)
+        // is cheaper than any of them (0.02 x 5), unless the floor is off (0.02 / 0.05).
+        for i in 0..3 {
+            for _ in 0..4 {
+                snap.live(i).expect("bound").begin(0.0);
+            }
+        }
+        assert!(scan_picks(PolicyConfig::default()) > 400);
+        let off = PolicyConfig {
+            scan_weight_floor: 0.0,
+            ..PolicyConfig::default()
+        };
+        assert_eq!(scan_picks(off), 0);
     }
 
     #[test]
