@@ -138,7 +138,7 @@ pub fn outlook_scores(
         .filter_map(|o| o.level(now_ms, cfg))
         .collect();
     let stats = (views.peer_min_nodes > 0 && levels.len() >= views.peer_min_nodes.max(2))
-        .then(|| stats_of(&mut levels, views));
+        .then(|| PeerStats::of(&mut levels, views));
     outlooks
         .iter()
         .map(|o| {
@@ -152,27 +152,6 @@ pub fn outlook_scores(
             }
         })
         .collect()
-}
-
-/// Median and spread of `levels` as [`crate::peers`] computes them.
-fn stats_of(levels: &mut [f64], views: &ViewConfig) -> PeerStats {
-    let median = |v: &mut [f64]| {
-        v.sort_by(f64::total_cmp);
-        let n = v.len();
-        if n % 2 == 1 {
-            v[n / 2]
-        } else {
-            0.5 * (v[n / 2 - 1] + v[n / 2])
-        }
-    };
-    let m = median(levels);
-    let mut dev: Vec<f64> = levels.iter().map(|x| (x - m).abs()).collect();
-    let mad = median(&mut dev);
-    PeerStats {
-        median: m,
-        spread: (1.4826 * mad).max(views.peer_rel_floor * m.abs()).max(1e-9),
-        nodes: levels.len(),
-    }
 }
 
 #[cfg(test)]

@@ -30,7 +30,9 @@ pub struct PeerStats {
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(f64::total_cmp);
     let n = v.len();
-    if n % 2 == 1 {
+    if n == 0 {
+        0.0
+    } else if n % 2 == 1 {
         v[n / 2]
     } else {
         0.5 * (v[n / 2 - 1] + v[n / 2])
@@ -50,21 +52,22 @@ pub fn peer_stats(parts: &[Option<DegradeParts>], cfg: &ViewConfig) -> HashMap<S
     levels
         .into_iter()
         .filter(|(_, v)| v.len() >= min_nodes)
-        .map(|(k, mut v)| {
-            let m = median(&mut v);
-            let mut dev: Vec<f64> = v.iter().map(|x| (x - m).abs()).collect();
-            let mad = median(&mut dev);
-            let spread = (1.4826 * mad).max(cfg.peer_rel_floor * m.abs()).max(1e-9);
-            (
-                k.to_string(),
-                PeerStats {
-                    median: m,
-                    spread,
-                    nodes: v.len(),
-                },
-            )
-        })
+        .map(|(k, mut v)| (k.to_string(), PeerStats::of(&mut v, cfg)))
         .collect()
+}
+
+impl PeerStats {
+    /// The robust location and spread of `levels` (reordered; none: median 0).
+    pub fn of(levels: &mut [f64], cfg: &ViewConfig) -> PeerStats {
+        let m = median(levels);
+        let mut dev: Vec<f64> = levels.iter().map(|x| (x - m).abs()).collect();
+        let mad = median(&mut dev);
+        PeerStats {
+            median: m,
+            spread: (1.4826 * mad).max(cfg.peer_rel_floor * m.abs()).max(1e-9),
+            nodes: levels.len(),
+        }
+    }
 }
 
 /// How far a level stands out from its peers, 0..=1: 0 up to `peer_z_start` robust

@@ -316,7 +316,7 @@ impl PoolPredictor {
         in_flight: &dyn Fn(&str) -> Option<f64>,
     ) -> Vec<(String, StateChange)> {
         let mut changes = Vec::new();
-        self.tick_trust(now_ms);
+        self.tick_feedback(now_ms);
         for slot in &mut self.slots {
             if let Some(c) = slot.model.tick(now_ms) {
                 changes.push((slot.name.to_string(), c));
@@ -332,9 +332,10 @@ impl PoolPredictor {
         changes
     }
 
-    /// Feeds the trust tracker: each probe metric's z-scores over the pool now, and each
-    /// node's mean feedback latency since the last tick (then reset).
-    fn tick_trust(&mut self, now_ms: i64) {
+    /// Each node's mean feedback latency since the last tick (then reset) updates its
+    /// latency outlook and, with each probe metric's z-scores over the pool now, feeds
+    /// the trust tracker.
+    fn tick_feedback(&mut self, now_ms: i64) {
         let min_rows = self.config.trust.min_rows;
         let outlook = self.config.outlook;
         let mut latency: Vec<(Arc<str>, f64)> = Vec::new();
