@@ -348,8 +348,12 @@ fn series_refits_are_handed_out_once_and_installed() {
 }
 
 /// Eight nodes with feedback and no probe at all; `h`'s latency climbs from 40 ms by
-/// 4 ms a second from 10 s. The degrade score of each node in the views at `until_ms`.
-fn climbing_without_probes(config: PipelineConfig, until_ms: i64) -> Vec<(String, f64)> {
+/// 4 ms a second from 10 s. The degrade score of each node in the views at `until_ms`,
+/// and `h`'s latency outlook then.
+fn climbing_without_probes(
+    config: PipelineConfig,
+    until_ms: i64,
+) -> (Vec<(String, f64)>, Option<f64>) {
     let names = ["a", "b", "c", "d", "e", "f", "g", "h"];
     let mut p = pool(&names, config);
     let mut views = Vec::new();
@@ -378,14 +382,19 @@ fn climbing_without_probes(config: PipelineConfig, until_ms: i64) -> Vec<(String
             views = p.views(t);
         }
     }
-    views.into_iter().map(|v| (v.id, v.degrade_score)).collect()
+    let outlook = p.latency_outlook("h", t - 100);
+    let scores = views.into_iter().map(|v| (v.id, v.degrade_score)).collect();
+    (scores, outlook)
 }
 
 #[test]
 fn without_probes_a_climbing_latency_is_shed_before_it_reaches_the_slo() {
     // At 30 s `h` answers in about 120 ms, 60 % of the 200 ms SLO; 5 s later it would
     // be past 140 ms.
-    let scores = climbing_without_probes(PipelineConfig::default(), 30_000);
+    let (scores, outlook) = climbing_without_probes(PipelineConfig::default(), 30_000);
+    // What the nodes view reports: past the latency it has now, short of the SLO.
+    let outlook = outlook.expect("fresh feedback");
+    assert!(outlook > 120.0 && outlook < 200.0, "{outlook}");
     let h = scores.iter().find(|(n, _)| n == "h").expect("h").1;
     assert!(h > 0.3, "{scores:?}");
     assert!(
@@ -396,11 +405,12 @@ fn without_probes_a_climbing_latency_is_shed_before_it_reaches_the_slo() {
         "{scores:?}"
     );
     // Before the climb nobody is shed: noise of ±15 % is not a climb.
-    let calm = climbing_without_probes(PipelineConfig::default(), 10_000);
+    let (calm, _) = climbing_without_probes(PipelineConfig::default(), 10_000);
     assert!(calm.iter().all(|(_, s)| *s == 0.0), "{calm:?}");
     // It is the outlook that sheds `h`: without it the pool has no forecast.
     let mut off = PipelineConfig::default();
     off.outlook.enabled = false;
-    let scores = climbing_without_probes(off, 30_000);
+    let (scores, outlook) = climbing_without_probes(off, 30_000);
     assert!(scores.iter().all(|(_, s)| *s == 0.0), "{scores:?}");
+    assert_eq!(outlook, None);
 }
