@@ -10,7 +10,7 @@
 //! it gets too few requests to measure) has no outlook score: the release envelope of
 //! the views brings it back gradually, and its latency speaks again. Pure.
 use crate::config::ViewConfig;
-use crate::peers::{PeerStats, peer_factor};
+use crate::peers::{PeerStats, peer_factor, smooth_ramp};
 
 /// Settings of the latency outlook.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -114,9 +114,7 @@ impl Outlook {
         if slo_ms.is_nan() || slo_ms <= 0.0 {
             return 0.0;
         }
-        let span = (cfg.full - cfg.start).max(1e-9);
-        let x = ((f / slo_ms - cfg.start) / span).clamp(0.0, 1.0);
-        x * x * (3.0 - 2.0 * x)
+        smooth_ramp(f / slo_ms, cfg.start, cfg.full)
     }
 }
 

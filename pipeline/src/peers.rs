@@ -74,8 +74,13 @@ impl PeerStats {
 /// standard deviations above the median, 1 from `peer_z_full`, a smoothstep between.
 pub fn peer_factor(level: f64, stats: &PeerStats, cfg: &ViewConfig) -> f64 {
     let z = (level - stats.median) / stats.spread;
-    let span = (cfg.peer_z_full - cfg.peer_z_start).max(1e-9);
-    let x = ((z - cfg.peer_z_start) / span).clamp(0.0, 1.0);
+    smooth_ramp(z, cfg.peer_z_start, cfg.peer_z_full)
+}
+
+/// 0 up to `start`, 1 from `full`, a smoothstep (`3x² - 2x³`) between; 0 for NaN.
+pub(crate) fn smooth_ramp(v: f64, start: f64, full: f64) -> f64 {
+    let span = (full - start).max(1e-9);
+    let x = ((v - start) / span).clamp(0.0, 1.0);
     if x.is_finite() {
         x * x * (3.0 - 2.0 * x)
     } else {

@@ -73,9 +73,11 @@ impl Plb {
     /// with no latency yet (or none since it re-entered service) is costed at the mean
     /// of those with one (neutral); a latency below the `scan_latency_floor` quantile of
     /// the pool's counts as that quantile (noise among peers buys no preference).
-    /// Weight divides the whole cost, so a shed node costs
-    /// more even when idle: the predicted shift holds without the weighted draw. Slow
-    /// start is a share instead: a ramping node takes part in that fraction of scans.
+    /// Weight divides the whole cost, so a shed node costs more even when idle: the
+    /// predicted shift holds without the weighted draw; the weight counts as at least
+    /// `scan_weight_floor` of the node's full weight, so a shed node takes its turn
+    /// once the rest of the pool is queued. Slow start is a share instead: a ramping
+    /// node takes part in that fraction of scans.
     fn full_scan<R: Rng + ?Sized>(
         &self,
         snap: &Snapshot,
