@@ -158,6 +158,8 @@ pub struct PipelineVariant {
     pub scan_latency_floor: Option<f64>,
     /// `scan_weight_floor`: the least weight fraction a shed node is costed at.
     pub scan_weight_floor: Option<f64>,
+    /// `slow_start_cost_exp`: how far a node in slow start's weight counts its share.
+    pub slow_start_cost_exp: Option<f64>,
     /// `peer_min_nodes`: nodes needed for peer judgement (0 = off).
     pub peer_min_nodes: Option<usize>,
     /// `trust`: whether probe metrics earn trust (false = trusted in full).
@@ -212,6 +214,9 @@ impl PipelineVariant {
                 }
                 "scan_weight_floor" => {
                     v.scan_weight_floor = Some(val.parse().map_err(|e| bad(&e))?)
+                }
+                "slow_start_cost_exp" => {
+                    v.slow_start_cost_exp = Some(val.parse().map_err(|e| bad(&e))?)
                 }
                 "peer_min_nodes" => v.peer_min_nodes = Some(val.parse().map_err(|e| bad(&e))?),
                 "trust" => v.trust = Some(val.parse().map_err(|e| bad(&e))?),
@@ -324,6 +329,9 @@ impl PipelineVariant {
         }
         if let Some(x) = self.scan_weight_floor {
             c.scan_weight_floor = x;
+        }
+        if let Some(x) = self.slow_start_cost_exp {
+            c.slow_start_cost_exp = x;
         }
         c
     }

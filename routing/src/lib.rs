@@ -44,7 +44,11 @@
 //!   (`NodeLive::back_since`: a restarted process, seen from the traffic alone, as PLB's
 //!   proxy sees it without agents). In the full scan a ramping node takes part in a share
 //!   of the scans, its ramp against the pool's highest, so nodes that all return at once
-//!   compete by cost alone.
+//!   compete by cost alone; while it is still cold (not heard from since it came back,
+//!   or slower than 1.2 × the pool's median latency) its weight there also counts only
+//!   `share^slow_start_cost_exp` (√share) of its full weight, so a process still
+//!   warming up takes requests when the warm nodes are queued rather than whenever it
+//!   is idle.
 //!
 //! A request then takes one of three paths:
 //! 1. **Recovery floor.** With probability `Σ floor × (1 − health) × fair share` over shed

@@ -118,6 +118,14 @@ pub struct PolicyConfig {
     /// an overload into a cascade. A node that is really gone is kept out by its
     /// latency, its errors and its state, not by this weight. 0 turns it off.
     pub scan_weight_floor: f64,
+    /// `plb` full scan: a node in slow start takes part in a share of the scans (its
+    /// ramp against the pool's highest) and, while it is still cold (no answer since
+    /// it came back, or a latency above 1.2 × the pool's median), its weight counts
+    /// `share^slow_start_cost_exp` of its full weight when it does. A node that has
+    /// just come back is often slow (caches, JIT, pools to refill): its first
+    /// requests should go to it when the warm nodes are queued, not whenever it is
+    /// idle. 0 lets it compete at full weight whenever it takes part.
+    pub slow_start_cost_exp: f64,
 }
 
 impl Default for PolicyConfig {
@@ -134,6 +142,7 @@ impl Default for PolicyConfig {
             scan_latency_exp: 1.0,
             scan_latency_floor: 0.5,
             scan_weight_floor: 0.25,
+            slow_start_cost_exp: 0.5,
         }
     }
 }

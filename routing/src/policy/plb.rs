@@ -22,6 +22,9 @@ const KEY_DRAW_SEED: u64 = 0x9e37_79b9_7f4a_7c15;
 /// Least latency used in a cost, seconds: keeps in-flight counts meaningful when an
 /// idle node's estimate has decayed to almost nothing.
 const MIN_LATENCY: f64 = 1e-6;
+/// A node in slow start counts as still cold (its weight reduced in the full scan)
+/// while its latency is above this multiple of the pool's median, or unknown.
+const COLD_MARGIN: f64 = 1.2;
 /// Pools up to this size keep a full scan's latencies on the stack.
 const SCAN_STACK: usize = 64;
 
@@ -93,10 +96,11 @@ impl Plb {
         let exp = self.config.scan_latency_exp.clamp(0.0, 2.0);
         let penalty = self.config.error_penalty.max(0.0);
         let weight_floor = self.config.scan_weight_floor.clamp(0.0, 1.0);
+        let ramp_exp = self.config.slow_start_cost_exp.clamp(0.0, 4.0);
         let start = rng.random_range(0..n);
         let shaping = snap.shaping();
         // (cost, whether slow start left the node out of this scan)
-        let cost = |i: usize, lat: f64, ramp: f64, share: f64, rng: &mut R| {
+        let cost = |i: usize, lat: f64, ramp: f64, share: f64, cold: bool, rng: &mut R| {
             let live = snap.live_at(i);
             let w = snap.weight_at(i, now);
             if w <= 0.0 {
@@ -108,7 +112,10 @@ impl Plb {
             // once every other node had a queue: none at all in a calm pool, so a
             // restarted node never came back.)
             let skipped = share < 1.0 && rng.random::<f64>() >= share;
-            let w = (w / ramp.max(1e-9)).max(snap.derived(i).base * weight_floor);
+            let mut w = (w / ramp.max(1e-9)).max(snap.derived(i).base * weight_floor);
+            if cold && share < 1.0 && ramp_exp > 0.0 {
+                w *= share.max(1e-9).powf(ramp_exp);
+            }
             let lat = if exp == 1.0 {
                 lat.max(MIN_LATENCY)
             } else if exp > 0.0 {
@@ -151,7 +158,7 @@ impl Plb {
             known_heap.resize(n, 0.0);
             &mut known_heap
         };
-        let (mut sum, mut known, mut top_ramp) = (0.0, 0usize, 0.0f64);
+        let (mut sum, mut known, mut top_ramp, mut low_ramp) = (0.0, 0usize, 0.0f64, 1.0f64);
         for (off, slot) in lats.iter_mut().enumerate() {
             let i = eligible[(start + off) % n];
             let ready = snap.ready_since_at(i);
@@ -165,11 +172,23 @@ impl Plb {
                 known += 1;
             }
             top_ramp = top_ramp.max(slot.1);
+            low_ramp = low_ramp.min(slot.1);
         }
         let neutral = if known > 0 { sum / known as f64 } else { 1.0 };
         // Without a latency term (exponent 0) there is nothing to floor.
         let floor = if exp > 0.0 {
             latency_quantile(&mut known_lats[..known], self.config.scan_latency_floor)
+        } else {
+            0.0
+        };
+        // The pool's median latency, which a node in slow start must come within
+        // `COLD_MARGIN` of to compete at its full weight (only read while one ramps).
+        let middle = if low_ramp < top_ramp && ramp_exp > 0.0 {
+            if self.config.scan_latency_floor == 0.5 && exp > 0.0 {
+                floor
+            } else {
+                latency_quantile(&mut known_lats[..known], 0.5)
+            }
         } else {
             0.0
         };
@@ -180,8 +199,10 @@ impl Plb {
         for (off, &(lat, ramp)) in lats.iter().enumerate() {
             let i = eligible[(start + off) % n];
             let share = ramp / top_ramp.max(1e-9);
+            // Slower than the pool's middle, or not yet heard from since it came back.
+            let cold = lat.is_none_or(|l| l > middle * COLD_MARGIN);
             let lat = lat.unwrap_or(neutral).max(floor);
-            let (c, skipped) = cost(i, lat, ramp, share, rng);
+            let (c, skipped) = cost(i, lat, ramp, share, cold, rng);
             let slot = if skipped {
                 &mut best_skipped
             } else {
@@ -1054,6 +1075,48 @@ mod tests {
             ..PolicyConfig::default()
         };
         assert_eq!(scan_picks(off), 0);
+    }
+
+    #[test]
+    fn a_node_just_back_waits_until_the_warm_nodes_are_queued() {
+        let live = LiveSet::default();
+        let mut nodes = healthy(4);
+        // n3 came back at 100 s (slow start: 10 % of its weight, 30 s window) and its
+        // first answer took three times the others' latency: its process is still cold.
+        nodes[3].ready_since = Some(100.0);
+        let snap = Snapshot::new(nodes, &live, Shaping::default(), 100.0).expect("builds");
+        for i in 0..3 {
+            snap.live(i).expect("bound").observe(0.02, true, 100.0);
+        }
+        snap.live(3).expect("bound").observe(0.06, true, 100.0);
+        let queue_warm = |n: usize| {
+            for i in 0..3 {
+                for _ in 0..n {
+                    snap.live(i).expect("bound").begin(100.0);
+                }
+            }
+        };
+        let picks_of_n3 = |config: PolicyConfig| {
+            let p = Plb::new(config);
+            let mut rng = SmallRng::seed_from_u64(12);
+            (0..2_000)
+                .filter_map(|_| p.pick(&snap, &RouteRequest::default(), 100.0, &mut rng))
+                .filter(|d| d.index == 3)
+                .count()
+        };
+        let at_full_weight = PolicyConfig {
+            slow_start_cost_exp: 0.0,
+            ..PolicyConfig::default()
+        };
+        // The warm nodes have three requests each (cost 0.02 x 4): at its full weight
+        // the cold node (0.06 x 1) wins every scan it takes part in, a tenth of them.
+        queue_warm(3);
+        assert!(picks_of_n3(at_full_weight) > 100);
+        // Its weight counted at sqrt(0.1) of full, it costs 0.19: it waits.
+        assert_eq!(picks_of_n3(PolicyConfig::default()), 0);
+        // Once the warm nodes have ten each (0.02 x 11), it takes its share of scans.
+        queue_warm(7);
+        assert!(picks_of_n3(PolicyConfig::default()) > 100);
     }
 
     #[test]
