@@ -216,6 +216,10 @@ pub const OUT_AFTER_FAILURES: u32 = 3;
 /// twice that is a wait it does not show while it works, however slow it is.
 pub const OVERDUE_LATENCIES: f64 = 2.0;
 
+/// Longest rest, seconds, of a node its clients keep giving up on (see
+/// [`NodeLive::resting`]).
+pub const MAX_REST: f64 = 8.0;
+
 /// Time constants of the live estimators.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct LiveConfig {
@@ -262,6 +266,10 @@ pub struct NodeLive {
     /// Whether a client gave up on it after waiting longer than its latency estimate
     /// and it has not answered since: going busy again is then no fresh start.
     gave_up: AtomicBool,
+    /// Requests its clients gave up on in a row with no answer between.
+    give_ups: AtomicU32,
+    /// When (`now`, as `f64` bits; [`EMPTY`] for never) a client last gave up on it.
+    gave_up_at: AtomicU64,
 }
 
 impl NodeLive {
@@ -285,6 +293,8 @@ impl NodeLive {
             unreachable: AtomicBool::new(false),
             progress_at: AtomicU64::new(EMPTY),
             gave_up: AtomicBool::new(false),
+            give_ups: AtomicU32::new(0),
+            gave_up_at: AtomicU64::new(EMPTY),
         }
     }
 
@@ -358,6 +368,7 @@ impl NodeLive {
                 self.progress_at.store(now.to_bits(), Ordering::Relaxed);
             }
             self.gave_up.store(false, Ordering::Relaxed);
+            self.give_ups.store(0, Ordering::Relaxed);
         }
         if ok {
             let streak = self.fail_streak.swap(0, Ordering::Relaxed);
@@ -403,7 +414,26 @@ impl NodeLive {
         if waited.is_finite() && self.latency.get(now).is_some_and(|v| waited > v) {
             self.latency.observe(waited, now);
             self.gave_up.store(true, Ordering::Relaxed);
+            self.give_ups.fetch_add(1, Ordering::Relaxed);
+            if now.is_finite() {
+                self.gave_up_at.store(now.to_bits(), Ordering::Relaxed);
+            }
         }
+    }
+
+    /// Whether the node rests from looks at its recovery: its clients gave up on its
+    /// last `k` requests in a row (each waited past its latency estimate, none
+    /// answered) and the last give-up was less than `min(2^(k-1), MAX_REST)` seconds
+    /// ago. A hung node then costs one lost request per rest instead of one per
+    /// client timeout, and a node that answers again is seen within [`MAX_REST`].
+    pub fn resting(&self, now: f64) -> bool {
+        let k = self.give_ups.load(Ordering::Relaxed);
+        let bits = self.gave_up_at.load(Ordering::Relaxed);
+        if k == 0 || bits == EMPTY {
+            return false;
+        }
+        let rest = 2f64.powi(k.min(16) as i32 - 1).min(MAX_REST);
+        now - f64::from_bits(bits) < rest
     }
 
     /// Whether the node has work in flight and has answered nothing for more than
@@ -734,6 +764,34 @@ mod tests {
         n.end(0.05, true, 3.2);
         n.begin(3.3);
         assert!(!n.overdue(3.4), "it answered: a fresh start");
+    }
+
+    #[test]
+    fn a_node_given_up_on_again_and_again_rests_longer_each_time() {
+        let n = NodeLive::new(&LiveConfig::default());
+        n.begin(0.0);
+        n.end(0.05, true, 0.1);
+        assert!(!n.resting(0.2), "never given up on");
+        // Hung from 1.0: each request is given up on after 1 s; the rests double.
+        let mut t = 1.0;
+        for rest in [1.0, 2.0, 4.0, 8.0, 8.0] {
+            n.begin(t);
+            n.abandon_after(1.0, t + 1.0);
+            t += 1.0;
+            assert!(n.resting(t + rest - 0.01), "rests {rest} s at {t}");
+            assert!(!n.resting(t + rest + 0.01), "looks again after {rest} s");
+            t += rest;
+        }
+        // A request that waited less than its estimate says nothing.
+        n.begin(t);
+        n.abandon_after(0.001, t + 0.001);
+        assert!(!n.resting(t + 0.01));
+        // An answer ends it.
+        n.begin(t);
+        n.abandon_after(2.0, t + 2.0);
+        assert!(n.resting(t + 2.5));
+        n.observe(0.05, true, t + 2.6);
+        assert!(!n.resting(t + 2.7));
     }
 
     #[test]

@@ -239,10 +239,12 @@ impl Plb {
         let u: f64 = rng.random();
         if u < snap.floor_total() {
             // The floor is there to see a shed node recover; an overdue node already
-            // has that answer pending, and another request would only queue behind it.
+            // has that answer pending, and another request would only queue behind it;
+            // a resting one (its clients gave up on it, again and again) is looked at
+            // once per rest, not once per client timeout.
             let i = snap.floor_pick(u)?;
             let live = snap.live_at(i);
-            if !live.overdue(now) {
+            if !live.overdue(now) && !live.resting(now) {
                 let lat = live.latency(now).unwrap_or(1.0);
                 return Some(decision(
                     i,
