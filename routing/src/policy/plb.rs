@@ -80,7 +80,9 @@ impl Plb {
     /// predicted shift holds without the weighted draw; the weight counts as at least
     /// `scan_weight_floor` of the node's full weight, so a shed node takes its turn
     /// once the rest of the pool is queued. Slow start is a share instead: a ramping
-    /// node takes part in that fraction of scans.
+    /// node takes part in that fraction of scans, and while it is still cold (not
+    /// heard from since it came back, or slower than `COLD_MARGIN` × the pool's
+    /// median) its weight counts `share^slow_start_cost_exp`.
     fn full_scan<R: Rng + ?Sized>(
         &self,
         snap: &Snapshot,
@@ -108,9 +110,11 @@ impl Plb {
             }
             // Slow start as a share, not a cost: a node ramping up takes part in a
             // fraction `share` of the scans (its ramp against the pool's highest), at
-            // its full weight. (Dividing its cost by the ramp would give it traffic only
-            // once every other node had a queue: none at all in a calm pool, so a
-            // restarted node never came back.)
+            // its full weight once it is warm. (Dividing its cost by the ramp would give
+            // it traffic only once every other node had a queue: none at all in a calm
+            // pool, so a restarted node never came back.) While it is still cold its
+            // weight counts `share^slow_start_cost_exp`: a milder cut than the ramp,
+            // and one its own latency lifts as soon as it is near the pool's.
             let skipped = share < 1.0 && rng.random::<f64>() >= share;
             let mut w = (w / ramp.max(1e-9)).max(snap.derived(i).base * weight_floor);
             if cold && share < 1.0 && ramp_exp > 0.0 {
@@ -182,7 +186,8 @@ impl Plb {
             0.0
         };
         // The pool's median latency, which a node in slow start must come within
-        // `COLD_MARGIN` of to compete at its full weight (only read while one ramps).
+        // `COLD_MARGIN` of to compete at its full weight (only read while one ramps;
+        // 0 with fewer than three latencies known, when every ramping node is cold).
         let middle = if low_ramp < top_ramp && ramp_exp > 0.0 {
             if self.config.scan_latency_floor == 0.5 && exp > 0.0 {
                 floor
