@@ -189,11 +189,7 @@ impl Plb {
         // `COLD_MARGIN` of to compete at its full weight (only read while one ramps;
         // 0 with fewer than three latencies known, when every ramping node is cold).
         let middle = if low_ramp < top_ramp && ramp_exp > 0.0 {
-            if self.config.scan_latency_floor == 0.5 && exp > 0.0 {
-                floor
-            } else {
-                latency_quantile(&mut known_lats[..known], 0.5)
-            }
+            latency_quantile(&mut known_lats[..known], 0.5)
         } else {
             0.0
         };
@@ -1124,6 +1120,32 @@ mod tests {
         // Once the warm nodes have ten each (0.02 x 11), it takes its share of scans.
         queue_warm(7);
         assert!(picks_of_n3(PolicyConfig::default()) > 100);
+    }
+
+    #[test]
+    fn a_node_back_and_already_warm_competes_at_its_full_weight() {
+        let live = LiveSet::default();
+        let mut nodes = healthy(4);
+        nodes[3].ready_since = Some(100.0);
+        let snap = Snapshot::new(nodes, &live, Shaping::default(), 100.0).expect("builds");
+        // n3 answers as fast as its peers: not cold, only its share of scans is cut.
+        for i in 0..4 {
+            snap.live(i).expect("bound").observe(0.02, true, 100.0);
+        }
+        for i in 0..3 {
+            for _ in 0..2 {
+                snap.live(i).expect("bound").begin(100.0);
+            }
+        }
+        let p = Plb::new(PolicyConfig::default());
+        let mut rng = SmallRng::seed_from_u64(13);
+        let to_n3 = (0..2_000)
+            .filter_map(|_| p.pick(&snap, &RouteRequest::default(), 100.0, &mut rng))
+            .filter(|d| d.index == 3)
+            .count();
+        // It takes part in about a tenth of the scans and wins each (0.02 against
+        // 0.02 x 3); counted cold (0.02 / sqrt(0.1) = 0.063) it would lose every one.
+        assert!(to_n3 > 100, "{to_n3}");
     }
 
     #[test]
