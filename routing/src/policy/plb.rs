@@ -1080,71 +1080,67 @@ mod tests {
         assert_eq!(scan_picks(off), 0);
     }
 
-    #[test]
-    fn a_node_just_back_waits_until_the_warm_nodes_are_queued() {
+    /// Four nodes at 100 s: n0-n2 warm (0.02 s), n3 back in service at 100 s (slow
+    /// start: 10 % of its weight, 30 s window) and answering in `n3_latency`.
+    fn n3_just_back(n3_latency: f64) -> (LiveSet, Snapshot) {
         let live = LiveSet::default();
         let mut nodes = healthy(4);
-        // n3 came back at 100 s (slow start: 10 % of its weight, 30 s window) and its
-        // first answer took three times the others' latency: its process is still cold.
         nodes[3].ready_since = Some(100.0);
         let snap = Snapshot::new(nodes, &live, Shaping::default(), 100.0).expect("builds");
-        for i in 0..3 {
-            snap.live(i).expect("bound").observe(0.02, true, 100.0);
+        for i in 0..4 {
+            let lat = if i == 3 { n3_latency } else { 0.02 };
+            snap.live(i).expect("bound").observe(lat, true, 100.0);
         }
-        snap.live(3).expect("bound").observe(0.06, true, 100.0);
-        let queue_warm = |n: usize| {
-            for i in 0..3 {
-                for _ in 0..n {
-                    snap.live(i).expect("bound").begin(100.0);
-                }
+        (live, snap)
+    }
+
+    /// Adds `n` requests in flight to each warm node (n0-n2).
+    fn queue_warm(snap: &Snapshot, n: usize) {
+        for i in 0..3 {
+            for _ in 0..n {
+                snap.live(i).expect("bound").begin(100.0);
             }
-        };
-        let picks_of_n3 = |config: PolicyConfig| {
-            let p = Plb::new(config);
-            let mut rng = SmallRng::seed_from_u64(12);
-            (0..2_000)
-                .filter_map(|_| p.pick(&snap, &RouteRequest::default(), 100.0, &mut rng))
-                .filter(|d| d.index == 3)
-                .count()
-        };
+        }
+    }
+
+    /// Of 2,000 decisions at 100 s, those that picked n3.
+    fn picks_of_n3(snap: &Snapshot, config: PolicyConfig) -> usize {
+        let p = Plb::new(config);
+        let mut rng = SmallRng::seed_from_u64(12);
+        (0..2_000)
+            .filter_map(|_| p.pick(snap, &RouteRequest::default(), 100.0, &mut rng))
+            .filter(|d| d.index == 3)
+            .count()
+    }
+
+    #[test]
+    fn a_node_just_back_waits_until_the_warm_nodes_are_queued() {
+        // n3's first answer took three times the others' latency: its process is
+        // still cold.
+        let (_live, snap) = n3_just_back(0.06);
         let at_full_weight = PolicyConfig {
             slow_start_cost_exp: 0.0,
             ..PolicyConfig::default()
         };
         // The warm nodes have three requests each (cost 0.02 x 4): at its full weight
         // the cold node (0.06 x 1) wins every scan it takes part in, a tenth of them.
-        queue_warm(3);
-        assert!(picks_of_n3(at_full_weight) > 100);
+        queue_warm(&snap, 3);
+        assert!(picks_of_n3(&snap, at_full_weight) > 100);
         // Its weight counted at sqrt(0.1) of full, it costs 0.19: it waits.
-        assert_eq!(picks_of_n3(PolicyConfig::default()), 0);
+        assert_eq!(picks_of_n3(&snap, PolicyConfig::default()), 0);
         // Once the warm nodes have ten each (0.02 x 11), it takes its share of scans.
-        queue_warm(7);
-        assert!(picks_of_n3(PolicyConfig::default()) > 100);
+        queue_warm(&snap, 7);
+        assert!(picks_of_n3(&snap, PolicyConfig::default()) > 100);
     }
 
     #[test]
     fn a_node_back_and_already_warm_competes_at_its_full_weight() {
-        let live = LiveSet::default();
-        let mut nodes = healthy(4);
-        nodes[3].ready_since = Some(100.0);
-        let snap = Snapshot::new(nodes, &live, Shaping::default(), 100.0).expect("builds");
         // n3 answers as fast as its peers: not cold, only its share of scans is cut.
-        for i in 0..4 {
-            snap.live(i).expect("bound").observe(0.02, true, 100.0);
-        }
-        for i in 0..3 {
-            for _ in 0..2 {
-                snap.live(i).expect("bound").begin(100.0);
-            }
-        }
-        let p = Plb::new(PolicyConfig::default());
-        let mut rng = SmallRng::seed_from_u64(13);
-        let to_n3 = (0..2_000)
-            .filter_map(|_| p.pick(&snap, &RouteRequest::default(), 100.0, &mut rng))
-            .filter(|d| d.index == 3)
-            .count();
+        let (_live, snap) = n3_just_back(0.02);
+        queue_warm(&snap, 2);
         // It takes part in about a tenth of the scans and wins each (0.02 against
         // 0.02 x 3); counted cold (0.02 / sqrt(0.1) = 0.063) it would lose every one.
+        let to_n3 = picks_of_n3(&snap, PolicyConfig::default());
         assert!(to_n3 > 100, "{to_n3}");
     }
 
