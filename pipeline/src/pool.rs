@@ -446,7 +446,7 @@ impl PoolPredictor {
         // (capacity, feedback rows its fit used) per node.
         let mut raw: BTreeMap<String, (f64, usize)> = BTreeMap::new();
         for node in self.trainer.nodes_seen() {
-            let Some(&i) = self.index.get(&node) else {
+            let Some(&i) = self.index.get(node) else {
                 continue;
             };
             let model = &self.slots[i].model;

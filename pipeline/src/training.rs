@@ -6,7 +6,7 @@
 //! outcome is installed whole, after the previous fit was scored on the rows that
 //! arrived after it (what then happened). Routing uses the probe-metric model only
 //! while it has beaten the load-only one on that later feedback.
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
 use plb_api::{CapacityModelView, CapacityScoreView, NodeCapacityView};
@@ -135,6 +135,9 @@ impl Fitted {
 #[derive(Debug, Default)]
 pub(crate) struct Trainer {
     rows: VecDeque<Row>,
+    /// How many of `rows` each node has (kept with them, so that the nodes with rows
+    /// are known without a pass over up to `max_rows` rows at every view build).
+    per_node: BTreeMap<Arc<str>, usize>,
     /// Probe metric keys (`probe/metric`) that rows carry, first seen first.
     keys: Vec<String>,
     fitting: bool,
@@ -165,9 +168,23 @@ impl Trainer {
         if !(row.latency_ms.is_finite() && row.latency_ms > 0.0 && row.load.is_finite()) {
             return;
         }
+        *self.per_node.entry(Arc::clone(&row.node)).or_default() += 1;
         self.rows.push_back(row);
         while self.rows.len() > cfg.max_rows {
-            self.rows.pop_front();
+            self.pop_oldest();
+        }
+    }
+
+    /// Drops the oldest row.
+    fn pop_oldest(&mut self) {
+        let Some(row) = self.rows.pop_front() else {
+            return;
+        };
+        if let Some(n) = self.per_node.get_mut(&row.node) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_node.remove(&row.node);
+            }
         }
     }
 
@@ -184,7 +201,7 @@ impl Trainer {
             .front()
             .is_some_and(|r| r.at_ms < now_ms - cfg.keep_ms)
         {
-            self.rows.pop_front();
+            self.pop_oldest();
         }
         let expired = self
             .current
@@ -356,11 +373,12 @@ impl Trainer {
     /// Forgets a node's rows (it left, or came back with a fresh model).
     pub(crate) fn forget(&mut self, node: &str) {
         self.rows.retain(|r| &*r.node != node);
+        self.per_node.remove(node);
     }
 
-    /// Every node with rows.
-    pub(crate) fn nodes_seen(&self) -> BTreeSet<Arc<str>> {
-        self.rows.iter().map(|r| Arc::clone(&r.node)).collect()
+    /// Every node with rows, in order.
+    pub(crate) fn nodes_seen(&self) -> impl Iterator<Item = &Arc<str>> {
+        self.per_node.keys()
     }
 }
 
@@ -442,5 +460,58 @@ pub(crate) fn view(f: &Fitted, estimates: &BTreeMap<String, f64>) -> CapacityMod
                 }
             })
             .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(at_ms: i64, node: &str) -> Row {
+        Row {
+            at_ms,
+            node: Arc::from(node),
+            load: 1.0,
+            latency_ms: 20.0,
+            features: Vec::new(),
+        }
+    }
+
+    fn seen(t: &Trainer) -> Vec<&str> {
+        t.nodes_seen().map(|n| &**n).collect()
+    }
+
+    #[test]
+    fn the_nodes_seen_are_those_with_rows_left() {
+        let cfg = TrainingConfig {
+            max_rows: 4,
+            keep_ms: 1_000,
+            ..TrainingConfig::default()
+        };
+        let mut t = Trainer::default();
+        for (at, n) in [(0, "b"), (10, "a"), (20, "b"), (30, "c")] {
+            t.add(row(at, n), &cfg);
+        }
+        // A row with no usable latency is not kept, nor its node counted.
+        t.add(
+            Row {
+                latency_ms: f64::NAN,
+                ..row(35, "d")
+            },
+            &cfg,
+        );
+        assert_eq!(seen(&t), ["a", "b", "c"]);
+        // The bound drops the oldest row: b@0 (b keeps b@20), then a@10 (a's only).
+        t.add(row(40, "c"), &cfg);
+        assert_eq!(seen(&t), ["a", "b", "c"]);
+        t.add(row(50, "c"), &cfg);
+        assert_eq!(seen(&t), ["b", "c"]);
+        // Age drops rows too: at 1,045 ms only c@50 is younger than `keep_ms`.
+        let _ = t.due(1_045, 100.0, &cfg);
+        assert_eq!(seen(&t), ["c"]);
+        assert_eq!(t.rows(), 1);
+        t.forget("c");
+        assert!(seen(&t).is_empty());
+        assert_eq!(t.rows(), 0);
     }
 }
