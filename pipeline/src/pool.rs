@@ -464,12 +464,12 @@ impl PoolPredictor {
                             fresh.then(|| s.last_value())
                         })
                         .collect();
-                    let m = fit.features.as_ref()?.for_node(&node)?;
+                    let m = fit.features.as_ref()?.for_node(node)?;
                     m.capacity(&values?)
                 })
                 .flatten();
-            let c = with_features.or_else(|| fit.load.for_node(&node)?.capacity(&[]));
-            let rows = fit.load.for_node(&node).map_or(0, |m| m.rows().0);
+            let c = with_features.or_else(|| fit.load.for_node(node)?.capacity(&[]));
+            let rows = fit.load.for_node(node).map_or(0, |m| m.rows().0);
             if let Some(c) = c
                 && c.load.is_finite()
                 && c.load >= v.capacity_floor
