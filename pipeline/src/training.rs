@@ -168,7 +168,13 @@ impl Trainer {
         if !(row.latency_ms.is_finite() && row.latency_ms > 0.0 && row.load.is_finite()) {
             return;
         }
-        *self.per_node.entry(Arc::clone(&row.node)).or_default() += 1;
+        // Once per feedback row: a name already counted is not cloned again.
+        match self.per_node.get_mut(&row.node) {
+            Some(n) => *n += 1,
+            None => {
+                self.per_node.insert(Arc::clone(&row.node), 1);
+            }
+        }
         self.rows.push_back(row);
         while self.rows.len() > cfg.max_rows {
             self.pop_oldest();
