@@ -36,6 +36,8 @@ struct Seen {
     get: AtomicU64,
     put: AtomicU64,
     post: AtomicU64,
+    /// Connections accepted.
+    accepted: AtomicU64,
 }
 
 /// A real HTTP/1.1 server on a loopback port; `kill` closes its listener and every open
@@ -111,6 +113,7 @@ impl Backend {
                     _ = &mut killed => break,
                     a = listener.accept() => {
                         let Ok((stream, _)) = a else { continue };
+                        s.accepted.fetch_add(1, Ordering::Relaxed);
                         let (n, s) = (Arc::clone(&n), Arc::clone(&s));
                         conns.spawn(async move {
                             let svc = service_fn(move |req| {
@@ -280,6 +283,41 @@ async fn bodies_of_several_mb_pass_intact_both_ways() {
     );
     let got = resp.bytes().await.expect("body");
     assert_eq!(sha(&got), sha(&pattern(n)));
+    s.bal.running.stop().await.expect("stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_keep_alive_connection_to_the_node_carries_request_after_request() {
+    let s = setup().await;
+    let a = Backend::start("a").await;
+    s.register("node-a", a.addr).await;
+    s.wait_for_nodes(1).await;
+    // Every way a response ends: a known length, an empty body, a chunked body streamed
+    // back, a HEAD answer (no body at all). Each must give the connection back.
+    for i in 0..10 {
+        let r = s
+            .http
+            .get(format!("{}/bytes/{}", s.proxy, 100 * i))
+            .send()
+            .await;
+        let r = r.expect("send");
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.bytes().await.expect("body").len(), 100 * i);
+        let r = s.http.head(format!("{}/bytes/5", s.proxy)).send().await;
+        assert_eq!(r.expect("send").status(), 200);
+        let r = s
+            .http
+            .post(format!("{}/echo", s.proxy))
+            .body(vec![7u8; 3000]);
+        let r = r.send().await.expect("send");
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.bytes().await.expect("body").len(), 3000);
+    }
+    // One client connection lands on one proxy thread, whose connection to the node
+    // carries all 30 requests.
+    assert_eq!(a.seen.get.load(Ordering::Relaxed), 10);
+    assert_eq!(a.seen.post.load(Ordering::Relaxed), 10);
+    assert_eq!(a.seen.accepted.load(Ordering::Relaxed), 1);
     s.bal.running.stop().await.expect("stop");
 }
 
