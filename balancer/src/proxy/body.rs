@@ -1,7 +1,6 @@
 //! The bodies the proxy sends: to a node, either a small buffered body (replayable on a
 //! retry) or the client's body streamed as it arrives; to the client, either a short JSON
-//! error or the node's body streamed under the request's total deadline, which gives its
-//! connection back (a [`Lease`]) once it has streamed to its end.
+//! error or the node's body streamed under the request's total deadline.
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -9,8 +8,6 @@ use bytes::Bytes;
 use http_body_util::{Either, Full};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use tokio::time::{Instant, Sleep};
-
-use super::conns::Lease;
 
 /// A boxed body error.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -34,10 +31,6 @@ pub enum ProxyBody {
         inner: Incoming,
         /// The request's total deadline.
         deadline: Pin<Box<Sleep>>,
-        /// The connection it comes over, given back when the body has ended.
-        lease: Option<Lease>,
-        /// The body has ended.
-        ended: bool,
     },
 }
 
@@ -47,28 +40,11 @@ impl ProxyBody {
         ProxyBody::Full(Some(bytes.into()))
     }
 
-    /// `inner`, cut off at `deadline`; `lease` is given back once it has ended.
-    pub fn stream(inner: Incoming, deadline: Instant, lease: Option<Lease>) -> Self {
-        let ended = inner.is_end_stream();
+    /// `inner`, cut off at `deadline`.
+    pub fn stream(inner: Incoming, deadline: Instant) -> Self {
         ProxyBody::Stream {
             inner,
             deadline: Box::pin(tokio::time::sleep_until(deadline)),
-            lease,
-            ended,
-        }
-    }
-}
-
-impl Drop for ProxyBody {
-    /// A connection whose response was read to its end carries the next request; any other
-    /// (the client left, the deadline passed, the node broke off) is closed.
-    fn drop(&mut self) {
-        if let ProxyBody::Stream {
-            lease, ended: true, ..
-        } = self
-            && let Some(lease) = lease.take()
-        {
-            lease.release();
         }
     }
 }
@@ -83,18 +59,8 @@ impl Body for ProxyBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match self.get_mut() {
             ProxyBody::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
-            ProxyBody::Stream {
-                inner,
-                deadline,
-                ended,
-                ..
-            } => {
-                if let Poll::Ready(frame) = Pin::new(&mut *inner).poll_frame(cx) {
-                    *ended = match &frame {
-                        None => true,
-                        Some(Ok(_)) => inner.is_end_stream(),
-                        Some(Err(_)) => false,
-                    };
+            ProxyBody::Stream { inner, deadline } => {
+                if let Poll::Ready(frame) = Pin::new(inner).poll_frame(cx) {
                     return Poll::Ready(frame.map(|f| f.map_err(BoxError::from)));
                 }
                 match deadline.as_mut().poll(cx) {

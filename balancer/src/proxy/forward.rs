@@ -1,6 +1,6 @@
 //! The forwarding core: one client request in, one node chosen by the [`Upstream`], the
-//! request sent over a keep-alive connection to the node (the thread's [`Conns`]), the
-//! answer streamed back, and the outcome reported as feedback.
+//! request sent over a keep-alive connection pool (hyper-util's legacy client keeps one
+//! pool per node address), the answer streamed back, and the outcome reported as feedback.
 //!
 //! Retries: an idempotent request (GET, HEAD, PUT, DELETE, OPTIONS, TRACE) whose body is
 //! empty or small enough to buffer is sent again to *another* node when its node fails
@@ -8,7 +8,6 @@
 //! the response headers). Any other request gets one attempt. Every attempt that reached a
 //! node is reported: latency to the response headers, ok = answered and not 5xx.
 use std::net::SocketAddr;
-use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,14 +15,15 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Either, Full, Limited};
 use hyper::body::{Body, Incoming};
 use hyper::header::{self, HeaderValue};
-use hyper::http::uri::{Authority, PathAndQuery};
+use hyper::http::uri::PathAndQuery;
 use hyper::{Method, Request, Response, StatusCode, Uri};
+use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
 use plb_api::{ErrorBody, ErrorDetail};
 use tokio::time::Instant;
 
-use super::body::ProxyBody;
-use super::conns::{Conns, SendError, authority_ip};
+use super::body::{ProxyBody, UpstreamBody};
 use super::headers;
 use super::{Hint, Unavailable, Upstream};
 use crate::netpolicy::{NetPolicy, PolicyResolver};
@@ -73,7 +73,7 @@ impl Default for ForwardSettings {
 /// Forwards requests for one pool.
 pub struct Forwarder<U: Upstream> {
     upstream: Arc<U>,
-    conns: Arc<Conns>,
+    client: Client<HttpConnector<PolicyResolver>, UpstreamBody>,
     settings: ForwardSettings,
     pool: String,
 }
@@ -97,13 +97,11 @@ enum Failure {
     Transport(String),
     /// The total deadline passed.
     Timeout,
-    /// The node's address is not `host:port`: nothing was sent.
-    Address(String),
 }
 
 impl<U: Upstream> Forwarder<U> {
-    /// A forwarder for `pool` over `upstream`, with its own connections to the nodes.
-    /// Each connection's task runs on the runtime of the request that opened it.
+    /// A forwarder for `pool` over `upstream`, with its own connection pools. Its
+    /// connections' tasks run on the runtime that first uses it.
     pub fn new(pool: impl Into<String>, upstream: Arc<U>, settings: ForwardSettings) -> Arc<Self> {
         // Names resolve only to allowed addresses; IP literals are checked in `handle`.
         let mut connector =
@@ -111,10 +109,13 @@ impl<U: Upstream> Forwarder<U> {
         connector.set_connect_timeout(Some(settings.connect_timeout));
         connector.set_nodelay(true);
         connector.enforce_http(true);
-        let conns = Conns::new(connector, settings.idle_timeout);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(settings.idle_timeout)
+            .pool_timer(hyper_util::rt::TokioTimer::new())
+            .build(connector);
         Arc::new(Forwarder {
             upstream,
-            conns,
+            client,
             settings,
             pool: pool.into(),
         })
@@ -123,11 +124,6 @@ impl<U: Upstream> Forwarder<U> {
     /// The upstream (for tests and the agent-check export).
     pub fn upstream(&self) -> &U {
         &self.upstream
-    }
-
-    /// The connections to the nodes.
-    pub fn conns(&self) -> &Arc<Conns> {
-        &self.conns
     }
 
     /// How the forwarding headers name a connection from `client` (once per connection).
@@ -152,14 +148,11 @@ impl<U: Upstream> Forwarder<U> {
             .any(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
         headers::strip_hop_by_hop(&mut parts.headers);
         headers::add_forwarded(&mut parts.headers, client);
-        // Sent in origin form; the client's `Host` goes on as it came.
-        let path = Uri::from(
-            parts
-                .uri
-                .path_and_query()
-                .cloned()
-                .unwrap_or_else(|| PathAndQuery::from_static("/")),
-        );
+        let path = parts
+            .uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"));
 
         // An idempotent request with a small body is buffered so that it can be replayed.
         let body = if is_idempotent(&parts.method) && self.buffers(&body) {
@@ -197,16 +190,17 @@ impl<U: Upstream> Forwarder<U> {
                 Err(u) => return unavailable(&self.pool, &u),
             };
             let node = self.upstream.node(&routed).to_owned();
-            let address = authority(self.upstream.address(&routed));
-            if let Err(e) = Authority::from_str(address) {
-                // Before the body is taken: a streamed body can still go to another node.
-                self.upstream.feedback(&routed, 0.0, false);
-                tracing::warn!(pool = %self.pool, %node, error = %e, "node address is not a URI authority");
-                last_failure = format!("node `{node}` has an unusable address");
-                tried.push(node);
-                continue;
-            }
-            if let Some(ip) = authority_ip(address)
+            let uri = match upstream_uri(self.upstream.address(&routed), path.clone()) {
+                Ok(u) => u,
+                Err(e) => {
+                    self.upstream.feedback(&routed, 0.0, false);
+                    tracing::warn!(pool = %self.pool, %node, error = %e, "node address is not a URI authority");
+                    last_failure = format!("node `{node}` has an unusable address");
+                    tried.push(node);
+                    continue;
+                }
+            };
+            if let Some(ip) = uri_ip(&uri)
                 && !self.settings.nodes.allows(ip)
             {
                 self.upstream.feedback(&routed, 0.0, false);
@@ -228,25 +222,18 @@ impl<U: Upstream> Forwarder<U> {
                 std::mem::replace(&mut parts, Request::new(()).into_parts().0)
             };
             let mut out = Request::from_parts(head, this_body);
-            *out.uri_mut() = path.clone();
-            if !out.headers().contains_key(header::HOST)
-                && let Ok(host) = HeaderValue::from_str(address)
-            {
-                out.headers_mut().insert(header::HOST, host);
-            }
+            *out.uri_mut() = uri;
             let started = Instant::now();
-            let sent = self.conns.send(address, out);
-            let result = match tokio::time::timeout_at(deadline, sent).await {
-                Ok(Ok(answer)) => Ok(answer),
-                Ok(Err(SendError::Address(e))) => Err(Failure::Address(e)),
-                Ok(Err(SendError::Connect(why))) => Err(Failure::Connect(why)),
-                Ok(Err(SendError::Transport(why))) => Err(Failure::Transport(why)),
+            let result = match tokio::time::timeout_at(deadline, self.client.request(out)).await {
+                Ok(Ok(resp)) => Ok(resp),
+                Ok(Err(e)) if e.is_connect() => Err(Failure::Connect(describe(&e))),
+                Ok(Err(e)) => Err(Failure::Transport(describe(&e))),
                 Err(_) => Err(Failure::Timeout),
             };
             let latency_ms = started.elapsed().as_secs_f64() * 1000.0;
             // Only a failure before any answer goes on to another node.
             let why = match result {
-                Ok((resp, lease)) => {
+                Ok(resp) => {
                     let ok = !resp.status().is_server_error();
                     self.upstream.feedback(&routed, latency_ms, ok);
                     let (mut rparts, rbody) = resp.into_parts();
@@ -256,8 +243,7 @@ impl<U: Upstream> Forwarder<U> {
                             .headers
                             .insert(header::CONNECTION, HeaderValue::from_static("close"));
                     }
-                    let body = ProxyBody::stream(rbody, deadline, Some(lease));
-                    return Response::from_parts(rparts, body);
+                    return Response::from_parts(rparts, ProxyBody::stream(rbody, deadline));
                 }
                 Err(Failure::Timeout) => {
                     self.upstream.feedback(&routed, latency_ms, false);
@@ -278,11 +264,6 @@ impl<U: Upstream> Forwarder<U> {
                 Err(Failure::Transport(why)) => {
                     self.upstream.feedback(&routed, latency_ms, false);
                     why
-                }
-                Err(Failure::Address(e)) => {
-                    self.upstream.feedback(&routed, 0.0, false);
-                    tracing::warn!(pool = %self.pool, %node, error = %e, "node address is not a URI authority");
-                    "it has an unusable address".to_owned()
                 }
             };
             tracing::debug!(pool = %self.pool, %node, %why, "node failed before answering");
@@ -339,12 +320,42 @@ fn hint(h: &hyper::HeaderMap, body: &Incoming) -> Hint {
     }
 }
 
-/// The `host:port` of a node's address (registered with or without `http://`).
-fn authority(address: &str) -> &str {
-    address
+/// `http://{address}{path}`.
+fn upstream_uri(address: &str, path: PathAndQuery) -> Result<Uri, hyper::http::Error> {
+    let authority = address
         .strip_prefix("http://")
         .unwrap_or(address)
-        .trim_end_matches('/')
+        .trim_end_matches('/');
+    Uri::builder()
+        .scheme("http")
+        .authority(authority)
+        .path_and_query(path)
+        .build()
+}
+
+/// The host of `uri` when it is an IP address.
+fn uri_ip(uri: &Uri) -> Option<std::net::IpAddr> {
+    uri.host()?
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse()
+        .ok()
+}
+
+/// A client error in a few words, with its cause.
+fn describe(e: &hyper_util::client::legacy::Error) -> String {
+    let mut s = if e.is_connect() {
+        "cannot connect".to_owned()
+    } else {
+        "the connection failed before the response".to_owned()
+    };
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        s.push_str(": ");
+        s.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    s
 }
 
 /// The answer when the pool has nowhere to send the request.

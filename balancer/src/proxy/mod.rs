@@ -3,8 +3,7 @@
 //! happened as feedback, in-process.
 //!
 //! Parts: [`headers`] (hop-by-hop, `X-Forwarded-*`, `Forwarded`), [`body`] (streamed and
-//! buffered bodies, the total deadline), [`conns`] (a thread's keep-alive connections to
-//! the nodes), [`forward`] (the forwarding core, generic over
+//! buffered bodies, the total deadline), [`forward`] (the forwarding core, generic over
 //! [`Upstream`]), [`engine`] ([`Upstream`] over the routing engine, pool resolution) and the
 //! listener here, with [`Edges`] (every proxy and the agent-check export, from an
 //! [`EdgesConfig`]).
@@ -14,7 +13,6 @@
 //! here reads the config or the app state.
 pub mod body;
 pub mod check;
-pub mod conns;
 pub mod engine;
 pub mod forward;
 pub mod headers;
@@ -290,9 +288,6 @@ async fn serve_thread<U: Upstream>(
     if let Some((listener, threads)) = acceptor {
         tokio::spawn(accept_loop(listener, threads, stopped.clone()));
     }
-    tokio::spawn(conns::Conns::sweep_while_alive(Arc::downgrade(
-        forwarder.conns(),
-    )));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let grace = loop {
         let (stream, peer) = tokio::select! {
