@@ -128,6 +128,9 @@ pub struct Tools {
     pub nginx: Option<PathBuf>,
     /// `plb` (for `plb balancer --proxy`).
     pub plb: Option<PathBuf>,
+    /// The routing policy of PLB's proxy lanes (the pool's `policy`); `None`: the pool's
+    /// default, `plb`.
+    pub proxy_policy: Option<String>,
 }
 
 impl Tools {
@@ -155,6 +158,7 @@ impl Tools {
             haproxy: which("haproxy"),
             nginx: which("nginx"),
             plb,
+            proxy_policy: None,
         }
     }
 
@@ -510,7 +514,8 @@ pub async fn start(
     let ready = async {
         let mut agents = Agents::None;
         if let Some(api) = api {
-            let setup = setup_plb(api, admin, backends, slo).await?;
+            let policy = tools.proxy_policy.as_deref();
+            let setup = setup_plb(api, admin, backends, slo, policy).await?;
             if anchor == Anchor::PlbProxyProbe {
                 upload_probe(api, &setup.client_token).await?;
                 agents = Agents::Planned {
@@ -642,13 +647,14 @@ async fn send(
 }
 
 /// PLB as a user sets it up: a client (id 1, the proxy's owner), the pool `web` with the
-/// SLO, one agent token per node registering the node; then waits until the engine
-/// routes to every node (its topology refresh runs on its tick).
+/// SLO (and `policy`, if given), one agent token per node registering the node; then
+/// waits until the engine routes to every node (its topology refresh runs on its tick).
 async fn setup_plb(
     api: SocketAddr,
     admin: &str,
     backends: &[SocketAddr],
     slo: f64,
+    policy: Option<&str>,
 ) -> Result<PlbSetup, String> {
     let http: ApiClient = Client::builder(TokioExecutor::new()).build_http();
     let base = format!("http://{api}");
@@ -698,6 +704,19 @@ async fn setup_plb(
         )
         .await?,
     )?;
+    if let Some(policy) = policy {
+        ok(
+            "setting the pool's policy",
+            call(
+                &http,
+                Method::PATCH,
+                format!("{base}/v1/pools/web"),
+                &token,
+                Some(serde_json::json!({ "policy": policy })),
+            )
+            .await?,
+        )?;
+    }
     let mut nodes = Vec::with_capacity(backends.len());
     for (i, b) in backends.iter().enumerate() {
         let agent = ok(

@@ -97,6 +97,11 @@ pub struct LbArgs {
     /// beside it or on PATH); the balancer crate's `plb-balancer` works too.
     #[arg(long)]
     pub plb_bin: Option<PathBuf>,
+    /// The routing policy of the PLB proxy lanes (the pool's `policy`: plb, least-conn,
+    /// ...; default the shipped `plb`). With `least-conn` the lanes show what the
+    /// proxy's own cost does, apart from its routing.
+    #[arg(long)]
+    pub proxy_policy: Option<String>,
 }
 
 impl Default for LbArgs {
@@ -120,6 +125,7 @@ impl Default for LbArgs {
             anchors: "all".into(),
             policies: "all".into(),
             plb_bin: None,
+            proxy_policy: None,
         }
     }
 }
@@ -203,12 +209,16 @@ pub async fn run(args: LbArgs) -> Result<Report, BenchError> {
     let anchor_list = Anchor::parse_list(&args.anchors).map_err(BenchError::Args)?;
     let kinds = parse_policies(&args.policies)?;
     let tools = if do_live && !anchor_list.is_empty() {
-        Tools::find(args.plb_bin.as_deref())
+        Tools {
+            proxy_policy: args.proxy_policy.clone(),
+            ..Tools::find(args.plb_bin.as_deref())
+        }
     } else {
         Tools::default()
     };
     let mut report = Report::new(args.seed, scale, reps, harness);
     report.shape = args.shape;
+    report.proxy_policy = args.proxy_policy.clone();
     let progress = Progress {
         on: !args.no_progress,
         began: Instant::now(),

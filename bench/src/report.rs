@@ -219,6 +219,9 @@ pub struct Report {
     pub harness: HarnessConfig,
     /// The backends' shape (`--shape`).
     pub shape: Shape,
+    /// The routing policy of the PLB proxy lanes when not the shipped `plb`
+    /// (`--proxy-policy`).
+    pub proxy_policy: Option<String>,
     /// Every cell.
     pub cells: Vec<Cell>,
     /// `plb` against the best baseline.
@@ -253,6 +256,7 @@ impl Report {
             reps,
             harness,
             shape: Shape::Standard,
+            proxy_policy: None,
             cells: Vec::new(),
             comparisons: Vec::new(),
             sim_vs_live: Vec::new(),
@@ -326,6 +330,15 @@ impl Report {
             n.scenario == scenario.name() && n.mode == mode && n.nodes == scenario.nodes
         }) {
             let _ = writeln!(out, "{:<14} not run: {}", n.contender, n.note);
+        }
+        if let Some(policy) = &self.proxy_policy
+            && mode == Where::Live
+            && policy != "plb"
+        {
+            let _ = writeln!(
+                out,
+                "plb-proxy lanes routed by the pool policy `{policy}` (--proxy-policy), not `plb`"
+            );
         }
         out.push_str(&cost(&cells));
         for who in ["plb", "plb-proxy", "plb-proxy-probe"] {
