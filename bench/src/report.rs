@@ -868,6 +868,33 @@ mod tests {
     }
 
     #[test]
+    fn live_tables_say_when_the_proxy_lanes_ran_another_policy() {
+        let def = select("homogeneous").expect("known")[0];
+        let sc = Scenario::new(def, 8, 1, 1.0);
+        let says = |policy: Option<&str>, mode: Where| {
+            let mut r = Report::new(1, 1.0, 1, HarnessConfig::default());
+            r.proxy_policy = policy.map(str::to_owned);
+            r.add(
+                &sc,
+                mode,
+                Contender::Policy(PolicyKind::Plb),
+                summary(80.0, 0),
+            );
+            r.conclude(&sc, mode).contains("routed by the pool policy")
+        };
+        assert!(says(Some("least-conn"), Where::Live));
+        assert!(
+            !says(Some("least-conn"), Where::Sim),
+            "the simulator has no proxy"
+        );
+        assert!(
+            !says(Some("plb"), Where::Live),
+            "the shipped policy needs no word"
+        );
+        assert!(!says(None, Where::Live));
+    }
+
+    #[test]
     fn medians_ranges_ratios_and_goals() {
         let def = select("heterogeneous").expect("known")[0];
         let sc = Scenario::new(def, 16, 1, 1.0);
