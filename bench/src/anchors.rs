@@ -33,6 +33,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::{Method, Request, StatusCode};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use plb_routing::PolicyKind;
 use serde::Serialize;
 use tokio::process::{Child, Command};
 
@@ -130,7 +131,7 @@ pub struct Tools {
     pub plb: Option<PathBuf>,
     /// The routing policy of PLB's proxy lanes (the pool's `policy`); `None`: the pool's
     /// default, `plb`.
-    pub proxy_policy: Option<String>,
+    pub proxy_policy: Option<PolicyKind>,
 }
 
 impl Tools {
@@ -514,7 +515,7 @@ pub async fn start(
     let ready = async {
         let mut agents = Agents::None;
         if let Some(api) = api {
-            let policy = tools.proxy_policy.as_deref();
+            let policy = tools.proxy_policy;
             let setup = setup_plb(api, admin, backends, slo, policy).await?;
             if anchor == Anchor::PlbProxyProbe {
                 upload_probe(api, &setup.client_token).await?;
@@ -654,7 +655,7 @@ async fn setup_plb(
     admin: &str,
     backends: &[SocketAddr],
     slo: f64,
-    policy: Option<&str>,
+    policy: Option<PolicyKind>,
 ) -> Result<PlbSetup, String> {
     let http: ApiClient = Client::builder(TokioExecutor::new()).build_http();
     let base = format!("http://{api}");
@@ -712,7 +713,7 @@ async fn setup_plb(
                 Method::PATCH,
                 format!("{base}/v1/pools/web"),
                 &token,
-                Some(serde_json::json!({ "policy": policy })),
+                Some(serde_json::json!({ "policy": policy.as_str() })),
             )
             .await?,
         )?;

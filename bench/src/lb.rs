@@ -101,7 +101,7 @@ pub struct LbArgs {
     /// ...; default the shipped `plb`). With `least-conn` the lanes show what the
     /// proxy's own cost does, apart from its routing.
     #[arg(long)]
-    pub proxy_policy: Option<String>,
+    pub proxy_policy: Option<PolicyKind>,
 }
 
 impl Default for LbArgs {
@@ -210,7 +210,7 @@ pub async fn run(args: LbArgs) -> Result<Report, BenchError> {
     let kinds = parse_policies(&args.policies)?;
     let tools = if do_live && !anchor_list.is_empty() {
         Tools {
-            proxy_policy: args.proxy_policy.clone(),
+            proxy_policy: args.proxy_policy,
             ..Tools::find(args.plb_bin.as_deref())
         }
     } else {
@@ -218,7 +218,7 @@ pub async fn run(args: LbArgs) -> Result<Report, BenchError> {
     };
     let mut report = Report::new(args.seed, scale, reps, harness);
     report.shape = args.shape;
-    report.proxy_policy = args.proxy_policy.clone();
+    report.proxy_policy = args.proxy_policy;
     let progress = Progress {
         on: !args.no_progress,
         began: Instant::now(),

@@ -6,6 +6,8 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
+use plb_routing::PolicyKind;
+
 use crate::metrics::RunSummary;
 use crate::policies::{Contender, HarnessConfig};
 use crate::scenario::{Kind, Scenario, Shape};
@@ -221,7 +223,7 @@ pub struct Report {
     pub shape: Shape,
     /// The routing policy of the PLB proxy lanes when not the shipped `plb`
     /// (`--proxy-policy`).
-    pub proxy_policy: Option<String>,
+    pub proxy_policy: Option<PolicyKind>,
     /// Every cell.
     pub cells: Vec<Cell>,
     /// `plb` against the best baseline.
@@ -331,9 +333,9 @@ impl Report {
         }) {
             let _ = writeln!(out, "{:<14} not run: {}", n.contender, n.note);
         }
-        if let Some(policy) = &self.proxy_policy
+        if let Some(policy) = self.proxy_policy
             && mode == Where::Live
-            && policy != "plb"
+            && policy != PolicyKind::Plb
         {
             let _ = writeln!(
                 out,
@@ -840,7 +842,6 @@ fn describe(c: &Comparison) -> String {
 
 #[cfg(test)]
 mod tests {
-    use plb_routing::PolicyKind;
 
     use super::*;
     use crate::scenario::select;
@@ -871,9 +872,9 @@ mod tests {
     fn live_tables_say_when_the_proxy_lanes_ran_another_policy() {
         let def = select("homogeneous").expect("known")[0];
         let sc = Scenario::new(def, 8, 1, 1.0);
-        let says = |policy: Option<&str>, mode: Where| {
+        let says = |policy: Option<PolicyKind>, mode: Where| {
             let mut r = Report::new(1, 1.0, 1, HarnessConfig::default());
-            r.proxy_policy = policy.map(str::to_owned);
+            r.proxy_policy = policy;
             r.add(
                 &sc,
                 mode,
@@ -882,13 +883,13 @@ mod tests {
             );
             r.conclude(&sc, mode).contains("routed by the pool policy")
         };
-        assert!(says(Some("least-conn"), Where::Live));
+        assert!(says(Some(PolicyKind::LeastConn), Where::Live));
         assert!(
-            !says(Some("least-conn"), Where::Sim),
+            !says(Some(PolicyKind::LeastConn), Where::Sim),
             "the simulator has no proxy"
         );
         assert!(
-            !says(Some("plb"), Where::Live),
+            !says(Some(PolicyKind::Plb), Where::Live),
             "the shipped policy needs no word"
         );
         assert!(!says(None, Where::Live));
