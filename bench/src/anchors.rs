@@ -120,7 +120,8 @@ impl Anchor {
     }
 }
 
-/// Where the anchors' programs are (`None`: not found).
+/// Where the anchors' programs are (`None`: not found), and which policy PLB's proxy
+/// lanes route by.
 #[derive(Debug, Clone, Default)]
 pub struct Tools {
     /// `haproxy`.

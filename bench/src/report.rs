@@ -4,9 +4,8 @@
 //! against the live run, printed as tables and serialised as JSON.
 use std::fmt::Write as _;
 
-use serde::Serialize;
-
 use plb_routing::PolicyKind;
+use serde::Serialize;
 
 use crate::metrics::RunSummary;
 use crate::policies::{Contender, HarnessConfig};
@@ -842,7 +841,6 @@ fn describe(c: &Comparison) -> String {
 
 #[cfg(test)]
 mod tests {
-
     use super::*;
     use crate::scenario::select;
 
