@@ -174,6 +174,8 @@ pub struct PipelineVariant {
     pub peer_rel_floor: Option<f64>,
     /// `release`: how fast a routed degrade score may fall, per second (0 = off).
     pub release: Option<f64>,
+    /// `shed_budget`: most of the pool shed at once (1 = no limit).
+    pub shed_budget: Option<f64>,
     /// `outlook`: whether feedback latency's outlook sheds nodes (false = off).
     pub outlook: Option<bool>,
     /// `outlook_start`: outlook, as a fraction of the SLO, where shedding starts.
@@ -227,6 +229,7 @@ impl PipelineVariant {
                 }
                 "peer_rel_floor" => v.peer_rel_floor = Some(val.parse().map_err(|e| bad(&e))?),
                 "release" => v.release = Some(val.parse().map_err(|e| bad(&e))?),
+                "shed_budget" => v.shed_budget = Some(val.parse().map_err(|e| bad(&e))?),
                 "outlook" => v.outlook = Some(val.parse().map_err(|e| bad(&e))?),
                 "outlook_start" => v.outlook_start = Some(val.parse().map_err(|e| bad(&e))?),
                 "outlook_full" => v.outlook_full = Some(val.parse().map_err(|e| bad(&e))?),
@@ -299,6 +302,9 @@ impl PipelineVariant {
         }
         if let Some(x) = self.release {
             c.views.score_release_per_s = x;
+        }
+        if let Some(x) = self.shed_budget {
+            c.views.shed_budget = x;
         }
         if let Some(x) = self.outlook {
             c.outlook.enabled = x;

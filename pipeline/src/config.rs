@@ -88,6 +88,10 @@ pub struct ViewConfig {
     /// well again gets its share back over seconds, not in one rebuild; 0 turns the
     /// envelope off.
     pub score_release_per_s: f64,
+    /// Most of the pool shed at once: the routed degrade scores sum to at most this
+    /// fraction of the nodes (at least one node's worth), the highest kept first
+    /// ([`crate::budget`]); 1 = no limit.
+    pub shed_budget: f64,
 }
 
 impl Default for ViewConfig {
@@ -105,6 +109,7 @@ impl Default for ViewConfig {
             peer_rel_floor: 0.05,
             peer_degrading_min: 0.5,
             score_release_per_s: 0.2,
+            shed_budget: 0.25,
         }
     }
 }

@@ -11,6 +11,7 @@
 //! plain data: no I/O, no clock (every call takes `now_ms`), no threads.
 #![forbid(unsafe_code)]
 
+pub mod budget;
 pub mod config;
 pub mod demand;
 pub mod outlook;

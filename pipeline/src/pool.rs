@@ -540,18 +540,27 @@ impl PoolPredictor {
             vec![0.0; self.slots.len()]
         };
         let scores: Vec<f64> = scores.iter().zip(&ahead).map(|(a, b)| a.max(*b)).collect();
+        // Rises at once, falls at most `score_release_per_s`.
+        let released: Vec<f64> = self
+            .slots
+            .iter_mut()
+            .zip(&scores)
+            .map(|(slot, &score)| {
+                let (last, at) = slot.routed_score;
+                let dt = now_ms.saturating_sub(at).max(0) as f64 / 1000.0;
+                let released = last - v.score_release_per_s * dt;
+                let score = if v.score_release_per_s > 0.0 && released > score {
+                    released.clamp(0.0, 1.0)
+                } else {
+                    score
+                };
+                slot.routed_score = (score, now_ms);
+                score
+            })
+            .collect();
+        let scores = crate::budget::shed_budget(&released, v.shed_budget);
         let mut views = Vec::with_capacity(self.slots.len());
         for (slot, &score) in self.slots.iter_mut().zip(&scores) {
-            // Rises at once, falls at most `score_release_per_s`.
-            let (last, at) = slot.routed_score;
-            let dt = now_ms.saturating_sub(at).max(0) as f64 / 1000.0;
-            let released = last - v.score_release_per_s * dt;
-            let score = if v.score_release_per_s > 0.0 && released > score {
-                released.clamp(0.0, 1.0)
-            } else {
-                score
-            };
-            slot.routed_score = (score, now_ms);
             let capacity = self.estimates.get(&*slot.name).copied();
             // Demand is held against the capacity routing uses.
             let _ = slot.model.set_capacity(capacity);

@@ -354,6 +354,15 @@ fn climbing_without_probes(
     config: PipelineConfig,
     until_ms: i64,
 ) -> (Vec<(String, f64)>, Option<f64>) {
+    climbing_nodes_without_probes(config, until_ms, &["h"])
+}
+
+/// [`climbing_without_probes`] with every node in `climbing` climbing as `h` does.
+fn climbing_nodes_without_probes(
+    config: PipelineConfig,
+    until_ms: i64,
+    climbing: &[&str],
+) -> (Vec<(String, f64)>, Option<f64>) {
     let names = ["a", "b", "c", "d", "e", "f", "g", "h"];
     let mut p = pool(&names, config);
     let mut views = Vec::new();
@@ -362,7 +371,7 @@ fn climbing_without_probes(
     while t <= until_ms {
         for (i, n) in names.iter().enumerate() {
             let base = 40.0 * (1.0 + NOISE[(k + i) % NOISE.len()] * 5.0);
-            let climb = if *n == "h" {
+            let climb = if climbing.contains(n) {
                 4.0 * ((t - 10_000).max(0) as f64 / 1000.0)
             } else {
                 0.0
@@ -385,6 +394,36 @@ fn climbing_without_probes(
     let outlook = p.latency_outlook("h", t - 100);
     let scores = views.into_iter().map(|v| (v.id, v.degrade_score)).collect();
     (scores, outlook)
+}
+
+#[test]
+fn at_most_a_quarter_of_the_pool_is_shed_at_once_the_worst_first() {
+    // Three of eight climb alike; without a budget all three are shed.
+    let climbing = ["f", "g", "h"];
+    let mut unlimited = PipelineConfig::default();
+    unlimited.views.shed_budget = 1.0;
+    let (free, _) = climbing_nodes_without_probes(unlimited, 45_000, &climbing);
+    let shed = |scores: &[(String, f64)]| -> f64 { scores.iter().map(|(_, s)| s).sum() };
+    assert!(
+        free.iter()
+            .filter(|(n, _)| climbing.contains(&n.as_str()))
+            .all(|(_, s)| *s > 0.7),
+        "{free:?}"
+    );
+    assert!(shed(&free) > 2.1, "{free:?}");
+    // With the shipped budget (a quarter of eight: two nodes' worth) the scores sum to
+    // two, the highest kept in full, and the healthy five are untouched.
+    let (capped, _) = climbing_nodes_without_probes(PipelineConfig::default(), 45_000, &climbing);
+    assert!((shed(&capped) - 2.0).abs() < 1e-9, "{capped:?}");
+    let top = free.iter().map(|(_, s)| *s).fold(0.0, f64::max);
+    assert!(capped.iter().any(|(_, s)| *s == top), "{free:?} {capped:?}");
+    assert!(
+        capped
+            .iter()
+            .filter(|(n, _)| !climbing.contains(&n.as_str()))
+            .all(|(_, s)| *s == 0.0),
+        "{capped:?}"
+    );
 }
 
 #[test]
