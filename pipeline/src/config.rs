@@ -88,9 +88,9 @@ pub struct ViewConfig {
     /// well again gets its share back over seconds, not in one rebuild; 0 turns the
     /// envelope off.
     pub score_release_per_s: f64,
-    /// Most of the pool shed at once: the routed degrade scores sum to at most this
-    /// fraction of the nodes (at least one node's worth), the highest kept first
-    /// ([`crate::budget`]); 1 = no limit.
+    /// Most of the pool shed at once: the routed degrade scores of the nodes in service
+    /// sum to at most this fraction of the nodes less those out of service (at least
+    /// one node's worth), the highest kept first ([`crate::budget`]); 1 = no limit.
     pub shed_budget: f64,
 }
 

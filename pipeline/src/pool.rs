@@ -558,7 +558,16 @@ impl PoolPredictor {
                 score
             })
             .collect();
-        let scores = crate::budget::shed_budget(&released, v.shed_budget);
+        // Out of service: drained, or unhealthy (a stale node is routed as unknown).
+        let routed: Vec<bool> = self
+            .slots
+            .iter()
+            .map(|s| {
+                s.weight > 0.0
+                    && (s.model.is_stale(now_ms) || s.model.state() != NodeState::Unhealthy)
+            })
+            .collect();
+        let scores = crate::budget::shed_budget(&released, &routed, v.shed_budget);
         let mut views = Vec::with_capacity(self.slots.len());
         for (slot, &score) in self.slots.iter_mut().zip(&scores) {
             let capacity = self.estimates.get(&*slot.name).copied();
