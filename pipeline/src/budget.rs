@@ -19,8 +19,8 @@ pub fn shed_budget(scores: &[f64], routed: &[bool], budget: f64) -> Vec<f64> {
         return scores.to_vec();
     }
     let is_routed = |i: usize| routed.get(i).copied().unwrap_or(true);
-    let out = (0..n).filter(|&i| !is_routed(i)).count();
-    let total = (budget.max(0.0) * n as f64 - out as f64).max(1.0);
+    let out_of_service = (0..n).filter(|&i| !is_routed(i)).count();
+    let total = (budget.max(0.0) * n as f64 - out_of_service as f64).max(1.0);
     let clean = |s: f64| {
         if s.is_finite() {
             s.clamp(0.0, 1.0)
@@ -34,13 +34,13 @@ pub fn shed_budget(scores: &[f64], routed: &[bool], budget: f64) -> Vec<f64> {
     }
     order.sort_by(|&a, &b| clean(scores[b]).total_cmp(&clean(scores[a])));
     let mut left = total;
-    let mut out = scores.to_vec();
+    let mut capped = scores.to_vec();
     for i in order {
         let kept = clean(scores[i]).min(left);
-        out[i] = kept;
+        capped[i] = kept;
         left -= kept;
     }
-    out
+    capped
 }
 
 #[cfg(test)]
