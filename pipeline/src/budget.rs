@@ -10,9 +10,9 @@
 
 /// The scores after the budget: nodes out of service (`routed[i]` false) keep theirs
 /// and take none of it; the others' are unchanged when their sum fits in
-/// `max(1, budget × n − out)`, else the highest kept in full in turn (ties in pool
-/// order) and the remainder given to the next. A budget of 1 or more (or not finite) is
-/// no limit.
+/// `max(1, budget × n − nodes out of service)`, else the highest kept in full in turn
+/// (ties in pool order) and the remainder given to the next. A budget of 1 or more (or
+/// not finite) is no limit.
 pub fn shed_budget(scores: &[f64], routed: &[bool], budget: f64) -> Vec<f64> {
     let n = scores.len();
     if !budget.is_finite() || budget >= 1.0 {
