@@ -655,6 +655,29 @@ mod tests {
     }
 
     #[test]
+    fn one_slow_answer_among_steady_ones_is_forgotten_within_seconds() {
+        // A node answering in 20 ms every 10 ms has one 100 ms answer: the peak takes
+        // the estimate to it at once, and eight seconds of steady answers later it is
+        // back within 1.5x of 20 ms (with Finagle's 10 s it would still be near 56 ms,
+        // and the full scan would still send this node less than its identical peers).
+        let n = NodeLive::new(&LiveConfig::default());
+        let mut t = 0.0;
+        while t < 1.0 {
+            n.observe(0.02, true, t);
+            t += 0.01;
+        }
+        n.observe(0.1, true, t);
+        assert!(n.latency(t).expect("fed") > 0.09);
+        let slow_at = t;
+        while t < slow_at + 8.0 {
+            t += 0.01;
+            n.observe(0.02, true, t);
+        }
+        let l = n.latency(t).expect("fed");
+        assert!(l < 0.03, "{l}");
+    }
+
+    #[test]
     fn a_node_refusing_connections_is_unreachable_until_a_check_or_an_answer() {
         let n = NodeLive::new(&LiveConfig::default());
         n.observe(0.02, true, 0.0);
