@@ -184,6 +184,14 @@ pub struct PipelineVariant {
     pub outlook_full: Option<f64>,
     /// `outlook_horizon_ms`: how far ahead the outlook looks.
     pub outlook_horizon_ms: Option<i64>,
+    /// `outlook_rel_start`: where the peer-relative outlook score starts.
+    pub outlook_rel_start: Option<f64>,
+    /// `outlook_rel_full`: where the peer-relative outlook score is full.
+    pub outlook_rel_full: Option<f64>,
+    /// `outlook_rel_z_start`: peer z-score where the relative score starts.
+    pub outlook_rel_z_start: Option<f64>,
+    /// `outlook_rel_z_full`: peer z-score where the relative score is full.
+    pub outlook_rel_z_full: Option<f64>,
 }
 
 impl PipelineVariant {
@@ -233,6 +241,16 @@ impl PipelineVariant {
                 "outlook" => v.outlook = Some(val.parse().map_err(|e| bad(&e))?),
                 "outlook_start" => v.outlook_start = Some(val.parse().map_err(|e| bad(&e))?),
                 "outlook_full" => v.outlook_full = Some(val.parse().map_err(|e| bad(&e))?),
+                "outlook_rel_start" => {
+                    v.outlook_rel_start = Some(val.parse().map_err(|e| bad(&e))?)
+                }
+                "outlook_rel_full" => v.outlook_rel_full = Some(val.parse().map_err(|e| bad(&e))?),
+                "outlook_rel_z_start" => {
+                    v.outlook_rel_z_start = Some(val.parse().map_err(|e| bad(&e))?)
+                }
+                "outlook_rel_z_full" => {
+                    v.outlook_rel_z_full = Some(val.parse().map_err(|e| bad(&e))?)
+                }
                 "outlook_horizon_ms" => {
                     v.outlook_horizon_ms = Some(val.parse().map_err(|e| bad(&e))?)
                 }
@@ -314,6 +332,18 @@ impl PipelineVariant {
         }
         if let Some(x) = self.outlook_full {
             c.outlook.full = x;
+        }
+        if let Some(x) = self.outlook_rel_start {
+            c.outlook.rel_start = x;
+        }
+        if let Some(x) = self.outlook_rel_full {
+            c.outlook.rel_full = x;
+        }
+        if let Some(x) = self.outlook_rel_z_start {
+            c.outlook.rel_z_start = x;
+        }
+        if let Some(x) = self.outlook_rel_z_full {
+            c.outlook.rel_z_full = x;
         }
         if let Some(x) = self.outlook_horizon_ms {
             c.outlook.horizon_ms = x;

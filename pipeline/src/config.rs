@@ -230,6 +230,18 @@ impl PipelineConfig {
                 ),
             );
         }
+        let rel_off = o.rel_start == f64::INFINITY;
+        if !(rel_off || (o.rel_start.is_finite() && o.rel_full > o.rel_start))
+            || !(o.rel_z_start.is_finite() && o.rel_z_full > o.rel_z_start)
+        {
+            return bad(
+                "outlook",
+                format!(
+                    "rel_full ({}) must be above rel_start ({}) and rel_z_full ({}) above rel_z_start ({})",
+                    o.rel_full, o.rel_start, o.rel_z_full, o.rel_z_start
+                ),
+            );
+        }
         if !(v.peer_rel_floor >= 0.0 && v.peer_rel_floor.is_finite()) {
             return bad(
                 "peer_rel_floor",

@@ -6,7 +6,12 @@
 //! `horizon_ms`. Its score rises, through a smoothstep, from `start` to `full`
 //! times the pool's SLO, and counts only as far as the node's level also stands out
 //! from its peers' ([`crate::peers::peer_factor`]): a pool that slows as one (a burst,
-//! a lost node) sheds nobody. A node without a fresh update for `stale_ms` (shed so far
+//! a lost node) sheds nobody. A second, peer-relative score sees a node climbing away
+//! from a calm pool long before it nears the SLO: its outlook as a fraction of the way
+//! from the pool's median level to the SLO (`rel_start` to `rel_full`), counted only as
+//! far as its level is a clear outlier (robust z from `rel_z_start` to `rel_z_full`, so
+//! a pool whose nodes all wander, as in fluctuating speeds, is left to the live latency
+//! estimate). A node's score is the larger of the two. A node without a fresh update for `stale_ms` (shed so far
 //! it gets too few requests to measure) has no outlook score: the release envelope of
 //! the views brings it back gradually, and its latency speaks again. Pure.
 use crate::config::ViewConfig;
@@ -33,6 +38,17 @@ pub struct OutlookConfig {
     pub min_rows: u32,
     /// A tick's mean counts at most this many times the level (at least 1).
     pub max_step: f64,
+    /// Outlook, as a fraction of the way from the pool's median level to the SLO,
+    /// where the peer-relative score starts to rise (judged only with peers;
+    /// infinite: no peer-relative score).
+    pub rel_start: f64,
+    /// Where the peer-relative score is 1.
+    pub rel_full: f64,
+    /// Robust z-score of the node's level over the pool's where the peer-relative
+    /// score starts to count.
+    pub rel_z_start: f64,
+    /// Where it counts in full.
+    pub rel_z_full: f64,
 }
 
 impl Default for OutlookConfig {
@@ -47,6 +63,10 @@ impl Default for OutlookConfig {
             stale_ms: 3_000,
             min_rows: 3,
             max_step: 1.5,
+            rel_start: 0.03,
+            rel_full: 0.2,
+            rel_z_start: 3.0,
+            rel_z_full: 6.0,
         }
     }
 }
@@ -141,11 +161,18 @@ pub fn outlook_scores(
         .iter()
         .map(|o| {
             let own = o.own_score(now_ms, slo_ms, cfg);
-            if own <= 0.0 {
-                return 0.0;
-            }
-            match (&stats, o.level(now_ms, cfg)) {
-                (Some(st), Some(level)) => own * peer_factor(level, st, views),
+            match (&stats, o.level(now_ms, cfg), o.forecast(now_ms, cfg)) {
+                (Some(st), Some(level), Some(f)) => {
+                    let room = slo_ms - st.median;
+                    let rel = if room > 0.0 && cfg.rel_start.is_finite() {
+                        let z = (level - st.median) / st.spread;
+                        smooth_ramp((f - st.median) / room, cfg.rel_start, cfg.rel_full)
+                            * smooth_ramp(z, cfg.rel_z_start, cfg.rel_z_full)
+                    } else {
+                        0.0
+                    };
+                    (own * peer_factor(level, st, views)).max(rel)
+                }
                 _ => own,
             }
         })
@@ -180,6 +207,40 @@ mod tests {
         assert!(o.own_score(now, 100.0, &cfg) > 0.2);
         // Stale: no score.
         assert_eq!(o.own_score(now + 10_000, 100.0, &cfg), 0.0);
+    }
+
+    #[test]
+    fn a_node_climbing_away_from_a_calm_pool_scores_long_before_the_slo() {
+        let views = ViewConfig::default();
+        let now = 9_000;
+        // Seven nodes at 24-26 ms, one that has climbed to 34 ms: a quarter slower,
+        // nowhere near the 100 ms SLO, so the SLO-relative score alone says nothing.
+        let mut pool: Vec<Outlook> = (0..7)
+            .map(|i| fed(&[24.0 + f64::from(i % 3); 10]))
+            .collect();
+        pool.push(fed(&[
+            25.0, 26.0, 27.0, 28.0, 29.0, 30.0, 31.0, 32.0, 33.0, 34.0,
+        ]));
+        let refs: Vec<&Outlook> = pool.iter().collect();
+        let cfg = OutlookConfig::default();
+        let s = outlook_scores(&refs, now, 100.0, &cfg, &views);
+        assert!(s[7] > 0.5, "{s:?}");
+        assert!(s[..7].iter().all(|&x| x == 0.0), "{s:?}");
+        let off = OutlookConfig {
+            rel_start: f64::INFINITY,
+            ..cfg
+        };
+        let s = outlook_scores(&refs, now, 100.0, &off, &views);
+        assert!(s[7] < 0.05, "{s:?}");
+        // Nodes that all wander (speeds redrawn at random): the slowest is no clear
+        // outlier and keeps its traffic.
+        let wander: Vec<Outlook> = [18.0, 22.0, 25.0, 28.0, 31.0, 35.0, 38.0, 42.0]
+            .iter()
+            .map(|&x| fed(&[x; 10]))
+            .collect();
+        let refs: Vec<&Outlook> = wander.iter().collect();
+        let s = outlook_scores(&refs, now, 100.0, &cfg, &views);
+        assert!(s.iter().all(|&x| x < 0.05), "{s:?}");
     }
 
     #[test]
