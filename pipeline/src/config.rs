@@ -251,3 +251,24 @@ impl PipelineConfig {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_peer_relative_outlook_is_validated_and_can_be_turned_off() {
+        let ok = PipelineConfig::default();
+        assert!(ok.validate().is_ok());
+        let mut off = PipelineConfig::default();
+        off.outlook.rel_start = f64::INFINITY;
+        assert!(off.validate().is_ok());
+        let mut inverted = PipelineConfig::default();
+        inverted.outlook.rel_full = inverted.outlook.rel_start / 2.0;
+        let err = inverted.validate().expect_err("rel_full below rel_start");
+        assert!(err.to_string().contains("rel_full"), "{err}");
+        let mut nan = PipelineConfig::default();
+        nan.outlook.rel_z_start = f64::NAN;
+        assert!(nan.validate().is_err());
+    }
+}

@@ -11,9 +11,10 @@
 //! from the pool's median level to the SLO (`rel_start` to `rel_full`), counted only as
 //! far as its level is a clear outlier (robust z from `rel_z_start` to `rel_z_full`, so
 //! a pool whose nodes all wander, as in fluctuating speeds, is left to the live latency
-//! estimate). A node's score is the larger of the two. A node without a fresh update for `stale_ms` (shed so far
-//! it gets too few requests to measure) has no outlook score: the release envelope of
-//! the views brings it back gradually, and its latency speaks again. Pure.
+//! estimate). A node's score is the larger of the two. A node without a fresh update
+//! for `stale_ms` (shed so far it gets too few requests to measure) has no outlook
+//! score: the release envelope of the views brings it back gradually, and its latency
+//! speaks again. Pure.
 use crate::config::ViewConfig;
 use crate::peers::{PeerStats, peer_factor, smooth_ramp};
 
@@ -138,9 +139,10 @@ impl Outlook {
     }
 }
 
-/// Every node's outlook score: its own score times how far its level stands out from
-/// the fresh levels of the pool (with at least `views.peer_min_nodes` of them; else its
-/// own score alone, or none when peers are judged not at all).
+/// Every node's outlook score: the larger of its own score times how far its level
+/// stands out from the fresh levels of the pool, and its peer-relative score (with at
+/// least `views.peer_min_nodes` fresh levels; else its own score alone, or none when
+/// peers are judged not at all).
 pub fn outlook_scores(
     outlooks: &[&Outlook],
     now_ms: i64,
