@@ -167,9 +167,8 @@ pub fn outlook_scores(
                 (Some(st), Some(level), Some(f)) => {
                     let room = slo_ms - st.median;
                     let rel = if room > 0.0 && cfg.rel_start.is_finite() {
-                        let z = (level - st.median) / st.spread;
                         smooth_ramp((f - st.median) / room, cfg.rel_start, cfg.rel_full)
-                            * smooth_ramp(z, cfg.rel_z_start, cfg.rel_z_full)
+                            * smooth_ramp(st.z(level), cfg.rel_z_start, cfg.rel_z_full)
                     } else {
                         0.0
                     };

@@ -68,13 +68,17 @@ impl PeerStats {
             nodes: levels.len(),
         }
     }
+
+    /// How many robust standard deviations `level` is above the median.
+    pub fn z(&self, level: f64) -> f64 {
+        (level - self.median) / self.spread
+    }
 }
 
 /// How far a level stands out from its peers, 0..=1: 0 up to `peer_z_start` robust
 /// standard deviations above the median, 1 from `peer_z_full`, a smoothstep between.
 pub fn peer_factor(level: f64, stats: &PeerStats, cfg: &ViewConfig) -> f64 {
-    let z = (level - stats.median) / stats.spread;
-    smooth_ramp(z, cfg.peer_z_start, cfg.peer_z_full)
+    smooth_ramp(stats.z(level), cfg.peer_z_start, cfg.peer_z_full)
 }
 
 /// 0 up to `start`, 1 from `full`, a smoothstep (`3x² - 2x³`) between; 0 for NaN.
