@@ -558,26 +558,33 @@ impl PoolPredictor {
                 score
             })
             .collect();
-        // Out of service: drained, or unhealthy (a stale node is routed as unknown).
-        let routed: Vec<bool> = self
+        // Each node's state as its model has it (stale: `unknown`), before the view's
+        // own adjustments below; out of service: drained, or unhealthy.
+        let model_states: Vec<NodeState> = self
             .slots
             .iter()
             .map(|s| {
-                s.weight > 0.0
-                    && (s.model.is_stale(now_ms) || s.model.state() != NodeState::Unhealthy)
+                if s.model.is_stale(now_ms) {
+                    NodeState::Unknown
+                } else {
+                    s.model.state()
+                }
             })
+            .collect();
+        let routed: Vec<bool> = self
+            .slots
+            .iter()
+            .zip(&model_states)
+            .map(|(s, &state)| s.weight > 0.0 && state != NodeState::Unhealthy)
             .collect();
         let scores = crate::budget::shed_budget(&released, &routed, v.shed_budget);
         let mut views = Vec::with_capacity(self.slots.len());
-        for (slot, &score) in self.slots.iter_mut().zip(&scores) {
+        for ((slot, &score), &model_state) in self.slots.iter_mut().zip(&scores).zip(&model_states)
+        {
             let capacity = self.estimates.get(&*slot.name).copied();
             // Demand is held against the capacity routing uses.
             let _ = slot.model.set_capacity(capacity);
-            let mut state = if slot.model.is_stale(now_ms) {
-                NodeState::Unknown
-            } else {
-                slot.model.state()
-            };
+            let mut state = model_state;
             if state == NodeState::Degrading
                 && !(v.predictive && v.degrading_state && score >= v.peer_degrading_min)
             {
