@@ -20,6 +20,11 @@
 //!   metric, 400 ms timeout) and a `plb agent` per backend, started once the backends
 //!   serve and a few seconds before the load (node sampler off: every "node" here is
 //!   the same machine; reports batched for at most 250 ms). Its CPU includes the agents'.
+//! - PLB with a health probe (`plb-proxy-health`): the same agents, but the probe times
+//!   `GET /health` (a small fixed piece of work at the node's current speed), so its
+//!   `http-*-ms` metrics measure how fast the node is now, queue or not: the useful
+//!   probe, where `plb-proxy-probe`'s queue depth stays at 0 on a 2-worker node until it
+//!   saturates.
 //!
 //! Cost: the CPU time (user + system, from `/proc/<pid>/stat`, children included) each
 //! process tree spends from the first arrival to the last reply, per request sent.
@@ -52,16 +57,20 @@ pub enum Anchor {
     /// PLB's reverse proxy with an agent per backend running the `http-check` sample
     /// probe on the backend's `/status` every 500 ms (its `queued` field a metric).
     PlbProxyProbe,
+    /// PLB's reverse proxy with an agent per backend running the `http-check` sample
+    /// probe on the backend's `/health` every 500 ms (its timings the metrics).
+    PlbProxyHealth,
 }
 
 impl Anchor {
     /// Every anchor, in table order.
-    pub const ALL: [Anchor; 5] = [
+    pub const ALL: [Anchor; 6] = [
         Anchor::HaproxyRoundRobin,
         Anchor::HaproxyLeastConn,
         Anchor::NginxLeastConn,
         Anchor::PlbProxy,
         Anchor::PlbProxyProbe,
+        Anchor::PlbProxyHealth,
     ];
 
     /// Its name in tables and on the command line.
@@ -72,6 +81,7 @@ impl Anchor {
             Anchor::NginxLeastConn => "nginx-lc",
             Anchor::PlbProxy => "plb-proxy",
             Anchor::PlbProxyProbe => "plb-proxy-probe",
+            Anchor::PlbProxyHealth => "plb-proxy-health",
         }
     }
 
@@ -80,9 +90,23 @@ impl Anchor {
         !self.is_plb()
     }
 
-    /// Whether it is PLB's own proxy (with or without the probe).
+    /// Whether it is PLB's own proxy (with or without a probe).
     pub fn is_plb(self) -> bool {
-        matches!(self, Anchor::PlbProxy | Anchor::PlbProxyProbe)
+        matches!(
+            self,
+            Anchor::PlbProxy | Anchor::PlbProxyProbe | Anchor::PlbProxyHealth
+        )
+    }
+
+    /// The `http-check` config of its probe, if it runs agents with one.
+    pub fn probe_config(self) -> Option<serde_json::Value> {
+        match self {
+            Anchor::PlbProxyProbe => {
+                Some(serde_json::json!({"path": "/status", "json-field": "queued"}))
+            }
+            Anchor::PlbProxyHealth => Some(serde_json::json!({"path": "/health"})),
+            _ => None,
+        }
     }
 
     /// The program it runs.
@@ -90,7 +114,7 @@ impl Anchor {
         match self {
             Anchor::HaproxyRoundRobin | Anchor::HaproxyLeastConn => "haproxy",
             Anchor::NginxLeastConn => "nginx",
-            Anchor::PlbProxy | Anchor::PlbProxyProbe => "plb",
+            Anchor::PlbProxy | Anchor::PlbProxyProbe | Anchor::PlbProxyHealth => "plb",
         }
     }
 
@@ -228,11 +252,11 @@ pub struct Running {
     pub listen: SocketAddr,
     child: Child,
     dir: TempDir,
-    /// The agents still to start ([`Anchor::PlbProxyProbe`]), then started.
+    /// The agents still to start (the anchors with a probe), then started.
     agents: Agents,
 }
 
-/// The agents of [`Anchor::PlbProxyProbe`]: one per backend.
+/// The agents of an anchor with a probe: one per backend.
 #[derive(Debug, Default)]
 enum Agents {
     /// Not that anchor.
@@ -271,7 +295,7 @@ impl Running {
         Some(own + agents)
     }
 
-    /// Starts the agents of [`Anchor::PlbProxyProbe`] (no effect for the others): call
+    /// Starts the agents of an anchor with a probe (no effect for the others): call
     /// it once the backends serve, so that no probe runs against a backend that does
     /// not answer yet. The agents fetch the probe, compile it and run it on their own;
     /// give them a few seconds before the load starts.
@@ -479,7 +503,7 @@ pub async fn start(
                 .arg("-e")
                 .arg(dir.0.join("error.log"));
         }
-        Anchor::PlbProxy | Anchor::PlbProxyProbe => {
+        Anchor::PlbProxy | Anchor::PlbProxyProbe | Anchor::PlbProxyHealth => {
             let a = free_addr()?;
             api = Some(a);
             // `plb balancer ...`, or the balancer crate's own `plb-balancer ...`.
@@ -518,8 +542,8 @@ pub async fn start(
         if let Some(api) = api {
             let policy = tools.proxy_policy;
             let setup = setup_plb(api, admin, backends, slo, policy).await?;
-            if anchor == Anchor::PlbProxyProbe {
-                upload_probe(api, &setup.client_token).await?;
+            if let Some(config) = anchor.probe_config() {
+                upload_probe(api, &setup.client_token, &config).await?;
                 agents = Agents::Planned {
                     program: program.clone(),
                     api,
@@ -781,11 +805,15 @@ struct PlbSetup {
     nodes: Vec<(String, SocketAddr, String)>,
 }
 
-/// Uploads the `http-check` sample probe to the pool `web` as a user would: every
-/// 500 ms, `GET /status` on the node, its `queued` field reported as a metric.
-async fn upload_probe(api: SocketAddr, token: &str) -> Result<(), String> {
+/// Uploads the `http-check` sample probe to the pool `web` as a user would, run every
+/// 500 ms with `config` (the anchor's [`Anchor::probe_config`]).
+async fn upload_probe(
+    api: SocketAddr,
+    token: &str,
+    config: &serde_json::Value,
+) -> Result<(), String> {
     let http: ApiClient = Client::builder(TokioExecutor::new()).build_http();
-    let config = serde_json::json!({"path": "/status", "json-field": "queued"}).to_string();
+    let config = config.to_string();
     let query = form_urlencoded::Serializer::new(String::new())
         .extend_pairs([
             ("tier", "quick"),
@@ -822,7 +850,7 @@ mod tests {
 
     #[test]
     fn names_parse_and_unknown_is_refused() {
-        assert_eq!(Anchor::parse_list("all").expect("all").len(), 5);
+        assert_eq!(Anchor::parse_list("all").expect("all").len(), 6);
         assert!(Anchor::parse_list("none").expect("none").is_empty());
         assert_eq!(
             Anchor::parse_list("nginx-lc, haproxy-lc,nginx-lc").expect("two"),

@@ -159,7 +159,7 @@ pub async fn run_rep_with(
     // run their probe: they get a few seconds before the load starts.
     let agents_lead = if pending
         .iter()
-        .any(|(r, _)| r.anchor == Anchor::PlbProxyProbe)
+        .any(|(r, _)| r.anchor.probe_config().is_some())
     {
         AGENTS_LEAD_MS
     } else {
