@@ -168,8 +168,8 @@ pub struct Goal {
     pub met: bool,
 }
 
-/// `plb` (or `plb-proxy`, `plb-proxy-probe`, `plb-proxy-health`) against the baselines (and the oracle) in one scenario ×
-/// mode × size.
+/// `plb` (or `plb-proxy`, `plb-proxy-probe`, `plb-proxy-health`) against the baselines
+/// (and the oracle) in one scenario × mode × size.
 #[derive(Debug, Clone, Serialize)]
 pub struct Comparison {
     /// Who is compared: `plb` (in process), `plb-proxy` (PLB's reverse proxy) or
