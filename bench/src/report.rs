@@ -7,6 +7,7 @@ use std::fmt::Write as _;
 use plb_routing::PolicyKind;
 use serde::Serialize;
 
+use crate::anchors::Anchor;
 use crate::metrics::RunSummary;
 use crate::policies::{Contender, HarnessConfig};
 use crate::scenario::{Kind, Scenario, Shape};
@@ -343,9 +344,15 @@ impl Report {
             );
         }
         out.push_str(&cost(&cells));
-        for who in ["plb", "plb-proxy", "plb-proxy-probe", "plb-proxy-health"] {
+        // In-process `plb`, then PLB's proxy lanes; those with a probe are also held
+        // against the proxy without one.
+        let proxies = Anchor::ALL
+            .into_iter()
+            .filter(|a| a.is_plb())
+            .map(|a| (a.name(), a.probe_config().is_some()));
+        for (who, probe) in std::iter::once(("plb", false)).chain(proxies) {
             if let Some(mut cmp) = compare(scenario, mode, &cells, who) {
-                if who != "plb" && who != "plb-proxy" {
+                if probe {
                     cmp.goals.extend(probe_goal(&cells, who));
                 }
                 out.push_str(&describe(&cmp));
@@ -804,7 +811,7 @@ fn ratio_of(a: f64, b: f64) -> f64 {
 /// repetitions).
 fn probe_goal(cells: &[&Cell], with_probe: &str) -> Option<Goal> {
     let find = |who: &str| cells.iter().find(|c| c.contender == who);
-    let (on, off) = (find(with_probe)?, find("plb-proxy")?);
+    let (on, off) = (find(with_probe)?, find(Anchor::PlbProxy.name())?);
     let (a, b) = (on.median.slo_breaking_pct, off.median.slo_breaking_pct);
     let ratio = ratio_of(a, b);
     Some(Goal {
