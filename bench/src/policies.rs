@@ -174,6 +174,11 @@ pub struct PipelineVariant {
     pub peer_rel_floor: Option<f64>,
     /// `release`: how fast a routed degrade score may fall, per second (0 = off).
     pub release: Option<f64>,
+    /// `release_fast`: the release of a node whose feedback latency is back with its
+    /// peers', per second.
+    pub release_fast: Option<f64>,
+    /// `release_fast_within`: how close to the pool's median level that is.
+    pub release_fast_within: Option<f64>,
     /// `shed_budget`: most of the pool shed at once (1 = no limit).
     pub shed_budget: Option<f64>,
     /// `outlook`: whether feedback latency's outlook sheds nodes (false = off).
@@ -237,6 +242,10 @@ impl PipelineVariant {
                 }
                 "peer_rel_floor" => v.peer_rel_floor = Some(val.parse().map_err(|e| bad(&e))?),
                 "release" => v.release = Some(val.parse().map_err(|e| bad(&e))?),
+                "release_fast" => v.release_fast = Some(val.parse().map_err(|e| bad(&e))?),
+                "release_fast_within" => {
+                    v.release_fast_within = Some(val.parse().map_err(|e| bad(&e))?)
+                }
                 "shed_budget" => v.shed_budget = Some(val.parse().map_err(|e| bad(&e))?),
                 "outlook" => v.outlook = Some(val.parse().map_err(|e| bad(&e))?),
                 "outlook_start" => v.outlook_start = Some(val.parse().map_err(|e| bad(&e))?),
@@ -320,6 +329,12 @@ impl PipelineVariant {
         }
         if let Some(x) = self.release {
             c.views.score_release_per_s = x;
+        }
+        if let Some(x) = self.release_fast {
+            c.views.score_release_fast_per_s = x;
+        }
+        if let Some(x) = self.release_fast_within {
+            c.views.release_fast_within = x;
         }
         if let Some(x) = self.shed_budget {
             c.views.shed_budget = x;

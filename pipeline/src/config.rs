@@ -88,6 +88,15 @@ pub struct ViewConfig {
     /// well again gets its share back over seconds, not in one rebuild; 0 turns the
     /// envelope off.
     pub score_release_per_s: f64,
+    /// The faster release of a node whose own fresh feedback latency (its outlook's
+    /// level) is back within `release_fast_within` times the pool's median level: it
+    /// has shown, with the requests it still gets, that it serves as fast as its
+    /// peers, so the envelope need not hold it out for seconds more (a node that
+    /// speeds up again after a slow spell). Per second; at most the score's own fall.
+    pub score_release_fast_per_s: f64,
+    /// How close to the pool's median level a node's fresh level must be for the fast
+    /// release (1.3: within 30 %).
+    pub release_fast_within: f64,
     /// Most of the pool shed at once: the routed degrade scores of the nodes in service
     /// sum to at most this fraction of the nodes less those out of service (at least
     /// one node's worth), the highest kept first ([`crate::budget`]); 1 = no limit.
@@ -109,6 +118,8 @@ impl Default for ViewConfig {
             peer_rel_floor: 0.05,
             peer_degrading_min: 0.5,
             score_release_per_s: 0.2,
+            score_release_fast_per_s: 1.0,
+            release_fast_within: 1.3,
             shed_budget: 0.25,
         }
     }

@@ -540,7 +540,16 @@ impl PoolPredictor {
             vec![0.0; self.slots.len()]
         };
         let scores: Vec<f64> = scores.iter().zip(&ahead).map(|(a, b)| a.max(*b)).collect();
-        // Rises at once, falls at most `score_release_per_s`.
+        // Rises at once, falls at most `score_release_per_s` (faster for a node whose
+        // fresh feedback latency is back with its peers').
+        let ocfg = &self.config.outlook;
+        let mut fresh: Vec<f64> = self
+            .slots
+            .iter()
+            .filter_map(|s| s.outlook.level(now_ms, ocfg))
+            .collect();
+        fresh.sort_by(f64::total_cmp);
+        let median_level = (fresh.len() >= v.peer_min_nodes.max(2)).then(|| fresh[fresh.len() / 2]);
         let released: Vec<f64> = self
             .slots
             .iter_mut()
@@ -548,7 +557,13 @@ impl PoolPredictor {
             .map(|(slot, &score)| {
                 let (last, at) = slot.routed_score;
                 let dt = now_ms.saturating_sub(at).max(0) as f64 / 1000.0;
-                let released = last - v.score_release_per_s * dt;
+                let rate = match (median_level, slot.outlook.level(now_ms, ocfg)) {
+                    (Some(m), Some(l)) if l <= m * v.release_fast_within => {
+                        v.score_release_per_s.max(v.score_release_fast_per_s)
+                    }
+                    _ => v.score_release_per_s,
+                };
+                let released = last - rate * dt;
                 let score = if v.score_release_per_s > 0.0 && released > score {
                     released.clamp(0.0, 1.0)
                 } else {

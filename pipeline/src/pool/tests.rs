@@ -453,3 +453,59 @@ fn without_probes_a_climbing_latency_is_shed_before_it_reaches_the_slo() {
     assert!(scores.iter().all(|(_, s)| *s == 0.0), "{scores:?}");
     assert_eq!(outlook, None);
 }
+
+/// Eight nodes answering in 40 ms and `h` in `h_ms` (`None`: `h` gets no requests) for
+/// 5 s; `h`'s routed score is then set to 1 (a shed from an earlier spell) and the
+/// views built a second later: `h`'s score then, with `release_fast` as the fast rate.
+fn held_score_a_second_later(h_ms: Option<f64>, release_fast: f64) -> f64 {
+    let names = ["a", "b", "c", "d", "e", "f", "g", "h"];
+    let mut config = PipelineConfig::default();
+    config.views.score_release_fast_per_s = release_fast;
+    let mut p = pool(&names, config);
+    let mut t = 0;
+    while t <= 5_000 {
+        for n in names {
+            let latency_ms = match (n, h_ms) {
+                ("h", None) => continue,
+                ("h", Some(ms)) => ms,
+                _ => 40.0,
+            };
+            p.observe_feedback(Feedback {
+                node: n,
+                at_ms: t,
+                load: 1.0,
+                latency_ms,
+                ok: true,
+            });
+        }
+        t += 100;
+        if t % 1_000 == 0 {
+            p.tick(t, &|_| None);
+            p.views(t);
+        }
+    }
+    let h = p.index["h"];
+    p.slots[h].routed_score = (1.0, t);
+    p.tick(t + 1_000, &|_| None);
+    let views = p.views(t + 1_000);
+    views[h].degrade_score
+}
+
+#[test]
+fn a_held_node_whose_latency_is_back_with_its_peers_is_released_fast() {
+    let shipped = ViewConfig::default();
+    assert!(shipped.score_release_fast_per_s > shipped.score_release_per_s);
+    let slow = 1.0 - shipped.score_release_per_s;
+    let fast = (1.0 - shipped.score_release_fast_per_s).max(0.0);
+    // Within 10 % of its peers: what it still serves says it is well again.
+    let near = held_score_a_second_later(Some(44.0), shipped.score_release_fast_per_s);
+    assert!((near - fast).abs() < 1e-9, "{near}");
+    // The same with the fast release set to the slow one: the envelope holds it.
+    let held = held_score_a_second_later(Some(44.0), shipped.score_release_per_s);
+    assert!((held - slow).abs() < 1e-9, "{held}");
+    // Half as slow again as its peers, or not measured at all: the slow release.
+    let behind = held_score_a_second_later(Some(60.0), shipped.score_release_fast_per_s);
+    assert!((behind - slow).abs() < 1e-9, "{behind}");
+    let unmeasured = held_score_a_second_later(None, shipped.score_release_fast_per_s);
+    assert!((unmeasured - slow).abs() < 1e-9, "{unmeasured}");
+}
