@@ -222,6 +222,18 @@ impl PipelineConfig {
                 format!("must be >= 0, got {}", v.score_release_per_s),
             );
         }
+        if !(v.score_release_fast_per_s >= 0.0 && v.score_release_fast_per_s.is_finite()) {
+            return bad(
+                "score_release_fast_per_s",
+                format!("must be >= 0, got {}", v.score_release_fast_per_s),
+            );
+        }
+        if !(v.release_fast_within >= 0.0 && v.release_fast_within.is_finite()) {
+            return bad(
+                "release_fast_within",
+                format!("must be >= 0, got {}", v.release_fast_within),
+            );
+        }
         let o = &self.outlook;
         if !((0.0..=1.0).contains(&o.alpha) && (0.0..=1.0).contains(&o.beta)) {
             return bad(
@@ -281,5 +293,17 @@ mod tests {
         let mut nan = PipelineConfig::default();
         nan.outlook.rel_z_start = f64::NAN;
         assert!(nan.validate().is_err());
+    }
+
+    #[test]
+    fn the_fast_release_is_validated() {
+        let mut negative = PipelineConfig::default();
+        negative.views.score_release_fast_per_s = -1.0;
+        let err = negative.validate().expect_err("negative rate");
+        assert!(err.to_string().contains("score_release_fast_per_s"), "{err}");
+        let mut nan = PipelineConfig::default();
+        nan.views.release_fast_within = f64::NAN;
+        let err = nan.validate().expect_err("NaN margin");
+        assert!(err.to_string().contains("release_fast_within"), "{err}");
     }
 }
