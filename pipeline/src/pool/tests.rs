@@ -492,20 +492,24 @@ fn held_score_a_second_later(h_ms: Option<f64>, release_fast: f64) -> f64 {
 }
 
 #[test]
-fn a_held_node_whose_latency_is_back_with_its_peers_is_released_fast() {
+fn with_the_fast_release_a_held_node_whose_latency_is_back_is_released_fast() {
     let shipped = ViewConfig::default();
-    assert!(shipped.score_release_fast_per_s > shipped.score_release_per_s);
+    // Shipped off: the fast release is the slow one.
+    assert_eq!(
+        shipped.score_release_fast_per_s,
+        shipped.score_release_per_s
+    );
+    let rate = 1.0;
     let slow = 1.0 - shipped.score_release_per_s;
-    let fast = (1.0 - shipped.score_release_fast_per_s).max(0.0);
     // Within 10 % of its peers: what it still serves says it is well again.
-    let near = held_score_a_second_later(Some(44.0), shipped.score_release_fast_per_s);
-    assert!((near - fast).abs() < 1e-9, "{near}");
-    // The same with the fast release set to the slow one: the envelope holds it.
-    let held = held_score_a_second_later(Some(44.0), shipped.score_release_per_s);
+    let near = held_score_a_second_later(Some(44.0), rate);
+    assert!(near.abs() < 1e-9, "{near}");
+    // With the shipped settings the envelope holds it.
+    let held = held_score_a_second_later(Some(44.0), shipped.score_release_fast_per_s);
     assert!((held - slow).abs() < 1e-9, "{held}");
     // Half as slow again as its peers, or not measured at all: the slow release.
-    let behind = held_score_a_second_later(Some(60.0), shipped.score_release_fast_per_s);
+    let behind = held_score_a_second_later(Some(60.0), rate);
     assert!((behind - slow).abs() < 1e-9, "{behind}");
-    let unmeasured = held_score_a_second_later(None, shipped.score_release_fast_per_s);
+    let unmeasured = held_score_a_second_later(None, rate);
     assert!((unmeasured - slow).abs() < 1e-9, "{unmeasured}");
 }
