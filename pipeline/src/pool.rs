@@ -541,15 +541,20 @@ impl PoolPredictor {
         };
         let scores: Vec<f64> = scores.iter().zip(&ahead).map(|(a, b)| a.max(*b)).collect();
         // Rises at once, falls at most `score_release_per_s` (faster for a node whose
-        // fresh feedback latency is back with its peers').
+        // fresh feedback latency is back with its peers'; off unless faster: no pass
+        // over the pool's levels then).
         let ocfg = &self.config.outlook;
-        let mut fresh: Vec<f64> = self
-            .slots
-            .iter()
-            .filter_map(|s| s.outlook.level(now_ms, ocfg))
-            .collect();
-        fresh.sort_by(f64::total_cmp);
-        let median_level = (fresh.len() >= v.peer_min_nodes.max(2)).then(|| fresh[fresh.len() / 2]);
+        let median_level = if v.score_release_fast_per_s > v.score_release_per_s {
+            let mut fresh: Vec<f64> = self
+                .slots
+                .iter()
+                .filter_map(|s| s.outlook.level(now_ms, ocfg))
+                .collect();
+            fresh.sort_by(f64::total_cmp);
+            (fresh.len() >= v.peer_min_nodes.max(2)).then(|| fresh[fresh.len() / 2])
+        } else {
+            None
+        };
         let released: Vec<f64> = self
             .slots
             .iter_mut()
@@ -559,7 +564,7 @@ impl PoolPredictor {
                 let dt = now_ms.saturating_sub(at).max(0) as f64 / 1000.0;
                 let rate = match (median_level, slot.outlook.level(now_ms, ocfg)) {
                     (Some(m), Some(l)) if l <= m * v.release_fast_within => {
-                        v.score_release_per_s.max(v.score_release_fast_per_s)
+                        v.score_release_fast_per_s
                     }
                     _ => v.score_release_per_s,
                 };
