@@ -27,7 +27,8 @@ pub struct PeerStats {
     pub nodes: usize,
 }
 
-fn median(v: &mut [f64]) -> f64 {
+/// The median of `v` (sorted in place; 0 when empty).
+pub(crate) fn median(v: &mut [f64]) -> f64 {
     v.sort_by(f64::total_cmp);
     let n = v.len();
     if n == 0 {

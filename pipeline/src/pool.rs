@@ -550,8 +550,7 @@ impl PoolPredictor {
                 .iter()
                 .filter_map(|s| s.outlook.level(now_ms, ocfg))
                 .collect();
-            fresh.sort_by(f64::total_cmp);
-            (fresh.len() >= v.peer_min_nodes.max(2)).then(|| fresh[fresh.len() / 2])
+            (fresh.len() >= v.peer_min_nodes.max(2)).then(|| peers::median(&mut fresh))
         } else {
             None
         };
