@@ -245,6 +245,18 @@ fn reply(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
     r
 }
 
+/// The response header that names the node (its index) answering a work request, so
+/// that a client behind a balancer knows where each request went.
+pub const NODE_HEADER: &str = "x-bench-node";
+
+/// An answer to a work request, naming the node.
+fn work_reply(state: &State, status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
+    let mut r = reply(status, body);
+    r.headers_mut()
+        .insert(NODE_HEADER, hyper::header::HeaderValue::from(state.node));
+    r
+}
+
 /// Never answers in time: the client's timeout ends it.
 async fn hang(state: &State) -> Response<Full<Bytes>> {
     tokio::time::sleep(Duration::from_secs_f64(state.scenario.timeout + 1.0)).await;
@@ -257,7 +269,11 @@ async fn handle(
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let c = state.condition();
     if !c.present {
-        return Ok(reply(StatusCode::SERVICE_UNAVAILABLE, "not in service"));
+        return Ok(work_reply(
+            &state,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not in service",
+        ));
     }
     if !c.up {
         return Ok(hang(&state).await);
@@ -282,7 +298,7 @@ async fn work(state: Arc<State>, c: Condition) -> Response<Full<Bytes>> {
     }
     let (u, z) = state.draw();
     if c.error_rate > 0.0 && u < c.error_rate {
-        return reply(StatusCode::SERVICE_UNAVAILABLE, "fast failure");
+        return work_reply(&state, StatusCode::SERVICE_UNAVAILABLE, "fast failure");
     }
     // Detached: the work goes on if the client gives up.
     let task = {
@@ -315,7 +331,7 @@ async fn work(state: Arc<State>, c: Condition) -> Response<Full<Bytes>> {
         })
     };
     match task.await {
-        Ok(true) => reply(StatusCode::OK, "done"),
+        Ok(true) => work_reply(&state, StatusCode::OK, "done"),
         _ => hang(&state).await,
     }
 }
@@ -353,6 +369,13 @@ mod tests {
         let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
         let (s, _, _) = get(&client, fast.addr, "/").await;
         assert_eq!(s, StatusCode::OK);
+        // A work answer names its node, for a client behind a balancer.
+        let uri: hyper::Uri = format!("http://{}/", fast.addr).parse().expect("uri");
+        let resp = client.get(uri).await.expect("answers");
+        assert_eq!(
+            resp.headers().get(NODE_HEADER).and_then(|v| v.to_str().ok()),
+            Some("2")
+        );
         let (s, _, lat) = get(&client, slow.addr, "/health").await;
         assert_eq!(s, StatusCode::OK);
         assert!(lat >= 0.040, "health at 0.25x takes 10 ms / 0.25: {lat}");

@@ -329,14 +329,29 @@ fn http_client() -> HttpClient {
 async fn proxy_request(lane: Arc<ProxyLane>, t0: f64) {
     let timeout = lane.scenario.timeout;
     let deadline = lane.start + Duration::from_secs_f64(t0 + timeout);
-    let answer = tokio::time::timeout_at(deadline, get(&lane.client, lane.target.clone())).await;
+    let answer =
+        tokio::time::timeout_at(deadline, get_work(&lane.client, lane.target.clone())).await;
     let end = lane.start.elapsed().as_secs_f64();
-    let (latency, ok, timed_out) = match answer {
-        Ok(Some((status, _))) => (end - t0, status == StatusCode::OK, false),
-        Ok(None) => (end - t0, false, false),
-        Err(_) => (timeout, false, true),
+    let (latency, ok, timed_out, node) = match answer {
+        Ok(Some((status, node))) => (end - t0, status == StatusCode::OK, false, node),
+        Ok(None) => (end - t0, false, false, None),
+        Err(_) => (timeout, false, true, None),
     };
-    lock(&lane.stats).done(t0, latency, ok, timed_out);
+    lock(&lane.stats).done(t0, node, latency, ok, timed_out);
+}
+
+/// GET `uri` through a balancer, reading the whole body: the status and the node that
+/// answered, from the backend's [`backend::NODE_HEADER`] (none if the balancer answered
+/// itself).
+async fn get_work(client: &HttpClient, uri: Uri) -> Option<(StatusCode, Option<usize>)> {
+    let resp = client.get(uri).await.ok()?;
+    let status = resp.status();
+    let node = resp
+        .headers()
+        .get(backend::NODE_HEADER)
+        .and_then(|v| v.to_str().ok()?.parse().ok());
+    resp.into_body().collect().await.ok()?;
+    Some((status, node))
 }
 
 fn lane(
@@ -403,7 +418,7 @@ async fn request(lane: Arc<Lane>, t0: f64) {
     let sidecar = &lane.sidecars[s];
     let picked = sidecar.pick(now, &mut rand::rng());
     let Some((node, live)) = picked.and_then(|i| Some((i, sidecar.live(i)?))) else {
-        lock(&lane.stats).done(t0, 0.0, false, false);
+        lock(&lane.stats).done(t0, None, 0.0, false, false);
         return;
     };
     let load = sidecar.load_estimate(node, lane.sidecars.len());
@@ -421,7 +436,7 @@ async fn request(lane: Arc<Lane>, t0: f64) {
     };
     guard.finish(latency, ok, end);
     lock(&lane.control).on_feedback(node, latency, ok, end, load);
-    lock(&lane.stats).done(t0, latency, ok, timed_out);
+    lock(&lane.stats).done(t0, Some(node), latency, ok, timed_out);
 }
 
 /// One probe task per node: `/health` timed and `/status` read every probe interval,

@@ -18,6 +18,59 @@ const SHARE_WINDOW: f64 = 2.0;
 /// The traffic has "shifted off" the affected nodes once their share over the window is
 /// below this fraction of their fair share.
 const SHIFTED: f64 = 0.5;
+/// Width of a timeline bin ([`Timeline`]), seconds.
+const TIMELINE_BIN: f64 = 1.0;
+/// Pools up to this size keep per-node figures (shares, the timeline).
+const SMALL_POOL: usize = 64;
+
+/// Per second of the run, per node: where requests went and where they broke the SLO,
+/// to see when and where a run loses (pools of up to [`SMALL_POOL`] nodes).
+#[derive(Debug, Clone, Serialize)]
+pub struct Timeline {
+    /// Width of a bin, seconds.
+    pub bin_s: f64,
+    /// `routed[s][i]`: requests node `i` received in second `s` (by arrival).
+    pub routed: Vec<Vec<u32>>,
+    /// `breaking[s][i]`: requests intended in second `s` (of the measured window) that
+    /// failed or broke the SLO,
+    /// by the node that answered; the last column holds those with no node to name
+    /// (refused or timed out through a proxy, or nothing to route to).
+    pub breaking: Vec<Vec<u32>>,
+    /// `speed[s][i]`: node `i`'s scripted speed in the middle of second `s`, 0 while it
+    /// is absent, hung or refusing.
+    pub speed: Vec<Vec<f32>>,
+}
+
+impl Timeline {
+    fn new(scenario: &Scenario, bins: usize) -> Self {
+        let n = scenario.nodes;
+        let speed = (0..bins)
+            .map(|b| {
+                let t = (b as f64 + 0.5) * TIMELINE_BIN;
+                (0..n)
+                    .map(|i| {
+                        let c = scenario.condition(i, t);
+                        if c.present && c.up && !c.refusing {
+                            c.speed as f32
+                        } else {
+                            0.0
+                        }
+                    })
+                    .collect()
+            })
+            .collect();
+        Timeline {
+            bin_s: TIMELINE_BIN,
+            routed: vec![vec![0; n]; bins],
+            breaking: vec![vec![0; n + 1]; bins],
+            speed,
+        }
+    }
+
+    fn bin(&self, t: f64) -> usize {
+        ((t.max(0.0) / TIMELINE_BIN) as usize).min(self.routed.len().saturating_sub(1))
+    }
+}
 
 /// Latencies in log buckets of 1 %: constant memory at any request count.
 #[derive(Debug, Clone)]
@@ -96,6 +149,8 @@ pub struct RunStats {
     group: Vec<Option<usize>>,
     /// Per script group, whether its nodes are in their failure window, per bin.
     breach: Vec<Vec<bool>>,
+    /// Per second and node, small pools only.
+    timeline: Option<Timeline>,
 }
 
 impl RunStats {
@@ -141,6 +196,10 @@ impl RunStats {
             total_bins: vec![0; bins],
             group,
             breach,
+            timeline: (scenario.nodes <= SMALL_POOL).then(|| {
+                let secs = ((scenario.duration() + scenario.timeout) / TIMELINE_BIN).ceil();
+                Timeline::new(scenario, secs as usize + 1)
+            }),
         }
     }
 
@@ -152,6 +211,12 @@ impl RunStats {
     pub fn routed(&mut self, node: usize, t0: f64) {
         let b = ((t0.max(0.0) / BIN) as usize).min(self.total_bins.len() - 1);
         self.total_bins[b] += 1;
+        if let Some(tl) = &mut self.timeline {
+            let s = tl.bin(t0);
+            if let Some(c) = tl.routed[s].get_mut(node) {
+                *c += 1;
+            }
+        }
         let affected = self.affected_pos.get(node).copied().unwrap_or(false);
         if affected {
             self.affected_bins[b] += 1;
@@ -174,11 +239,12 @@ impl RunStats {
     }
 
     /// The request intended at `t0` finished after `latency` seconds (measured from
-    /// `t0`), `ok` or not; `timed_out` if the client gave up. A failed request enters
+    /// `t0`), `ok` or not, answered by `node` if known; `timed_out` if the client gave
+    /// up. A failed request enters
     /// the latency distribution at the timeout, however fast it failed: percentiles
     /// are the time by which that share of requests *succeeded*, so a policy cannot
     /// improve them by sending traffic to a node that fails fast.
-    pub fn done(&mut self, t0: f64, latency: f64, ok: bool, timed_out: bool) {
+    pub fn done(&mut self, t0: f64, node: Option<usize>, latency: f64, ok: bool, timed_out: bool) {
         if !self.measured(t0) {
             return;
         }
@@ -196,6 +262,12 @@ impl RunStats {
         }
         if !ok || latency > self.slo {
             self.slo_breaking += 1;
+            if let Some(tl) = &mut self.timeline {
+                let s = tl.bin(t0);
+                let row = &mut tl.breaking[s];
+                let unknown = row.len() - 1;
+                row[node.filter(|&i| i < unknown).unwrap_or(unknown)] += 1;
+            }
         }
     }
 
@@ -269,7 +341,7 @@ impl RunStats {
         } else {
             (None, None, None)
         };
-        let small = scenario.nodes <= 64;
+        let small = scenario.nodes <= SMALL_POOL;
         RunSummary {
             requests: self.requests,
             errors: self.errors,
@@ -288,6 +360,7 @@ impl RunStats {
             traffic_share: if small { traffic } else { Vec::new() },
             capacity_share: if small { capacity.to_vec() } else { Vec::new() },
             cpu_us_per_request: None,
+            timeline: self.timeline.clone(),
         }
     }
 
@@ -358,6 +431,10 @@ pub struct RunSummary {
     /// CPU time of a real balancer's process tree per request sent, µs (live anchors).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cpu_us_per_request: Option<f64>,
+    /// Per second and node: routed, SLO-breaking and scripted speed (pools of up to 64
+    /// nodes).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeline: Option<Timeline>,
 }
 
 #[cfg(test)]
@@ -386,17 +463,27 @@ mod tests {
         let s = Scenario::new(def, 16, 1, 1.0);
         let mut r = RunStats::new(&s);
         r.routed(0, 1.0);
-        r.done(1.0, 0.01, true, false);
+        r.done(1.0, Some(0), 0.01, true, false);
         r.routed(0, 10.0);
-        r.done(10.0, 0.5, true, false);
+        r.done(10.0, Some(0), 0.5, true, false);
         r.routed(1, 10.0);
-        r.done(10.0, 1.0, false, true);
+        r.done(10.0, None, 1.0, false, true);
         let sum = r.summarize(&s);
         assert_eq!(
             (sum.requests, sum.errors, sum.timeouts, sum.slo_breaking),
             (2, 1, 1, 2)
         );
         assert_eq!(sum.traffic_share[0], 0.5);
+        // Second 10: one slow answer from node 0, one timeout with no node to name;
+        // the warm-up's request is routed but not counted as breaking.
+        let tl = sum.timeline.expect("small pool");
+        assert_eq!(tl.routed[10][..2], [1, 1]);
+        assert_eq!(tl.routed[1][0], 1);
+        assert_eq!(tl.breaking[10][0], 1);
+        assert_eq!(tl.breaking[10][16], 1);
+        assert_eq!(tl.breaking[10].iter().sum::<u32>(), 2);
+        assert!(tl.breaking[1].iter().all(|&c| c == 0));
+        assert!(tl.speed[10].iter().all(|&v| v == 1.0));
     }
 
     #[test]

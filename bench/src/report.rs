@@ -872,6 +872,7 @@ mod tests {
             traffic_share: Vec::new(),
             capacity_share: Vec::new(),
             cpu_us_per_request: None,
+            timeline: None,
         }
     }
 

@@ -255,7 +255,7 @@ impl Sim<'_> {
         };
         let Some((node, sidecar, load)) = picked else {
             // Nothing to route to: the request fails at once.
-            self.stats.done(now, 0.0, false, false);
+            self.stats.done(now, None, 0.0, false, false);
             return;
         };
         self.stats.routed(node, now);
@@ -366,7 +366,7 @@ impl Sim<'_> {
         let r = &mut self.reqs[req as usize];
         r.client_open = false;
         let (t0, node, sidecar, load) = (r.t0, r.node as usize, r.sidecar as usize, r.load);
-        self.stats.done(t0, latency, ok, timed_out);
+        self.stats.done(t0, Some(node), latency, ok, timed_out);
         if let Routing::Policy {
             control, sidecars, ..
         } = &mut self.routing
