@@ -116,7 +116,11 @@ pub struct PolicyConfig {
     /// shed node takes its turn, so that shedding several nodes at once (a pool-wide
     /// slow-down, a flap of the probes) cannot idle capacity the pool needs and turn
     /// an overload into a cascade. A node that is really gone is kept out by its
-    /// latency, its errors and its state, not by this weight. 0 turns it off.
+    /// latency, its errors and its state, not by this weight. 0 turns it off. At 0.4 a
+    /// shed node costs at most 2.5 times its cost unshed, on top of its own latency
+    /// (the per-second timeline of fluctuating-slow showed a quarter losing its
+    /// requests in the seconds the pool ran near capacity, where least-connections
+    /// uses every node; `bench/RESULTS.md`).
     pub scan_weight_floor: f64,
     /// `plb` full scan: a node in slow start takes part in a share of the scans (its
     /// ramp against the pool's highest) and, while it is still cold (no answer since
@@ -141,7 +145,7 @@ impl Default for PolicyConfig {
             full_scan_max: 32,
             scan_latency_exp: 1.0,
             scan_latency_floor: 0.5,
-            scan_weight_floor: 0.25,
+            scan_weight_floor: 0.4,
             slow_start_cost_exp: 0.5,
         }
     }
