@@ -373,7 +373,9 @@ mod tests {
         let uri: hyper::Uri = format!("http://{}/", fast.addr).parse().expect("uri");
         let resp = client.get(uri).await.expect("answers");
         assert_eq!(
-            resp.headers().get(NODE_HEADER).and_then(|v| v.to_str().ok()),
+            resp.headers()
+                .get(NODE_HEADER)
+                .and_then(|v| v.to_str().ok()),
             Some("2")
         );
         let (s, _, lat) = get(&client, slow.addr, "/health").await;
