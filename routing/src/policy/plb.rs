@@ -1282,23 +1282,22 @@ mod tests {
 
     #[test]
     fn a_degrading_node_is_shed_under_full_scan_too() {
-        let live = LiveSet::default();
-        let mut nodes = healthy(8);
-        nodes[3].state = NodeState::Degrading;
-        nodes[3].degrade_score = 1.0;
-        let snap = build(&live, nodes);
+        // Node 3 fully shed, every node answering in 20 ms, `window` requests in flight.
+        let shares_with = |window: usize| {
+            let live = LiveSet::default();
+            let mut nodes = healthy(8);
+            nodes[3].state = NodeState::Degrading;
+            nodes[3].degrade_score = 1.0;
+            let snap = build(&live, nodes);
+            scanned_shares(&snap, 40_000, window, |_| 0.02)
+        };
         // At a light load the rest of the pool has room: the shed node gets little.
-        let shares = scanned_shares(&snap, 40_000, 4, |_| 0.02);
+        let shares = shares_with(4);
         assert!(shares[3] < 0.03, "{shares:?}");
         assert!(shares[3] > 0.0, "the recovery floor keeps some: {shares:?}");
         // With three requests in flight per node it costs at most 1 / scan_weight_floor
         // times its peers at the same latency: shed, but its capacity is not idle.
-        let live = LiveSet::default();
-        let mut nodes = healthy(8);
-        nodes[3].state = NodeState::Degrading;
-        nodes[3].degrade_score = 1.0;
-        let snap = build(&live, nodes);
-        let shares = scanned_shares(&snap, 40_000, 24, |_| 0.02);
+        let shares = shares_with(24);
         let fair = 1.0 / 8.0;
         assert!(shares[3] < 0.6 * fair, "{shares:?}");
         assert!(shares[3] > 0.3 * fair, "{shares:?}");
