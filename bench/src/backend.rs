@@ -249,7 +249,7 @@ fn reply(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
 /// that a client behind a balancer knows where each request went.
 pub const NODE_HEADER: &str = "x-bench-node";
 
-/// An answer to a work request, naming the node.
+/// An answer naming the node: to a work request, or from a node not in the pool.
 fn work_reply(state: &State, status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
     let mut r = reply(status, body);
     r.headers_mut()

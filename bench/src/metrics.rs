@@ -32,9 +32,9 @@ pub struct Timeline {
     /// `routed[s][i]`: requests node `i` received in second `s` (by arrival).
     pub routed: Vec<Vec<u32>>,
     /// `breaking[s][i]`: requests intended in second `s` (of the measured window) that
-    /// failed or broke the SLO,
-    /// by the node that answered; the last column holds those with no node to name
-    /// (refused or timed out through a proxy, or nothing to route to).
+    /// failed or broke the SLO, by the node that answered; the last column holds those
+    /// with no node to name (refused or timed out through a proxy, or nothing to route
+    /// to).
     pub breaking: Vec<Vec<u32>>,
     /// `speed[s][i]`: node `i`'s scripted speed in the middle of second `s`, 0 while it
     /// is absent, hung or refusing.
@@ -240,10 +240,10 @@ impl RunStats {
 
     /// The request intended at `t0` finished after `latency` seconds (measured from
     /// `t0`), `ok` or not, answered by `node` if known; `timed_out` if the client gave
-    /// up. A failed request enters
-    /// the latency distribution at the timeout, however fast it failed: percentiles
-    /// are the time by which that share of requests *succeeded*, so a policy cannot
-    /// improve them by sending traffic to a node that fails fast.
+    /// up. A failed request enters the latency distribution at the timeout, however
+    /// fast it failed: percentiles are the time by which that share of requests
+    /// *succeeded*, so a policy cannot improve them by sending traffic to a node that
+    /// fails fast.
     pub fn done(&mut self, t0: f64, node: Option<usize>, latency: f64, ok: bool, timed_out: bool) {
         if !self.measured(t0) {
             return;
