@@ -203,11 +203,17 @@ impl PipelineConfig {
                 format!("must be in (0, 1], got {}", v.capacity_deadband),
             );
         }
-        if !(v.capacity_floor >= 0.0 && v.capacity_floor.is_finite()) {
-            return bad(
-                "capacity_floor",
-                format!("must be >= 0, got {}", v.capacity_floor),
-            );
+        // Settings that are any finite amount from 0 up.
+        for (name, x) in [
+            ("capacity_floor", v.capacity_floor),
+            ("score_release_per_s", v.score_release_per_s),
+            ("score_release_fast_per_s", v.score_release_fast_per_s),
+            ("release_fast_within", v.release_fast_within),
+            ("peer_rel_floor", v.peer_rel_floor),
+        ] {
+            if !(x >= 0.0 && x.is_finite()) {
+                return bad(name, format!("must be >= 0, got {x}"));
+            }
         }
         if !(v.peer_z_start.is_finite() && v.peer_z_full > v.peer_z_start) {
             return bad(
@@ -216,24 +222,6 @@ impl PipelineConfig {
                     "must be finite and above peer_z_start ({}), got {}",
                     v.peer_z_start, v.peer_z_full
                 ),
-            );
-        }
-        if !(v.score_release_per_s >= 0.0 && v.score_release_per_s.is_finite()) {
-            return bad(
-                "score_release_per_s",
-                format!("must be >= 0, got {}", v.score_release_per_s),
-            );
-        }
-        if !(v.score_release_fast_per_s >= 0.0 && v.score_release_fast_per_s.is_finite()) {
-            return bad(
-                "score_release_fast_per_s",
-                format!("must be >= 0, got {}", v.score_release_fast_per_s),
-            );
-        }
-        if !(v.release_fast_within >= 0.0 && v.release_fast_within.is_finite()) {
-            return bad(
-                "release_fast_within",
-                format!("must be >= 0, got {}", v.release_fast_within),
             );
         }
         let o = &self.outlook;
@@ -265,12 +253,6 @@ impl PipelineConfig {
                     "rel_full ({}) must be above rel_start ({}) and rel_z_full ({}) above rel_z_start ({})",
                     o.rel_full, o.rel_start, o.rel_z_full, o.rel_z_start
                 ),
-            );
-        }
-        if !(v.peer_rel_floor >= 0.0 && v.peer_rel_floor.is_finite()) {
-            return bad(
-                "peer_rel_floor",
-                format!("must be >= 0, got {}", v.peer_rel_floor),
             );
         }
         Ok(())

@@ -118,9 +118,9 @@ pub struct PolicyConfig {
     /// an overload into a cascade. A node that is really gone is kept out by its
     /// latency, its errors and its state, not by this weight. 0 turns it off. At 0.4 a
     /// shed node costs at most 2.5 times its cost unshed, on top of its own latency
-    /// (the per-second timeline of fluctuating-slow showed a quarter losing its
-    /// requests in the seconds the pool ran near capacity, where least-connections
-    /// uses every node; `bench/RESULTS.md`).
+    /// (at 0.25, the per-second timeline of fluctuating-slow showed the pool losing
+    /// its requests in the seconds it ran near capacity, where least-connections uses
+    /// every node; `bench/RESULTS.md`).
     pub scan_weight_floor: f64,
     /// `plb` full scan: a node in slow start takes part in a share of the scans (its
     /// ramp against the pool's highest) and, while it is still cold (no answer since
