@@ -39,6 +39,11 @@ pub struct Timeline {
     /// `speed[s][i]`: node `i`'s scripted speed in the middle of second `s`, 0 while it
     /// is absent, hung or refusing.
     pub speed: Vec<Vec<f32>>,
+    /// `score[s][i]`: the highest degrade score (0 fine .. 1 at its threshold) the
+    /// simulator's pipeline published for node `i` in second `s`, the score `plb`
+    /// sheds by; 0 in live lanes and for the baselines (their pipeline is what
+    /// health checks give, and predicts nothing).
+    pub score: Vec<Vec<f32>>,
 }
 
 impl Timeline {
@@ -64,6 +69,7 @@ impl Timeline {
             routed: vec![vec![0; n]; bins],
             breaking: vec![vec![0; n + 1]; bins],
             speed,
+            score: vec![vec![0.0; n]; bins],
         }
     }
 
@@ -267,6 +273,16 @@ impl RunStats {
                 let row = &mut tl.breaking[s];
                 let unknown = row.len() - 1;
                 row[node.filter(|&i| i < unknown).unwrap_or(unknown)] += 1;
+            }
+        }
+    }
+
+    /// The pipeline published `score` as node `node`'s degrade score at `t`.
+    pub fn scored(&mut self, t: f64, node: usize, score: f64) {
+        if let Some(tl) = &mut self.timeline {
+            let s = tl.bin(t);
+            if let Some(c) = tl.score[s].get_mut(node) {
+                *c = c.max(score as f32);
             }
         }
     }

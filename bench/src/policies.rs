@@ -181,6 +181,11 @@ pub struct PipelineVariant {
     pub release_fast_within: Option<f64>,
     /// `shed_budget`: most of the pool shed at once (1 = no limit).
     pub shed_budget: Option<f64>,
+    /// `load_share_start`: share of the pool's requests where a node's score is
+    /// discounted (inf = off).
+    pub load_share_start: Option<f64>,
+    /// `load_share_full`: where the discount is full.
+    pub load_share_full: Option<f64>,
     /// `outlook`: whether feedback latency's outlook sheds nodes (false = off).
     pub outlook: Option<bool>,
     /// `outlook_start`: outlook, as a fraction of the SLO, where shedding starts.
@@ -247,6 +252,8 @@ impl PipelineVariant {
                     v.release_fast_within = Some(val.parse().map_err(|e| bad(&e))?)
                 }
                 "shed_budget" => v.shed_budget = Some(val.parse().map_err(|e| bad(&e))?),
+                "load_share_start" => v.load_share_start = Some(val.parse().map_err(|e| bad(&e))?),
+                "load_share_full" => v.load_share_full = Some(val.parse().map_err(|e| bad(&e))?),
                 "outlook" => v.outlook = Some(val.parse().map_err(|e| bad(&e))?),
                 "outlook_start" => v.outlook_start = Some(val.parse().map_err(|e| bad(&e))?),
                 "outlook_full" => v.outlook_full = Some(val.parse().map_err(|e| bad(&e))?),
@@ -338,6 +345,12 @@ impl PipelineVariant {
         }
         if let Some(x) = self.shed_budget {
             c.views.shed_budget = x;
+        }
+        if let Some(x) = self.load_share_start {
+            c.views.load_share_start = x;
+        }
+        if let Some(x) = self.load_share_full {
+            c.views.load_share_full = x;
         }
         if let Some(x) = self.outlook {
             c.outlook.enabled = x;

@@ -103,6 +103,19 @@ pub struct ViewConfig {
     /// sum to at most this fraction of the nodes less those out of service (at least
     /// one node's worth), the highest kept first ([`crate::budget`]); 1 = no limit.
     pub shed_budget: f64,
+    /// A node serving more than its share of the pool's requests is not judged
+    /// degrading for the rise that load explains: its degrade score is scaled by
+    /// `1 - smoothstep(share, load_share_start, load_share_full)`, `share` its recent
+    /// requests answered per second against the median of the nodes in service. Routing
+    /// sends a node that is fast now more than its share, and its queue, health
+    /// latency and feedback latency rise with that load; shedding it for that hands
+    /// its traffic to slower peers and the pool swings. A node that really slows gets
+    /// less than its share (its latency costs it in routing) and is judged in full.
+    /// Infinite start: off. Shipped 1.0 to 1.3: a node serving 1.15 times the mean
+    /// keeps half its score, one at 1.3 times none (`bench/RESULTS.md`).
+    pub load_share_start: f64,
+    /// Where the discount is full (score 0).
+    pub load_share_full: f64,
 }
 
 impl Default for ViewConfig {
@@ -123,6 +136,8 @@ impl Default for ViewConfig {
             score_release_fast_per_s: 0.2,
             release_fast_within: 1.3,
             shed_budget: 0.25,
+            load_share_start: 1.0,
+            load_share_full: 1.3,
         }
     }
 }
@@ -215,6 +230,20 @@ impl PipelineConfig {
                 return bad(name, format!("must be >= 0, got {x}"));
             }
         }
+        if v.load_share_start.is_nan()
+            || v.load_share_start < 0.0
+            || (v.load_share_start.is_finite()
+                && !(v.load_share_full.is_finite() && v.load_share_full > v.load_share_start))
+        {
+            return bad(
+                "load_share_full",
+                format!(
+                    "load_share_start must be >= 0 (infinite: off) and load_share_full finite \
+                     and above it, got {} and {}",
+                    v.load_share_start, v.load_share_full
+                ),
+            );
+        }
         if !(v.peer_z_start.is_finite() && v.peer_z_full > v.peer_z_start) {
             return bad(
                 "peer_z_full",
@@ -292,5 +321,22 @@ mod tests {
         nan.views.release_fast_within = f64::NAN;
         let err = nan.validate().expect_err("NaN margin");
         assert!(err.to_string().contains("release_fast_within"), "{err}");
+    }
+
+    #[test]
+    fn the_load_share_discount_is_validated_and_can_be_turned_off() {
+        let mut off = PipelineConfig::default();
+        off.views.load_share_start = f64::INFINITY;
+        assert!(off.validate().is_ok());
+        let mut inverted = PipelineConfig::default();
+        inverted.views.load_share_full = inverted.views.load_share_start;
+        let err = inverted.validate().expect_err("full not above start");
+        assert!(err.to_string().contains("load_share_full"), "{err}");
+        let mut nan = PipelineConfig::default();
+        nan.views.load_share_start = f64::NAN;
+        assert!(nan.validate().is_err());
+        let mut negative = PipelineConfig::default();
+        negative.views.load_share_start = -1.0;
+        assert!(negative.validate().is_err());
     }
 }

@@ -49,6 +49,9 @@ pub struct SeriesRefit {
     pub job: RefitJob,
 }
 
+/// Weight of the newest tick in a node's smoothed rows per tick.
+const RATE_ALPHA: f64 = 0.5;
+
 /// One node of the pool.
 #[derive(Debug)]
 struct Slot {
@@ -67,6 +70,9 @@ struct Slot {
     tick_latency: (f64, u32),
     /// Its latency outlook from those ticks ([`crate::outlook`]).
     outlook: Outlook,
+    /// Feedback rows per tick, smoothed over ticks: the requests it serves, against
+    /// its peers' (the load-share discount of its degrade score).
+    rate: f64,
     /// Degrade score in the last view built, and when (ms): the release envelope.
     routed_score: (f64, i64),
 }
@@ -188,6 +194,7 @@ impl PoolPredictor {
             weight: 1.0,
             tick_latency: (0.0, 0),
             outlook: Outlook::default(),
+            rate: 0.0,
             routed_score: (0.0, 0),
         }
     }
@@ -341,6 +348,7 @@ impl PoolPredictor {
         let mut latency: Vec<(Arc<str>, f64)> = Vec::new();
         for s in &mut self.slots {
             let (sum, rows) = std::mem::take(&mut s.tick_latency);
+            s.rate = RATE_ALPHA * f64::from(rows) + (1.0 - RATE_ALPHA) * s.rate;
             if rows == 0 {
                 continue;
             }
@@ -493,6 +501,36 @@ impl PoolPredictor {
             .collect()
     }
 
+    /// Scales each node's degrade score down by how far its share of the requests
+    /// answered well (its smoothed successful feedback rows per tick against the
+    /// median of the nodes routed to, neither drained nor `unhealthy`: while a quarter
+    /// of the pool is shed the median is still a node that is not, so the rest do not
+    /// all look busy) exceeds `load_share_start`, to 0 at `load_share_full`. An
+    /// `unhealthy` node's score stays whole.
+    fn discount_load(&self, scores: &mut [f64]) {
+        let v = &self.config.views;
+        let mut serving: Vec<f64> = self
+            .slots
+            .iter()
+            .filter(|s| s.weight > 0.0 && s.model.state() != NodeState::Unhealthy)
+            .map(|s| s.rate)
+            .collect();
+        if serving.len() < 2 {
+            return;
+        }
+        let typical = peers::median(&mut serving);
+        if typical.is_nan() || typical <= 0.0 {
+            return;
+        }
+        for (score, slot) in scores.iter_mut().zip(&self.slots) {
+            if slot.model.state() == NodeState::Unhealthy {
+                continue;
+            }
+            let share = slot.rate / typical;
+            *score *= 1.0 - peers::smooth_ramp(share, v.load_share_start, v.load_share_full);
+        }
+    }
+
     /// The routing views at `now_ms`, one per node in pool order: the state (stale →
     /// `unknown`), the degrade score, the capacity, the weight, and slow start for a
     /// node returning to service while others carry the traffic. The only producer of
@@ -539,7 +577,10 @@ impl PoolPredictor {
         } else {
             vec![0.0; self.slots.len()]
         };
-        let scores: Vec<f64> = scores.iter().zip(&ahead).map(|(a, b)| a.max(*b)).collect();
+        let mut scores: Vec<f64> = scores.iter().zip(&ahead).map(|(a, b)| a.max(*b)).collect();
+        if v.load_share_start.is_finite() {
+            self.discount_load(&mut scores);
+        }
         // Rises at once, falls at most `score_release_per_s` (faster for a node whose
         // fresh feedback latency is back with its peers'; off unless faster: no pass
         // over the pool's levels then).

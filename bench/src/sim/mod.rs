@@ -480,6 +480,9 @@ impl Sim<'_> {
                     .sum()
             };
             *views = control.views(now, &in_flight);
+            for (i, v) in views.iter().enumerate() {
+                self.stats.scored(now, i, v.degrade_score);
+            }
         }
     }
 
@@ -603,5 +606,28 @@ mod tests {
             "{} timeouts at {per_s}/s",
             r.timeouts
         );
+    }
+
+    #[test]
+    fn the_timeline_records_the_scores_that_shed_the_degrading_node() {
+        let def = select("gradual-degradation").expect("known")[0];
+        let s = Scenario::new(def, 8, 3, 1.0);
+        let top = |who: Contender| -> Vec<f32> {
+            let r = run(&s, who, &HarnessConfig::default(), 3)
+                .expect("runs")
+                .summarize(&s);
+            let tl = r.timeline.expect("small pool");
+            (0..8)
+                .map(|i| tl.score.iter().map(|row| row[i]).fold(0.0, f32::max))
+                .collect()
+        };
+        let plb = top(Contender::Policy(PolicyKind::Plb));
+        let hit = s.affected()[0];
+        assert!(plb[hit] > 0.5, "{plb:?}");
+        let others = plb.iter().enumerate().filter(|(i, _)| *i != hit);
+        assert!(others.clone().all(|(_, v)| *v < plb[hit]), "{plb:?}");
+        // A baseline has no pipeline to publish scores: its row stays 0.
+        let lc = top(Contender::Policy(PolicyKind::LeastRequest));
+        assert!(lc.iter().all(|v| *v == 0.0), "{lc:?}");
     }
 }

@@ -354,14 +354,16 @@ fn climbing_without_probes(
     config: PipelineConfig,
     until_ms: i64,
 ) -> (Vec<(String, f64)>, Option<f64>) {
-    climbing_nodes_without_probes(config, until_ms, &["h"])
+    climbing_nodes_without_probes(config, until_ms, &["h"], &|_| 1)
 }
 
-/// [`climbing_without_probes`] with every node in `climbing` climbing as `h` does.
+/// [`climbing_without_probes`] with every node in `climbing` climbing as `h` does, and
+/// `rows(node)` requests answered by each node every 100 ms.
 fn climbing_nodes_without_probes(
     config: PipelineConfig,
     until_ms: i64,
     climbing: &[&str],
+    rows: &dyn Fn(&str) -> usize,
 ) -> (Vec<(String, f64)>, Option<f64>) {
     let names = ["a", "b", "c", "d", "e", "f", "g", "h"];
     let mut p = pool(&names, config);
@@ -376,13 +378,15 @@ fn climbing_nodes_without_probes(
             } else {
                 0.0
             };
-            p.observe_feedback(Feedback {
-                node: n,
-                at_ms: t,
-                load: 1.0,
-                latency_ms: base + climb,
-                ok: true,
-            });
+            for _ in 0..rows(n) {
+                p.observe_feedback(Feedback {
+                    node: n,
+                    at_ms: t,
+                    load: 1.0,
+                    latency_ms: base + climb,
+                    ok: true,
+                });
+            }
         }
         k += 1;
         t += 100;
@@ -402,7 +406,7 @@ fn at_most_a_quarter_of_the_pool_is_shed_at_once_the_worst_first() {
     let climbing = ["f", "g", "h"];
     let mut unlimited = PipelineConfig::default();
     unlimited.views.shed_budget = 1.0;
-    let (free, _) = climbing_nodes_without_probes(unlimited, 45_000, &climbing);
+    let (free, _) = climbing_nodes_without_probes(unlimited, 45_000, &climbing, &|_| 1);
     let shed = |scores: &[(String, f64)]| -> f64 { scores.iter().map(|(_, s)| s).sum() };
     assert!(
         free.iter()
@@ -413,7 +417,8 @@ fn at_most_a_quarter_of_the_pool_is_shed_at_once_the_worst_first() {
     assert!(shed(&free) > 2.1, "{free:?}");
     // With the shipped budget (a quarter of eight: two nodes' worth) the scores sum to
     // two, the highest kept in full, and the healthy five are untouched.
-    let (capped, _) = climbing_nodes_without_probes(PipelineConfig::default(), 45_000, &climbing);
+    let (capped, _) =
+        climbing_nodes_without_probes(PipelineConfig::default(), 45_000, &climbing, &|_| 1);
     assert!((shed(&capped) - 2.0).abs() < 1e-9, "{capped:?}");
     let top = free.iter().map(|(_, s)| *s).fold(0.0, f64::max);
     assert!(capped.iter().any(|(_, s)| *s == top), "{free:?} {capped:?}");
@@ -452,6 +457,37 @@ fn without_probes_a_climbing_latency_is_shed_before_it_reaches_the_slo() {
     let (scores, outlook) = climbing_without_probes(off, 30_000);
     assert!(scores.iter().all(|(_, s)| *s == 0.0), "{scores:?}");
     assert_eq!(outlook, None);
+}
+
+#[test]
+fn a_node_serving_more_than_its_share_is_not_shed_for_the_latency_its_load_explains() {
+    let score_of = |scores: &[(String, f64)], node: &str| {
+        scores.iter().find(|(n, _)| n == node).expect("node").1
+    };
+    // `h` climbs as in the test above, but serves twice the requests of any peer:
+    // routing sent it the work its latency shows. Judged by its latency alone it is
+    // shed; with the shipped discount (none at the median share, full at 1.3 times
+    // it) it is not.
+    let twice = |n: &str| if n == "h" { 2 } else { 1 };
+    let mut off = PipelineConfig::default();
+    off.views.load_share_start = f64::INFINITY;
+    let (judged, _) = climbing_nodes_without_probes(off.clone(), 30_000, &["h"], &twice);
+    assert!(score_of(&judged, "h") > 0.3, "{judged:?}");
+    let (discounted, _) =
+        climbing_nodes_without_probes(PipelineConfig::default(), 30_000, &["h"], &twice);
+    assert!(discounted.iter().all(|(_, s)| *s == 0.0), "{discounted:?}");
+    // A climbing node with its fair share is judged in full, also while two of its
+    // peers get no requests (shed): the share is against the median node, which is
+    // one that still serves, not against a mean the idle two pull down.
+    let two_idle = |n: &str| usize::from(!matches!(n, "a" | "b"));
+    let (scores, _) =
+        climbing_nodes_without_probes(PipelineConfig::default(), 30_000, &["h"], &two_idle);
+    let (alone, _) = climbing_nodes_without_probes(off, 30_000, &["h"], &two_idle);
+    assert!(score_of(&scores, "h") > 0.3, "{scores:?}");
+    assert!(
+        (score_of(&scores, "h") - score_of(&alone, "h")).abs() < 1e-9,
+        "{scores:?} {alone:?}"
+    );
 }
 
 /// Eight nodes answering in 40 ms and `h` in `h_ms` (`None`: `h` gets no requests) for
