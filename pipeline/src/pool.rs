@@ -502,18 +502,20 @@ impl PoolPredictor {
     }
 
     /// Scales each node's degrade score down by how far its share of the requests
-    /// answered well (its smoothed successful feedback rows per tick against the
-    /// median of the nodes routed to, neither drained nor `unhealthy`: while a quarter
-    /// of the pool is shed the median is still a node that is not, so the rest do not
-    /// all look busy) exceeds `load_share_start`, to 0 at `load_share_full`. An
-    /// `unhealthy` node's score stays whole.
+    /// answered well (its smoothed successful feedback rows per tick per unit of
+    /// operator weight, against the median of the nodes routed to, neither drained nor
+    /// `unhealthy`: while a quarter of the pool is shed the median is still a node that
+    /// is not, so the rest do not all look busy) exceeds `load_share_start`, to 0 at
+    /// `load_share_full`. An `unhealthy` node's score stays whole. A node that serves
+    /// more because it is bigger than its peers at the same operator weight has its
+    /// score discounted too, until its share falls back as it slows.
     fn discount_load(&self, scores: &mut [f64]) {
         let v = &self.config.views;
         let mut serving: Vec<f64> = self
             .slots
             .iter()
             .filter(|s| s.weight > 0.0 && s.model.state() != NodeState::Unhealthy)
-            .map(|s| s.rate)
+            .map(|s| s.rate / s.weight)
             .collect();
         if serving.len() < 2 {
             return;
@@ -523,10 +525,10 @@ impl PoolPredictor {
             return;
         }
         for (score, slot) in scores.iter_mut().zip(&self.slots) {
-            if slot.model.state() == NodeState::Unhealthy {
+            if slot.model.state() == NodeState::Unhealthy || slot.weight <= 0.0 {
                 continue;
             }
-            let share = slot.rate / typical;
+            let share = slot.rate / slot.weight / typical;
             *score *= 1.0 - peers::smooth_ramp(share, v.load_share_start, v.load_share_full);
         }
     }

@@ -354,19 +354,24 @@ fn climbing_without_probes(
     config: PipelineConfig,
     until_ms: i64,
 ) -> (Vec<(String, f64)>, Option<f64>) {
-    climbing_nodes_without_probes(config, until_ms, &["h"], &|_| 1)
+    climbing_nodes_without_probes(config, until_ms, &["h"], &|_| 1, &[])
 }
 
 /// [`climbing_without_probes`] with every node in `climbing` climbing as `h` does, and
-/// `rows(node)` requests answered by each node every 100 ms.
+/// `rows(node)` requests answered by each node every 100 ms, and operator weights
+/// `weights`.
 fn climbing_nodes_without_probes(
     config: PipelineConfig,
     until_ms: i64,
     climbing: &[&str],
     rows: &dyn Fn(&str) -> usize,
+    weights: &[(&str, f64)],
 ) -> (Vec<(String, f64)>, Option<f64>) {
     let names = ["a", "b", "c", "d", "e", "f", "g", "h"];
     let mut p = pool(&names, config);
+    for (n, w) in weights {
+        p.set_weight(n, *w);
+    }
     let mut views = Vec::new();
     let mut t = 0;
     let mut k = 0;
@@ -406,7 +411,7 @@ fn at_most_a_quarter_of_the_pool_is_shed_at_once_the_worst_first() {
     let climbing = ["f", "g", "h"];
     let mut unlimited = PipelineConfig::default();
     unlimited.views.shed_budget = 1.0;
-    let (free, _) = climbing_nodes_without_probes(unlimited, 45_000, &climbing, &|_| 1);
+    let (free, _) = climbing_nodes_without_probes(unlimited, 45_000, &climbing, &|_| 1, &[]);
     let shed = |scores: &[(String, f64)]| -> f64 { scores.iter().map(|(_, s)| s).sum() };
     assert!(
         free.iter()
@@ -418,7 +423,7 @@ fn at_most_a_quarter_of_the_pool_is_shed_at_once_the_worst_first() {
     // With the shipped budget (a quarter of eight: two nodes' worth) the scores sum to
     // two, the highest kept in full, and the healthy five are untouched.
     let (capped, _) =
-        climbing_nodes_without_probes(PipelineConfig::default(), 45_000, &climbing, &|_| 1);
+        climbing_nodes_without_probes(PipelineConfig::default(), 45_000, &climbing, &|_| 1, &[]);
     assert!((shed(&capped) - 2.0).abs() < 1e-9, "{capped:?}");
     let top = free.iter().map(|(_, s)| *s).fold(0.0, f64::max);
     assert!(capped.iter().any(|(_, s)| *s == top), "{free:?} {capped:?}");
@@ -471,22 +476,32 @@ fn a_node_serving_more_than_its_share_is_not_shed_for_the_latency_its_load_expla
     let twice = |n: &str| if n == "h" { 2 } else { 1 };
     let mut off = PipelineConfig::default();
     off.views.load_share_start = f64::INFINITY;
-    let (judged, _) = climbing_nodes_without_probes(off.clone(), 30_000, &["h"], &twice);
+    let (judged, _) = climbing_nodes_without_probes(off.clone(), 30_000, &["h"], &twice, &[]);
     assert!(score_of(&judged, "h") > 0.3, "{judged:?}");
     let (discounted, _) =
-        climbing_nodes_without_probes(PipelineConfig::default(), 30_000, &["h"], &twice);
+        climbing_nodes_without_probes(PipelineConfig::default(), 30_000, &["h"], &twice, &[]);
     assert!(discounted.iter().all(|(_, s)| *s == 0.0), "{discounted:?}");
     // A climbing node with its fair share is judged in full, also while two of its
     // peers get no requests (shed): the share is against the median node, which is
     // one that still serves, not against a mean the idle two pull down.
     let two_idle = |n: &str| usize::from(!matches!(n, "a" | "b"));
     let (scores, _) =
-        climbing_nodes_without_probes(PipelineConfig::default(), 30_000, &["h"], &two_idle);
-    let (alone, _) = climbing_nodes_without_probes(off, 30_000, &["h"], &two_idle);
+        climbing_nodes_without_probes(PipelineConfig::default(), 30_000, &["h"], &two_idle, &[]);
+    let (alone, _) = climbing_nodes_without_probes(off.clone(), 30_000, &["h"], &two_idle, &[]);
     assert!(score_of(&scores, "h") > 0.3, "{scores:?}");
     assert!(
         (score_of(&scores, "h") - score_of(&alone, "h")).abs() < 1e-9,
         "{scores:?} {alone:?}"
+    );
+    // Twice the requests at twice the operator weight is its share: judged in full.
+    let heavy = [("h", 2.0)];
+    let (weighted, _) =
+        climbing_nodes_without_probes(PipelineConfig::default(), 30_000, &["h"], &twice, &heavy);
+    let (unweighted, _) = climbing_nodes_without_probes(off, 30_000, &["h"], &twice, &heavy);
+    assert!(score_of(&weighted, "h") > 0.3, "{weighted:?}");
+    assert!(
+        (score_of(&weighted, "h") - score_of(&unweighted, "h")).abs() < 1e-9,
+        "{weighted:?} {unweighted:?}"
     );
 }
 
