@@ -181,8 +181,8 @@ pub struct PipelineVariant {
     pub release_fast_within: Option<f64>,
     /// `shed_budget`: most of the pool shed at once (1 = no limit).
     pub shed_budget: Option<f64>,
-    /// `load_share_start`: share of the pool's requests where a node's score is
-    /// discounted (inf = off).
+    /// `load_share_start`: a node's share of requests, against the median node's,
+    /// where the discount of its degrade score starts (inf = off).
     pub load_share_start: Option<f64>,
     /// `load_share_full`: where the discount is full.
     pub load_share_full: Option<f64>,

@@ -107,12 +107,11 @@ pub struct ViewConfig {
     /// degrading for the rise that load explains: its degrade score is scaled by
     /// `1 - smoothstep(share, load_share_start, load_share_full)`, `share` its recent
     /// requests answered per second per unit of operator weight against the median of
-    /// the nodes in service. Routing
-    /// sends a node that is fast now more than its share, and its queue, health
-    /// latency and feedback latency rise with that load; shedding it for that hands
-    /// its traffic to slower peers and the pool swings. A node that really slows gets
-    /// less than its share (its latency costs it in routing) and is judged in full.
-    /// Infinite start: off. Shipped 1.0 to 1.3: a node serving 1.15 times the median
+    /// the nodes in service. Routing sends a node that is fast now more than its
+    /// share, and its queue, health latency and feedback latency rise with that load;
+    /// shedding it for that hands its traffic to slower peers and the pool swings. A
+    /// node that really slows gets less than its share (its latency costs it in
+    /// routing) and is judged in full. Infinite start: off. Shipped 1.0 to 1.3: a node serving 1.15 times the median
     /// keeps half its score, one at 1.3 times none (`bench/RESULTS.md`).
     pub load_share_start: f64,
     /// Where the discount is full (score 0).

@@ -624,8 +624,8 @@ mod tests {
         let plb = top(Contender::Policy(PolicyKind::Plb));
         let hit = s.affected()[0];
         assert!(plb[hit] > 0.5, "{plb:?}");
-        let others = plb.iter().enumerate().filter(|(i, _)| *i != hit);
-        assert!(others.clone().all(|(_, v)| *v < plb[hit]), "{plb:?}");
+        let mut others = plb.iter().enumerate().filter(|(i, _)| *i != hit);
+        assert!(others.all(|(_, v)| *v < plb[hit]), "{plb:?}");
         // A baseline has no pipeline to publish scores: its row stays 0.
         let lc = top(Contender::Policy(PolicyKind::LeastRequest));
         assert!(lc.iter().all(|v| *v == 0.0), "{lc:?}");
