@@ -111,8 +111,9 @@ pub struct ViewConfig {
     /// share, and its queue, health latency and feedback latency rise with that load;
     /// shedding it for that hands its traffic to slower peers and the pool swings. A
     /// node that really slows gets less than its share (its latency costs it in
-    /// routing) and is judged in full. Infinite start: off. Shipped 1.0 to 1.3: a node serving 1.15 times the median
-    /// keeps half its score, one at 1.3 times none (`bench/RESULTS.md`).
+    /// routing) and is judged in full. Infinite start: off. Shipped 1.0 to 1.3: a node
+    /// serving 1.15 times the median keeps half its score, one at 1.3 times none
+    /// (`bench/RESULTS.md`).
     pub load_share_start: f64,
     /// Where the discount is full (score 0).
     pub load_share_full: f64,
