@@ -254,6 +254,71 @@ pub struct Running {
     dir: TempDir,
     /// The agents still to start (the anchors with a probe), then started.
     agents: Agents,
+    /// PLB's API with the client's token, to read what the balancer predicts.
+    watch: Option<Watch>,
+}
+
+/// A PLB anchor's API, read during the run for what its pipeline publishes.
+#[derive(Debug, Clone)]
+pub struct Watch {
+    api: SocketAddr,
+    token: String,
+}
+
+/// What a PLB anchor's pipeline published, from its nodes view.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Published {
+    /// `(node index, routed degrade score, share of the pool's routing weight)`, for
+    /// the nodes `n0`, `n1`, ... it lists with routing figures.
+    pub nodes: Vec<(usize, f64, f64)>,
+    /// `(probe metric, trust)`.
+    pub trust: Vec<(String, f64)>,
+}
+
+impl Published {
+    /// Reads a `GET /v1/pools/{pool}/nodes` body; what it does not hold is left out.
+    pub fn from_view(view: &serde_json::Value) -> Published {
+        let nodes = view["nodes"]
+            .as_array()
+            .map(|nodes| {
+                nodes
+                    .iter()
+                    .filter_map(|n| {
+                        let i = n["node"].as_str()?.strip_prefix('n')?.parse().ok()?;
+                        let r = &n["routing"];
+                        Some((i, r["degrade_score"].as_f64()?, r["share"].as_f64()?))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let trust = view["metric_trust"]
+            .as_array()
+            .map(|ms| {
+                ms.iter()
+                    .filter_map(|m| Some((m["metric"].as_str()?.to_owned(), m["trust"].as_f64()?)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        Published { nodes, trust }
+    }
+}
+
+impl Watch {
+    /// The pool's nodes view now.
+    pub async fn read(&self, http: &ApiClient) -> Result<Published, String> {
+        let url = format!("http://{}/v1/pools/web/nodes", self.api);
+        let (status, body) = call(http, Method::GET, url, &self.token, None).await?;
+        if status.is_success() {
+            Ok(Published::from_view(&body))
+        } else {
+            Err(format!("nodes view: {status} {body}"))
+        }
+    }
+}
+
+/// A client for [`Watch::read`].
+pub fn api_client() -> ApiClient {
+    Client::builder(TokioExecutor::new()).build_http()
 }
 
 /// The agents of an anchor with a probe: one per backend.
@@ -276,6 +341,11 @@ enum Agents {
 }
 
 impl Running {
+    /// A PLB anchor's API, to read what it publishes ([`Watch::read`]).
+    pub fn watch(&self) -> Option<Watch> {
+        self.watch.clone()
+    }
+
     /// The process id of the anchor's main process.
     pub fn pid(&self) -> Option<u32> {
         self.child.id()
@@ -536,12 +606,18 @@ pub async fn start(
         child,
         dir,
         agents: Agents::None,
+        watch: None,
     };
     let ready = async {
         let mut agents = Agents::None;
+        let mut watch = None;
         if let Some(api) = api {
             let policy = tools.proxy_policy;
             let setup = setup_plb(api, admin, backends, slo, policy).await?;
+            watch = Some(Watch {
+                api,
+                token: setup.client_token.clone(),
+            });
             if let Some(config) = anchor.probe_config() {
                 upload_probe(api, &setup.client_token, &config).await?;
                 agents = Agents::Planned {
@@ -551,13 +627,14 @@ pub async fn start(
                 };
             }
         }
-        wait_listening(listen).await.map(|()| agents)
+        wait_listening(listen).await.map(|()| (agents, watch))
     };
     let outcome = tokio::time::timeout(Duration::from_secs(30), ready).await;
     let exited = running.child.try_wait().ok().flatten();
     match (outcome, exited) {
-        (Ok(Ok(agents)), None) => {
+        (Ok(Ok((agents, watch))), None) => {
             running.agents = agents;
+            running.watch = watch;
             Ok(running)
         }
         (_, Some(status)) => Err(format!(
@@ -629,7 +706,8 @@ async fn wait_listening(addr: SocketAddr) -> Result<(), String> {
     }
 }
 
-type ApiClient = Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
+/// The client of PLB's API.
+pub type ApiClient = Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
 
 /// One JSON call to PLB's API; the status and the parsed body.
 async fn call(
@@ -682,7 +760,7 @@ async fn setup_plb(
     slo: f64,
     policy: Option<PolicyKind>,
 ) -> Result<PlbSetup, String> {
-    let http: ApiClient = Client::builder(TokioExecutor::new()).build_http();
+    let http = api_client();
     let base = format!("http://{api}");
     loop {
         let health = call(&http, Method::GET, format!("{base}/healthz"), admin, None).await;
@@ -812,7 +890,7 @@ async fn upload_probe(
     token: &str,
     config: &serde_json::Value,
 ) -> Result<(), String> {
-    let http: ApiClient = Client::builder(TokioExecutor::new()).build_http();
+    let http = api_client();
     let config = config.to_string();
     let query = form_urlencoded::Serializer::new(String::new())
         .extend_pairs([
@@ -847,6 +925,27 @@ async fn upload_probe(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_nodes_view_gives_each_nodes_score_and_each_metrics_trust() {
+        let view = serde_json::json!({
+            "pool": "web",
+            "nodes": [
+                {"node": "n0", "routing": {"degrade_score": 0.25, "share": 0.6}},
+                {"node": "n3", "routing": {"degrade_score": 1.0, "share": 0.4}},
+                {"node": "n1", "routing": null},
+                {"node": "other", "routing": {"degrade_score": 0.5, "share": 1.0}},
+            ],
+            "metric_trust": [{"metric": "http-check/http-total-ms", "trust": 0.4}],
+        });
+        let p = Published::from_view(&view);
+        assert_eq!(p.nodes, vec![(0, 0.25, 0.6), (3, 1.0, 0.4)]);
+        assert_eq!(p.trust, vec![("http-check/http-total-ms".to_owned(), 0.4)]);
+        assert_eq!(
+            Published::from_view(&serde_json::Value::Null),
+            Published::default()
+        );
+    }
 
     #[test]
     fn names_parse_and_unknown_is_refused() {

@@ -169,6 +169,7 @@ pub async fn run_rep_with(
         + Duration::from_millis(200 + 20 * n as u64 * lanes_total / 16 + agents_lead);
     let mut backends: Vec<Vec<Backend>> = Vec::new();
     let mut proxies = Vec::new();
+    let mut watchers: Vec<JoinHandle<()>> = Vec::new();
     for (mut running, listeners) in pending {
         let stats = Arc::new(Mutex::new(RunStats::new(&scenario)));
         let hook: ArrivalHook = {
@@ -207,6 +208,9 @@ pub async fn run_rep_with(
             target,
             stats,
         });
+        if let Some(watch) = running.watch() {
+            watchers.push(tokio::spawn(watch_published(watch, Arc::clone(&lane))));
+        }
         proxies.push((running, lane));
     }
     let mut lanes = Vec::new();
@@ -293,7 +297,7 @@ pub async fn run_rep_with(
     }
     // Let the last requests answer or time out.
     tokio::time::sleep(Duration::from_secs_f64(scenario.timeout + 0.3)).await;
-    for t in &tasks {
+    for t in tasks.iter().chain(&watchers) {
         t.abort();
     }
     let mut runs = Vec::new();
@@ -314,6 +318,34 @@ pub async fn run_rep_with(
     runs.sort_by_key(|r| Anchor::ALL.iter().position(|a| *a == r.anchor));
     drop(backends);
     Ok((lanes.iter().map(|l| lock(&l.stats).clone()).collect(), runs))
+}
+
+/// How often a PLB lane's nodes view is read for its timeline's scores and trust.
+const WATCH_EVERY: Duration = Duration::from_millis(500);
+
+/// Reads what a PLB lane's balancer publishes (degrade scores, shares of the routing weight, metric trust) into the
+/// lane's timeline every [`WATCH_EVERY`] of the script, until aborted. Two small API
+/// calls a second beside hundreds of proxied requests; a failed read is skipped.
+async fn watch_published(watch: anchors::Watch, lane: Arc<ProxyLane>) {
+    let http = anchors::api_client();
+    tokio::time::sleep_until(lane.start).await;
+    let mut every = tokio::time::interval(WATCH_EVERY);
+    loop {
+        every.tick().await;
+        let Ok(published) = watch.read(&http).await else {
+            continue;
+        };
+        let t = lane.start.elapsed().as_secs_f64();
+        let mut stats = lock(&lane.stats);
+        let n = published.nodes.len() as f64;
+        for (i, score, share) in published.nodes {
+            stats.scored(t, i, score);
+            stats.weighted(t, i, share * n);
+        }
+        for (metric, trust) in published.trust {
+            stats.trusted(t, &metric, trust);
+        }
+    }
 }
 
 fn http_client() -> HttpClient {

@@ -1,6 +1,8 @@
 //! What one run measures: a log-bucketed latency histogram, error and SLO counts, where
 //! traffic went, and the affected nodes' traffic over time, then the [`RunSummary`]
 //! (percentiles, traffic against capacity share, lead time of the shift) drawn from it.
+use std::collections::BTreeMap;
+
 use serde::Serialize;
 
 use crate::scenario::Scenario;
@@ -39,11 +41,22 @@ pub struct Timeline {
     /// `speed[s][i]`: node `i`'s scripted speed in the middle of second `s`, 0 while it
     /// is absent, hung or refusing.
     pub speed: Vec<Vec<f32>>,
-    /// `score[s][i]`: the highest degrade score (0 fine .. 1 at its threshold) the
-    /// simulator's pipeline published for node `i` in second `s`, the score `plb`
-    /// sheds by; 0 in live lanes and for the baselines (their pipeline is what
-    /// health checks give, and predicts nothing).
+    /// `score[s][i]`: the highest degrade score (0 fine .. 1 at its threshold)
+    /// published for node `i` in second `s`, the score `plb` sheds by: the
+    /// simulator's pipeline, or in a live PLB proxy lane the balancer's nodes view
+    /// (`routing.degrade_score`, read every 0.5 s); 0 for the other live lanes and the
+    /// baselines (their pipeline is what health checks give, and predicts nothing).
     pub score: Vec<Vec<f32>>,
+    /// `weight[s][i]`: node `i`'s share of the pool's routing weight times the
+    /// number of nodes (1 = an even split), the lowest a live PLB proxy lane's
+    /// balancer reported in second `s` (its nodes view's `routing.share`: operator
+    /// weight × capacity estimate against the pool's median × what the degrade score
+    /// leaves × slow start, over the pool's total); 1 for every other lane.
+    pub weight: Vec<Vec<f32>>,
+    /// `trust[metric][s]`: the highest trust the balancer reported for a probe metric
+    /// in second `s` (its nodes view's `metric_trust`, read every 0.5 s): live PLB
+    /// lanes with a probe only, empty elsewhere.
+    pub trust: BTreeMap<String, Vec<f32>>,
 }
 
 impl Timeline {
@@ -70,6 +83,8 @@ impl Timeline {
             breaking: vec![vec![0; n + 1]; bins],
             speed,
             score: vec![vec![0.0; n]; bins],
+            weight: vec![vec![1.0; n]; bins],
+            trust: BTreeMap::new(),
         }
     }
 
@@ -283,6 +298,32 @@ impl RunStats {
             let s = tl.bin(t);
             if let Some(c) = tl.score[s].get_mut(node) {
                 *c = c.max(score as f32);
+            }
+        }
+    }
+
+    /// A balancer reported `weight` (its share of the pool's routing weight times the
+    /// number of nodes) for node `node` at `t`.
+    pub fn weighted(&mut self, t: f64, node: usize, weight: f64) {
+        if let Some(tl) = &mut self.timeline {
+            let s = tl.bin(t);
+            if let Some(c) = tl.weight[s].get_mut(node) {
+                *c = c.min(weight as f32);
+            }
+        }
+    }
+
+    /// The balancer reported `trust` for the probe metric `metric` at `t`.
+    pub fn trusted(&mut self, t: f64, metric: &str, trust: f64) {
+        if let Some(tl) = &mut self.timeline {
+            let s = tl.bin(t);
+            let bins = tl.routed.len();
+            let row = tl
+                .trust
+                .entry(metric.to_owned())
+                .or_insert_with(|| vec![0.0; bins]);
+            if let Some(c) = row.get_mut(s) {
+                *c = c.max(trust as f32);
             }
         }
     }

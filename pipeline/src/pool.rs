@@ -379,7 +379,18 @@ impl PoolPredictor {
             .into_iter()
             .filter_map(|(k, v)| Some((k, robust_z(&v, min)?)))
             .collect();
+        let had_feedback = self.trust.has_feedback();
         self.trust.tick(now_ms, levels, &latency);
+        if !had_feedback && self.trust.has_feedback() {
+            // Until now every metric counted in full (nothing to judge it by); from now
+            // on each counts as far as it earns. A score the release envelope still holds
+            // from before was never earned: let it go at once instead of over seconds
+            // (a node shed on an untrusted metric before the first traffic, or after a
+            // restart, would otherwise stay shed for up to 1 / `score_release_per_s`).
+            for s in &mut self.slots {
+                s.routed_score = (0.0, now_ms);
+            }
+        }
     }
 
     /// Each probe metric's trust in routing with the evidence behind it.

@@ -564,3 +564,55 @@ fn with_the_fast_release_a_held_node_whose_latency_is_back_is_released_fast() {
     let unmeasured = held_score_a_second_later(None, rate);
     assert!((unmeasured - slow).abs() < 1e-9, "{unmeasured}");
 }
+
+#[test]
+fn a_score_earned_before_any_feedback_is_let_go_when_trust_starts_to_count() {
+    // Eight nodes probed once a second and no traffic yet: `h`'s metric climbs away
+    // from its peers', and with nothing to judge the metric by it counts in full.
+    let names = ["a", "b", "c", "d", "e", "f", "g", "h"];
+    let mut p = pool(&names, PipelineConfig::default());
+    let mut t = 1_000_000;
+    for k in 0..100usize {
+        for (i, n) in names.iter().enumerate() {
+            let climb = if *n == "h" && k >= 60 {
+                1.0 + 0.03 * (k - 59) as f64
+            } else {
+                1.0
+            };
+            observe(
+                &mut p,
+                n,
+                t,
+                &[("m", 10.0 * climb * (1.0 + NOISE[(k + i) % 10]))],
+            );
+        }
+        p.tick(t, &|_| None);
+        p.views(t);
+        t += 1000;
+    }
+    let h = p.index["h"];
+    let before = p.views(t)[h].degrade_score;
+    assert!(before > 0.5, "{before}");
+    // Traffic starts; every node answers alike. At the first tick with feedback the
+    // metric's trust drops to its prior (0: it has predicted nothing yet), and the score
+    // it gave goes with it, not over seconds of the release envelope.
+    for step in 0..10 {
+        for n in names {
+            p.observe_feedback(Feedback {
+                node: n,
+                at_ms: t + step * 100,
+                load: 1.0,
+                latency_ms: 40.0,
+                ok: true,
+            });
+        }
+    }
+    t += 1000;
+    p.tick(t, &|_| None);
+    let views = p.views(t);
+    assert!(
+        views.iter().all(|v| v.degrade_score == 0.0),
+        "{:?}",
+        views.iter().map(|v| v.degrade_score).collect::<Vec<_>>()
+    );
+}
