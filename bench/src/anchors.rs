@@ -157,6 +157,8 @@ pub struct Tools {
     /// The routing policy of PLB's proxy lanes (the pool's `policy`); `None`: the pool's
     /// default, `plb`.
     pub proxy_policy: Option<PolicyKind>,
+    /// Whether the live run reads what PLB's proxy lanes publish ([`Watch`]).
+    pub watch: bool,
 }
 
 impl Tools {
@@ -185,6 +187,7 @@ impl Tools {
             nginx: which("nginx"),
             plb,
             proxy_policy: None,
+            watch: false,
         }
     }
 

@@ -105,6 +105,11 @@ pub struct LbArgs {
     /// proxy's own cost does, apart from its routing.
     #[arg(long)]
     pub proxy_policy: Option<PolicyKind>,
+    /// Reads each PLB proxy lane's nodes view every 0.5 s into its timeline (degrade
+    /// scores, routing shares, metric trust). Off by default: the reads cost those
+    /// balancers CPU that the other lanes' balancers do not spend.
+    #[arg(long)]
+    pub watch: bool,
 }
 
 impl Default for LbArgs {
@@ -129,6 +134,7 @@ impl Default for LbArgs {
             policies: "all".into(),
             plb_bin: None,
             proxy_policy: None,
+            watch: false,
         }
     }
 }
@@ -214,6 +220,7 @@ pub async fn run(args: LbArgs) -> Result<Report, BenchError> {
     let tools = if do_live && !anchor_list.is_empty() {
         Tools {
             proxy_policy: args.proxy_policy,
+            watch: args.watch,
             ..Tools::find(args.plb_bin.as_deref())
         }
     } else {

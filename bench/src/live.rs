@@ -208,7 +208,7 @@ pub async fn run_rep_with(
             target,
             stats,
         });
-        if let Some(watch) = running.watch() {
+        if let Some(watch) = running.watch().filter(|_| tools.watch) {
             watchers.push(tokio::spawn(watch_published(watch, Arc::clone(&lane))));
         }
         proxies.push((running, lane));
@@ -323,9 +323,11 @@ pub async fn run_rep_with(
 /// How often a PLB lane's nodes view is read for its timeline's scores and trust.
 const WATCH_EVERY: Duration = Duration::from_millis(500);
 
-/// Reads what a PLB lane's balancer publishes (degrade scores, shares of the routing weight, metric trust) into the
-/// lane's timeline every [`WATCH_EVERY`] of the script, until aborted. Two small API
-/// calls a second beside hundreds of proxied requests; a failed read is skipped.
+/// Reads what a PLB lane's balancer publishes (degrade scores, shares of the routing
+/// weight, metric trust) into the lane's timeline every [`WATCH_EVERY`] of the script,
+/// until aborted (`--watch` only). Two API calls a second beside hundreds of proxied
+/// requests, but each builds the whole nodes view: they cost the balancer CPU that the
+/// other lanes do not spend. A failed read is skipped.
 async fn watch_published(watch: anchors::Watch, lane: Arc<ProxyLane>) {
     let http = anchors::api_client();
     tokio::time::sleep_until(lane.start).await;

@@ -43,19 +43,21 @@ pub struct Timeline {
     pub speed: Vec<Vec<f32>>,
     /// `score[s][i]`: the highest degrade score (0 fine .. 1 at its threshold)
     /// published for node `i` in second `s`, the score `plb` sheds by: the
-    /// simulator's pipeline, or in a live PLB proxy lane the balancer's nodes view
-    /// (`routing.degrade_score`, read every 0.5 s); 0 for the other live lanes and the
-    /// baselines (their pipeline is what health checks give, and predicts nothing).
+    /// simulator's pipeline, or in a live PLB proxy lane with `--watch` the
+    /// balancer's nodes view (`routing.degrade_score`, read every 0.5 s); 0 for the
+    /// other live lanes and the baselines (their pipeline is what health checks give,
+    /// and predicts nothing).
     pub score: Vec<Vec<f32>>,
     /// `weight[s][i]`: node `i`'s share of the pool's routing weight times the
     /// number of nodes (1 = an even split), the lowest a live PLB proxy lane's
-    /// balancer reported in second `s` (its nodes view's `routing.share`: operator
-    /// weight × capacity estimate against the pool's median × what the degrade score
-    /// leaves × slow start, over the pool's total); 1 for every other lane.
+    /// balancer reported in second `s` with `--watch` (its nodes view's
+    /// `routing.share`: operator weight × capacity estimate against the pool's
+    /// median × what the degrade score leaves × slow start, over the pool's total);
+    /// 1 for every other lane.
     pub weight: Vec<Vec<f32>>,
     /// `trust[metric][s]`: the highest trust the balancer reported for a probe metric
     /// in second `s` (its nodes view's `metric_trust`, read every 0.5 s): live PLB
-    /// lanes with a probe only, empty elsewhere.
+    /// lanes with a probe and `--watch` only, empty elsewhere.
     pub trust: BTreeMap<String, Vec<f32>>,
 }
 
