@@ -342,7 +342,7 @@ async fn watch_published(watch: anchors::Watch, lane: Arc<ProxyLane>) {
         let n = published.nodes.len() as f64;
         for (i, score, share) in published.nodes {
             stats.scored(t, i, score);
-            stats.weighted(t, i, share * n);
+            stats.shared(t, i, share * n);
         }
         for (metric, trust) in published.trust {
             stats.trusted(t, &metric, trust);

@@ -48,13 +48,13 @@ pub struct Timeline {
     /// other live lanes and the baselines (their pipeline is what health checks give,
     /// and predicts nothing).
     pub score: Vec<Vec<f32>>,
-    /// `weight[s][i]`: node `i`'s share of the pool's routing weight times the
+    /// `share[s][i]`: node `i`'s share of the pool's routing weight times the
     /// number of nodes (1 = an even split), the lowest a live PLB proxy lane's
     /// balancer reported in second `s` with `--watch` (its nodes view's
     /// `routing.share`: operator weight × capacity estimate against the pool's
     /// median × what the degrade score leaves × slow start, over the pool's total);
     /// 1 for every other lane.
-    pub weight: Vec<Vec<f32>>,
+    pub share: Vec<Vec<f32>>,
     /// `trust[metric][s]`: the highest trust the balancer reported for a probe metric
     /// in second `s` (its nodes view's `metric_trust`, read every 0.5 s): live PLB
     /// lanes with a probe and `--watch` only, empty elsewhere.
@@ -85,7 +85,7 @@ impl Timeline {
             breaking: vec![vec![0; n + 1]; bins],
             speed,
             score: vec![vec![0.0; n]; bins],
-            weight: vec![vec![1.0; n]; bins],
+            share: vec![vec![1.0; n]; bins],
             trust: BTreeMap::new(),
         }
     }
@@ -304,13 +304,13 @@ impl RunStats {
         }
     }
 
-    /// A balancer reported `weight` (its share of the pool's routing weight times the
-    /// number of nodes) for node `node` at `t`.
-    pub fn weighted(&mut self, t: f64, node: usize, weight: f64) {
+    /// A balancer reported `share` (node `node`'s share of the pool's routing weight
+    /// times the number of nodes) at `t`.
+    pub fn shared(&mut self, t: f64, node: usize, share: f64) {
         if let Some(tl) = &mut self.timeline {
             let s = tl.bin(t);
-            if let Some(c) = tl.weight[s].get_mut(node) {
-                *c = c.min(weight as f32);
+            if let Some(c) = tl.share[s].get_mut(node) {
+                *c = c.min(share as f32);
             }
         }
     }
