@@ -10,9 +10,10 @@
 //! setup of issue 13's harness), with the balancer taking its reports.
 //!
 //! `cargo bench -p plb-balancer --bench proxy` (5 rounds of 3 s per target and phase, 20 s
-//! idle), or with `--quick` / `PLB_BENCH_QUICK=1` (3 rounds of 1 s, 8 s idle). Needs
-//! `haproxy` on PATH; the agent row needs the `plb` binary of the same profile (built by
-//! `scripts/test.sh`, or `cargo build -p plb --profile ...`), and says so when it is not.
+//! idle; `PLB_BENCH_IDLE_S=N` for N s), or with `--quick` / `PLB_BENCH_QUICK=1` (3 rounds
+//! of 1 s, 8 s idle). Needs `haproxy` on PATH; the agent row needs the `plb` binary of
+//! the same profile (built by `scripts/test.sh`, or `cargo build -p plb --profile ...`),
+//! and says so when it is not.
 use std::net::SocketAddr;
 use std::process::Stdio;
 use std::sync::Arc;
@@ -192,7 +193,13 @@ fn main() {
     let secs = Duration::from_millis(if quick { 1000 } else { 3000 });
     let warmup = Duration::from_millis(if quick { 200 } else { 500 });
     let rounds = if quick { 3 } else { 5 };
-    let idle = Duration::from_secs(if quick { 8 } else { 20 });
+    // `PLB_BENCH_IDLE_S`: a longer idle window resolves an idle agent's few
+    // milliseconds of CPU a second more finely (the clock ticks are 10 ms).
+    let idle = std::env::var("PLB_BENCH_IDLE_S")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .filter(|&s| s > 0)
+        .map_or(Duration::from_secs(if quick { 8 } else { 20 }), Duration::from_secs);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
