@@ -199,7 +199,10 @@ fn main() {
         .ok()
         .and_then(|v| v.parse::<u64>().ok())
         .filter(|&s| s > 0)
-        .map_or(Duration::from_secs(if quick { 8 } else { 20 }), Duration::from_secs);
+        .map_or(
+            Duration::from_secs(if quick { 8 } else { 20 }),
+            Duration::from_secs,
+        );
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

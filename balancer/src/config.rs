@@ -164,6 +164,13 @@ pub struct BalancerConfig {
     #[arg(long, env = "PLB_PROXY_TIMEOUT_MS", default_value_t = 60_000)]
     pub proxy_timeout_ms: u64,
 
+    /// Retries of `503` answers, as a fraction of the proxy's requests: an idempotent
+    /// request a node answers `503` is sent to another node while the budget allows
+    /// (each request adds this much of a retry, up to a burst of 10 per proxy thread).
+    /// 0 turns them off.
+    #[arg(long, env = "PLB_PROXY_RETRY_BUDGET", default_value_t = 0.2)]
+    pub proxy_retry_budget: f64,
+
     /// Serve HAProxy's agent-check protocol on this address: HAProxy sends
     /// `CLIENT_ID/POOL/NODE` (`agent-send`) and reads the node's weight and state.
     #[arg(long, env = "PLB_AGENT_CHECK")]
@@ -273,6 +280,7 @@ impl std::fmt::Debug for BalancerConfig {
             .field("proxy", &self.proxy)
             .field("proxy_connect_timeout_ms", &self.proxy_connect_timeout_ms)
             .field("proxy_timeout_ms", &self.proxy_timeout_ms)
+            .field("proxy_retry_budget", &self.proxy_retry_budget)
             .field("agent_check", &self.agent_check)
             .field("webhook_timeout_ms", &self.webhook_timeout_ms)
             .field("webhook_retry_ms", &self.webhook_retry_ms)
@@ -330,6 +338,14 @@ pub enum ConfigError {
     /// Zero readers.
     #[error("--db-readers must be between 1 and 64")]
     Readers,
+    /// A fraction outside 0..=1 (or not a number).
+    #[error("--{flag} must be a fraction between 0 and 1, got {got}")]
+    Ratio {
+        /// The flag.
+        flag: &'static str,
+        /// Given, as written.
+        got: String,
+    },
     /// A quota or upload limit of zero (nothing could be created) or out of range.
     #[error("--{flag} must be between {min} and {max}, got {got}")]
     Limit {
@@ -365,6 +381,7 @@ impl BalancerConfig {
             proxy: Vec::new(),
             proxy_connect_timeout_ms: 1000,
             proxy_timeout_ms: 60_000,
+            proxy_retry_budget: 0.2,
             agent_check: None,
             webhook_timeout_ms: 10_000,
             webhook_retry_ms: 1_000,
@@ -438,6 +455,7 @@ impl BalancerConfig {
             forward: ForwardSettings {
                 connect_timeout: Duration::from_millis(self.proxy_connect_timeout_ms),
                 total_timeout: Duration::from_millis(self.proxy_timeout_ms),
+                retry_budget: self.proxy_retry_budget,
                 nodes: self.node_policy(),
                 trusted_proxies: NetPolicy::only(&self.trusted_proxies),
                 ..ForwardSettings::default()
@@ -524,6 +542,12 @@ impl BalancerConfig {
                 flag: "proxy-timeout-ms",
                 message: "proxy timeouts must be between 1 ms and 10 min (connect) or 24 h (total)"
                     .into(),
+            });
+        }
+        if !(0.0..=1.0).contains(&self.proxy_retry_budget) {
+            return Err(ConfigError::Ratio {
+                flag: "proxy-retry-budget",
+                got: self.proxy_retry_budget.to_string(),
             });
         }
         if !(1..=64).contains(&self.db_readers) {
@@ -627,6 +651,26 @@ mod tests {
         ])
         .expect_err("no owner");
         assert!(e.to_string().contains("CLIENT_ID/POOL"), "{e}");
+    }
+
+    #[test]
+    fn the_retry_budget_is_a_fraction() {
+        let parse = |v: &str| {
+            Cli::try_parse_from([
+                "plb".to_owned(),
+                "--admin-token".to_owned(),
+                "0123456789abcdef".to_owned(),
+                format!("--proxy-retry-budget={v}"),
+            ])
+            .expect("parses")
+            .cfg
+        };
+        assert_eq!(parse("0").edges().forward.retry_budget, 0.0);
+        parse("0.5").validate().expect("valid");
+        for bad in ["1.5", "-0.1", "NaN"] {
+            let e = parse(bad).validate().expect_err(bad);
+            assert!(e.to_string().contains("--proxy-retry-budget"), "{e}");
+        }
     }
 
     #[test]

@@ -5,10 +5,16 @@
 //! Retries: an idempotent request (GET, HEAD, PUT, DELETE, OPTIONS, TRACE) whose body is
 //! empty or small enough to buffer is sent again to *another* node when its node fails
 //! before answering (connection refused or timed out, or the connection dropped before
-//! the response headers). Any other request gets one attempt. Every attempt that reached a
-//! node is reported: latency to the response headers, ok = answered and not 5xx.
+//! the response headers), and when its node answers `503 Service Unavailable` while the
+//! retry budget allows (each request adds `retry_budget` of a retry, up to a burst of
+//! [`RETRY_BURST`]; one budget per proxy thread): a node out of service does not fail the requests that explore it,
+//! and a pool that answers 503 as a whole (overloaded) sees at most `1 + retry_budget`
+//! times its requests. If no other node answers, the client gets the node's 503. Any
+//! other request gets one attempt. Every attempt that reached a node is reported: latency
+//! to the response headers, ok = answered and not 5xx.
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -46,6 +52,8 @@ pub struct ForwardSettings {
     pub retry_buffer_bytes: u64,
     /// Nodes tried for one request, the first included.
     pub max_attempts: usize,
+    /// Retries of `503` answers per request, as a fraction (0 turns them off).
+    pub retry_budget: f64,
     /// Idle keep-alive connections are closed after this.
     pub idle_timeout: Duration,
     /// Where nodes may be: checked at every connect, after DNS resolution (a node may
@@ -63,10 +71,63 @@ impl Default for ForwardSettings {
             total_timeout: Duration::from_secs(60),
             retry_buffer_bytes: 64 * 1024,
             max_attempts: 3,
+            retry_budget: 0.2,
             idle_timeout: Duration::from_secs(60),
             nodes: NetPolicy::nodes(&[]),
             trusted_proxies: NetPolicy::only(&[]),
         }
+    }
+}
+
+/// Retries of `503` answers a forwarder (one per proxy thread) may make at once, on top
+/// of its share of its requests.
+pub const RETRY_BURST: f64 = 10.0;
+
+/// A retry budget (as Finagle's and linkerd's): each request deposits a fraction of a
+/// retry, each retry withdraws one, and the balance is capped at a burst. In
+/// thousandths of a retry.
+#[derive(Debug)]
+struct RetryBudget {
+    balance: AtomicI64,
+    per_request: i64,
+    cap: i64,
+}
+
+impl RetryBudget {
+    fn new(ratio: f64) -> RetryBudget {
+        let ratio = if ratio.is_finite() {
+            ratio.clamp(0.0, 1.0)
+        } else {
+            0.0
+        };
+        let cap = if ratio > 0.0 {
+            (RETRY_BURST * 1000.0) as i64
+        } else {
+            0
+        };
+        RetryBudget {
+            balance: AtomicI64::new(cap),
+            per_request: (ratio * 1000.0).round() as i64,
+            cap,
+        }
+    }
+
+    fn deposit(&self) {
+        if self.per_request > 0 {
+            let _ = self
+                .balance
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {
+                    Some((b + self.per_request).min(self.cap))
+                });
+        }
+    }
+
+    fn withdraw(&self) -> bool {
+        self.balance
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {
+                (b >= 1000).then_some(b - 1000)
+            })
+            .is_ok()
     }
 }
 
@@ -76,6 +137,7 @@ pub struct Forwarder<U: Upstream> {
     client: Client<HttpConnector<PolicyResolver>, UpstreamBody>,
     settings: ForwardSettings,
     pool: String,
+    budget: RetryBudget,
 }
 
 impl<U: Upstream> std::fmt::Debug for Forwarder<U> {
@@ -116,6 +178,7 @@ impl<U: Upstream> Forwarder<U> {
         Arc::new(Forwarder {
             upstream,
             client,
+            budget: RetryBudget::new(settings.retry_budget),
             settings,
             pool: pool.into(),
         })
@@ -179,14 +242,19 @@ impl<U: Upstream> Forwarder<U> {
             Some(Err(body))
         };
         let mut body = body;
+        self.budget.deposit();
 
         let mut tried: Vec<String> = Vec::new();
         let mut last_failure = String::new();
-        for attempt in 0..self.settings.max_attempts.max(1) {
+        // A node's `503`, kept while another node is tried: the answer if none does.
+        let mut held: Option<Response<Incoming>> = None;
+        let attempts = self.settings.max_attempts.max(1);
+        for attempt in 0..attempts {
             let excluded: Vec<&str> = tried.iter().map(String::as_str).collect();
             let routed = match self.upstream.route(&hint, &excluded) {
                 Ok(r) => r,
                 Err(Unavailable::NoNodes) if attempt > 0 => break,
+                Err(_) if held.is_some() => break,
                 Err(u) => return unavailable(&self.pool, &u),
             };
             let node = self.upstream.node(&routed).to_owned();
@@ -236,17 +304,21 @@ impl<U: Upstream> Forwarder<U> {
                 Ok(resp) => {
                     let ok = !resp.status().is_server_error();
                     self.upstream.feedback(&routed, latency_ms, ok);
-                    let (mut rparts, rbody) = resp.into_parts();
-                    headers::strip_hop_by_hop(&mut rparts.headers);
-                    if connection_closes {
-                        rparts
-                            .headers
-                            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                    let retry = resp.status() == StatusCode::SERVICE_UNAVAILABLE
+                        && attempt + 1 < attempts
+                        && replay.is_some()
+                        && self.budget.withdraw();
+                    if !retry {
+                        return pass_on(resp, connection_closes, deadline);
                     }
-                    return Response::from_parts(rparts, ProxyBody::stream(rbody, deadline));
+                    held = Some(resp);
+                    "answered 503".to_owned()
                 }
                 Err(Failure::Timeout) => {
                     self.upstream.feedback(&routed, latency_ms, false);
+                    if let Some(resp) = held {
+                        return pass_on(resp, connection_closes, deadline);
+                    }
                     return error(
                         StatusCode::GATEWAY_TIMEOUT,
                         "gateway_timeout",
@@ -274,6 +346,9 @@ impl<U: Upstream> Forwarder<U> {
                 None => break,
             }
         }
+        if let Some(resp) = held {
+            return pass_on(resp, connection_closes, deadline);
+        }
         let retried = if tried.len() > 1 {
             format!(" ({} nodes tried)", tried.len())
         } else {
@@ -298,6 +373,23 @@ impl<U: Upstream> Forwarder<U> {
             .upper()
             .is_some_and(|n| n <= self.settings.retry_buffer_bytes)
     }
+}
+
+/// A node's answer on its way to the client: hop-by-hop headers removed, the client's
+/// `Connection: close` kept, the body streamed until `deadline`.
+fn pass_on(
+    resp: Response<Incoming>,
+    connection_closes: bool,
+    deadline: Instant,
+) -> Response<ProxyBody> {
+    let (mut parts, body) = resp.into_parts();
+    headers::strip_hop_by_hop(&mut parts.headers);
+    if connection_closes {
+        parts
+            .headers
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    Response::from_parts(parts, ProxyBody::stream(body, deadline))
 }
 
 /// GET, HEAD, PUT, DELETE, OPTIONS and TRACE (RFC 9110 §9.2.2).
@@ -390,4 +482,44 @@ pub fn error(status: StatusCode, code: &str, message: &str) -> Response<ProxyBod
         HeaderValue::from_static("application/json"),
     );
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_retry_budget_allows_a_burst_then_its_share_of_requests() {
+        let b = RetryBudget::new(0.2);
+        let burst = (0..100).take_while(|_| b.withdraw()).count();
+        assert_eq!(burst as f64, RETRY_BURST);
+        // Empty: every fifth request earns one retry.
+        let mut retries = 0;
+        for _ in 0..100 {
+            b.deposit();
+            if b.withdraw() {
+                retries += 1;
+            }
+        }
+        assert_eq!(retries, 20);
+        // Deposits stop at the burst.
+        for _ in 0..1000 {
+            b.deposit();
+        }
+        assert_eq!(
+            (0..100).take_while(|_| b.withdraw()).count() as f64,
+            RETRY_BURST
+        );
+    }
+
+    #[test]
+    fn a_zero_or_unusable_budget_allows_no_retry() {
+        for ratio in [0.0, -1.0, f64::NAN] {
+            let b = RetryBudget::new(ratio);
+            for _ in 0..100 {
+                b.deposit();
+            }
+            assert!(!b.withdraw(), "{ratio}");
+        }
+    }
 }

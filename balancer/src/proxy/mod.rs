@@ -28,7 +28,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 
-pub use forward::{ForwardSettings, Forwarder};
+pub use forward::{ForwardSettings, Forwarder, RETRY_BURST};
 
 use crate::engine::PoolKey;
 

@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::common::{self, TestBalancer, register};
@@ -39,6 +39,8 @@ struct Seen {
     post: AtomicU64,
     /// Connections accepted.
     accepted: AtomicU64,
+    /// Answer every request `503` (a node out of service).
+    unavailable: AtomicBool,
 }
 
 /// A real HTTP/1.1 server on a loopback port; `kill` closes its listener and every open
@@ -69,6 +71,11 @@ async fn handle(name: Arc<str>, seen: Arc<Seen>, req: Request<Incoming>) -> Resp
         hyper::Method::POST => seen.post.fetch_add(1, Ordering::Relaxed),
         _ => 0,
     };
+    if seen.unavailable.load(Ordering::Relaxed) {
+        let mut resp = Response::new(full(format!("{name} is out of service")));
+        *resp.status_mut() = hyper::StatusCode::SERVICE_UNAVAILABLE;
+        return resp;
+    }
     let path = req.uri().path().to_owned();
     if let Some(ms) = path.strip_prefix("/sleep/") {
         tokio::time::sleep(Duration::from_millis(ms.parse().expect("ms"))).await;
@@ -502,6 +509,75 @@ async fn a_post_to_a_dead_node_gets_502_and_is_not_retried_and_feedback_is_recor
     let served = get_until(&s, 40, |_| false).await;
     assert_eq!(served, BTreeMap::from([("live".to_owned(), 40)]));
     s.bal.running.stop().await.expect("stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_503_is_retried_on_another_node_within_the_retry_budget() {
+    let s = setup().await;
+    let live = Backend::start("live").await;
+    let down = Backend::start("down").await;
+    down.seen.unavailable.store(true, Ordering::Relaxed);
+    s.register("node-live", live.addr).await;
+    s.register("node-down", down.addr).await;
+    s.wait_for_nodes(2).await;
+
+    // Every GET is answered 200 by the live node, the down node's 503s retried there
+    // (its error rate makes it costly; it is explored a few times a second).
+    let served = get_until(&s, 20_000, |_| down.seen.get.load(Ordering::Relaxed) >= 3).await;
+    assert!(
+        down.seen.get.load(Ordering::Relaxed) >= 3,
+        "the down node was not tried: {served:?}"
+    );
+    assert_eq!(served.keys().collect::<Vec<_>>(), ["live"], "{served:?}");
+
+    // A POST is not retried: the one the down node takes gets its 503.
+    let (mut ok, mut unavailable) = (0u64, 0u64);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while unavailable == 0 && std::time::Instant::now() < deadline {
+        let (status, body) = send(&s, reqwest::Method::POST, "/post").await;
+        if status == 503 {
+            assert!(body.contains("down is out of service"), "{body}");
+            unavailable += 1;
+        } else {
+            assert_eq!(status, 200, "{body}");
+            ok += 1;
+        }
+    }
+    assert_eq!(unavailable, 1, "no POST reached the down node in 30 s");
+    assert_eq!(down.seen.post.load(Ordering::Relaxed), 1);
+    assert_eq!(live.seen.post.load(Ordering::Relaxed), ok);
+
+    // Every node out of service: the client gets a node's 503, and the retries stay
+    // within the budget (a fifth of the requests, after a burst of ten per thread).
+    live.seen.unavailable.store(true, Ordering::Relaxed);
+    let seen = || live.seen.get.load(Ordering::Relaxed) + down.seen.get.load(Ordering::Relaxed);
+    let before = seen();
+    const SENT: u64 = 200;
+    for i in 0..SENT {
+        let (status, body) = send(&s, reqwest::Method::GET, "/sleep/0").await;
+        assert_eq!(status, 503, "GET {i}: {body}");
+        assert!(body.contains("is out of service"), "GET {i}: {body}");
+    }
+    let attempts = seen() - before;
+    // Each proxy thread has its own budget and burst.
+    let threads = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
+    let budget = SENT as f64 * 0.2 + plb_balancer::proxy::RETRY_BURST * threads as f64;
+    assert!(
+        attempts > SENT && attempts as f64 <= SENT as f64 + budget,
+        "{attempts} attempts for {SENT} requests (budget {budget})"
+    );
+    s.bal.running.stop().await.expect("stop");
+}
+
+/// One request through the proxy (a POST carries a small body): status and body text.
+async fn send(s: &Setup, method: reqwest::Method, path: &str) -> (u16, String) {
+    let mut req = s.http.request(method.clone(), format!("{}{path}", s.proxy));
+    if method == reqwest::Method::POST {
+        req = req.body("not idempotent");
+    }
+    let resp = req.send().await.expect("the proxy answers");
+    let status = resp.status().as_u16();
+    (status, resp.text().await.expect("body"))
 }
 
 /// GETs through the proxy, in waves of four at once (so that a node with requests in
