@@ -95,9 +95,8 @@ pub(crate) fn smooth_ramp(v: f64, start: f64, full: f64) -> f64 {
 
 /// Each node's degrade score judged against its own history and its peers: 1 for an
 /// `unhealthy` node, 0 for a stale one, else the worst series' (and demand's) own score
-/// times its peer factor and, for a probe metric, its trust (`trust(key)`,
-/// [`crate::trust`]); the own score alone where too few peers report the series (no
-/// peers to compare with, no pairs to earn trust from).
+/// times its peer factor (1 where too few peers report the series) and, for a probe
+/// metric, its trust (`trust(key)`, [`crate::trust`]).
 pub fn peer_scores(
     parts: &[Option<DegradeParts>],
     cfg: &ViewConfig,
@@ -115,11 +114,17 @@ pub fn peer_scores(
             series
                 .chain(p.demand.iter().map(|s| (s, false)))
                 .map(|(s, probe_metric)| {
-                    let factor = stats.get(&s.key).map_or(1.0, |st| {
-                        let trusted = if probe_metric { trust(&s.key) } else { 1.0 };
-                        peer_factor(s.level, st, cfg) * trusted
-                    });
-                    s.score * factor
+                    // A probe metric counts only as far as it is trusted, with peers to
+                    // judge it by or not: in a pool whose nodes warm their profiles a
+                    // few seconds apart, the first node's fresh baseline would otherwise
+                    // shed it on its own score for a tick (and the release envelope hold
+                    // that for seconds), untrusted metric or not. Where the pool has
+                    // never had feedback to judge metrics by, trust is 1.
+                    let trusted = if probe_metric { trust(&s.key) } else { 1.0 };
+                    let factor = stats
+                        .get(&s.key)
+                        .map_or(1.0, |st| peer_factor(s.level, st, cfg));
+                    s.score * factor * trusted
                 })
                 .fold(0.0, f64::max)
                 .clamp(0.0, 1.0)
@@ -189,5 +194,24 @@ mod tests {
         let mut p = vec![node(0.0, 1.0), node(0.0, 1.0), node(0.0, 1.0), None];
         p[0].as_mut().expect("some").unhealthy = true;
         assert_eq!(peer_scores(&p, &cfg, &|_| 1.0), vec![1.0, 0.0, 0.0, 0.0]);
+    }
+
+    #[test]
+    fn an_untrusted_metric_sheds_nobody_even_before_its_peers_report_it() {
+        // Eight nodes; only the first has warmed its profile of the metric, and its
+        // fresh baseline scores high. Too few peers to judge it by, but the metric has
+        // earned no trust: no shed.
+        let cfg = ViewConfig::default();
+        let mut p = vec![node(0.9, 3.0)];
+        p.extend((0..7).map(|_| {
+            Some(DegradeParts {
+                unhealthy: false,
+                series: Vec::new(),
+                demand: None,
+            })
+        }));
+        assert_eq!(peer_scores(&p, &cfg, &|_| 0.0), vec![0.0; 8]);
+        // Trusted in full (a pool with no feedback to judge by), the own score counts.
+        assert_eq!(peer_scores(&p, &cfg, &|_| 1.0)[0], 0.9);
     }
 }
