@@ -7,11 +7,12 @@
 //! before answering (connection refused or timed out, or the connection dropped before
 //! the response headers), and when its node answers `503 Service Unavailable` while the
 //! retry budget allows (each request adds `retry_budget` of a retry, up to a burst of
-//! [`RETRY_BURST`]; one budget per proxy thread): a node out of service does not fail the requests that explore it,
-//! and a pool that answers 503 as a whole (overloaded) sees at most `1 + retry_budget`
-//! times its requests. If no other node answers, the client gets the node's 503. Any
-//! other request gets one attempt. Every attempt that reached a node is reported: latency
-//! to the response headers, ok = answered and not 5xx.
+//! [`RETRY_BURST`]; one budget per proxy thread): a node out of service does not fail
+//! the requests that explore it, and a pool that answers 503 as a whole (overloaded)
+//! sees at most `1 + retry_budget` times its requests. If no other node answers, the
+//! client gets the node's 503. Any other request gets one attempt. Every attempt that
+//! reached a node is reported: latency to the response headers, ok = answered and not
+//! 5xx.
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
