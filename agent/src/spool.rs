@@ -479,8 +479,10 @@ impl Spool {
         // Replaced atomically (a crash of this process leaves the old cursor or the new
         // one), but not flushed to stable storage: after a crash of the machine the
         // cursor may be an older one, or unreadable, and the spool then resends from
-        // there, which the balancer deduplicates by sample id. An `fdatasync` here, once
-        // per accepted report, was a fifth of a busy agent's CPU (`bench/RESULTS.md`).
+        // there, which the balancer deduplicates by sample id (a count of dropped
+        // samples may then be reported twice). An `fdatasync` here, once per accepted
+        // report, was about a fifth of an agent's CPU in a profile of a benchmark lane
+        // (`bench/RESULTS.md`).
         let tmp = self.dir.join("cursor.tmp");
         let mut f = File::create(&tmp)?;
         f.write_all(&body)?;

@@ -115,11 +115,11 @@ pub fn peer_scores(
                 .chain(p.demand.iter().map(|s| (s, false)))
                 .map(|(s, probe_metric)| {
                     // A probe metric counts only as far as it is trusted, with peers to
-                    // judge it by or not: in a pool whose nodes warm their profiles a
-                    // few seconds apart, the first node's fresh baseline would otherwise
-                    // shed it on its own score for a tick (and the release envelope hold
-                    // that for seconds), untrusted metric or not. Where the pool has
-                    // never had feedback to judge metrics by, trust is 1.
+                    // judge it by or not: in a pool whose nodes finish warming their
+                    // profiles a moment apart, the first node's fresh baseline would
+                    // otherwise shed it on its own score for a tick (and the release
+                    // envelope hold that for seconds), untrusted metric or not. Where
+                    // the pool has never had feedback to judge metrics by, trust is 1.
                     let trusted = if probe_metric { trust(&s.key) } else { 1.0 };
                     let factor = stats
                         .get(&s.key)
