@@ -10,7 +10,9 @@
 //! [`RETRY_BURST`]; one budget per proxy thread): a node out of service does not fail
 //! the requests that explore it, and a pool that answers 503 as a whole (overloaded)
 //! sees at most `1 + retry_budget` times its requests. If no other node answers, the
-//! client gets the node's 503. Any other request gets one attempt. Every attempt that
+//! client gets the node's 503 (a 503 that another answer replaced is read to its end on
+//! a task of its own, so its keep-alive connection is reused). Any other request gets
+//! one attempt. Every attempt that
 //! reached a node is reported: latency to the response headers, ok = answered and not
 //! 5xx.
 use std::net::SocketAddr;
@@ -310,9 +312,14 @@ impl<U: Upstream> Forwarder<U> {
                         && replay.is_some()
                         && self.budget.withdraw();
                     if !retry {
+                        if let Some(earlier) = held.take() {
+                            discard(earlier);
+                        }
                         return pass_on(resp, connection_closes, deadline);
                     }
-                    held = Some(resp);
+                    if let Some(earlier) = held.replace(resp) {
+                        discard(earlier);
+                    }
                     "answered 503".to_owned()
                 }
                 Err(Failure::Timeout) => {
@@ -374,6 +381,27 @@ impl<U: Upstream> Forwarder<U> {
             .upper()
             .is_some_and(|n| n <= self.settings.retry_buffer_bytes)
     }
+}
+
+/// A held `503`'s body is read and thrown away, up to this many bytes...
+const DISCARD_BYTES: usize = 64 * 1024;
+/// ...within this long, so that its keep-alive connection goes back to the pool.
+const DISCARD_WITHIN: Duration = Duration::from_secs(1);
+
+/// Throws away a node's answer that another node's answer replaced. Its body is read on
+/// a task of its own (up to [`DISCARD_BYTES`], within [`DISCARD_WITHIN`]) so that the
+/// node's connection is kept alive and reused: dropped unread, hyper closes it, and the
+/// next request to that node pays a new connection. A longer or slower body is dropped
+/// and its connection closed.
+fn discard(resp: Response<Incoming>) {
+    let body = resp.into_body();
+    if body.is_end_stream() {
+        return;
+    }
+    tokio::spawn(async move {
+        let read = Limited::new(body, DISCARD_BYTES).collect();
+        let _ = tokio::time::timeout(DISCARD_WITHIN, read).await;
+    });
 }
 
 /// A node's answer on its way to the client: hop-by-hop headers removed, the client's
