@@ -171,6 +171,13 @@ pub struct BalancerConfig {
     #[arg(long, env = "PLB_PROXY_RETRY_BUDGET", default_value_t = 0.2)]
     pub proxy_retry_budget: f64,
 
+    /// Threads each proxied pool is served on, each a single-threaded runtime with its
+    /// own connections to the nodes. Default: half the machine's cores, at least one
+    /// (the other half for the balancer's pipeline and API, and whatever shares the
+    /// machine). More for throughput on a machine of the proxy's own.
+    #[arg(long, env = "PLB_PROXY_THREADS")]
+    pub proxy_threads: Option<usize>,
+
     /// Serve HAProxy's agent-check protocol on this address: HAProxy sends
     /// `CLIENT_ID/POOL/NODE` (`agent-send`) and reads the node's weight and state.
     #[arg(long, env = "PLB_AGENT_CHECK")]
@@ -281,6 +288,7 @@ impl std::fmt::Debug for BalancerConfig {
             .field("proxy_connect_timeout_ms", &self.proxy_connect_timeout_ms)
             .field("proxy_timeout_ms", &self.proxy_timeout_ms)
             .field("proxy_retry_budget", &self.proxy_retry_budget)
+            .field("proxy_threads", &self.proxy_threads)
             .field("agent_check", &self.agent_check)
             .field("webhook_timeout_ms", &self.webhook_timeout_ms)
             .field("webhook_retry_ms", &self.webhook_retry_ms)
@@ -382,6 +390,7 @@ impl BalancerConfig {
             proxy_connect_timeout_ms: 1000,
             proxy_timeout_ms: 60_000,
             proxy_retry_budget: 0.2,
+            proxy_threads: None,
             agent_check: None,
             webhook_timeout_ms: 10_000,
             webhook_retry_ms: 1_000,
@@ -460,6 +469,9 @@ impl BalancerConfig {
                 trusted_proxies: NetPolicy::only(&self.trusted_proxies),
                 ..ForwardSettings::default()
             },
+            threads: self
+                .proxy_threads
+                .unwrap_or_else(crate::proxy::default_threads),
             agent_check: self.agent_check,
         }
     }
@@ -566,6 +578,9 @@ impl BalancerConfig {
             }
         };
         limit("upload-queue", self.upload_queue as u64, 0, 1024)?;
+        if let Some(n) = self.proxy_threads {
+            limit("proxy-threads", n as u64, 1, 1024)?;
+        }
         limit("upload-wait-ms", self.upload_wait_ms, 1, 600_000)?;
         limit("quota-pools", self.quota_pools, 1, u64::MAX)?;
         limit("quota-probes", self.quota_probes, 1, u64::MAX)?;
@@ -670,6 +685,24 @@ mod tests {
         for bad in ["1.5", "-0.1", "NaN"] {
             let e = parse(bad).validate().expect_err(bad);
             assert!(e.to_string().contains("--proxy-retry-budget"), "{e}");
+        }
+    }
+
+    #[test]
+    fn proxy_threads_default_to_half_the_cores_and_are_bounded() {
+        let parse = |args: &[&str]| {
+            let mut all = vec!["plb", "--admin-token", "0123456789abcdef"];
+            all.extend_from_slice(args);
+            Cli::try_parse_from(all).expect("parses").cfg
+        };
+        let cores = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
+        assert_eq!(parse(&[]).edges().threads, (cores / 2).max(1));
+        let three = parse(&["--proxy-threads", "3"]);
+        three.validate().expect("valid");
+        assert_eq!(three.edges().threads, 3);
+        for bad in ["0", "5000"] {
+            let e = parse(&["--proxy-threads", bad]).validate().expect_err(bad);
+            assert!(e.to_string().contains("proxy-threads"), "{e}");
         }
     }
 

@@ -171,9 +171,14 @@ impl RunningProxy {
     }
 }
 
-/// Threads a proxy runs on by default: one per core.
+/// Threads a proxy runs on by default: half the machine's cores, at least one. At the
+/// rates of a live pool a thread per two cores costs less CPU per request than one per
+/// core (fewer wake-ups across cores, and the routing state's counters stay in one
+/// core's cache): on two cores, one thread took 1.02-1.05x HAProxy's CPU per request in
+/// `plb bench lb` where two took 1.18-1.21x, with the same throughput in the proxy
+/// benchmark (`bench/RESULTS.md`).
 pub fn default_threads() -> usize {
-    std::thread::available_parallelism().map_or(2, std::num::NonZero::get)
+    (std::thread::available_parallelism().map_or(2, std::num::NonZero::get) / 2).max(1)
 }
 
 /// Binds `listen` and serves the pool there until stopped, on `threads` threads of its
@@ -335,6 +340,8 @@ pub struct EdgesConfig {
     pub proxies: Vec<ProxySpec>,
     /// How every proxy forwards.
     pub forward: ForwardSettings,
+    /// Threads each proxy is served on (`--proxy-threads`).
+    pub threads: usize,
     /// Where to serve HAProxy's agent-check protocol, if anywhere.
     pub agent_check: Option<SocketAddr>,
 }
@@ -381,7 +388,7 @@ impl Edges {
                 cfg.forward.clone(),
                 &label,
                 spec.listen,
-                default_threads(),
+                cfg.threads,
             )
             .await;
             match started {

@@ -580,7 +580,7 @@ async fn a_503_is_retried_on_another_node_within_the_retry_budget() {
     }
     let attempts = seen() - before;
     // Each proxy thread has its own budget and burst.
-    let threads = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
+    let threads = plb_balancer::proxy::default_threads();
     let budget = SENT as f64 * 0.2 + plb_balancer::proxy::RETRY_BURST * threads as f64;
     assert!(
         attempts > SENT && attempts as f64 <= SENT as f64 + budget,
