@@ -172,11 +172,11 @@ impl RunningProxy {
 }
 
 /// Threads a proxy runs on by default: half the machine's cores, at least one. At the
-/// rates of a live pool a thread per two cores costs less CPU per request than one per
-/// core (fewer wake-ups across cores, and the routing state's counters stay in one
-/// core's cache): on two cores, one thread took 1.02-1.05x HAProxy's CPU per request in
+/// rates of a live pool a thread per two cores cost less CPU per request than one per
+/// core: on two cores, one thread took 1.02-1.05x HAProxy's CPU per request in
 /// `plb bench lb` where two took 1.18-1.21x, with the same throughput in the proxy
-/// benchmark (`bench/RESULTS.md`).
+/// benchmark (`bench/RESULTS.md`; a profile had put a tenth of the proxy threads' time
+/// in the scheduler, each request waking a thread).
 pub fn default_threads() -> usize {
     (std::thread::available_parallelism().map_or(2, std::num::NonZero::get) / 2).max(1)
 }
