@@ -564,6 +564,8 @@ fn table(scenario: &Scenario, mode: Where, cells: &[&Cell], reps: usize) -> Stri
         scenario.def.about
     );
     let lead = scenario.reports_lead();
+    let lead_head = crate::metrics::lead_bound(scenario)
+        .map_or("lead s".to_owned(), |b| format!("lead s (<={b:.1})"));
     let _ = writeln!(
         out,
         "{:<14} {:>22} {:>22} {:>22} {:>18} {:>20} {:>10} {:>16}{}",
@@ -579,7 +581,11 @@ fn table(scenario: &Scenario, mode: Where, cells: &[&Cell], reps: usize) -> Stri
         } else {
             "affected tr/cap%"
         },
-        if lead { "      lead s" } else { "" }
+        if lead {
+            format!(" {lead_head:>16}")
+        } else {
+            String::new()
+        }
     );
     for c in cells {
         let (m, lo, hi) = (&c.median, &c.min, &c.max);
@@ -733,9 +739,12 @@ fn compare(
                 10.0
             } * scenario.scale;
             let got = plb.median.lead_s;
+            // What the scenario allows at all, so a goal beyond it reads as such.
+            let bound = crate::metrics::lead_bound(scenario)
+                .map_or(String::new(), |b| format!(" (any policy: at most {b:.1})"));
             goals.push(Goal {
                 goal: format!("traffic shifted >= {need:.1} s before the SLO breach"),
-                measured: fmt_opt(got, 1),
+                measured: format!("{}{bound}", fmt_opt(got, 1)),
                 met: got.is_some_and(|l| l >= need),
             });
         }
