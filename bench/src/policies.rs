@@ -160,6 +160,9 @@ pub struct PipelineVariant {
     pub scan_weight_floor: Option<f64>,
     /// `slow_start_cost_exp`: how far a node in slow start's weight counts its share.
     pub slow_start_cost_exp: Option<f64>,
+    /// `slow_start_warm_after`: seconds back before a warm node in slow start takes
+    /// part in every scan (`inf`: never).
+    pub slow_start_warm_after: Option<f64>,
     /// `peer_min_nodes`: nodes needed for peer judgement (0 = off).
     pub peer_min_nodes: Option<usize>,
     /// `trust`: whether probe metrics earn trust (false = trusted in full).
@@ -234,6 +237,9 @@ impl PipelineVariant {
                 }
                 "scan_weight_floor" => {
                     v.scan_weight_floor = Some(val.parse().map_err(|e| bad(&e))?)
+                }
+                "slow_start_warm_after" => {
+                    v.slow_start_warm_after = Some(val.parse().map_err(|e| bad(&e))?)
                 }
                 "slow_start_cost_exp" => {
                     v.slow_start_cost_exp = Some(val.parse().map_err(|e| bad(&e))?)
@@ -396,6 +402,9 @@ impl PipelineVariant {
         }
         if let Some(x) = self.slow_start_cost_exp {
             c.slow_start_cost_exp = x;
+        }
+        if let Some(x) = self.slow_start_warm_after {
+            c.slow_start_warm_after = x;
         }
         c
     }

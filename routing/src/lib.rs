@@ -42,13 +42,16 @@
 //!   service, as Envoy's slow start does: the later of its view's `ready_since` (the
 //!   pipeline saw it join or return) and the first success after three failures in a row
 //!   (`NodeLive::back_since`: a restarted process, seen from the traffic alone, as PLB's
-//!   proxy sees it without agents). In the full scan a ramping node takes part in a share
-//!   of the scans, its ramp against the pool's highest, so nodes that all return at once
-//!   compete by cost alone; while it is still cold (not heard from since it came back,
-//!   or slower than 1.2 × the pool's median latency) its weight there also counts only
-//!   `share^slow_start_cost_exp` (√share) of its full weight, so a process still
-//!   warming up takes requests when the warm nodes are queued rather than whenever it
-//!   is idle.
+//!   proxy sees it without agents). In the full scan slow start lasts only while the
+//!   node is still cold (not heard from since it came back, or slower than 1.2 × the
+//!   pool's median latency): it then takes part in a share of the scans, its ramp
+//!   against the pool's highest (so nodes that all return at once compete by cost
+//!   alone), and its weight there counts only `share^slow_start_cost_exp` (√share) of
+//!   its full weight, so a process still warming up takes requests when the warm nodes
+//!   are queued rather than whenever it is idle. Once it answers as fast as its peers
+//!   and has been back 2 s (`slow_start_warm_after`: its first few answers say little)
+//!   it takes part in every scan: the 30 s ramp would otherwise keep a node that has
+//!   warmed out of most scans, and its peers queue the requests it could serve.
 //!
 //! A request then takes one of three paths:
 //! 1. **Recovery floor.** With probability `Σ floor × (1 − health) × fair share` over shed

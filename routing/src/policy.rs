@@ -130,6 +130,19 @@ pub struct PolicyConfig {
     /// requests should go to it when the warm nodes are queued, not whenever it is
     /// idle. 0 lets it compete at full weight whenever it takes part.
     pub slow_start_cost_exp: f64,
+    /// `plb` full scan: a node in slow start that is warm again (it has answered since
+    /// it came back, within 1.2 × the pool's median latency) and has been back this
+    /// many seconds takes part in every scan rather than its ramp's share of them
+    /// (infinite: never, the ramp alone decides). With the ramp alone, a node that
+    /// restarted and warmed within seconds sat out most scans for half a minute, and
+    /// during rolling restarts two or three nodes at a time did, their peers queueing
+    /// the requests they could serve. The wait is there because a node's first
+    /// answers after its return say little: against its peers' peak-EWMA latencies,
+    /// built from many answers, the largest of two or three fresh ones often looks
+    /// warm while the process is still slow. Simulator, rolling restarts, 20 reps,
+    /// mean (worst) SLO-breaking: never 586 (961), 0 s 318 (556), 1 s 292 (465), 2 s
+    /// 276 (445), 3 s 304 (529); live in `bench/RESULTS.md`.
+    pub slow_start_warm_after: f64,
 }
 
 impl Default for PolicyConfig {
@@ -147,6 +160,7 @@ impl Default for PolicyConfig {
             scan_latency_floor: 0.5,
             scan_weight_floor: 0.4,
             slow_start_cost_exp: 0.5,
+            slow_start_warm_after: 2.0,
         }
     }
 }

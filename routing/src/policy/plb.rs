@@ -79,10 +79,11 @@ impl Plb {
     /// Weight divides the whole cost, so a shed node costs more even when idle: the
     /// predicted shift holds without the weighted draw; the weight counts as at least
     /// `scan_weight_floor` of the node's full weight, so a shed node takes its turn
-    /// once the rest of the pool is queued. Slow start is a share instead: a ramping
-    /// node takes part in that fraction of scans, and while it is still cold (not
-    /// heard from since it came back, or slower than `COLD_MARGIN` × the pool's
-    /// median) its weight counts `share^slow_start_cost_exp`.
+    /// once the rest of the pool is queued. Slow start is a share instead, and only
+    /// while the node is cold (not heard from since it came back, or slower than
+    /// `COLD_MARGIN` × the pool's median): a ramping node takes part in that fraction
+    /// of scans and its weight counts `share^slow_start_cost_exp`; a warm one takes
+    /// part in every scan once it has been back `slow_start_warm_after` seconds.
     fn full_scan<R: Rng + ?Sized>(
         &self,
         snap: &Snapshot,
@@ -102,42 +103,44 @@ impl Plb {
         let start = rng.random_range(0..n);
         let shaping = snap.shaping();
         // (cost, whether slow start left the node out of this scan)
-        let cost = |i: usize, lat: f64, ramp: f64, share: f64, cold: bool, rng: &mut R| {
-            let live = snap.live_at(i);
-            let w = snap.weight_at(i, now);
-            if w <= 0.0 {
-                return (f64::INFINITY, false);
-            }
-            // Slow start as a share, not a cost: a node ramping up takes part in a
-            // fraction `share` of the scans (its ramp against the pool's highest), at
-            // its full weight once it is warm. (Dividing its cost by the ramp would give
-            // it traffic only once every other node had a queue: none at all in a calm
-            // pool, so a restarted node never came back.) While it is still cold its
-            // weight counts `share^slow_start_cost_exp`: a milder cut than the ramp,
-            // and one its own latency lifts as soon as it is near the pool's.
-            let skipped = share < 1.0 && rng.random::<f64>() >= share;
-            let mut w = (w / ramp.max(1e-9)).max(snap.derived(i).base * weight_floor);
-            if cold && share < 1.0 && ramp_exp > 0.0 {
-                w *= share.max(1e-9).powf(ramp_exp);
-            }
-            let lat = if exp == 1.0 {
-                lat.max(MIN_LATENCY)
-            } else if exp > 0.0 {
-                lat.max(MIN_LATENCY).powf(exp)
-            } else {
-                1.0
+        let warm_after = self.config.slow_start_warm_after;
+        let cost =
+            |i: usize, lat: f64, ramp: f64, share: f64, cold: bool, warm: bool, rng: &mut R| {
+                let live = snap.live_at(i);
+                let w = snap.weight_at(i, now);
+                if w <= 0.0 {
+                    return (f64::INFINITY, false);
+                }
+                // Slow start as a share, not a cost: a cold node ramping up takes part in
+                // a fraction `share` of the scans (its ramp against the pool's highest).
+                // (Dividing its cost by the ramp would give it traffic only once every
+                // other node had a queue: none at all in a calm pool, so a restarted node
+                // never came back.) Its weight then counts `share^slow_start_cost_exp`: a
+                // milder cut than the ramp. Both end when its own latency comes near the
+                // pool's: a warm node takes part in every scan at its full weight.
+                let skipped = share < 1.0 && !warm && rng.random::<f64>() >= share;
+                let mut w = (w / ramp.max(1e-9)).max(snap.derived(i).base * weight_floor);
+                if cold && share < 1.0 && ramp_exp > 0.0 {
+                    w *= share.max(1e-9).powf(ramp_exp);
+                }
+                let lat = if exp == 1.0 {
+                    lat.max(MIN_LATENCY)
+                } else if exp > 0.0 {
+                    lat.max(MIN_LATENCY).powf(exp)
+                } else {
+                    1.0
+                };
+                let err = live.error_rate(now);
+                let penalty = if err > 0.0 {
+                    (penalty * err).exp()
+                } else {
+                    1.0
+                };
+                (
+                    lat * (live.in_flight() as f64 + work) / w * penalty,
+                    skipped,
+                )
             };
-            let err = live.error_rate(now);
-            let penalty = if err > 0.0 {
-                (penalty * err).exp()
-            } else {
-                1.0
-            };
-            (
-                lat * (live.in_flight() as f64 + work) / w * penalty,
-                skipped,
-            )
-        };
         // Each latency read once (a read decays it), in scan order; a node without one
         // is costed at the mean of those with one (neutral) in the same pass, so it ties
         // with an average node and ties fall at random: a node that has never answered
@@ -145,12 +148,12 @@ impl Plb {
         // With them each node's slow-start ramp: a node takes part in a scan in
         // proportion to its ramp against the highest, so nodes that all returned at
         // once (the pool lost its network) compete by cost alone.
-        let mut stack = [(None, 1.0); SCAN_STACK];
+        let mut stack = [(None, 1.0, f64::INFINITY); SCAN_STACK];
         let mut heap = Vec::new();
-        let lats: &mut [(Option<f64>, f64)] = if n <= SCAN_STACK {
+        let lats: &mut [(Option<f64>, f64, f64)] = if n <= SCAN_STACK {
             &mut stack[..n]
         } else {
-            heap.resize(n, (None, 1.0));
+            heap.resize(n, (None, 1.0, f64::INFINITY));
             &mut heap
         };
         // The known latencies again, packed, for the floor's quantile.
@@ -169,6 +172,7 @@ impl Plb {
             *slot = (
                 snap.live_at(i).latency_since(now, ready),
                 shaping.ramp(ready, now),
+                ready.map_or(f64::INFINITY, |t| now - t),
             );
             if let Some(l) = slot.0 {
                 sum += l;
@@ -188,7 +192,7 @@ impl Plb {
         // The pool's median latency, which a node in slow start must come within
         // `COLD_MARGIN` of to compete at its full weight (only read while one ramps;
         // 0 with fewer than three latencies known, when every ramping node is cold).
-        let middle = if low_ramp < top_ramp && ramp_exp > 0.0 {
+        let middle = if low_ramp < top_ramp && (ramp_exp > 0.0 || warm_after.is_finite()) {
             latency_quantile(&mut known_lats[..known], 0.5)
         } else {
             0.0
@@ -197,13 +201,16 @@ impl Plb {
         // The best of the nodes slow start left out: the pick when it left out all
         // (every node returning at once, after the pool lost its network).
         let mut best_skipped: Option<(usize, f64)> = None;
-        for (off, &(lat, ramp)) in lats.iter().enumerate() {
+        for (off, &(lat, ramp, back_for)) in lats.iter().enumerate() {
             let i = eligible[(start + off) % n];
             let share = ramp / top_ramp.max(1e-9);
             // Slower than the pool's middle, or not yet heard from since it came back.
             let cold = lat.is_none_or(|l| l > middle * COLD_MARGIN);
+            // Warm: near the pool's latency, and back long enough for that to be more
+            // than its first few answers.
+            let warm = !cold && back_for >= warm_after;
             let lat = lat.unwrap_or(neutral).max(floor);
-            let (c, skipped) = cost(i, lat, ramp, share, cold, rng);
+            let (c, skipped) = cost(i, lat, ramp, share, cold, warm, rng);
             let slot = if skipped {
                 &mut best_skipped
             } else {
@@ -1105,10 +1112,15 @@ mod tests {
 
     /// Of 2,000 decisions at 100 s, those that picked n3.
     fn picks_of_n3(snap: &Snapshot, config: PolicyConfig) -> usize {
+        picks_of_n3_at(snap, config, 100.0)
+    }
+
+    /// Of 2,000 decisions at `now`, those that picked n3.
+    fn picks_of_n3_at(snap: &Snapshot, config: PolicyConfig, now: f64) -> usize {
         let p = Plb::new(config);
         let mut rng = SmallRng::seed_from_u64(12);
         (0..2_000)
-            .filter_map(|_| p.pick(snap, &RouteRequest::default(), 100.0, &mut rng))
+            .filter_map(|_| p.pick(snap, &RouteRequest::default(), now, &mut rng))
             .filter(|d| d.index == 3)
             .count()
     }
@@ -1134,14 +1146,25 @@ mod tests {
     }
 
     #[test]
-    fn a_node_back_and_already_warm_competes_at_its_full_weight() {
-        // n3 answers as fast as its peers: not cold, only its share of scans is cut.
+    fn a_node_back_and_already_warm_takes_part_in_every_scan() {
+        // n3 answers as fast as its peers, which have two requests each: idle, it wins
+        // every scan it takes part in (0.02 against 0.02 x 3).
         let (_live, snap) = n3_just_back(0.02);
         queue_warm(&snap, 2);
-        // It takes part in about a tenth of the scans and wins each (0.02 against
-        // 0.02 x 3); counted cold (0.02 / sqrt(0.1) = 0.063) it would lose every one.
-        let to_n3 = picks_of_n3(&snap, PolicyConfig::default());
-        assert!(to_n3 > 100, "{to_n3}");
+        // Just back, its first answers say little yet: it takes part in its ramp's
+        // share of the scans (a tenth), at its full weight.
+        let first = picks_of_n3_at(&snap, PolicyConfig::default(), 100.0);
+        assert!((100..400).contains(&first), "{first}");
+        // Back for 3 s and still as fast as its peers, it is warm: every scan.
+        let warm = picks_of_n3_at(&snap, PolicyConfig::default(), 103.0);
+        assert_eq!(warm, 2_000);
+        // Held to its ramp alone (0.19 at 3 s), it would still sit out most of them.
+        let ramped = PolicyConfig {
+            slow_start_warm_after: f64::INFINITY,
+            ..PolicyConfig::default()
+        };
+        let share = picks_of_n3_at(&snap, ramped, 103.0);
+        assert!((250..550).contains(&share), "{share}");
     }
 
     #[test]
