@@ -190,8 +190,9 @@ impl Plb {
             0.0
         };
         // The pool's median latency, which a node in slow start must come within
-        // `COLD_MARGIN` of to compete at its full weight (only read while one ramps;
-        // 0 with fewer than three latencies known, when every ramping node is cold).
+        // `COLD_MARGIN` of to compete at its full weight and, once back
+        // `slow_start_warm_after`, in every scan (only read while one ramps; 0 with
+        // fewer than three latencies known, when every ramping node is cold).
         let middle = if low_ramp < top_ramp && (ramp_exp > 0.0 || warm_after.is_finite()) {
             latency_quantile(&mut known_lats[..known], 0.5)
         } else {
