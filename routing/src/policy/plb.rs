@@ -102,45 +102,35 @@ impl Plb {
         let ramp_exp = self.config.slow_start_cost_exp.clamp(0.0, 4.0);
         let start = rng.random_range(0..n);
         let shaping = snap.shaping();
-        // (cost, whether slow start left the node out of this scan)
         let warm_after = self.config.slow_start_warm_after;
-        let cost =
-            |i: usize, lat: f64, ramp: f64, share: f64, cold: bool, warm: bool, rng: &mut R| {
-                let live = snap.live_at(i);
-                let w = snap.weight_at(i, now);
-                if w <= 0.0 {
-                    return (f64::INFINITY, false);
-                }
-                // Slow start as a share, not a cost: a cold node ramping up takes part in
-                // a fraction `share` of the scans (its ramp against the pool's highest).
-                // (Dividing its cost by the ramp would give it traffic only once every
-                // other node had a queue: none at all in a calm pool, so a restarted node
-                // never came back.) Its weight then counts `share^slow_start_cost_exp`: a
-                // milder cut than the ramp. Both end when its own latency comes near the
-                // pool's: a warm node takes part in every scan at its full weight.
-                let skipped = share < 1.0 && !warm && rng.random::<f64>() >= share;
-                let mut w = (w / ramp.max(1e-9)).max(snap.derived(i).base * weight_floor);
-                if cold && share < 1.0 && ramp_exp > 0.0 {
-                    w *= share.max(1e-9).powf(ramp_exp);
-                }
-                let lat = if exp == 1.0 {
-                    lat.max(MIN_LATENCY)
-                } else if exp > 0.0 {
-                    lat.max(MIN_LATENCY).powf(exp)
-                } else {
-                    1.0
-                };
-                let err = live.error_rate(now);
-                let penalty = if err > 0.0 {
-                    (penalty * err).exp()
-                } else {
-                    1.0
-                };
-                (
-                    lat * (live.in_flight() as f64 + work) / w * penalty,
-                    skipped,
-                )
+        let cost = |i: usize, lat: f64, ramp: f64, share: f64, cold: bool| {
+            let live = snap.live_at(i);
+            let w = snap.weight_at(i, now);
+            if w <= 0.0 {
+                return f64::INFINITY;
+            }
+            // A cold node in slow start counts `share^slow_start_cost_exp` of its
+            // weight: a milder cut than the ramp, lifted once its own latency comes
+            // near the pool's.
+            let mut w = (w / ramp.max(1e-9)).max(snap.derived(i).base * weight_floor);
+            if cold && share < 1.0 && ramp_exp > 0.0 {
+                w *= share.max(1e-9).powf(ramp_exp);
+            }
+            let lat = if exp == 1.0 {
+                lat.max(MIN_LATENCY)
+            } else if exp > 0.0 {
+                lat.max(MIN_LATENCY).powf(exp)
+            } else {
+                1.0
             };
+            let err = live.error_rate(now);
+            let penalty = if err > 0.0 {
+                (penalty * err).exp()
+            } else {
+                1.0
+            };
+            lat * (live.in_flight() as f64 + work) / w * penalty
+        };
         // Each latency read once (a read decays it), in scan order; a node without one
         // is costed at the mean of those with one (neutral) in the same pass, so it ties
         // with an average node and ties fall at random: a node that has never answered
@@ -210,8 +200,14 @@ impl Plb {
             // Warm: near the pool's latency, and back long enough for that to be more
             // than its first few answers.
             let warm = !cold && back_for >= warm_after;
+            // Slow start as a share, not a cost: a node ramping up that is not yet warm
+            // takes part in a fraction `share` of the scans (its ramp against the
+            // pool's highest). (Dividing its cost by the ramp would give it traffic
+            // only once every other node had a queue: none at all in a calm pool, so a
+            // restarted node never came back.)
+            let skipped = share < 1.0 && !warm && rng.random::<f64>() >= share;
             let lat = lat.unwrap_or(neutral).max(floor);
-            let (c, skipped) = cost(i, lat, ramp, share, cold, warm, rng);
+            let c = cost(i, lat, ramp, share, cold);
             let slot = if skipped {
                 &mut best_skipped
             } else {
