@@ -378,6 +378,12 @@ impl RunStats {
                 .zip(capacity)
                 .map(|(a, b)| (a - b).abs())
                 .sum::<f64>();
+        // The node farthest from its fair share, in share points (a fraction of 1).
+        let node_share_off = traffic
+            .iter()
+            .zip(capacity)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f64::max);
         let affected = scenario.affected();
         // When every node is affected (rolling restarts) the affected share is all of it.
         let (affected_traffic, affected_capacity) =
@@ -413,6 +419,7 @@ impl RunStats {
             affected_traffic,
             affected_capacity,
             share_deviation,
+            node_share_off,
             shift_at,
             breach_at,
             lead_s,
@@ -502,6 +509,9 @@ pub struct RunSummary {
     pub affected_capacity: Option<f64>,
     /// Total variation distance between every node's traffic share and capacity share.
     pub share_deviation: f64,
+    /// The largest difference between one node's traffic share and its capacity share
+    /// (0.01: one percentage point).
+    pub node_share_off: f64,
     /// When the traffic shifted off the affected nodes (degradation scenarios), s.
     pub shift_at: Option<f64>,
     /// When the affected nodes' script first breaks the SLO, s.
@@ -558,6 +568,8 @@ mod tests {
             (2, 1, 1, 2)
         );
         assert_eq!(sum.traffic_share[0], 0.5);
+        // Nodes 0 and 1 took half each of what sixteen should have shared.
+        assert!((sum.node_share_off - (0.5 - 1.0 / 16.0)).abs() < 1e-12);
         // Second 10: one slow answer from node 0, one timeout with no node to name;
         // the warm-up's request is routed but not counted as breaking.
         let tl = sum.timeline.expect("small pool");

@@ -52,6 +52,8 @@ pub struct Figures {
     pub affected_capacity_pct: Option<f64>,
     /// Total variation distance of traffic from capacity shares, %.
     pub share_deviation_pct: f64,
+    /// The node farthest from its fair share: how far, in percentage points.
+    pub node_share_off_pp: f64,
     /// Lead of the traffic shift over the SLO breach, s.
     pub lead_s: Option<f64>,
     /// CPU of a real balancer per request, µs (live anchors).
@@ -77,6 +79,7 @@ impl Figures {
             affected_traffic_pct: r.affected_traffic.map(|x| 100.0 * x),
             affected_capacity_pct: r.affected_capacity.map(|x| 100.0 * x),
             share_deviation_pct: 100.0 * r.share_deviation,
+            node_share_off_pp: 100.0 * r.node_share_off,
             lead_s: r.lead_s,
             cpu_us_per_request: r.cpu_us_per_request,
         }
@@ -105,6 +108,7 @@ impl Figures {
             affected_traffic_pct: opt(&|f| f.affected_traffic_pct),
             affected_capacity_pct: opt(&|f| f.affected_capacity_pct),
             share_deviation_pct: get(&|f| f.share_deviation_pct),
+            node_share_off_pp: get(&|f| f.node_share_off_pp),
             lead_s: opt(&|f| f.lead_s),
             cpu_us_per_request: opt(&|f| f.cpu_us_per_request),
         }
@@ -761,8 +765,19 @@ fn compare(
         Kind::Homogeneous | Kind::Stall | Kind::Bursts | Kind::FastErrors => {
             ratio_goal("p99", 1.05);
             if scenario.def.kind == Kind::Homogeneous {
-                // Issue 13: SLO-breaking too.
+                // Issue 13: SLO-breaking too, and every node within a point of its
+                // fair share (in the median repetition; the worst is printed beside).
                 ratio_goal("SLO-breaking", 1.05);
+                let (median, worst) = (plb.median.node_share_off_pp, plb.max.node_share_off_pp);
+                if median.is_finite() {
+                    goals.push(Goal {
+                        goal: "every node within 1 point of its fair share".into(),
+                        measured: format!(
+                            "farthest node {median:.2} points off (worst repetition {worst:.2})"
+                        ),
+                        met: median <= 1.0,
+                    });
+                }
             }
             if let Some(r) = get("errors") {
                 // "No more errors", with a tolerance of 10% + 0.01 points for noise.
@@ -875,6 +890,7 @@ mod tests {
             affected_traffic: None,
             affected_capacity: None,
             share_deviation: 0.01,
+            node_share_off: 0.005,
             shift_at: None,
             breach_at: None,
             lead_s: None,
@@ -910,6 +926,43 @@ mod tests {
             "the shipped policy needs no word"
         );
         assert!(!says(None, Where::Live));
+    }
+
+    /// Issue 13 asks identical nodes within one point of their fair share: the goal is
+    /// judged on the median repetition, and the worst one is printed beside it.
+    #[test]
+    fn identical_nodes_have_a_share_goal() {
+        let def = select("homogeneous").expect("known")[0];
+        let sc = Scenario::new(def, 8, 1, 1.0);
+        let goal = |offs: [f64; 3]| {
+            let mut r = Report::new(1, 1.0, 3, HarnessConfig::default());
+            for off in offs {
+                r.add(
+                    &sc,
+                    Where::Sim,
+                    Contender::Policy(PolicyKind::LeastConn),
+                    summary(80.0, 0),
+                );
+                let mut s = summary(80.0, 0);
+                s.node_share_off = off;
+                r.add(&sc, Where::Sim, Contender::Policy(PolicyKind::Plb), s);
+            }
+            r.conclude(&sc, Where::Sim);
+            r.comparisons[0]
+                .goals
+                .iter()
+                .find(|g| g.goal.contains("fair share"))
+                .cloned()
+                .expect("a share goal")
+        };
+        let met = goal([0.005, 0.008, 0.02]);
+        assert!(met.met, "{met:?}");
+        assert!(
+            met.measured
+                .contains("0.80 points off (worst repetition 2.00)"),
+            "{met:?}"
+        );
+        assert!(!goal([0.012, 0.015, 0.004]).met);
     }
 
     #[test]
