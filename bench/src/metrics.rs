@@ -372,18 +372,14 @@ impl RunStats {
             })
             .collect();
         let capacity = scenario.capacity_shares();
-        let share_deviation = 0.5
-            * traffic
-                .iter()
-                .zip(capacity)
-                .map(|(a, b)| (a - b).abs())
-                .sum::<f64>();
-        // The node farthest from its fair share, in share points (a fraction of 1).
-        let node_share_off = traffic
+        // Each node's distance from its fair share: half their sum is the total
+        // variation distance, the largest the node farthest off.
+        let (off_sum, node_share_off) = traffic
             .iter()
             .zip(capacity)
             .map(|(a, b)| (a - b).abs())
-            .fold(0.0, f64::max);
+            .fold((0.0, 0.0f64), |(sum, most), d| (sum + d, most.max(d)));
+        let share_deviation = 0.5 * off_sum;
         let affected = scenario.affected();
         // When every node is affected (rolling restarts) the affected share is all of it.
         let (affected_traffic, affected_capacity) =
