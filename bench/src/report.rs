@@ -769,15 +769,13 @@ fn compare(
                 // fair share (in the median repetition; the worst is printed beside).
                 ratio_goal("SLO-breaking", 1.05);
                 let (median, worst) = (plb.median.node_share_off_pp, plb.max.node_share_off_pp);
-                if median.is_finite() {
-                    goals.push(Goal {
-                        goal: "every node within 1 point of its fair share".into(),
-                        measured: format!(
-                            "farthest node {median:.2} points off (worst repetition {worst:.2})"
-                        ),
-                        met: median <= 1.0,
-                    });
-                }
+                goals.push(Goal {
+                    goal: "every node within 1 point of its fair share".into(),
+                    measured: format!(
+                        "farthest node {median:.2} points off (worst repetition {worst:.2})"
+                    ),
+                    met: median <= 1.0,
+                });
             }
             if let Some(r) = get("errors") {
                 // "No more errors", with a tolerance of 10% + 0.01 points for noise.
