@@ -249,11 +249,24 @@ fn reply(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
 /// that a client behind a balancer knows where each request went.
 pub const NODE_HEADER: &str = "x-bench-node";
 
-/// An answer naming the node: to a work request, or from a node not in the pool.
-fn work_reply(state: &State, status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
+/// The response header with the time a work request spent in the node, from the
+/// backend's reading of its head to its answer, µs: what the client measured beyond it
+/// was spent on the way (the client, a balancer, the loopback).
+pub const NODE_TIME_HEADER: &str = "x-bench-node-us";
+
+/// An answer naming the node and the time the request spent in it since `arrived`: to
+/// a work request, or from a node not in the pool.
+fn work_reply(
+    state: &State,
+    arrived: Instant,
+    status: StatusCode,
+    body: &'static str,
+) -> Response<Full<Bytes>> {
     let mut r = reply(status, body);
-    r.headers_mut()
-        .insert(NODE_HEADER, hyper::header::HeaderValue::from(state.node));
+    let us = u64::try_from(arrived.elapsed().as_micros()).unwrap_or(u64::MAX);
+    let headers = r.headers_mut();
+    headers.insert(NODE_HEADER, hyper::header::HeaderValue::from(state.node));
+    headers.insert(NODE_TIME_HEADER, hyper::header::HeaderValue::from(us));
     r
 }
 
@@ -267,10 +280,12 @@ async fn handle(
     state: Arc<State>,
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
+    let arrived = Instant::now();
     let c = state.condition();
     if !c.present {
         return Ok(work_reply(
             &state,
+            arrived,
             StatusCode::SERVICE_UNAVAILABLE,
             "not in service",
         ));
@@ -288,17 +303,22 @@ async fn handle(
             Ok(body) => reply(StatusCode::OK, body),
             Err(e) => reply(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
         },
-        _ => work(state, c).await,
+        _ => work(state, c, arrived).await,
     })
 }
 
-async fn work(state: Arc<State>, c: Condition) -> Response<Full<Bytes>> {
+async fn work(state: Arc<State>, c: Condition, arrived: Instant) -> Response<Full<Bytes>> {
     if let Some(hook) = &state.on_arrival {
         hook(state.node, state.now());
     }
     let (u, z) = state.draw();
     if c.error_rate > 0.0 && u < c.error_rate {
-        return work_reply(&state, StatusCode::SERVICE_UNAVAILABLE, "fast failure");
+        return work_reply(
+            &state,
+            arrived,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "fast failure",
+        );
     }
     // Detached: the work goes on if the client gives up.
     let task = {
@@ -331,7 +351,7 @@ async fn work(state: Arc<State>, c: Condition) -> Response<Full<Bytes>> {
         })
     };
     match task.await {
-        Ok(true) => work_reply(&state, StatusCode::OK, "done"),
+        Ok(true) => work_reply(&state, arrived, StatusCode::OK, "done"),
         _ => hang(&state).await,
     }
 }
@@ -377,6 +397,20 @@ mod tests {
                 .get(NODE_HEADER)
                 .and_then(|v| v.to_str().ok()),
             Some("2")
+        );
+        // ... and the time it spent in the node, within what the client measured.
+        let t = Instant::now();
+        let uri: hyper::Uri = format!("http://{}/", fast.addr).parse().expect("uri");
+        let resp = client.get(uri).await.expect("answers");
+        let outside = t.elapsed().as_secs_f64();
+        let inside: f64 = resp
+            .headers()
+            .get(NODE_TIME_HEADER)
+            .and_then(|v| v.to_str().ok()?.parse().ok())
+            .expect("stamped");
+        assert!(
+            inside > 0.0 && inside / 1e6 <= outside,
+            "{inside} µs in {outside} s"
         );
         let (s, _, lat) = get(&client, slow.addr, "/health").await;
         assert_eq!(s, StatusCode::OK);

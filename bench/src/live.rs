@@ -367,25 +367,36 @@ async fn proxy_request(lane: Arc<ProxyLane>, t0: f64) {
         tokio::time::timeout_at(deadline, get_work(&lane.client, lane.target.clone())).await;
     let end = lane.start.elapsed().as_secs_f64();
     let (latency, ok, timed_out, node) = match answer {
-        Ok(Some((status, node))) => (end - t0, status == StatusCode::OK, false, node),
+        Ok(Some(a)) => (end - t0, a.status == StatusCode::OK, false, a.stamp),
         Ok(None) => (end - t0, false, false, None),
         Err(_) => (timeout, false, true, None),
     };
-    lock(&lane.stats).done(t0, node, latency, ok, timed_out);
+    let mut stats = lock(&lane.stats);
+    stats.done(t0, node.map(|(i, _)| i), latency, ok, timed_out);
+    if let Some((_, in_node)) = node.filter(|_| ok) {
+        stats.stamped(t0, latency, in_node);
+    }
 }
 
-/// GET `uri` through a balancer, reading the whole body: the status and the node that
-/// answered, from the backend's [`backend::NODE_HEADER`] (none if the balancer answered
-/// itself).
-async fn get_work(client: &HttpClient, uri: Uri) -> Option<(StatusCode, Option<usize>)> {
+/// A work request's answer: its status and, when a backend answered (not the balancer
+/// itself), the node and the time the request spent in it, from the backend's
+/// [`backend::NODE_HEADER`] and [`backend::NODE_TIME_HEADER`].
+struct WorkAnswer {
+    status: StatusCode,
+    stamp: Option<(usize, f64)>,
+}
+
+/// GET `uri` (through a balancer or straight to a node), reading the whole body.
+async fn get_work(client: &HttpClient, uri: Uri) -> Option<WorkAnswer> {
     let resp = client.get(uri).await.ok()?;
     let status = resp.status();
-    let node = resp
-        .headers()
-        .get(backend::NODE_HEADER)
-        .and_then(|v| v.to_str().ok()?.parse().ok());
+    let header = |name: &str| resp.headers().get(name)?.to_str().ok();
+    let stamp = header(backend::NODE_HEADER)
+        .and_then(|v| v.parse().ok())
+        .zip(header(backend::NODE_TIME_HEADER).and_then(|v| v.parse::<u64>().ok()))
+        .map(|(node, us)| (node, us as f64 * 1e-6));
     resp.into_body().collect().await.ok()?;
-    Some((status, node))
+    Some(WorkAnswer { status, stamp })
 }
 
 fn lane(
@@ -461,16 +472,25 @@ async fn request(lane: Arc<Lane>, t0: f64) {
     let timeout = lane.scenario.timeout;
     let deadline = lane.start + Duration::from_secs_f64(t0 + timeout);
     let answer =
-        tokio::time::timeout_at(deadline, get(&lane.client, lane.work[node].clone())).await;
+        tokio::time::timeout_at(deadline, get_work(&lane.client, lane.work[node].clone())).await;
     let end = lane.now();
-    let (latency, ok, timed_out) = match answer {
-        Ok(Some((status, _))) => (end - t0, status == StatusCode::OK, false),
-        Ok(None) => (end - t0, false, false),
-        Err(_) => (timeout, false, true),
+    let (latency, ok, timed_out, in_node) = match answer {
+        Ok(Some(a)) => (
+            end - t0,
+            a.status == StatusCode::OK,
+            false,
+            a.stamp.map(|(_, s)| s),
+        ),
+        Ok(None) => (end - t0, false, false, None),
+        Err(_) => (timeout, false, true, None),
     };
     guard.finish(latency, ok, end);
     lock(&lane.control).on_feedback(node, latency, ok, end, load);
-    lock(&lane.stats).done(t0, Some(node), latency, ok, timed_out);
+    let mut stats = lock(&lane.stats);
+    stats.done(t0, Some(node), latency, ok, timed_out);
+    if let Some(in_node) = in_node.filter(|_| ok) {
+        stats.stamped(t0, latency, in_node);
+    }
 }
 
 /// One probe task per node: `/health` timed and `/status` read every probe interval,

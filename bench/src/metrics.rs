@@ -174,6 +174,38 @@ pub struct RunStats {
     breach: Vec<Vec<bool>>,
     /// Per second and node, small pools only.
     timeline: Option<Timeline>,
+    /// Where the time of answered requests whose node stamped it went (live only).
+    path: PathStats,
+}
+
+/// The time of answered requests split at the node's stamp
+/// ([`crate::backend::NODE_TIME_HEADER`]): inside the node, and on the way (the client,
+/// a balancer, the loopback).
+#[derive(Debug, Clone, Default)]
+struct PathStats {
+    node: Histogram,
+    added: Histogram,
+    /// Requests the node answered within the SLO that reached the client past it.
+    breaking: u64,
+}
+
+/// Where the time of a run's answered requests went: inside the node or on the way to
+/// it and back (live runs, whose backends stamp their own time).
+#[derive(Debug, Clone, Serialize)]
+pub struct PathTime {
+    /// Requests measured with a stamp.
+    pub requests: u64,
+    /// p99 of the time inside the node, ms.
+    pub node_p99_ms: f64,
+    /// Median of the time on the way (measured latency minus the node's), ms.
+    pub added_p50_ms: f64,
+    /// p99 of it, ms.
+    pub added_p99_ms: f64,
+    /// p99.9 of it, ms.
+    pub added_p999_ms: f64,
+    /// Requests the node answered within the SLO that broke it at the client: the SLO
+    /// breaks the way cost.
+    pub breaking_on_the_way: u64,
 }
 
 impl RunStats {
@@ -223,6 +255,7 @@ impl RunStats {
                 let secs = ((scenario.duration() + scenario.timeout) / TIMELINE_BIN).ceil();
                 Timeline::new(scenario, secs as usize + 1)
             }),
+            path: PathStats::default(),
         }
     }
 
@@ -291,6 +324,19 @@ impl RunStats {
                 let unknown = row.len() - 1;
                 row[node.filter(|&i| i < unknown).unwrap_or(unknown)] += 1;
             }
+        }
+    }
+
+    /// The request intended at `t0`, answered after `latency` seconds, spent `in_node`
+    /// of them inside the node that answered (its own stamp).
+    pub fn stamped(&mut self, t0: f64, latency: f64, in_node: f64) {
+        if !self.measured(t0) {
+            return;
+        }
+        self.path.node.record(in_node);
+        self.path.added.record(latency - in_node);
+        if latency > self.slo && in_node <= self.slo {
+            self.path.breaking += 1;
         }
     }
 
@@ -423,7 +469,21 @@ impl RunStats {
             capacity_share: if small { capacity.to_vec() } else { Vec::new() },
             cpu_us_per_request: None,
             timeline: self.timeline.clone(),
+            path: self.path_time(),
         }
+    }
+
+    fn path_time(&self) -> Option<PathTime> {
+        let p = &self.path;
+        let ms = |h: &Histogram, q: f64| h.quantile(q).map(|s| s * 1000.0);
+        Some(PathTime {
+            requests: p.node.len(),
+            node_p99_ms: ms(&p.node, 0.99)?,
+            added_p50_ms: ms(&p.added, 0.5)?,
+            added_p99_ms: ms(&p.added, 0.99)?,
+            added_p999_ms: ms(&p.added, 0.999)?,
+            breaking_on_the_way: p.breaking,
+        })
     }
 
     /// First time from the disturbance's start at which the affected nodes' share of
@@ -525,6 +585,9 @@ pub struct RunSummary {
     /// nodes).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub timeline: Option<Timeline>,
+    /// Where answered requests' time went, inside the node or on the way (live runs).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathTime>,
 }
 
 #[cfg(test)]
@@ -576,6 +639,31 @@ mod tests {
         assert_eq!(tl.breaking[10].iter().sum::<u32>(), 2);
         assert!(tl.breaking[1].iter().all(|&c| c == 0));
         assert!(tl.speed[10].iter().all(|&v| v == 1.0));
+        // No stamps (the simulator): no split.
+        assert!(sum.path.is_none());
+    }
+
+    #[test]
+    fn splits_the_time_at_the_nodes_stamp() {
+        let def = select("homogeneous").expect("known")[0];
+        let s = Scenario::new(def, 8, 1, 1.0);
+        let mut r = RunStats::new(&s);
+        let t0 = s.warmup() + 1.0;
+        // 98 quick answers with 1 ms on the way, one past the SLO inside the node, one
+        // that the node answered in time and the way made late; one in the warm-up, not
+        // counted.
+        for _ in 0..98 {
+            r.stamped(t0, 0.021, 0.020);
+        }
+        r.stamped(t0, s.slo + 0.05, s.slo + 0.04);
+        r.stamped(t0, s.slo + 0.03, 0.040);
+        r.stamped(1.0, 0.5, 0.01);
+        let p = r.summarize(&s).path.expect("stamped");
+        assert_eq!((p.requests, p.breaking_on_the_way), (100, 1));
+        assert!((p.added_p50_ms - 1.0).abs() < 0.01, "{p:?}");
+        let late = 1000.0 * (s.slo + 0.03 - 0.040);
+        assert!((p.added_p999_ms / late - 1.0).abs() < 0.01, "{p:?}");
+        assert!((p.node_p99_ms - 40.0).abs() < 0.3, "{p:?}");
     }
 
     /// Two slow nodes of eight cross the SLO (capacity below their fair load) 5.3 s

@@ -58,6 +58,14 @@ pub struct Figures {
     pub lead_s: Option<f64>,
     /// CPU of a real balancer per request, µs (live anchors).
     pub cpu_us_per_request: Option<f64>,
+    /// Time on the way (measured latency minus the node's own), median, ms (live).
+    pub added_p50_ms: Option<f64>,
+    /// Its p99, ms (live).
+    pub added_p99_ms: Option<f64>,
+    /// p99 of the time inside the nodes, ms (live).
+    pub node_p99_ms: Option<f64>,
+    /// Answered by the node within the SLO but past it at the client, % (live).
+    pub breaking_on_the_way_pct: Option<f64>,
 }
 
 impl Figures {
@@ -82,6 +90,10 @@ impl Figures {
             node_share_off_pp: 100.0 * r.node_share_off,
             lead_s: r.lead_s,
             cpu_us_per_request: r.cpu_us_per_request,
+            added_p50_ms: r.path.as_ref().map(|p| p.added_p50_ms),
+            added_p99_ms: r.path.as_ref().map(|p| p.added_p99_ms),
+            node_p99_ms: r.path.as_ref().map(|p| p.node_p99_ms),
+            breaking_on_the_way_pct: r.path.as_ref().map(|p| pct(p.breaking_on_the_way)),
         }
     }
 
@@ -111,6 +123,10 @@ impl Figures {
             node_share_off_pp: get(&|f| f.node_share_off_pp),
             lead_s: opt(&|f| f.lead_s),
             cpu_us_per_request: opt(&|f| f.cpu_us_per_request),
+            added_p50_ms: opt(&|f| f.added_p50_ms),
+            added_p99_ms: opt(&|f| f.added_p99_ms),
+            node_p99_ms: opt(&|f| f.node_p99_ms),
+            breaking_on_the_way_pct: opt(&|f| f.breaking_on_the_way_pct),
         }
     }
 }
@@ -348,6 +364,7 @@ impl Report {
             );
         }
         out.push_str(&cost(&cells));
+        out.push_str(&on_the_way(&cells));
         // In-process `plb`, then PLB's proxy lanes; those with a probe are also held
         // against the proxy without one.
         let proxies = Anchor::ALL
@@ -663,6 +680,33 @@ fn cost(cells: &[&Cell]) -> String {
     out
 }
 
+/// Where each live lane's time went: on the way (the client, a balancer, the loopback)
+/// or inside the nodes, from the backends' stamps, and the SLO breaks the way alone
+/// caused.
+fn on_the_way(cells: &[&Cell]) -> String {
+    let rows: Vec<String> = cells
+        .iter()
+        .filter_map(|c| {
+            let m = &c.median;
+            Some(format!(
+                " {} {:.2}/{:.2} ms, {:.0} ms, {:.3}%;",
+                c.contender,
+                m.added_p50_ms?,
+                m.added_p99_ms?,
+                m.node_p99_ms?,
+                m.breaking_on_the_way_pct?
+            ))
+        })
+        .collect();
+    if rows.is_empty() {
+        return String::new();
+    }
+    format!(
+        "Time on the way p50/p99, inside the nodes p99, SLO broken on the way (median over reps):{}\n",
+        rows.concat()
+    )
+}
+
 fn compare(
     scenario: &Scenario,
     mode: Where,
@@ -896,6 +940,7 @@ mod tests {
             capacity_share: Vec::new(),
             cpu_us_per_request: None,
             timeline: None,
+            path: None,
         }
     }
 
