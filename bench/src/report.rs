@@ -917,6 +917,7 @@ fn describe(c: &Comparison) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::metrics::PathTime;
     use crate::scenario::select;
 
     fn summary(p99: f64, errors: u64) -> RunSummary {
@@ -969,6 +970,37 @@ mod tests {
             "the shipped policy needs no word"
         );
         assert!(!says(None, Where::Live));
+    }
+
+    #[test]
+    fn live_tables_split_the_time_on_the_way_from_the_nodes() {
+        let def = select("homogeneous").expect("known")[0];
+        let sc = Scenario::new(def, 8, 1, 1.0);
+        let mut r = Report::new(1, 1.0, 2, HarnessConfig::default());
+        for (added, breaking) in [(1.0, 2), (3.0, 4)] {
+            let mut s = summary(80.0, 0);
+            s.path = Some(PathTime {
+                requests: 990,
+                node_p99_ms: 70.0,
+                added_p50_ms: added,
+                added_p99_ms: 4.0 * added,
+                added_p999_ms: 9.0 * added,
+                breaking_on_the_way: breaking,
+            });
+            r.add(&sc, Where::Live, Contender::Policy(PolicyKind::Plb), s);
+        }
+        let out = r.conclude(&sc, Where::Live);
+        // Medians over the two runs; 3 of 1000 requests broke the SLO on the way.
+        assert!(out.contains(" plb 2.00/8.00 ms, 70 ms, 0.300%;"), "{out}");
+        // Without stamps (the simulator) there is no such line.
+        let mut r = Report::new(1, 1.0, 1, HarnessConfig::default());
+        r.add(
+            &sc,
+            Where::Sim,
+            Contender::Policy(PolicyKind::Plb),
+            summary(80.0, 0),
+        );
+        assert!(!r.conclude(&sc, Where::Sim).contains("Time on the way"));
     }
 
     /// Issue 13 asks identical nodes within one point of their fair share: the goal is
