@@ -366,14 +366,14 @@ async fn proxy_request(lane: Arc<ProxyLane>, t0: f64) {
     let answer =
         tokio::time::timeout_at(deadline, get_work(&lane.client, lane.target.clone())).await;
     let end = lane.start.elapsed().as_secs_f64();
-    let (latency, ok, timed_out, node) = match answer {
+    let (latency, ok, timed_out, stamp) = match answer {
         Ok(Some(a)) => (end - t0, a.status == StatusCode::OK, false, a.stamp),
         Ok(None) => (end - t0, false, false, None),
         Err(_) => (timeout, false, true, None),
     };
     let mut stats = lock(&lane.stats);
-    stats.done(t0, node.map(|(i, _)| i), latency, ok, timed_out);
-    if let Some((_, in_node)) = node.filter(|_| ok) {
+    stats.done(t0, stamp.map(|(node, _)| node), latency, ok, timed_out);
+    if let Some((_, in_node)) = stamp.filter(|_| ok) {
         stats.stamped(t0, latency, in_node);
     }
 }
