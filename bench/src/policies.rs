@@ -158,6 +158,10 @@ pub struct PipelineVariant {
     pub scan_latency_floor: Option<f64>,
     /// `scan_weight_floor`: the least weight fraction a shed node is costed at.
     pub scan_weight_floor: Option<f64>,
+    /// `scan_busy_release`: unshed nodes' least in-flight at which shedding stops counting.
+    pub scan_busy_release: Option<f64>,
+    /// `scan_busy_release_within`: the latency (x the median) under which it applies.
+    pub scan_busy_release_within: Option<f64>,
     /// `slow_start_cost_exp`: how far a node in slow start's weight counts its share.
     pub slow_start_cost_exp: Option<f64>,
     /// `slow_start_warm_after`: seconds back before a warm node in slow start takes
@@ -237,6 +241,12 @@ impl PipelineVariant {
                 }
                 "scan_weight_floor" => {
                     v.scan_weight_floor = Some(val.parse().map_err(|e| bad(&e))?)
+                }
+                "scan_busy_release" => {
+                    v.scan_busy_release = Some(val.parse().map_err(|e| bad(&e))?)
+                }
+                "scan_busy_release_within" => {
+                    v.scan_busy_release_within = Some(val.parse().map_err(|e| bad(&e))?)
                 }
                 "slow_start_warm_after" => {
                     v.slow_start_warm_after = Some(val.parse().map_err(|e| bad(&e))?)
@@ -399,6 +409,12 @@ impl PipelineVariant {
         }
         if let Some(x) = self.scan_weight_floor {
             c.scan_weight_floor = x;
+        }
+        if let Some(x) = self.scan_busy_release {
+            c.scan_busy_release = x;
+        }
+        if let Some(x) = self.scan_busy_release_within {
+            c.scan_busy_release_within = x;
         }
         if let Some(x) = self.slow_start_cost_exp {
             c.slow_start_cost_exp = x;

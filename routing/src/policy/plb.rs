@@ -25,6 +25,9 @@ const MIN_LATENCY: f64 = 1e-6;
 /// A node in slow start counts as still cold (its weight reduced in the full scan)
 /// while its latency is above this multiple of the pool's median, or unknown.
 const COLD_MARGIN: f64 = 1.2;
+/// A node whose health factor is at least this counts as unshed for
+/// `scan_busy_release`.
+const UNSHED: f64 = 0.95;
 /// Pools up to this size keep a full scan's latencies on the stack.
 const SCAN_STACK: usize = 64;
 
@@ -79,11 +82,13 @@ impl Plb {
     /// Weight divides the whole cost, so a shed node costs more even when idle: the
     /// predicted shift holds without the weighted draw; the weight counts as at least
     /// `scan_weight_floor` of the node's full weight, so a shed node takes its turn
-    /// once the rest of the pool is queued. Slow start is a share instead, and only
-    /// while the node is cold (not heard from since it came back, or slower than
-    /// `COLD_MARGIN` × the pool's median): a ramping node takes part in that fraction
-    /// of scans and its weight counts `share^slow_start_cost_exp`; a warm one takes
-    /// part in every scan once it has been back `slow_start_warm_after` seconds.
+    /// once the rest of the pool is queued (with `scan_busy_release`, off by default,
+    /// the floor itself rises to the full weight as the unshed nodes fill up). Slow
+    /// start is a share instead, and only while the node is cold (not heard from since
+    /// it came back, or slower than `COLD_MARGIN` × the pool's median): a ramping node
+    /// takes part in that fraction of scans and its weight counts
+    /// `share^slow_start_cost_exp`; a warm one takes part in every scan once it has
+    /// been back `slow_start_warm_after` seconds.
     fn full_scan<R: Rng + ?Sized>(
         &self,
         snap: &Snapshot,
@@ -103,7 +108,7 @@ impl Plb {
         let start = rng.random_range(0..n);
         let shaping = snap.shaping();
         let warm_after = self.config.slow_start_warm_after;
-        let cost = |i: usize, lat: f64, ramp: f64, share: f64, cold: bool| {
+        let cost = |i: usize, lat: f64, ramp: f64, share: f64, cold: bool, floor_w: f64| {
             let live = snap.live_at(i);
             let w = snap.weight_at(i, now);
             if w <= 0.0 {
@@ -112,7 +117,7 @@ impl Plb {
             // A cold node in slow start counts `share^slow_start_cost_exp` of its
             // weight: a milder cut than the ramp, lifted once its own latency comes
             // near the pool's.
-            let mut w = (w / ramp.max(1e-9)).max(snap.derived(i).base * weight_floor);
+            let mut w = (w / ramp.max(1e-9)).max(snap.derived(i).base * floor_w);
             if cold && share < 1.0 && ramp_exp > 0.0 {
                 w *= share.max(1e-9).powf(ramp_exp);
             }
@@ -156,8 +161,14 @@ impl Plb {
             &mut known_heap
         };
         let (mut sum, mut known, mut top_ramp, mut low_ramp) = (0.0, 0usize, 0.0f64, 1.0f64);
+        // The fewest requests in flight on a node at (nearly) full weight.
+        let busy_release = self.config.scan_busy_release;
+        let mut least_busy = u64::MAX;
         for (off, slot) in lats.iter_mut().enumerate() {
             let i = eligible[(start + off) % n];
+            if busy_release.is_finite() && snap.derived(i).health >= UNSHED {
+                least_busy = least_busy.min(snap.live_at(i).in_flight());
+            }
             let ready = snap.ready_since_at(i);
             *slot = (
                 snap.live_at(i).latency_since(now, ready),
@@ -173,6 +184,25 @@ impl Plb {
             low_ramp = low_ramp.min(slot.1);
         }
         let neutral = if known > 0 { sum / known as f64 } else { 1.0 };
+        // The weight floor rises toward 1 as the unshed nodes fill up, for the nodes
+        // whose own latency is at most `scan_busy_release_within` × the median.
+        let released_floor =
+            if busy_release.is_finite() && busy_release > 0.0 && least_busy != u64::MAX {
+                let r = (least_busy as f64 / busy_release).min(1.0);
+                weight_floor + (1.0 - weight_floor) * r
+            } else {
+                weight_floor
+            };
+        let release_below = if released_floor > weight_floor {
+            let within = self.config.scan_busy_release_within;
+            if within.is_finite() {
+                latency_quantile(&mut known_lats[..known], 0.5) * within
+            } else {
+                f64::INFINITY
+            }
+        } else {
+            0.0
+        };
         // Without a latency term (exponent 0) there is nothing to floor.
         let floor = if exp > 0.0 {
             latency_quantile(&mut known_lats[..known], self.config.scan_latency_floor)
@@ -206,8 +236,12 @@ impl Plb {
             // only once every other node had a queue: none at all in a calm pool, so a
             // restarted node never came back.)
             let skipped = share < 1.0 && !warm && rng.random::<f64>() >= share;
+            let wf = match lat {
+                Some(l) if l <= release_below => released_floor,
+                _ => weight_floor,
+            };
             let lat = lat.unwrap_or(neutral).max(floor);
-            let c = cost(i, lat, ramp, share, cold);
+            let c = cost(i, lat, ramp, share, cold, wf);
             let slot = if skipped {
                 &mut best_skipped
             } else {
@@ -1079,9 +1113,68 @@ mod tests {
         assert!(scan_picks(PolicyConfig::default()) > 400);
         let off = PolicyConfig {
             scan_weight_floor: 0.0,
+            scan_busy_release: f64::INFINITY,
             ..PolicyConfig::default()
         };
         assert_eq!(scan_picks(off), 0);
+    }
+
+    #[test]
+    fn once_the_unshed_nodes_are_busy_a_shed_node_is_costed_at_full_weight() {
+        // Node 3 fully shed and slower (50 ms against 20 ms).
+        let live = LiveSet::default();
+        let mut nodes = healthy(4);
+        nodes[3].degrade_score = 1.0;
+        let snap = build(&live, nodes);
+        for i in 0..4 {
+            let lat = if i == 3 { 0.05 } else { 0.02 };
+            snap.live(i).expect("bound").observe(lat, true, 0.0);
+        }
+        let scan_picks = |config: PolicyConfig| {
+            let p = Plb::new(config);
+            let mut rng = SmallRng::seed_from_u64(6);
+            let mut shed = 0;
+            for _ in 0..500 {
+                let d = p
+                    .pick(&snap, &RouteRequest::default(), 0.0, &mut rng)
+                    .expect("some");
+                if let Rule::FullScan { .. } = d.reason.rule {
+                    shed += usize::from(d.index == 3);
+                }
+            }
+            shed
+        };
+        let fixed = PolicyConfig::default();
+        let released = PolicyConfig {
+            scan_busy_release: 4.0,
+            ..PolicyConfig::default()
+        };
+        // Two requests in flight on each unshed node: 0.02 x 3 = 0.06 beats the shed
+        // node's 0.05 / 0.4 with the floor fixed, and its 0.05 / 0.7 with the floor
+        // half way to 1.
+        for i in 0..3 {
+            for _ in 0..2 {
+                snap.live(i).expect("bound").begin(0.0);
+            }
+        }
+        assert_eq!(scan_picks(fixed), 0);
+        assert_eq!(scan_picks(released), 0);
+        // Four each: 0.02 x 5 = 0.1. The fixed floor still keeps the shed node out
+        // (0.125); released, it costs its latency alone (0.05) and takes the requests.
+        for i in 0..3 {
+            for _ in 0..2 {
+                snap.live(i).expect("bound").begin(0.0);
+            }
+        }
+        assert_eq!(scan_picks(fixed), 0);
+        assert!(scan_picks(released) > 400);
+        // Gated on its own latency (within 1.2x the median, 0.02): still slow, it
+        // stays shed.
+        let gated = PolicyConfig {
+            scan_busy_release_within: 1.2,
+            ..released
+        };
+        assert_eq!(scan_picks(gated), 0);
     }
 
     /// Four nodes at 100 s: n0-n2 warm (0.02 s), n3 back in service at 100 s (slow
@@ -1244,7 +1337,17 @@ mod tests {
         window: usize,
         lat: impl Fn(usize) -> f64,
     ) -> Vec<f64> {
-        let p = Plb::new(PolicyConfig::default());
+        scanned_shares_with(PolicyConfig::default(), snap, draws, window, lat)
+    }
+
+    fn scanned_shares_with(
+        config: PolicyConfig,
+        snap: &Snapshot,
+        draws: usize,
+        window: usize,
+        lat: impl Fn(usize) -> f64,
+    ) -> Vec<f64> {
+        let p = Plb::new(config);
         let mut rng = SmallRng::seed_from_u64(5);
         let mut counts = vec![0usize; snap.len()];
         let mut open = VecDeque::new();
@@ -1303,24 +1406,44 @@ mod tests {
     #[test]
     fn a_degrading_node_is_shed_under_full_scan_too() {
         // Node 3 fully shed, every node answering in 20 ms, `window` requests in flight.
-        let shares_with = |window: usize| {
+        let shares_with = |config: PolicyConfig, window: usize| {
             let live = LiveSet::default();
             let mut nodes = healthy(8);
             nodes[3].state = NodeState::Degrading;
             nodes[3].degrade_score = 1.0;
             let snap = build(&live, nodes);
-            scanned_shares(&snap, 40_000, window, |_| 0.02)
+            scanned_shares_with(config, &snap, 40_000, window, |_| 0.02)
+        };
+        let fixed = PolicyConfig::default();
+        let release = PolicyConfig {
+            scan_busy_release: 4.0,
+            ..PolicyConfig::default()
         };
         // At a light load the rest of the pool has room: the shed node gets little.
-        let shares = shares_with(4);
+        let shares = shares_with(release, 4);
         assert!(shares[3] < 0.03, "{shares:?}");
         assert!(shares[3] > 0.0, "the recovery floor keeps some: {shares:?}");
         // With three requests in flight per node it costs at most 1 / scan_weight_floor
         // times its peers at the same latency: shed, but its capacity is not idle.
-        let shares = shares_with(24);
         let fair = 1.0 / 8.0;
+        let shares = shares_with(fixed, 24);
         assert!(shares[3] < 0.6 * fair, "{shares:?}");
         assert!(shares[3] > 0.3 * fair, "{shares:?}");
+        // The busy release lifts the floor as the unshed nodes fill up: more than with
+        // the floor fixed, still short of a fair share at three per node; about fair
+        // at six per node, where the floor is all the way up.
+        let released = shares_with(release, 24);
+        assert!(released[3] > shares[3], "{released:?} against {shares:?}");
+        assert!(released[3] < fair, "{released:?}");
+        let busy = shares_with(release, 48);
+        assert!(busy[3] > 0.8 * fair, "{busy:?}");
+        // Its latency is the pool's: the gate on its own latency lets it go too.
+        let gated = PolicyConfig {
+            scan_busy_release_within: 1.2,
+            ..release
+        };
+        let busy = shares_with(gated, 48);
+        assert!(busy[3] > 0.8 * fair, "{busy:?}");
     }
 
     #[test]
