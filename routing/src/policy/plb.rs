@@ -1077,6 +1077,23 @@ mod tests {
         assert_eq!(latency_quantile(&mut [3.0, 1.0, 2.0], 0.0), 0.0);
     }
 
+    /// Of 500 decisions at 0 s with `config`, how many full-scan decisions picked node
+    /// `node` (the recovery floor's picks, a trickle to a shed node, not counted).
+    fn scan_picks_of(snap: &Snapshot, node: usize, config: PolicyConfig, seed: u64) -> usize {
+        let p = Plb::new(config);
+        let mut rng = SmallRng::seed_from_u64(seed);
+        let mut picks = 0;
+        for _ in 0..500 {
+            let d = p
+                .pick(snap, &RouteRequest::default(), 0.0, &mut rng)
+                .expect("some");
+            if let Rule::FullScan { .. } = d.reason.rule {
+                picks += usize::from(d.index == node);
+            }
+        }
+        picks
+    }
+
     #[test]
     fn a_shed_node_takes_its_turn_once_the_rest_of_the_pool_is_queued() {
         let live = LiveSet::default();
@@ -1086,24 +1103,10 @@ mod tests {
         for i in 0..4 {
             snap.live(i).expect("bound").observe(0.02, true, 0.0);
         }
-        // Full-scan decisions only (the recovery floor sends a shed node a trickle).
-        let scan_picks = |config: PolicyConfig| {
-            let p = Plb::new(config);
-            let mut rng = SmallRng::seed_from_u64(5);
-            let mut shed = 0;
-            for _ in 0..500 {
-                let d = p
-                    .pick(&snap, &RouteRequest::default(), 0.0, &mut rng)
-                    .expect("some");
-                if let Rule::FullScan { .. } = d.reason.rule {
-                    shed += usize::from(d.index == 3);
-                }
-            }
-            shed
-        };
+        let scan_picks = |config: PolicyConfig| scan_picks_of(&snap, 3, config, 5);
         // The pool has room: the shed node gets nothing from the scan.
         assert_eq!(scan_picks(PolicyConfig::default()), 0);
-        // Every other node has four requests queued: the shed node (cost 0.02 / 0.25)
+        // Every other node has four requests queued: the shed node (cost 0.02 / 0.4)
         // is cheaper than any of them (0.02 x 5), unless the floor is off (0.02 / 0.05).
         for i in 0..3 {
             for _ in 0..4 {
@@ -1130,20 +1133,7 @@ mod tests {
             let lat = if i == 3 { 0.05 } else { 0.02 };
             snap.live(i).expect("bound").observe(lat, true, 0.0);
         }
-        let scan_picks = |config: PolicyConfig| {
-            let p = Plb::new(config);
-            let mut rng = SmallRng::seed_from_u64(6);
-            let mut shed = 0;
-            for _ in 0..500 {
-                let d = p
-                    .pick(&snap, &RouteRequest::default(), 0.0, &mut rng)
-                    .expect("some");
-                if let Rule::FullScan { .. } = d.reason.rule {
-                    shed += usize::from(d.index == 3);
-                }
-            }
-            shed
-        };
+        let scan_picks = |config: PolicyConfig| scan_picks_of(&snap, 3, config, 6);
         let fixed = PolicyConfig::default();
         let released = PolicyConfig {
             scan_busy_release: 4.0,
