@@ -139,7 +139,7 @@ pub struct PolicyConfig {
     /// every node). A node still slow, or back cold from a restart, stays shed. At 1.2
     /// with the release at 4, live: rolling restarts 0.80x HAProxy leastconn over six
     /// repetitions (ungated 0.95x, shipped 0.78x), fluctuating-slow 0.84x over ten;
-    /// no full run yet, so off too.
+    /// off too, because its full run (run J) still lost rolling restarts.
     pub scan_busy_release_within: f64,
     /// `plb` full scan: a node in slow start takes part in a share of the scans (its
     /// ramp against the pool's highest) and, while it is still cold (no answer since
