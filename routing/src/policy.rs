@@ -127,12 +127,11 @@ pub struct PolicyConfig {
     /// full weight (health factor 0.95 or more), the weight floor rises linearly from
     /// `scan_weight_floor` to 1 as `b` goes from 0 to this. Ships off (infinite), for
     /// the simulator and the bench's in-process lanes (`--pipeline
-    /// scan_busy_release=B`): at 4 it won fluctuating-slow
-    /// live (ten repetitions: 2849 SLO-breaking requests against HAProxy leastconn's
-    /// 2924, where the shipped floor gave 3463 against 3282) but lost rolling restarts
-    /// (six repetitions: 541 against 570, shipped 451 against 578) and the probe
-    /// lanes' heterogeneous pool (0.24x the best baseline, shipped 0.16x) in the full
-    /// run (`bench/RESULTS.md`, run I).
+    /// scan_busy_release=B`): at 4 it won fluctuating-slow live (ten repetitions: 2849
+    /// SLO-breaking requests against HAProxy leastconn's 2924, where the shipped floor
+    /// gave 3463 against 3282) but lost rolling restarts (six repetitions: 541 against
+    /// 570, shipped 451 against 578) and the probe lanes' heterogeneous pool (0.24x
+    /// the best baseline, shipped 0.16x) in the full run (`bench/RESULTS.md`, run I).
     pub scan_busy_release: f64,
     /// `plb` full scan: `scan_busy_release` lifts the floor only for a node whose own
     /// latency is at most this multiple of the scanned nodes' median (infinite: for
