@@ -125,20 +125,22 @@ pub struct PolicyConfig {
     /// `plb` full scan: how busy the unshed nodes must be for a shed node's weight to
     /// stop counting. With `b` the fewest requests in flight on any node at (nearly)
     /// full weight (health factor 0.95 or more), the weight floor rises linearly from
-    /// `scan_weight_floor` to 1 as `b` goes from 0 to this. Ships off (infinite), for
-    /// the simulator and the bench's in-process lanes (`--pipeline
-    /// scan_busy_release=B`): at 4 it won fluctuating-slow live (ten repetitions: 2849
-    /// SLO-breaking requests against HAProxy leastconn's 2924, where the shipped floor
-    /// gave 3463 against 3282) but lost rolling restarts (six repetitions: 541 against
-    /// 570, shipped 451 against 578) and the probe lanes' heterogeneous pool (0.24x
-    /// the best baseline, shipped 0.16x) in the full run (`bench/RESULTS.md`, run I).
+    /// `scan_weight_floor` to 1 as `b` goes from 0 to this, for the nodes that
+    /// `scan_busy_release_within` lets through (infinite: off). A node shed in a slow
+    /// spell that has since become fast again is then costed by its own latency and
+    /// load once the rest of the pool queues, instead of idling capacity the pool
+    /// needs. Ungated at 4 it won fluctuating-slow live (ten repetitions: 2849
+    /// SLO-breaking requests against HAProxy leastconn's 2924, where a fixed floor gave
+    /// 3463 against 3282) but lost rolling restarts (six repetitions: 541 against 570,
+    /// fixed 451 against 578; `bench/RESULTS.md`, run I).
     pub scan_busy_release: f64,
     /// `plb` full scan: `scan_busy_release` lifts the floor only for a node whose own
     /// latency is at most this multiple of the scanned nodes' median (infinite: for
     /// every node). A node still slow, or back cold from a restart, stays shed. At 1.2
     /// with the release at 4, live: rolling restarts 0.80x HAProxy leastconn over six
-    /// repetitions (ungated 0.95x, shipped 0.78x), fluctuating-slow 0.84x over ten;
-    /// off too, because its full run (run J) still lost rolling restarts.
+    /// repetitions (ungated 0.95x, a fixed floor 0.78x), fluctuating-slow 0.84x over
+    /// ten; in full runs leak then crash under 0.5x the best baseline in every lane
+    /// (`bench/RESULTS.md`, runs J and K).
     pub scan_busy_release_within: f64,
     /// `plb` full scan: a node in slow start takes part in a share of the scans (its
     /// ramp against the pool's highest) and, while it is still cold (no answer since
@@ -177,8 +179,8 @@ impl Default for PolicyConfig {
             scan_latency_exp: 1.0,
             scan_latency_floor: 0.5,
             scan_weight_floor: 0.4,
-            scan_busy_release: f64::INFINITY,
-            scan_busy_release_within: f64::INFINITY,
+            scan_busy_release: 4.0,
+            scan_busy_release_within: 1.2,
             slow_start_cost_exp: 0.5,
             slow_start_warm_after: 2.0,
         }

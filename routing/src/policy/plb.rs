@@ -82,13 +82,13 @@ impl Plb {
     /// Weight divides the whole cost, so a shed node costs more even when idle: the
     /// predicted shift holds without the weighted draw; the weight counts as at least
     /// `scan_weight_floor` of the node's full weight, so a shed node takes its turn
-    /// once the rest of the pool is queued (with `scan_busy_release`, off by default,
-    /// the floor itself rises to the full weight as the unshed nodes fill up). Slow
-    /// start is a share instead, and only while the node is cold (not heard from since
-    /// it came back, or slower than `COLD_MARGIN` × the pool's median): a ramping node
-    /// takes part in that fraction of scans and its weight counts
-    /// `share^slow_start_cost_exp`; a warm one takes part in every scan once it has
-    /// been back `slow_start_warm_after` seconds.
+    /// once the rest of the pool is queued (with `scan_busy_release`, the floor itself
+    /// rises to the full weight as the unshed nodes fill up, for a node whose own
+    /// latency is near the pool's median). Slow start is a share instead, and only
+    /// while the node is cold (not heard from since it came back, or slower than
+    /// `COLD_MARGIN` × the pool's median): a ramping node takes part in that fraction
+    /// of scans and its weight counts `share^slow_start_cost_exp`; a warm one takes
+    /// part in every scan once it has been back `slow_start_warm_after` seconds.
     fn full_scan<R: Rng + ?Sized>(
         &self,
         snap: &Snapshot,
@@ -1134,9 +1134,13 @@ mod tests {
             snap.live(i).expect("bound").observe(lat, true, 0.0);
         }
         let scan_picks = |config: PolicyConfig| scan_picks_of(&snap, 3, config, 6);
-        let fixed = PolicyConfig::default();
+        let fixed = PolicyConfig {
+            scan_busy_release: f64::INFINITY,
+            ..PolicyConfig::default()
+        };
         let released = PolicyConfig {
             scan_busy_release: 4.0,
+            scan_busy_release_within: f64::INFINITY,
             ..PolicyConfig::default()
         };
         // Two requests in flight on each unshed node: 0.02 x 3 = 0.06 beats the shed
@@ -1158,13 +1162,9 @@ mod tests {
         }
         assert_eq!(scan_picks(fixed), 0);
         assert!(scan_picks(released) > 400);
-        // Gated on its own latency (within 1.2x the median, 0.02): still slow, it
-        // stays shed.
-        let gated = PolicyConfig {
-            scan_busy_release_within: 1.2,
-            ..released
-        };
-        assert_eq!(scan_picks(gated), 0);
+        // Gated on its own latency (within 1.2x the median, 0.02), as it ships: still
+        // slow, it stays shed.
+        assert_eq!(scan_picks(PolicyConfig::default()), 0);
     }
 
     /// Four nodes at 100 s: n0-n2 warm (0.02 s), n3 back in service at 100 s (slow
@@ -1404,9 +1404,13 @@ mod tests {
             let snap = build(&live, nodes);
             scanned_shares_with(config, &snap, 40_000, window, |_| 0.02)
         };
-        let fixed = PolicyConfig::default();
+        let fixed = PolicyConfig {
+            scan_busy_release: f64::INFINITY,
+            ..PolicyConfig::default()
+        };
         let release = PolicyConfig {
             scan_busy_release: 4.0,
+            scan_busy_release_within: f64::INFINITY,
             ..PolicyConfig::default()
         };
         // At a light load the rest of the pool has room: the shed node gets little.
@@ -1427,12 +1431,9 @@ mod tests {
         assert!(released[3] < fair, "{released:?}");
         let busy = shares_with(release, 48);
         assert!(busy[3] > 0.8 * fair, "{busy:?}");
-        // Its latency is the pool's: the gate on its own latency lets it go too.
-        let gated = PolicyConfig {
-            scan_busy_release_within: 1.2,
-            ..release
-        };
-        let busy = shares_with(gated, 48);
+        // Its latency is the pool's: the gate on its own latency (as it ships) lets it
+        // go too.
+        let busy = shares_with(PolicyConfig::default(), 48);
         assert!(busy[3] > 0.8 * fair, "{busy:?}");
     }
 
