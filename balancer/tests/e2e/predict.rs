@@ -234,8 +234,8 @@ async fn a_slowing_node_sheds_before_its_band_and_returns_gradually() {
         .iter()
         .map(|s| {
             format!(
-                "value {:.2} share {:.3} degrade {:.2} {:?}",
-                s.value, s.share, s.degrade, s.state
+                "value {:.2} share {:.3} weight {:.3} degrade {:.2} {:?}",
+                s.value, s.share, s.weight, s.degrade, s.state
             )
         })
         .collect();
@@ -245,8 +245,12 @@ async fn a_slowing_node_sheds_before_its_band_and_returns_gradually() {
         last.share > 0.8 * fair && last.state == NodeState::Healthy,
         "a got its share back: {table:#?}"
     );
+    // Not at once: the weight the policy publishes comes back over steps as the degrade
+    // score falls. (Not the measured share: each batch of 20 unanswered decisions keeps
+    // b and c busy, and with their queues full the full scan counts a shed node whose
+    // latency is the pool's at its full weight, `scan_busy_release`.)
     assert!(
-        recovery.len() >= 2 && recovery[0].share < 0.8 * fair,
+        recovery.len() >= 2 && recovery[0].weight < 0.5,
         "not at once: {table:#?}"
     );
     let (interval, _) = deep_interval(&p, "a").await;
