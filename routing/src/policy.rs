@@ -139,8 +139,8 @@ pub struct PolicyConfig {
     /// every node). A node still slow, or back cold from a restart, stays shed. At 1.2
     /// with the release at 4, live: rolling restarts 0.80x HAProxy leastconn over six
     /// repetitions (ungated 0.95x, a fixed floor 0.78x), fluctuating-slow 0.84x over
-    /// ten; in full runs leak then crash under 0.5x the best baseline in every lane
-    /// (`bench/RESULTS.md`, runs J and K).
+    /// ten. Its two full runs (`bench/RESULTS.md`, runs J and K) differed from each
+    /// other more than from the fixed floor's (run F).
     pub scan_busy_release_within: f64,
     /// `plb` full scan: a node in slow start takes part in a share of the scans (its
     /// ramp against the pool's highest) and, while it is still cold (no answer since
