@@ -193,10 +193,22 @@ impl Plb {
             } else {
                 weight_floor
             };
+        // Quantiles of the known latencies, the last one kept: the gate, the latency
+        // floor (the median by default) and slow start's median each read one, and a
+        // repeat costs nothing.
+        let mut last_q: Option<(f64, f64)> = None;
+        let mut quantile = |lats: &mut [f64], q: f64| match last_q {
+            Some((lq, v)) if lq.to_bits() == q.to_bits() => v,
+            _ => {
+                let v = latency_quantile(lats, q);
+                last_q = Some((q, v));
+                v
+            }
+        };
         let release_below = if released_floor > weight_floor {
             let within = self.config.scan_busy_release_within;
             if within.is_finite() {
-                latency_quantile(&mut known_lats[..known], 0.5) * within
+                quantile(&mut known_lats[..known], 0.5) * within
             } else {
                 f64::INFINITY
             }
@@ -205,7 +217,7 @@ impl Plb {
         };
         // Without a latency term (exponent 0) there is nothing to floor.
         let floor = if exp > 0.0 {
-            latency_quantile(&mut known_lats[..known], self.config.scan_latency_floor)
+            quantile(&mut known_lats[..known], self.config.scan_latency_floor)
         } else {
             0.0
         };
@@ -214,7 +226,7 @@ impl Plb {
         // `slow_start_warm_after`, in every scan (only read while one ramps; 0 with
         // fewer than three latencies known, when every ramping node is cold).
         let middle = if low_ramp < top_ramp && (ramp_exp > 0.0 || warm_after.is_finite()) {
-            latency_quantile(&mut known_lats[..known], 0.5)
+            quantile(&mut known_lats[..known], 0.5)
         } else {
             0.0
         };
