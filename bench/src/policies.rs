@@ -167,6 +167,8 @@ pub struct PipelineVariant {
     /// `slow_start_warm_after`: seconds back before a warm node in slow start takes
     /// part in every scan (`inf`: never).
     pub slow_start_warm_after: Option<f64>,
+    /// `slow_start_latency_exp`: latency's exponent for a node in slow start.
+    pub slow_start_latency_exp: Option<f64>,
     /// `peer_min_nodes`: nodes needed for peer judgement (0 = off).
     pub peer_min_nodes: Option<usize>,
     /// `trust`: whether probe metrics earn trust (false = trusted in full).
@@ -250,6 +252,9 @@ impl PipelineVariant {
                 }
                 "slow_start_warm_after" => {
                     v.slow_start_warm_after = Some(val.parse().map_err(|e| bad(&e))?)
+                }
+                "slow_start_latency_exp" => {
+                    v.slow_start_latency_exp = Some(val.parse().map_err(|e| bad(&e))?)
                 }
                 "slow_start_cost_exp" => {
                     v.slow_start_cost_exp = Some(val.parse().map_err(|e| bad(&e))?)
@@ -418,6 +423,9 @@ impl PipelineVariant {
         }
         if let Some(x) = self.slow_start_cost_exp {
             c.slow_start_cost_exp = x;
+        }
+        if let Some(x) = self.slow_start_latency_exp {
+            c.slow_start_latency_exp = x;
         }
         if let Some(x) = self.slow_start_warm_after {
             c.slow_start_warm_after = x;

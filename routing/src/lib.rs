@@ -51,7 +51,10 @@
 //!   are queued rather than whenever it is idle. Once it answers as fast as its peers
 //!   and has been back 2 s (`slow_start_warm_after`: its first few answers say little)
 //!   it takes part in every scan: the 30 s ramp would otherwise keep a node that has
-//!   warmed out of most scans, and its peers queue the requests it could serve.
+//!   warmed out of most scans, and its peers queue the requests it could serve. While
+//!   it ramps, its latency counts at a lower exponent (`slow_start_latency_exp`, 0.5,
+//!   relative to the pool's median): four times the pool's latency costs twice, so its
+//!   first slow answers do not keep it idle on top of the ramp.
 //!
 //! A request then takes one of three paths:
 //! 1. **Recovery floor.** With probability `Σ floor × (1 − health) × fair share` over shed

@@ -88,7 +88,9 @@ impl Plb {
     /// while the node is cold (not heard from since it came back, or slower than
     /// `COLD_MARGIN` × the pool's median): a ramping node takes part in that fraction
     /// of scans and its weight counts `share^slow_start_cost_exp`; a warm one takes
-    /// part in every scan once it has been back `slow_start_warm_after` seconds.
+    /// part in every scan once it has been back `slow_start_warm_after` seconds. While
+    /// it ramps, its latency counts at `slow_start_latency_exp` rather than `exp`
+    /// (both relative to the floor, so that the two compare).
     fn full_scan<R: Rng + ?Sized>(
         &self,
         snap: &Snapshot,
@@ -108,34 +110,40 @@ impl Plb {
         let start = rng.random_range(0..n);
         let shaping = snap.shaping();
         let warm_after = self.config.slow_start_warm_after;
-        let cost = |i: usize, lat: f64, ramp: f64, share: f64, cold: bool, floor_w: f64| {
-            let live = snap.live_at(i);
-            let w = snap.weight_at(i, now);
-            if w <= 0.0 {
-                return f64::INFINITY;
-            }
-            // A cold node in slow start counts `share^slow_start_cost_exp` of its
-            // weight: a milder cut than the ramp, lifted once its own latency comes
-            // near the pool's.
-            let mut w = (w / ramp.max(1e-9)).max(snap.derived(i).base * floor_w);
-            if cold && share < 1.0 && ramp_exp > 0.0 {
-                w *= share.max(1e-9).powf(ramp_exp);
-            }
-            let lat = if exp == 1.0 {
-                lat.max(MIN_LATENCY)
-            } else if exp > 0.0 {
-                lat.max(MIN_LATENCY).powf(exp)
-            } else {
-                1.0
+        let ramp_lat_exp = self.config.slow_start_latency_exp.clamp(0.0, 2.0);
+        // `lat_ref` is the pool's latency floor (or mean): latencies are costed
+        // relative to it, so that nodes costed with different exponents compare.
+        let cost =
+            |i: usize, lat: f64, ramp: f64, share: f64, cold: bool, floor_w: f64, lat_ref: f64| {
+                let live = snap.live_at(i);
+                let w = snap.weight_at(i, now);
+                if w <= 0.0 {
+                    return f64::INFINITY;
+                }
+                // A cold node in slow start counts `share^slow_start_cost_exp` of its
+                // weight: a milder cut than the ramp, lifted once its own latency comes
+                // near the pool's.
+                let mut w = (w / ramp.max(1e-9)).max(snap.derived(i).base * floor_w);
+                if cold && share < 1.0 && ramp_exp > 0.0 {
+                    w *= share.max(1e-9).powf(ramp_exp);
+                }
+                // A node in slow start has its own exponent (`slow_start_latency_exp`).
+                let exp = if ramp < 1.0 { ramp_lat_exp } else { exp };
+                let lat = if exp == 1.0 {
+                    lat.max(MIN_LATENCY)
+                } else if exp > 0.0 {
+                    lat_ref * (lat.max(MIN_LATENCY) / lat_ref).powf(exp)
+                } else {
+                    lat_ref
+                };
+                let err = live.error_rate(now);
+                let penalty = if err > 0.0 {
+                    (penalty * err).exp()
+                } else {
+                    1.0
+                };
+                lat * (live.in_flight() as f64 + work) / w * penalty
             };
-            let err = live.error_rate(now);
-            let penalty = if err > 0.0 {
-                (penalty * err).exp()
-            } else {
-                1.0
-            };
-            lat * (live.in_flight() as f64 + work) / w * penalty
-        };
         // Each latency read once (a read decays it), in scan order; a node without one
         // is costed at the mean of those with one (neutral) in the same pass, so it ties
         // with an average node and ties fall at random: a node that has never answered
@@ -230,6 +238,7 @@ impl Plb {
         } else {
             0.0
         };
+        let lat_ref = if floor > 0.0 { floor } else { neutral }.max(MIN_LATENCY);
         let mut best: Option<(usize, f64)> = None;
         // The best of the nodes slow start left out: the pick when it left out all
         // (every node returning at once, after the pool lost its network).
@@ -253,7 +262,7 @@ impl Plb {
                 _ => weight_floor,
             };
             let lat = lat.unwrap_or(neutral).max(floor);
-            let c = cost(i, lat, ramp, share, cold, wf);
+            let c = cost(i, lat, ramp, share, cold, wf, lat_ref);
             let slot = if skipped {
                 &mut best_skipped
             } else {
@@ -1257,6 +1266,38 @@ mod tests {
         };
         let share = picks_of_n3_at(&snap, ramped, 103.0);
         assert!((250..550).contains(&share), "{share}");
+    }
+
+    #[test]
+    fn a_node_in_slow_start_pays_its_slow_answers_at_a_lower_exponent() {
+        // n3 is back and answers four times as slowly as its peers (0.08 against
+        // 0.02), which have two requests each (0.02 x 3 = 0.06). Its weight is left
+        // whole here, so that the latency term alone decides.
+        let (_live, snap) = n3_just_back(0.08);
+        queue_warm(&snap, 2);
+        let whole = PolicyConfig {
+            slow_start_cost_exp: 0.0,
+            ..PolicyConfig::default()
+        };
+        // Charged in full (0.08), it loses every scan.
+        let full = PolicyConfig {
+            slow_start_latency_exp: 1.0,
+            ..whole
+        };
+        assert_eq!(picks_of_n3(&snap, full), 0);
+        // At 0.5 it counts 0.02 x sqrt(4) = 0.04 and wins the scans it takes part in
+        // (its ramp's tenth).
+        let picks = picks_of_n3(&snap, whole);
+        assert!((100..400).contains(&picks), "{picks}");
+        // A node not in slow start with the same latency is charged in full.
+        let live = LiveSet::default();
+        let snap = Snapshot::new(healthy(4), &live, Shaping::default(), 100.0).expect("builds");
+        for i in 0..4 {
+            let lat = if i == 3 { 0.08 } else { 0.02 };
+            snap.live(i).expect("bound").observe(lat, true, 100.0);
+        }
+        queue_warm(&snap, 2);
+        assert_eq!(picks_of_n3(&snap, whole), 0);
     }
 
     #[test]
