@@ -175,7 +175,8 @@ pub struct PolicyConfig {
     /// requests queued on its peers while it warmed up. Rolling restarts live, six
     /// repetitions in turns with the full exponent: 454 SLO-breaking requests against
     /// HAProxy leastconn's 577 (0.79x), the full exponent 502 against 581 (0.86x);
-    /// the simulator (20 repetitions) moves nothing else (`bench/RESULTS.md`).
+    /// with the health probe 0.73x against 0.91x. The simulator (20 repetitions)
+    /// moves nothing else (`bench/RESULTS.md`, run L).
     pub slow_start_latency_exp: f64,
 }
 
