@@ -110,40 +110,6 @@ impl Plb {
         let start = rng.random_range(0..n);
         let shaping = snap.shaping();
         let warm_after = self.config.slow_start_warm_after;
-        let ramp_lat_exp = self.config.slow_start_latency_exp.clamp(0.0, 2.0);
-        // `lat_ref` is the pool's latency floor (or mean): latencies are costed
-        // relative to it, so that nodes costed with different exponents compare.
-        let cost =
-            |i: usize, lat: f64, ramp: f64, share: f64, cold: bool, floor_w: f64, lat_ref: f64| {
-                let live = snap.live_at(i);
-                let w = snap.weight_at(i, now);
-                if w <= 0.0 {
-                    return f64::INFINITY;
-                }
-                // A cold node in slow start counts `share^slow_start_cost_exp` of its
-                // weight: a milder cut than the ramp, lifted once its own latency comes
-                // near the pool's.
-                let mut w = (w / ramp.max(1e-9)).max(snap.derived(i).base * floor_w);
-                if cold && share < 1.0 && ramp_exp > 0.0 {
-                    w *= share.max(1e-9).powf(ramp_exp);
-                }
-                // A node in slow start has its own exponent (`slow_start_latency_exp`).
-                let exp = if ramp < 1.0 { ramp_lat_exp } else { exp };
-                let lat = if exp == 1.0 {
-                    lat.max(MIN_LATENCY)
-                } else if exp > 0.0 {
-                    lat_ref * (lat.max(MIN_LATENCY) / lat_ref).powf(exp)
-                } else {
-                    lat_ref
-                };
-                let err = live.error_rate(now);
-                let penalty = if err > 0.0 {
-                    (penalty * err).exp()
-                } else {
-                    1.0
-                };
-                lat * (live.in_flight() as f64 + work) / w * penalty
-            };
         // Each latency read once (a read decays it), in scan order; a node without one
         // is costed at the mean of those with one (neutral) in the same pass, so it ties
         // with an average node and ties fall at random: a node that has never answered
@@ -238,7 +204,40 @@ impl Plb {
         } else {
             0.0
         };
+        // Latencies are costed relative to the pool's latency floor (or mean), so that
+        // nodes costed with different exponents compare.
         let lat_ref = if floor > 0.0 { floor } else { neutral }.max(MIN_LATENCY);
+        let ramp_lat_exp = self.config.slow_start_latency_exp.clamp(0.0, 2.0);
+        let cost = |i: usize, lat: f64, ramp: f64, share: f64, cold: bool, floor_w: f64| {
+            let live = snap.live_at(i);
+            let w = snap.weight_at(i, now);
+            if w <= 0.0 {
+                return f64::INFINITY;
+            }
+            // A cold node in slow start counts `share^slow_start_cost_exp` of its
+            // weight: a milder cut than the ramp, lifted once its own latency comes
+            // near the pool's.
+            let mut w = (w / ramp.max(1e-9)).max(snap.derived(i).base * floor_w);
+            if cold && share < 1.0 && ramp_exp > 0.0 {
+                w *= share.max(1e-9).powf(ramp_exp);
+            }
+            // A node in slow start has its own exponent (`slow_start_latency_exp`).
+            let exp = if ramp < 1.0 { ramp_lat_exp } else { exp };
+            let lat = if exp == 1.0 {
+                lat.max(MIN_LATENCY)
+            } else if exp > 0.0 {
+                lat_ref * (lat.max(MIN_LATENCY) / lat_ref).powf(exp)
+            } else {
+                lat_ref
+            };
+            let err = live.error_rate(now);
+            let penalty = if err > 0.0 {
+                (penalty * err).exp()
+            } else {
+                1.0
+            };
+            lat * (live.in_flight() as f64 + work) / w * penalty
+        };
         let mut best: Option<(usize, f64)> = None;
         // The best of the nodes slow start left out: the pick when it left out all
         // (every node returning at once, after the pool lost its network).
@@ -262,7 +261,7 @@ impl Plb {
                 _ => weight_floor,
             };
             let lat = lat.unwrap_or(neutral).max(floor);
-            let c = cost(i, lat, ramp, share, cold, wf, lat_ref);
+            let c = cost(i, lat, ramp, share, cold, wf);
             let slot = if skipped {
                 &mut best_skipped
             } else {
