@@ -1,8 +1,10 @@
 //! Proxy benchmark: throughput and latency of PLB's reverse proxy (`plb-balancer --proxy`,
 //! its own process, the real engine routing every request and taking its feedback) next to
 //! HAProxy (round-robin, its own process) and to the backends directly, over the same two
-//! loopback backends with the same closed-loop load, in the same run. Prints a table with
-//! the added latency (against direct) and the ratio of throughput against HAProxy.
+//! loopback backends with the same closed-loop load, in the same run; PLB twice, as it
+//! ships (the fast path) and with every request through hyper (`--proxy-fast-path
+//! false`). Prints a table with the added latency (against direct) and the ratio of
+//! throughput against HAProxy, and the fast path's against hyper's.
 //!
 //! Then what each costs: CPU per request under load (user + system time of the proxy's
 //! process from `/proc`), and CPU idle, without traffic: HAProxy, PLB's balancer, and a
@@ -216,54 +218,13 @@ async fn bench(secs: Duration, warmup: Duration, rounds: usize, idle: Duration) 
     let backends = [backend().await, backend().await];
     let dir = tempfile::tempdir().expect("tempdir");
 
-    // PLB: the balancer process with the proxy, nodes registered over the API.
-    let plb_addr = free_addr();
-    let api = free_addr();
-    let mut plb = tokio::process::Command::new(env!("CARGO_BIN_EXE_plb-balancer"))
-        .arg("--listen")
-        .arg(api.to_string())
-        .arg("--db")
-        .arg(dir.path().join("plb.db"))
-        .arg("--admin-token")
-        .arg(ADMIN)
-        .arg("--proxy")
-        // The first client of a fresh database gets id 1 (checked below).
-        .arg(format!("1/web={plb_addr}"))
-        .env("PLB_LOG", "warn")
-        .stdout(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start plb-balancer");
-    let plb_pid = plb.id();
-    let admin = plb_client::Client::new(&format!("http://{api}"), ADMIN).expect("client");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while admin.health().await.is_err() {
-        assert!(Instant::now() < deadline, "plb-balancer did not start");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let created = admin.create_client("bench").await.expect("create client");
-    assert_eq!(created.id, 1, "the proxied pool is addressed as 1/web");
-    let client = admin.with_token(created.token);
-    client.create_pool("web", 200.0).await.expect("pool");
-    let mut agent_tokens = Vec::new();
-    for (i, b) in backends.iter().enumerate() {
-        let t = client
-            .create_agent_token(&["web"], None)
-            .await
-            .expect("agent token");
-        agent_tokens.push(t.token.clone());
-        admin
-            .with_token(t.token)
-            .register(&plb_api::RegisterRequest {
-                node: format!("node-{i}"),
-                address: b.to_string(),
-                pools: vec!["web".into()],
-                labels: Default::default(),
-            })
-            .await
-            .expect("register");
-    }
-    wait_ok(plb_addr, "PLB's proxy").await;
+    // PLB twice: the proxy as it ships (the fast path on), and every request through
+    // hyper (`--proxy-fast-path false`), the path the fast one replaced for the common
+    // exchange.
+    let mut plb = start_plb(&dir.path().join("fast"), &backends, true).await;
+    let mut plb_hyper = start_plb(&dir.path().join("hyper"), &backends, false).await;
+    let (plb_pid, plb_addr) = (plb.child.id(), plb.proxy);
+    let (hyper_pid, hyper_addr) = (plb_hyper.child.id(), plb_hyper.proxy);
 
     // HAProxy: round-robin over the same backends, keep-alive both sides.
     let ha_addr = free_addr();
@@ -285,14 +246,16 @@ async fn bench(secs: Duration, warmup: Duration, rounds: usize, idle: Duration) 
     // Throughput under load (32 connections), then latency unloaded (1 connection). The
     // machine is shared: the targets take turns over several rounds and each figure is the
     // median of its rounds, so a burst of other work does not land on one target only.
-    let mut runs: [Vec<Run>; 6] = Default::default();
+    let mut runs: [Vec<Run>; 8] = Default::default();
     for _ in 0..rounds {
         runs[0].push(load(&backends, CONNECTIONS, warmup, secs, None).await);
         runs[1].push(load(&[ha_addr], CONNECTIONS, warmup, secs, ha_pid).await);
         runs[2].push(load(&[plb_addr], CONNECTIONS, warmup, secs, plb_pid).await);
-        runs[3].push(load(&backends[..1], 1, warmup, secs, None).await);
-        runs[4].push(load(&[ha_addr], 1, warmup, secs, ha_pid).await);
-        runs[5].push(load(&[plb_addr], 1, warmup, secs, plb_pid).await);
+        runs[3].push(load(&[hyper_addr], CONNECTIONS, warmup, secs, hyper_pid).await);
+        runs[4].push(load(&backends[..1], 1, warmup, secs, None).await);
+        runs[5].push(load(&[ha_addr], 1, warmup, secs, ha_pid).await);
+        runs[6].push(load(&[plb_addr], 1, warmup, secs, plb_pid).await);
+        runs[7].push(load(&[hyper_addr], 1, warmup, secs, hyper_pid).await);
     }
     let cpu_ratios: Vec<f64> = runs[2]
         .iter()
@@ -304,19 +267,34 @@ async fn bench(secs: Duration, warmup: Duration, rounds: usize, idle: Duration) 
         .zip(&runs[1])
         .map(|(p, h)| p.rps / h.rps)
         .collect();
-    let [direct, ha_run, plb_run, direct1, ha1, plb1] = runs.map(|r| median_run(&r));
+    let fast_vs_hyper: Vec<f64> = runs[2]
+        .iter()
+        .zip(&runs[3])
+        .map(|(f, h)| f.rps / h.rps)
+        .collect();
+    let [
+        direct,
+        ha_run,
+        plb_run,
+        hyper_run,
+        direct1,
+        ha1,
+        plb1,
+        hyper1,
+    ] = runs.map(|r| median_run(&r));
+    let _ = plb_hyper.child.start_kill();
     let agent = start_agent(
-        &client,
-        &format!("http://{api}"),
-        &agent_tokens[0],
+        &plb.client,
+        &format!("http://{}", plb.api),
+        &plb.agent_tokens[0],
         backends[0],
         dir.path(),
     )
     .await;
     let agent_pid = agent.as_ref().and_then(tokio::process::Child::id);
-    let idle_cost = idle_cpu(idle, &admin, [ha_pid, plb_pid, agent_pid]).await;
+    let idle_cost = idle_cpu(idle, &plb.admin, [ha_pid, plb_pid, agent_pid]).await;
     drop(agent);
-    let _ = plb.start_kill();
+    let _ = plb.child.start_kill();
     let _ = ha.start_kill();
 
     println!(
@@ -324,7 +302,7 @@ async fn bench(secs: Duration, warmup: Duration, rounds: usize, idle: Duration) 
         secs.as_millis()
     );
     println!(
-        "{:<8} | {:>9} {:>9} {:>9} {:>7} | {:>8} {:>8} {:>8} {:>8} {:>9}",
+        "{:<9} | {:>9} {:>9} {:>9} {:>7} | {:>8} {:>8} {:>8} {:>8} {:>9}",
         "target",
         "req/s@32",
         "p50 µs",
@@ -340,9 +318,10 @@ async fn bench(secs: Duration, warmup: Duration, rounds: usize, idle: Duration) 
         ("direct", direct, direct1),
         ("haproxy", ha_run, ha1),
         ("plb", plb_run, plb1),
+        ("plb-hyper", hyper_run, hyper1),
     ] {
         println!(
-            "{:<8} | {:>9.0} {:>9.0} {:>9.0} {:>6.2}x | {:>8.0} {:>8.0} {:>8.0} {:>8.0} {:>9.0}",
+            "{:<9} | {:>9.0} {:>9.0} {:>9.0} {:>6.2}x | {:>8.0} {:>8.0} {:>8.0} {:>8.0} {:>9.0}",
             name,
             r.rps,
             r.p50,
@@ -356,7 +335,19 @@ async fn bench(secs: Duration, warmup: Duration, rounds: usize, idle: Duration) 
         );
     }
     println!(
-        "@32: 32 connections (throughput; latency includes queueing). @1: one connection (added latency, unloaded); + is against direct."
+        "@32: 32 connections (throughput; latency includes queueing). @1: one connection (added latency, unloaded); + is against direct. plb: as shipped (fast path); plb-hyper: `--proxy-fast-path false`."
+    );
+    println!(
+        "plb fast path / plb through hyper, throughput per round: {} (median {:.2}x); CPU per request at 32 connections {:.1} µs against {:.1} µs ({:.2}x)",
+        fast_vs_hyper
+            .iter()
+            .map(|r| format!("{r:.2}x"))
+            .collect::<Vec<_>>()
+            .join(" "),
+        median(fast_vs_hyper.clone()),
+        plb_run.cpu_us,
+        hyper_run.cpu_us,
+        plb_run.cpu_us / hyper_run.cpu_us,
     );
     println!(
         "plb/haproxy throughput per round: {}",
@@ -391,6 +382,81 @@ async fn bench(secs: Duration, warmup: Duration, rounds: usize, idle: Duration) 
         verdict(added < GOAL_ADDED_P50_US),
         verdict(cpu_ratio <= GOAL_CPU_RATIO),
     );
+}
+
+/// A `plb-balancer --proxy` process with the two backends registered as the nodes of
+/// pool 1/web.
+struct Plb {
+    child: tokio::process::Child,
+    /// Its API.
+    api: SocketAddr,
+    /// Its proxy.
+    proxy: SocketAddr,
+    admin: plb_client::Client,
+    /// The client owning pool `web`.
+    client: plb_client::Client,
+    agent_tokens: Vec<String>,
+}
+
+/// Starts a balancer with its database under `dir`, the fast path on or off.
+async fn start_plb(dir: &std::path::Path, backends: &[SocketAddr], fast: bool) -> Plb {
+    std::fs::create_dir_all(dir).expect("balancer dir");
+    let proxy = free_addr();
+    let api = free_addr();
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_plb-balancer"))
+        .arg("--listen")
+        .arg(api.to_string())
+        .arg("--db")
+        .arg(dir.join("plb.db"))
+        .arg("--admin-token")
+        .arg(ADMIN)
+        .arg("--proxy")
+        // The first client of a fresh database gets id 1 (checked below).
+        .arg(format!("1/web={proxy}"))
+        .arg("--proxy-fast-path")
+        .arg(fast.to_string())
+        .env("PLB_LOG", "warn")
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start plb-balancer");
+    let admin = plb_client::Client::new(&format!("http://{api}"), ADMIN).expect("client");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while admin.health().await.is_err() {
+        assert!(Instant::now() < deadline, "plb-balancer did not start");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let created = admin.create_client("bench").await.expect("create client");
+    assert_eq!(created.id, 1, "the proxied pool is addressed as 1/web");
+    let client = admin.with_token(created.token);
+    client.create_pool("web", 200.0).await.expect("pool");
+    let mut agent_tokens = Vec::new();
+    for (i, b) in backends.iter().enumerate() {
+        let t = client
+            .create_agent_token(&["web"], None)
+            .await
+            .expect("agent token");
+        agent_tokens.push(t.token.clone());
+        admin
+            .with_token(t.token)
+            .register(&plb_api::RegisterRequest {
+                node: format!("node-{i}"),
+                address: b.to_string(),
+                pools: vec!["web".into()],
+                labels: Default::default(),
+            })
+            .await
+            .expect("register");
+    }
+    wait_ok(proxy, "PLB's proxy").await;
+    Plb {
+        child,
+        api,
+        proxy,
+        admin,
+        client,
+        agent_tokens,
+    }
 }
 
 /// Uploads the `http-check` probe (every 500 ms, on `/health`) to the pool and starts a

@@ -178,6 +178,13 @@ pub struct BalancerConfig {
     #[arg(long, env = "PLB_PROXY_THREADS")]
     pub proxy_threads: Option<usize>,
 
+    /// Forward the common exchange (HTTP/1.1, no body or a small `Content-Length` one,
+    /// no `Expect`, `Upgrade` or transfer coding) on the proxy's own byte-level path;
+    /// `false` sends every request through hyper (the escape hatch, and the baseline the
+    /// proxy benchmark compares with).
+    #[arg(long, env = "PLB_PROXY_FAST_PATH", default_value_t = true, action = clap::ArgAction::Set)]
+    pub proxy_fast_path: bool,
+
     /// Serve HAProxy's agent-check protocol on this address: HAProxy sends
     /// `CLIENT_ID/POOL/NODE` (`agent-send`) and reads the node's weight and state.
     #[arg(long, env = "PLB_AGENT_CHECK")]
@@ -289,6 +296,7 @@ impl std::fmt::Debug for BalancerConfig {
             .field("proxy_timeout_ms", &self.proxy_timeout_ms)
             .field("proxy_retry_budget", &self.proxy_retry_budget)
             .field("proxy_threads", &self.proxy_threads)
+            .field("proxy_fast_path", &self.proxy_fast_path)
             .field("agent_check", &self.agent_check)
             .field("webhook_timeout_ms", &self.webhook_timeout_ms)
             .field("webhook_retry_ms", &self.webhook_retry_ms)
@@ -391,6 +399,7 @@ impl BalancerConfig {
             proxy_timeout_ms: 60_000,
             proxy_retry_budget: 0.2,
             proxy_threads: None,
+            proxy_fast_path: true,
             agent_check: None,
             webhook_timeout_ms: 10_000,
             webhook_retry_ms: 1_000,
@@ -467,6 +476,7 @@ impl BalancerConfig {
                 retry_budget: self.proxy_retry_budget,
                 nodes: self.node_policy(),
                 trusted_proxies: NetPolicy::only(&self.trusted_proxies),
+                fast_path: self.proxy_fast_path,
                 ..ForwardSettings::default()
             },
             threads: self

@@ -65,6 +65,9 @@ pub struct ForwardSettings {
     /// Peers whose forwarding headers are extended; from any other peer they are
     /// replaced with what the proxy sees.
     pub trusted_proxies: NetPolicy,
+    /// Whether the common exchange takes the fast path ([`super::fast`]); hyper serves
+    /// every request when off.
+    pub fast_path: bool,
 }
 
 impl Default for ForwardSettings {
@@ -78,6 +81,7 @@ impl Default for ForwardSettings {
             idle_timeout: Duration::from_secs(60),
             nodes: NetPolicy::nodes(&[]),
             trusted_proxies: NetPolicy::only(&[]),
+            fast_path: true,
         }
     }
 }
@@ -90,7 +94,7 @@ pub const RETRY_BURST: f64 = 10.0;
 /// retry, each retry withdraws one, and the balance is capped at a burst. In
 /// thousandths of a retry.
 #[derive(Debug)]
-struct RetryBudget {
+pub(super) struct RetryBudget {
     balance: AtomicI64,
     per_request: i64,
     cap: i64,
@@ -115,7 +119,7 @@ impl RetryBudget {
         }
     }
 
-    fn deposit(&self) {
+    pub(super) fn deposit(&self) {
         if self.per_request > 0 {
             let _ = self
                 .balance
@@ -125,7 +129,7 @@ impl RetryBudget {
         }
     }
 
-    fn withdraw(&self) -> bool {
+    pub(super) fn withdraw(&self) -> bool {
         self.balance
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {
                 (b >= 1000).then_some(b - 1000)
@@ -141,6 +145,7 @@ pub struct Forwarder<U: Upstream> {
     settings: ForwardSettings,
     pool: String,
     budget: RetryBudget,
+    conns: super::fast::Pool,
 }
 
 impl<U: Upstream> std::fmt::Debug for Forwarder<U> {
@@ -181,6 +186,7 @@ impl<U: Upstream> Forwarder<U> {
         Arc::new(Forwarder {
             upstream,
             client,
+            conns: super::fast::Pool::new(settings.idle_timeout),
             budget: RetryBudget::new(settings.retry_budget),
             settings,
             pool: pool.into(),
@@ -190,6 +196,31 @@ impl<U: Upstream> Forwarder<U> {
     /// The upstream (for tests and the agent-check export).
     pub fn upstream(&self) -> &U {
         &self.upstream
+    }
+
+    /// How it forwards.
+    pub fn settings(&self) -> &ForwardSettings {
+        &self.settings
+    }
+
+    /// The pool it serves, as `CLIENT_ID/POOL`.
+    pub fn pool(&self) -> &str {
+        &self.pool
+    }
+
+    /// The retry budget of its thread.
+    pub(super) fn budget(&self) -> &RetryBudget {
+        &self.budget
+    }
+
+    /// The fast path's idle connections to the nodes.
+    pub(super) fn conns(&self) -> &super::fast::Pool {
+        &self.conns
+    }
+
+    /// Closes the fast path's node connections idle past the timeout.
+    pub fn conns_sweep(&self) {
+        self.conns.sweep();
     }
 
     /// How the forwarding headers name a connection from `client` (once per connection).
@@ -384,9 +415,9 @@ impl<U: Upstream> Forwarder<U> {
 }
 
 /// A held `503`'s body is read and thrown away, up to this many bytes...
-const DISCARD_BYTES: usize = 64 * 1024;
+pub(super) const DISCARD_BYTES: usize = 64 * 1024;
 /// ...within this long, so that its keep-alive connection goes back to the pool.
-const DISCARD_WITHIN: Duration = Duration::from_secs(1);
+pub(super) const DISCARD_WITHIN: Duration = Duration::from_secs(1);
 
 /// Throws away a node's answer that another node's answer replaced. Its body is read on
 /// a task of its own (up to [`DISCARD_BYTES`], within [`DISCARD_WITHIN`]) so that the
@@ -481,7 +512,13 @@ fn describe(e: &hyper_util::client::legacy::Error) -> String {
 
 /// The answer when the pool has nowhere to send the request.
 fn unavailable(pool: &str, u: &Unavailable) -> Response<ProxyBody> {
-    let (code, message) = match u {
+    let (code, message) = unavailable_text(pool, u);
+    error(StatusCode::SERVICE_UNAVAILABLE, code, &message)
+}
+
+/// The error code and message of a `503` when the pool has nowhere to send the request.
+pub(super) fn unavailable_text(pool: &str, u: &Unavailable) -> (&'static str, String) {
+    match u {
         Unavailable::NoPool => (
             "no_pool",
             format!("pool `{pool}` does not exist (yet); create it and register nodes"),
@@ -491,8 +528,7 @@ fn unavailable(pool: &str, u: &Unavailable) -> Response<ProxyBody> {
             format!("pool `{pool}` has no nodes to send the request to"),
         ),
         Unavailable::Other(m) => ("unavailable", m.clone()),
-    };
-    error(StatusCode::SERVICE_UNAVAILABLE, code, &message)
+    }
 }
 
 /// An error answer in the API's one shape, `{"error": {"code", "message"}}`.

@@ -9,7 +9,7 @@ use hyper::header::{self, HeaderName, HeaderValue};
 
 /// Headers that describe one connection, never the message (names pre-parsed: this runs
 /// twice per proxied request).
-const HOP_BY_HOP: [HeaderName; 9] = [
+pub const HOP_BY_HOP: [HeaderName; 9] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     header::PROXY_AUTHENTICATE,
@@ -77,6 +77,16 @@ impl Peer {
             proto,
         }
     }
+
+    /// Whether the peer is a trusted proxy.
+    pub fn trusted(&self) -> bool {
+        self.trusted
+    }
+
+    /// The scheme the peer spoke to the proxy.
+    pub fn proto(&self) -> &'static str {
+        self.proto
+    }
 }
 
 /// From a `trusted` peer (a proxy in `--trusted-proxies`): appends the client's address
@@ -95,22 +105,56 @@ pub fn add_forwarded(headers: &mut HeaderMap, peer: &Peer) {
             headers.remove(name);
         }
     }
-    let xff = match joined(headers, &X_FORWARDED_FOR) {
-        Some(prev) => {
-            let ip = peer.ip.to_str().unwrap_or_default();
-            HeaderValue::from_str(&format!("{prev}, {ip}")).ok()
-        }
-        None => Some(peer.ip.clone()),
-    };
-    if let Some(v) = xff {
+    // The `Host` value, shared (its bytes are not copied).
+    let host_value = headers.get(header::HOST).cloned();
+    let host = host_value.as_ref().and_then(|h| h.to_str().ok());
+    let set = forwarding(
+        peer,
+        joined(headers, &X_FORWARDED_FOR),
+        joined(headers, &header::FORWARDED),
+        host,
+    );
+    if let Ok(v) = HeaderValue::from_str(&set.for_) {
         headers.insert(X_FORWARDED_FOR, v);
     }
     if !headers.contains_key(&X_FORWARDED_PROTO) {
         headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(peer.proto));
     }
-    // The `Host` value, shared (its bytes are not copied).
-    let host_value = headers.get(header::HOST).cloned();
-    let host = host_value.as_ref().and_then(|h| h.to_str().ok());
+    if let Some(v) = host_value.filter(|v| v.to_str().is_ok())
+        && !headers.contains_key(&X_FORWARDED_HOST)
+    {
+        headers.insert(X_FORWARDED_HOST, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&set.forwarded) {
+        headers.insert(header::FORWARDED, v);
+    }
+}
+
+/// The values of `X-Forwarded-For` and `Forwarded` for a request from `peer`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Forwarding {
+    /// `X-Forwarded-For`: the earlier list (from a trusted peer), then the peer.
+    pub for_: String,
+    /// `Forwarded`: the earlier elements (from a trusted peer), then the peer's.
+    pub forwarded: String,
+}
+
+/// What `X-Forwarded-For` and `Forwarded` say of a request from `peer` to `host` (its
+/// `Host` header), after the values an earlier trusted proxy set (`prev_for`,
+/// `prev_forwarded`; `None` from any other peer). One rule for both of the proxy's
+/// paths: [`add_forwarded`] over a header map, and the fast path's raw head
+/// (`h1::RequestHead::write_upstream`).
+pub fn forwarding(
+    peer: &Peer,
+    prev_for: Option<String>,
+    prev_forwarded: Option<String>,
+    host: Option<&str>,
+) -> Forwarding {
+    let ip = peer.ip.to_str().unwrap_or_default();
+    let for_ = match prev_for {
+        Some(prev) => format!("{prev}, {ip}"),
+        None => ip.to_owned(),
+    };
     let mut element = String::with_capacity(64);
     element.push_str("for=");
     element.push_str(&peer.for_);
@@ -121,18 +165,11 @@ pub fn add_forwarded(headers: &mut HeaderMap, peer: &Peer) {
         element.push_str(host);
         element.push('"');
     }
-    if let Some(v) = host_value.filter(|v| v.to_str().is_ok())
-        && !headers.contains_key(&X_FORWARDED_HOST)
-    {
-        headers.insert(X_FORWARDED_HOST, v);
-    }
-    let forwarded = match joined(headers, &header::FORWARDED) {
+    let forwarded = match prev_forwarded {
         Some(prev) => format!("{prev}, {element}"),
         None => element,
     };
-    if let Ok(v) = HeaderValue::from_str(&forwarded) {
-        headers.insert(header::FORWARDED, v);
-    }
+    Forwarding { for_, forwarded }
 }
 
 /// Every value of `name`, joined by `, ` (a list header may arrive split over lines).

@@ -2,11 +2,11 @@
 //! that sends each request to the node the pool's router chooses and reports what
 //! happened as feedback, in-process.
 //!
-//! Parts: [`headers`] (hop-by-hop, `X-Forwarded-*`, `Forwarded`), [`body`] (streamed and
-//! buffered bodies, the total deadline), [`forward`] (the forwarding core, generic over
-//! [`Upstream`]), [`engine`] ([`Upstream`] over the routing engine, pool resolution) and the
-//! listener here, with [`Edges`] (every proxy and the agent-check export, from an
-//! [`EdgesConfig`]).
+//! Parts: [`fast`] (the common exchange at the byte level, over [`h1`]), [`forward`] (every
+//! other request, through hyper, with [`body`]), both generic over [`Upstream`] and sharing
+//! [`headers`] (hop-by-hop, `X-Forwarded-*`, `Forwarded`); [`engine`] ([`Upstream`] over the
+//! routing engine, pool resolution) and the listener here, with [`Edges`] (every proxy and
+//! the agent-check export, from an [`EdgesConfig`]).
 //!
 //! Above the engine, below the config and the HTTP layer: the `--proxy` flag's type
 //! ([`ProxySpec`]) and [`EdgesConfig`] are defined here and `config` builds them; nothing
@@ -14,7 +14,9 @@
 pub mod body;
 pub mod check;
 pub mod engine;
+pub mod fast;
 pub mod forward;
+pub mod h1;
 pub mod headers;
 
 use std::net::SocketAddr;
@@ -283,7 +285,8 @@ async fn accept_loop(
 }
 
 /// One proxy thread: serves the connections dealt to it until stopped, then gives them
-/// the grace period to finish.
+/// the grace period to finish. Each connection starts on the fast path and goes on with
+/// hyper from the first request the fast path does not take.
 async fn serve_thread<U: Upstream>(
     acceptor: Option<(std::net::TcpListener, Vec<mpsc::UnboundedSender<Accepted>>)>,
     mut connections: mpsc::UnboundedReceiver<Accepted>,
@@ -293,7 +296,9 @@ async fn serve_thread<U: Upstream>(
     if let Some((listener, threads)) = acceptor {
         tokio::spawn(accept_loop(listener, threads, stopped.clone()));
     }
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    tokio::spawn(sweep_idle(Arc::clone(&forwarder), stopped.clone()));
+    // Every connection task holds a sender; `recv` answers `None` once all have ended.
+    let (live, mut ended) = mpsc::channel::<()>(1);
     let grace = loop {
         let (stream, peer) = tokio::select! {
             c = connections.recv() => match c {
@@ -312,25 +317,74 @@ async fn serve_thread<U: Upstream>(
             }
         };
         let fwd = Arc::clone(&forwarder);
-        let client = Arc::new(forwarder.peer(peer));
-        let service = service_fn(move |req| {
-            let fwd = Arc::clone(&fwd);
-            let client = Arc::clone(&client);
-            async move { Ok::<_, std::convert::Infallible>(fwd.handle(req, &client).await) }
-        });
-        let conn = http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(Duration::from_secs(30))
-            .keep_alive(true)
-            .serve_connection(TokioIo::new(stream), service);
-        let conn = graceful.watch(conn);
+        let stopped = stopped.clone();
+        let live = live.clone();
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, %peer, "proxy connection ended with an error");
+            let _live = live;
+            let client = fwd.peer(peer);
+            let rest = if fwd.settings().fast_path {
+                fast::serve(&fwd, stream, &client, stopped.clone()).await
+            } else {
+                Some(fast::Rewind::new(bytes::Bytes::new(), stream))
+            };
+            if let Some(io) = rest {
+                serve_hyper(fwd, io, client, peer, stopped).await;
             }
         });
     };
-    let _ = tokio::time::timeout(grace, graceful.shutdown()).await;
+    drop(live);
+    let _ = tokio::time::timeout(grace, ended.recv()).await;
+}
+
+/// Serves the rest of a connection with hyper; on stop, lets the request in flight
+/// finish and closes.
+async fn serve_hyper<U: Upstream>(
+    fwd: Arc<Forwarder<U>>,
+    io: fast::Rewind,
+    client: headers::Peer,
+    peer: SocketAddr,
+    mut stopped: watch::Receiver<Option<Duration>>,
+) {
+    let client = Arc::new(client);
+    let service = service_fn(move |req| {
+        let fwd = Arc::clone(&fwd);
+        let client = Arc::clone(&client);
+        async move { Ok::<_, std::convert::Infallible>(fwd.handle(req, &client).await) }
+    });
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(30))
+        .keep_alive(true)
+        .serve_connection(TokioIo::new(io), service);
+    tokio::pin!(conn);
+    let finished = tokio::select! {
+        r = conn.as_mut() => Some(r),
+        _ = stopped.wait_for(Option::is_some) => None,
+    };
+    let result = match finished {
+        Some(r) => r,
+        None => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(error = %e, %peer, "proxy connection ended with an error");
+    }
+}
+
+/// Closes the fast path's node connections idle past the timeout, now and then.
+async fn sweep_idle<U: Upstream>(
+    forwarder: Arc<Forwarder<U>>,
+    mut stopped: watch::Receiver<Option<Duration>>,
+) {
+    let every = (forwarder.settings().idle_timeout / 2).max(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => forwarder.conns_sweep(),
+            _ = stopped.wait_for(Option::is_some) => return,
+        }
+    }
 }
 
 /// What the data-plane edges run.
