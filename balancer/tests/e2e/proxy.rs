@@ -1,7 +1,8 @@
 //! Reverse-proxy mode against a real balancer (engine, SQLite file, nodes registered over
 //! the API) and real HTTP backends on loopback: bodies of several MB both ways, a backend
 //! killed mid-test, keep-alive reuse of node connections, `X-Forwarded-*`, a POST to a
-//! dead node, feedback in the nodes view,
+//! dead node, feedback in the nodes view, pipelined requests and requests left to hyper on
+//! one client connection,
 //! a node that refuses connections and comes back on its port (a connection check brings
 //! it back at once), a pool with no nodes yet, and a pool name two clients use (the proxy and the
 //! agent-check name the owner: the other tenant's pool neither captures nor breaks them).
@@ -91,7 +92,17 @@ async fn handle(name: Arc<str>, seen: Arc<Seen>, req: Request<Incoming>) -> Resp
     if let Some(ms) = path.strip_prefix("/sleep/") {
         tokio::time::sleep(Duration::from_millis(ms.parse().expect("ms"))).await;
     }
-    let body = if path == "/echo" {
+    let body = if path == "/parts" {
+        // Two parts, the second 10 ms later: sent chunked.
+        StreamBody::new(futures::StreamExt::chain(
+            futures::stream::once(async { Ok(Frame::data(Bytes::from_static(b"first"))) }),
+            futures::stream::once(async {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                Ok(Frame::data(Bytes::from_static(b" second")))
+            }),
+        ))
+        .boxed()
+    } else if path == "/echo" {
         // Streams the request body back as it arrives.
         req.into_body().boxed()
     } else if let Some(n) = path.strip_prefix("/bytes/") {
@@ -937,5 +948,63 @@ async fn a_node_slower_than_the_total_timeout_gets_504_and_an_error_as_feedback(
     )
     .await;
     assert_eq!(got.0, 200);
+    s.bal.running.stop().await.expect("stop");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_requests_and_requests_left_to_hyper_share_one_client_connection() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let s = setup().await;
+    let b = Backend::start("only").await;
+    s.register("node-only", b.addr).await;
+    s.wait_for_nodes(1).await;
+    let addr = s.proxy.trim_start_matches("http://");
+    let mut c = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    // Three requests in one write, for the fast path: a GET, a GET the node answers in
+    // two chunks, and a small POST that it echoes back.
+    c.write_all(
+        b"GET / HTTP/1.1\r\nHost: t\r\n\r\n\
+          GET /parts HTTP/1.1\r\nHost: t\r\n\r\n\
+          POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nhello",
+    )
+    .await
+    .expect("write");
+    // Then a chunked upload, which the fast path leaves to hyper for the rest of the
+    // connection, and a GET that closes it.
+    c.write_all(
+        b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n\
+          GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+    )
+    .await
+    .expect("write");
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), c.read_to_end(&mut out))
+        .await
+        .expect("the proxy closes the connection after the last answer")
+        .expect("read");
+    let text = String::from_utf8_lossy(&out).to_ascii_lowercase();
+    let answers: Vec<&str> = text.split("http/1.1 ").skip(1).collect();
+    assert_eq!(answers.len(), 5, "{text}");
+    for a in &answers {
+        assert!(a.starts_with("200 "), "{a}");
+        assert!(a.contains("\r\ndate: "), "{a}");
+    }
+    assert!(answers[0].ends_with("\r\n\r\nonly"), "{}", answers[0]);
+    assert!(
+        answers[1].contains("transfer-encoding: chunked"),
+        "{}",
+        answers[1]
+    );
+    assert!(
+        answers[1].ends_with("\r\n\r\n5\r\nfirst\r\n7\r\n second\r\n0\r\n\r\n"),
+        "{}",
+        answers[1]
+    );
+    assert!(answers[2].ends_with("\r\n\r\nhello"), "{}", answers[2]);
+    assert!(answers[3].contains("abc"), "{}", answers[3]);
+    assert!(answers[4].contains("connection: close"), "{}", answers[4]);
+    assert!(answers[4].ends_with("only"), "{}", answers[4]);
+    assert_eq!(b.seen.get.load(Ordering::Relaxed), 3);
+    assert_eq!(b.seen.post.load(Ordering::Relaxed), 2);
     s.bal.running.stop().await.expect("stop");
 }
