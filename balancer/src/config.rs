@@ -172,9 +172,9 @@ pub struct BalancerConfig {
     pub proxy_retry_budget: f64,
 
     /// Threads each proxied pool is served on, each a single-threaded runtime with its
-    /// own connections to the nodes. Default: half the machine's cores, at least one
-    /// (the other half for the balancer's pipeline and API, and whatever shares the
-    /// machine). More for throughput on a machine of the proxy's own.
+    /// own connections to the nodes. Default: one per core, at most 64 (as HAProxy).
+    /// Fewer leave cores to the balancer's pipeline and whatever shares the machine, at
+    /// some throughput.
     #[arg(long, env = "PLB_PROXY_THREADS")]
     pub proxy_threads: Option<usize>,
 
@@ -699,14 +699,14 @@ mod tests {
     }
 
     #[test]
-    fn proxy_threads_default_to_half_the_cores_and_are_bounded() {
+    fn proxy_threads_default_to_one_per_core_and_are_bounded() {
         let parse = |args: &[&str]| {
             let mut all = vec!["plb", "--admin-token", "0123456789abcdef"];
             all.extend_from_slice(args);
             Cli::try_parse_from(all).expect("parses").cfg
         };
         let cores = std::thread::available_parallelism().map_or(2, std::num::NonZero::get);
-        assert_eq!(parse(&[]).edges().threads, (cores / 2).max(1));
+        assert_eq!(parse(&[]).edges().threads, cores.clamp(1, 64));
         let three = parse(&["--proxy-threads", "3"]);
         three.validate().expect("valid");
         assert_eq!(three.edges().threads, 3);

@@ -1,6 +1,8 @@
-//! The forwarding core: one client request in, one node chosen by the [`Upstream`], the
-//! request sent over a keep-alive connection pool (hyper-util's legacy client keeps one
-//! pool per node address), the answer streamed back, and the outcome reported as feedback.
+//! Forwarding through hyper, for every request the fast path ([`super::fast`]) leaves
+//! (streamed or large bodies, `Expect`, HTTP/1.0, ...): one client request in, one node
+//! chosen by the [`Upstream`], the request sent over a keep-alive connection pool
+//! (hyper-util's legacy client keeps one pool per node address), the answer streamed
+//! back, and the outcome reported as feedback.
 //!
 //! Retries: an idempotent request (GET, HEAD, PUT, DELETE, OPTIONS, TRACE) whose body is
 //! empty or small enough to buffer is sent again to *another* node when its node fails

@@ -173,14 +173,17 @@ impl RunningProxy {
     }
 }
 
-/// Threads a proxy runs on by default: half the machine's cores, at least one. At the
-/// rates of a live pool a thread per two cores cost less CPU per request than one per
-/// core: on two cores, one thread took 1.02-1.05x HAProxy's CPU per request in
-/// `plb bench lb` where two took 1.18-1.21x, with the same throughput in the proxy
-/// benchmark (`bench/RESULTS.md`; a profile had put a tenth of the proxy threads' time
-/// in the scheduler, each request waking a thread).
+/// Threads a proxy runs on by default: one per core (as HAProxy's `nbthread`), at most
+/// 64. With the fast path one thread's event loop is what bounds a proxy's throughput:
+/// on two cores the proxy benchmark gave 0.80x HAProxy's throughput with one thread and
+/// 0.96x with two, and at a live pool's rate two threads cost 0.74-0.84x HAProxy lc's
+/// CPU per request against one thread's 0.67-0.73x (`bench/RESULTS.md`). Before the
+/// fast path, hyper's per-request cost bounded it instead, and one thread per two cores
+/// had been the default.
 pub fn default_threads() -> usize {
-    (std::thread::available_parallelism().map_or(2, std::num::NonZero::get) / 2).max(1)
+    std::thread::available_parallelism()
+        .map_or(2, std::num::NonZero::get)
+        .clamp(1, 64)
 }
 
 /// Binds `listen` and serves the pool there until stopped, on `threads` threads of its
