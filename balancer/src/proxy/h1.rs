@@ -83,11 +83,7 @@ pub fn parse_request(buf: &[u8]) -> RequestParse {
     if !target.starts_with('/') {
         return RequestParse::Other;
     }
-    let base = buf.as_ptr() as usize;
-    let at = |s: &[u8]| {
-        let start = s.as_ptr() as usize - base;
-        start..start + s.len()
-    };
+    let at = |s: &[u8]| offsets(buf, s);
     let mut fields = Vec::with_capacity(req.headers.len());
     let mut content_length: Option<u64> = None;
     let mut close = false;
@@ -271,11 +267,7 @@ pub fn parse_response(
     let (Some(status), Some(version)) = (resp.code, resp.version) else {
         return Err(Invalid::Syntax("no status line".into()));
     };
-    let base = buf.as_ptr() as usize;
-    let at = |s: &[u8]| {
-        let start = s.as_ptr() as usize - base;
-        start..start + s.len()
-    };
+    let at = |s: &[u8]| offsets(buf, s);
     let mut fields = Vec::with_capacity(resp.headers.len());
     let mut length: Option<u64> = None;
     let mut chunked = false;
@@ -402,6 +394,17 @@ pub fn write_own(status: u16, reason: &str, body: &[u8], close: bool, out: &mut 
     }
     out.put_slice(b"\r\n\r\n");
     out.put_slice(body);
+}
+
+/// Where `part` (a slice `httparse` took from `buf`) is in `buf`; an empty range for a
+/// slice from anywhere else (an empty reason phrase may be a static `""`).
+fn offsets(buf: &[u8], part: &[u8]) -> Range<usize> {
+    let start = (part.as_ptr() as usize).wrapping_sub(buf.as_ptr() as usize);
+    if start <= buf.len() && part.len() <= buf.len() - start {
+        start..start + part.len()
+    } else {
+        0..0
+    }
 }
 
 fn itoa_status(status: u16) -> String {
@@ -822,6 +825,83 @@ mod tests {
             !text.to_ascii_lowercase().contains("content-length"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn empty_values_and_reasons_are_kept_empty() {
+        let (h, _) = head("GET / HTTP/1.1\r\nX-Empty:\r\nHost: t\r\n\r\n");
+        let mut out = BytesMut::new();
+        h.write_upstream(&untrusted(), "n:1", &mut out);
+        assert!(
+            out.starts_with(b"GET / HTTP/1.1\r\nX-Empty: \r\nHost: t\r\n"),
+            "{out:?}"
+        );
+        for raw in [
+            "HTTP/1.1 200\r\nContent-Length: 0\r\n\r\n",
+            "HTTP/1.1 200 \r\n\r\n",
+        ] {
+            let r = response(raw, false);
+            let mut out = BytesMut::new();
+            r.write_downstream(false, &mut out);
+            assert!(out.starts_with(b"HTTP/1.1 200 \r\n"), "{raw:?}: {out:?}");
+        }
+    }
+
+    /// Bytes from a fixed linear congruential sequence, biased toward HTTP's own.
+    fn noise(seed: &mut u64, n: usize) -> Vec<u8> {
+        const ALPHABET: &[u8] = b"GET HTTP/1.1\r\n:;0123456789abcdefABCDEF -,chunkedContent-Length";
+        (0..n)
+            .map(|_| {
+                *seed = seed
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                let r = (*seed >> 33) as usize;
+                if r.is_multiple_of(8) {
+                    (r >> 8) as u8
+                } else {
+                    ALPHABET[r % ALPHABET.len()]
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic_the_parsers() {
+        let mut seed = 7;
+        let prefixes: [&[u8]; 4] = [
+            b"",
+            b"GET / HTTP/1.1\r\n",
+            b"HTTP/1.1 200 OK\r\n",
+            b"POST /x HTTP/1.1\r\nContent-Length: ",
+        ];
+        for i in 0..20_000 {
+            let mut bytes = prefixes[i % prefixes.len()].to_vec();
+            bytes.extend(noise(&mut seed, i % 300));
+            if i % 3 == 0 {
+                bytes.extend_from_slice(b"\r\n\r\n");
+            }
+            if let RequestParse::Head(h, n) = parse_request(&bytes) {
+                assert!(n <= bytes.len());
+                let mut out = BytesMut::new();
+                h.write_upstream(&untrusted(), "n:1", &mut out);
+            }
+            if let Ok(Some((r, n))) = parse_response(&bytes, i % 5 == 0) {
+                assert!(n <= bytes.len());
+                let mut out = BytesMut::new();
+                r.write_downstream(i % 2 == 0, &mut out);
+            }
+            let mut c = ChunkedEnd::default();
+            for piece in bytes.chunks(1 + i % 7) {
+                match c.feed(piece) {
+                    Ok(Some(n)) => {
+                        assert!(n <= piece.len());
+                        break;
+                    }
+                    Ok(None) => {}
+                    Err(_) => break,
+                }
+            }
+        }
     }
 
     #[test]
