@@ -2,7 +2,7 @@
 //! the API) and real HTTP backends on loopback: bodies of several MB both ways, a backend
 //! killed mid-test, keep-alive reuse of node connections, `X-Forwarded-*`, a POST to a
 //! dead node, feedback in the nodes view, pipelined requests and requests left to hyper on
-//! one client connection,
+//! one client connection, malformed and oversized requests (4xx, no node reached),
 //! a node that refuses connections and comes back on its port (a connection check brings
 //! it back at once), a pool with no nodes yet, and a pool name two clients use (the proxy and the
 //! agent-check name the owner: the other tenant's pool neither captures nor breaks them).
@@ -1006,5 +1006,57 @@ async fn pipelined_requests_and_requests_left_to_hyper_share_one_client_connecti
     assert!(answers[4].ends_with("only"), "{}", answers[4]);
     assert_eq!(b.seen.get.load(Ordering::Relaxed), 3);
     assert_eq!(b.seen.post.load(Ordering::Relaxed), 2);
+    s.bal.running.stop().await.expect("stop");
+}
+
+/// What the proxy answers on a fresh connection that sends `bytes` and stops.
+async fn raw_exchange(proxy: &str, bytes: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut c = tokio::net::TcpStream::connect(proxy.trim_start_matches("http://"))
+        .await
+        .expect("connect");
+    c.write_all(bytes).await.expect("write");
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), c.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_or_oversized_requests_get_a_4xx_and_reach_no_node() {
+    let s = setup().await;
+    let b = Backend::start("only").await;
+    s.register("node-only", b.addr).await;
+    s.wait_for_nodes(1).await;
+    // Not HTTP, a bad header name, conflicting lengths, a head past any limit: the
+    // fast path leaves them to hyper, which answers 4xx and closes.
+    let huge = format!("GET / HTTP/1.1\r\nX-Big: {}\r\n\r\n", "a".repeat(1 << 20));
+    for (what, bytes) in [
+        (
+            "not HTTP",
+            b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03hello\r\n\r\n".to_vec(),
+        ),
+        (
+            "bad header name",
+            b"GET / HTTP/1.1\r\nBad Header: x\r\n\r\n".to_vec(),
+        ),
+        (
+            "conflicting lengths",
+            b"POST / HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd".to_vec(),
+        ),
+        ("oversized head", huge.into_bytes()),
+    ] {
+        let answer = raw_exchange(&s.proxy, &bytes).await;
+        let status: u16 = answer
+            .strip_prefix("HTTP/1.1 ")
+            .and_then(|r| r.get(..3))
+            .and_then(|c| c.parse().ok())
+            .unwrap_or_else(|| panic!("{what}: no status line in {answer:?}"));
+        assert!((400..500).contains(&status), "{what}: {answer:?}");
+    }
+    assert_eq!(b.seen.get.load(Ordering::Relaxed), 0);
+    assert_eq!(b.seen.post.load(Ordering::Relaxed), 0);
+    // The proxy still serves.
+    let (status, body) = send(&s, reqwest::Method::GET, "/").await;
+    assert_eq!((status, body.as_str()), (200, "only"));
     s.bal.running.stop().await.expect("stop");
 }
