@@ -24,13 +24,12 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
-use plb_api::{ErrorBody, ErrorDetail};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::forward::{DISCARD_BYTES, DISCARD_WITHIN, Forwarder};
+use super::forward::{DISCARD_BYTES, DISCARD_WITHIN, Failure, Forwarder, error_json};
 use super::h1::{self, ChunkedEnd, Framing, RequestHead, RequestParse, ResponseHead};
 use super::headers::Peer;
 use super::{Hint, Unavailable, Upstream};
@@ -201,16 +200,6 @@ fn target(address: &str) -> Result<Target, String> {
         host,
         ip,
     })
-}
-
-/// Why one attempt got no answer.
-enum Failure {
-    /// No connection could be made: nothing was sent.
-    Connect(String),
-    /// The connection failed, or the node's answer was not HTTP, before the answer's head.
-    Transport(String),
-    /// The total deadline passed.
-    Timeout,
 }
 
 /// A node's `503` kept while another node is tried.
@@ -714,13 +703,7 @@ async fn own(
     close: bool,
     deadline: Instant,
 ) -> Next {
-    let body = ErrorBody {
-        error: ErrorDetail {
-            code: code.to_owned(),
-            message: message.to_owned(),
-        },
-    };
-    let json = serde_json::to_vec(&body).unwrap_or_default();
+    let json = error_json(code, message);
     let reason = hyper::StatusCode::from_u16(status)
         .ok()
         .and_then(|s| s.canonical_reason())

@@ -159,8 +159,8 @@ impl<U: Upstream> std::fmt::Debug for Forwarder<U> {
     }
 }
 
-/// Why one attempt got no answer.
-enum Failure {
+/// Why one attempt got no answer (both paths).
+pub(super) enum Failure {
     /// No connection to the node could be made: safe to send any request elsewhere
     /// that can be replayed.
     Connect(String),
@@ -533,16 +533,20 @@ pub(super) fn unavailable_text(pool: &str, u: &Unavailable) -> (&'static str, St
     }
 }
 
-/// An error answer in the API's one shape, `{"error": {"code", "message"}}`.
-pub fn error(status: StatusCode, code: &str, message: &str) -> Response<ProxyBody> {
+/// The API's one error shape, `{"error": {"code", "message"}}`, as bytes (both paths).
+pub(super) fn error_json(code: &str, message: &str) -> Bytes {
     let body = ErrorBody {
         error: ErrorDetail {
             code: code.to_owned(),
             message: message.to_owned(),
         },
     };
-    let bytes = serde_json::to_vec(&body).map_or_else(|_| Bytes::new(), Bytes::from);
-    let mut resp = Response::new(ProxyBody::full(bytes));
+    serde_json::to_vec(&body).map_or_else(|_| Bytes::new(), Bytes::from)
+}
+
+/// An error answer in the API's one shape, `{"error": {"code", "message"}}`.
+pub fn error(status: StatusCode, code: &str, message: &str) -> Response<ProxyBody> {
+    let mut resp = Response::new(ProxyBody::full(error_json(code, message)));
     *resp.status_mut() = status;
     resp.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -328,13 +328,6 @@ pub fn parse_response(
 }
 
 impl ResponseHead {
-    /// Whether header `name` is present (case-insensitive).
-    pub fn has(&self, name: &str) -> bool {
-        self.fields
-            .iter()
-            .any(|f| self.bytes[f.name.clone()].eq_ignore_ascii_case(name.as_bytes()))
-    }
-
     /// The head to send to the client: the status line, every end-to-end header as the
     /// node sent it, the framing the relayed body keeps (`Transfer-Encoding: chunked`
     /// re-added for a chunked body; `Connection: close` for a body that ends with the
@@ -342,7 +335,7 @@ impl ResponseHead {
     pub fn write_downstream(&self, close: bool, out: &mut BytesMut) {
         out.reserve(self.bytes.len() + 64);
         out.put_slice(b"HTTP/1.1 ");
-        out.put_slice(itoa_status(self.status).as_bytes());
+        out.put_slice(&status_digits(self.status));
         out.put_u8(b' ');
         out.put_slice(&self.bytes[self.reason.clone()]);
         out.put_slice(b"\r\n");
@@ -382,7 +375,7 @@ impl ResponseHead {
 pub fn write_own(status: u16, reason: &str, body: &[u8], close: bool, out: &mut BytesMut) {
     out.reserve(body.len() + 160);
     out.put_slice(b"HTTP/1.1 ");
-    out.put_slice(itoa_status(status).as_bytes());
+    out.put_slice(&status_digits(status));
     out.put_u8(b' ');
     out.put_slice(reason.as_bytes());
     out.put_slice(b"\r\ncontent-type: application/json\r\ncontent-length: ");
@@ -407,8 +400,14 @@ fn offsets(buf: &[u8], part: &[u8]) -> Range<usize> {
     }
 }
 
-fn itoa_status(status: u16) -> String {
-    format!("{:03}", status.min(999))
+/// A status code's three digits (no allocation: this runs once per answer).
+fn status_digits(status: u16) -> [u8; 3] {
+    let s = status.min(999);
+    [
+        b'0' + (s / 100) as u8,
+        b'0' + (s / 10 % 10) as u8,
+        b'0' + (s % 10) as u8,
+    ]
 }
 
 fn put_field(out: &mut BytesMut, name: &[u8], value: &[u8]) {
