@@ -38,6 +38,9 @@ use super::{Hint, Unavailable, Upstream};
 const HEAD_TIMEOUT: Duration = Duration::from_secs(30);
 /// Idle connections kept per node address and proxy thread.
 const MAX_IDLE_PER_NODE: usize = 256;
+/// Bytes of pipelined requests read from a client while its current request is
+/// forwarded; past them its connection is not watched for a close until the answer.
+const READ_AHEAD: usize = 64 * 1024;
 
 /// A client connection's bytes already read, then the connection: what hyper serves when
 /// the fast path hands a connection over.
@@ -280,7 +283,27 @@ pub async fn serve<U: Upstream>(
             }
         }
         let body = buf.split_to(len).freeze();
-        let next = fwd.exchange(&head, body, peer, &mut stream, deadline).await;
+        // The exchange, while the client connection is read on: what a pipelining
+        // client sends meanwhile is kept for the next round, and a client that closes
+        // or resets its connection cancels the exchange (as hyper's path does), so the
+        // node's slot is given back at once with the wait as a lower bound on its
+        // latency, instead of the proxy waiting on for an answer no one will read.
+        let next: Next = {
+            let (mut rd, mut wr) = stream.split();
+            let exchange = fwd.exchange(&head, body, peer, &mut wr, deadline);
+            tokio::pin!(exchange);
+            let mut watch = buf.len() < READ_AHEAD;
+            loop {
+                tokio::select! {
+                    biased;
+                    next = &mut exchange => break next,
+                    r = rd.read_buf(&mut buf), if watch => match r {
+                        Ok(n) if n > 0 => watch = buf.len() < READ_AHEAD,
+                        _ => return None,
+                    },
+                }
+            }
+        };
         let stopping = stopped.borrow().is_some();
         if matches!(next, Next::Close) || head.close || stopping {
             let _ = stream.shutdown().await;
@@ -291,12 +314,12 @@ pub async fn serve<U: Upstream>(
 
 impl<U: Upstream> Forwarder<U> {
     /// One request to the nodes and the answer back to the client.
-    async fn exchange(
+    async fn exchange<W: AsyncWrite + Unpin>(
         &self,
         head: &RequestHead,
         body: Bytes,
         peer: &Peer,
-        client: &mut TcpStream,
+        client: &mut W,
         deadline: Instant,
     ) -> Next {
         let settings = self.settings();
@@ -549,9 +572,9 @@ impl<U: Upstream> Forwarder<U> {
 
     /// Streams the node's answer to the client; the node's connection goes back to the
     /// pool when the answer ended cleanly and the node keeps it alive.
-    async fn relay(
+    async fn relay<W: AsyncWrite + Unpin>(
         &self,
-        client: &mut TcpStream,
+        client: &mut W,
         key: &str,
         mut conn: Conn,
         resp: ResponseHead,
@@ -676,14 +699,19 @@ async fn send_and_read_head(
     }
 }
 
-async fn write(client: &mut TcpStream, bytes: &[u8], deadline: Instant) -> bool {
+async fn write<W: AsyncWrite + Unpin>(client: &mut W, bytes: &[u8], deadline: Instant) -> bool {
     matches!(
         tokio::time::timeout_at(deadline, client.write_all(bytes)).await,
         Ok(Ok(()))
     )
 }
 
-async fn send_held(client: &mut TcpStream, held: Held, close: bool, deadline: Instant) -> Next {
+async fn send_held<W: AsyncWrite + Unpin>(
+    client: &mut W,
+    held: Held,
+    close: bool,
+    deadline: Instant,
+) -> Next {
     let mut out = BytesMut::with_capacity(512 + held.body.len());
     held.head.write_downstream(close, &mut out);
     out.extend_from_slice(&held.body);
@@ -695,8 +723,8 @@ async fn send_held(client: &mut TcpStream, held: Held, close: bool, deadline: In
 }
 
 /// An answer of the proxy's own, in the API's one error shape.
-async fn own(
-    client: &mut TcpStream,
+async fn own<W: AsyncWrite + Unpin>(
+    client: &mut W,
     status: u16,
     code: &str,
     message: &str,

@@ -1060,3 +1060,56 @@ async fn malformed_or_oversized_requests_get_a_4xx_and_reach_no_node() {
     assert_eq!((status, body.as_str()), (200, "only"));
     s.bal.running.stop().await.expect("stop");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_gives_up_frees_the_nodes_slot_at_once_on_either_path() {
+    use tokio::io::AsyncWriteExt;
+    for fast in [true, false] {
+        let s = setup_with(|cfg| cfg.proxy_fast_path = fast).await;
+        let b = Backend::start("slow").await;
+        s.register("node-slow", b.addr).await;
+        s.wait_for_nodes(1).await;
+        // One answer first, so that the node has a latency to raise.
+        assert_eq!(send(&s, reqwest::Method::GET, "/").await.0, 200);
+        let in_flight = |m: &BTreeMap<String, plb_api::NodeRouting>| {
+            m.get("node-slow").map_or(u64::MAX, |r| r.in_flight)
+        };
+        let mut c = tokio::net::TcpStream::connect(s.proxy.trim_start_matches("http://"))
+            .await
+            .expect("connect");
+        c.write_all(b"GET /sleep/5000 HTTP/1.1\r\nHost: t\r\n\r\n")
+            .await
+            .expect("write");
+        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        while in_flight(&s.routing().await) != 1 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "fast path {fast}: the request never reached the node"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        // The client gives up: its connection closes 0.4 s in, 4.6 s before the node
+        // would answer.
+        drop(c);
+        let closed = std::time::Instant::now();
+        loop {
+            let routing = s.routing().await;
+            if in_flight(&routing) == 0 {
+                let r = &routing["node-slow"];
+                assert_eq!(r.errors, 0, "fast path {fast}: a give-up is no outcome");
+                assert!(
+                    r.latency_ms.is_some_and(|l| l >= 400.0),
+                    "fast path {fast}: the wait is a lower bound on the latency: {r:?}"
+                );
+                break;
+            }
+            assert!(
+                closed.elapsed() < Duration::from_secs(2),
+                "fast path {fast}: the node's slot is still taken 2 s after the client left"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        s.bal.running.stop().await.expect("stop");
+    }
+}
