@@ -15,7 +15,8 @@
 //! and its body. One difference, since the body is buffered here: a request that could
 //! not be sent at all (no connection to its node) goes to another node whatever its
 //! method. A kept-alive node connection that turns out closed before answering is
-//! replaced by a new one for an idempotent request.
+//! replaced by a new one for an idempotent request. A client that closes or resets its
+//! connection while its request is forwarded cancels it, as hyper's path does.
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
