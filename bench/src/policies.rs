@@ -169,6 +169,9 @@ pub struct PipelineVariant {
     pub slow_start_warm_after: Option<f64>,
     /// `slow_start_latency_exp`: latency's exponent for a node in slow start.
     pub slow_start_latency_exp: Option<f64>,
+    /// `scan_mean_gate`: a mean latency above this multiple of the pool's median mean
+    /// costs that multiple of the latency floor (`inf` = off).
+    pub scan_mean_gate: Option<f64>,
     /// `peer_min_nodes`: nodes needed for peer judgement (0 = off).
     pub peer_min_nodes: Option<usize>,
     /// `trust`: whether probe metrics earn trust (false = trusted in full).
@@ -253,6 +256,7 @@ impl PipelineVariant {
                 "slow_start_warm_after" => {
                     v.slow_start_warm_after = Some(val.parse().map_err(|e| bad(&e))?)
                 }
+                "scan_mean_gate" => v.scan_mean_gate = Some(val.parse().map_err(|e| bad(&e))?),
                 "slow_start_latency_exp" => {
                     v.slow_start_latency_exp = Some(val.parse().map_err(|e| bad(&e))?)
                 }
@@ -423,6 +427,9 @@ impl PipelineVariant {
         }
         if let Some(x) = self.slow_start_cost_exp {
             c.slow_start_cost_exp = x;
+        }
+        if let Some(x) = self.scan_mean_gate {
+            c.scan_mean_gate = x;
         }
         if let Some(x) = self.slow_start_latency_exp {
             c.slow_start_latency_exp = x;

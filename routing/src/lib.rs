@@ -9,8 +9,8 @@
 //!   [`SharedSnapshot`] (`arc-swap`). The build precomputes everything the `plb` policy
 //!   needs that does not change per request: weights, an alias table for O(1) weighted
 //!   draws, the recovery-floor table and rendezvous-hash seeds.
-//! - [`live`]: [`NodeLive`] per node (in flight, [`PeakEwma`] latency, [`ErrorRate`],
-//!   counters), updated with atomics only, kept by node id in a [`LiveSet`] across
+//! - [`live`]: [`NodeLive`] per node (in flight, [`PeakEwma`] and [`MeanEwma`]
+//!   latency, [`ErrorRate`], counters), updated with atomics only, kept by node id in a [`LiveSet`] across
 //!   snapshot swaps.
 //! - [`policy`]: the [`Policy`] trait and `round-robin`, `least-request`, `peak-ewma`,
 //!   `prequal` and `plb`, selectable by [`PolicyKind`] name through [`AnyPolicy`].
@@ -55,6 +55,12 @@
 //!   it ramps, its latency counts at a lower exponent (`slow_start_latency_exp`, 0.5,
 //!   relative to the pool's median): four times the pool's latency costs twice, so its
 //!   first slow answers do not keep it idle on top of the ramp.
+//!
+//! In the full scan a node out of slow start whose mean latency is more than
+//! `scan_mean_gate` (1.5) times the pool's median mean counts at least that multiple of
+//! the latency floor. Peak-EWMA follows each node's slowest recent answer, and a node
+//! that routing already avoids has few answers to be slow: at half speed it can show
+//! the peak of its busy peers and win whenever they all have a request in flight.
 //!
 //! A request then takes one of three paths:
 //! 1. **Recovery floor.** With probability `Σ floor × (1 − health) × fair share` over shed
@@ -101,7 +107,7 @@ pub mod live;
 pub mod policy;
 pub mod snapshot;
 
-pub use live::{ErrorRate, InFlight, LiveConfig, LiveSet, NodeLive, PeakEwma};
+pub use live::{ErrorRate, InFlight, LiveConfig, LiveSet, MeanEwma, NodeLive, PeakEwma};
 pub use policy::{
     AnyPolicy, Decision, Facts, KeyMiss, KeyNote, Policy, PolicyConfig, PolicyKind, Reason,
     RouteRequest, Rule, gen_pair,

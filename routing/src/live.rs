@@ -127,6 +127,75 @@ impl PeakEwma {
     }
 }
 
+/// Time-weighted mean of latency: each observation is blended in with weight
+/// `1 - exp(-dt / tau)`, `dt` the time since the previous one, so the estimate is about
+/// the mean of the answers of the last `tau` seconds however many there were. Unlike
+/// [`PeakEwma`] it neither jumps to a slow answer nor decays while nothing arrives: it
+/// says how slow a node's answers are, where peak-EWMA says how slow its worst recent one
+/// was (which depends on how many answers there were to be slow).
+#[derive(Debug)]
+pub struct MeanEwma {
+    word: AtomicU64,
+    tau: f64,
+}
+
+impl MeanEwma {
+    /// An empty estimator with time constant `tau` seconds (clamped to at least 1 ms).
+    pub fn new(tau: f64) -> Self {
+        let tau = if tau.is_finite() {
+            tau.max(0.001)
+        } else {
+            10.0
+        };
+        MeanEwma {
+            word: AtomicU64::new(EMPTY),
+            tau,
+        }
+    }
+
+    /// Feeds one observed latency (seconds) at time `now`. Non-finite values are ignored;
+    /// negative ones count as zero.
+    pub fn observe(&self, latency: f64, now: f64) {
+        if !latency.is_finite() {
+            return;
+        }
+        let x = latency.max(0.0);
+        let t = millis(now);
+        let mut cur = self.word.load(Ordering::Relaxed);
+        loop {
+            let next = if cur == EMPTY {
+                pack(x as f32, t)
+            } else {
+                let (v, t0) = unpack(cur);
+                let w = (-elapsed(t0, t) / self.tau).exp();
+                pack((f64::from(v) * w + x * (1.0 - w)) as f32, later(t0, t))
+            };
+            match self
+                .word
+                .compare_exchange_weak(cur, next, Ordering::AcqRel, Ordering::Relaxed)
+            {
+                Ok(_) => return,
+                Err(actual) => cur = actual,
+            }
+        }
+    }
+
+    /// The estimate, or `None` if nothing was observed (or nothing since `since`, when
+    /// given: what a node measured before it left service says nothing of the process
+    /// that came back).
+    pub fn get_since(&self, since: Option<f64>) -> Option<f64> {
+        let word = self.word.load(Ordering::Acquire);
+        if word == EMPTY {
+            return None;
+        }
+        let (v, t0) = unpack(word);
+        match since {
+            Some(t) if t.is_finite() && (millis(t).wrapping_sub(t0) as i32) > 0 => None,
+            _ => Some(f64::from(v)),
+        }
+    }
+}
+
 /// Fraction of failed requests: each outcome moves the estimate by `alpha` toward 0 or 1,
 /// and between outcomes it decays toward 0 with time constant `tau`, so a node that
 /// failed and was then left alone is forgiven and tried again.
@@ -259,6 +328,7 @@ pub struct NodeLive {
     completed: AtomicU64,
     errors: AtomicU64,
     latency: PeakEwma,
+    mean_latency: MeanEwma,
     error_rate: ErrorRate,
     /// Failed outcomes since the last success.
     fail_streak: AtomicU32,
@@ -295,6 +365,7 @@ impl NodeLive {
             completed: AtomicU64::new(0),
             errors: AtomicU64::new(0),
             latency: PeakEwma::new(config.latency_tau),
+            mean_latency: MeanEwma::new(config.latency_tau),
             error_rate: ErrorRate::new(config.error_alpha, config.error_tau),
             fail_streak: AtomicU32::new(0),
             back_at: AtomicU64::new(EMPTY),
@@ -372,6 +443,7 @@ impl NodeLive {
         let was_unreachable = self.unreachable.swap(false, Ordering::Relaxed);
         if let Some(latency) = latency {
             self.latency.observe(latency, now);
+            self.mean_latency.observe(latency, now);
             if now.is_finite() {
                 self.progress_at.store(now.to_bits(), Ordering::Relaxed);
             }
@@ -492,6 +564,13 @@ impl NodeLive {
             Some(t) if t.is_finite() => self.latency.get_since(now, t),
             _ => self.latency.get(now),
         }
+    }
+
+    /// Time-weighted mean latency of its recent answers in seconds ([`MeanEwma`]),
+    /// `None` before the first response or, with `since`, when the last response came
+    /// before it.
+    pub fn mean_latency_since(&self, since: Option<f64>) -> Option<f64> {
+        self.mean_latency.get_since(since)
     }
 
     /// Recent error rate at `now`, 0..=1.
@@ -652,6 +731,33 @@ mod tests {
         n.observe(0.01, true, 10.0);
         n.observe(0.01, true, 11.0);
         assert_eq!(n.back_since(), Some(10.0));
+    }
+
+    #[test]
+    fn the_mean_follows_the_answers_not_their_peak() {
+        let n = NodeLive::new(&LiveConfig::default());
+        assert_eq!(n.mean_latency_since(None), None);
+        // 20 ms every 10 ms for 3 s, with one 100 ms answer in the middle: the peak
+        // jumps to it, the mean moves by a fraction of a millisecond.
+        for k in 0..300 {
+            let lat = if k == 150 { 0.1 } else { 0.02 };
+            n.observe(lat, true, 0.01 * f64::from(k));
+        }
+        assert!(n.latency(1.5).is_some());
+        let mean = n.mean_latency_since(None).expect("answered");
+        assert!((0.02..0.0205).contains(&mean), "{mean}");
+        assert!(n.latency(2.99).expect("answered") > 0.04);
+        // A node answering 40 ms ten times a second for 10 s: its mean is 40 ms, however
+        // few answers there were.
+        let sparse = NodeLive::new(&LiveConfig::default());
+        for k in 0..100 {
+            sparse.observe(0.04, true, 0.1 * f64::from(k));
+        }
+        let mean = sparse.mean_latency_since(None).expect("answered");
+        assert!(close(mean, 0.04), "{mean}");
+        // Nothing since a return to service: no mean.
+        assert_eq!(sparse.mean_latency_since(Some(20.0)), None);
+        assert!(sparse.mean_latency_since(Some(5.0)).is_some());
     }
 
     #[test]

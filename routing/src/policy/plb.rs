@@ -90,7 +90,10 @@ impl Plb {
     /// of scans and its weight counts `share^slow_start_cost_exp`; a warm one takes
     /// part in every scan once it has been back `slow_start_warm_after` seconds. While
     /// it ramps, its latency counts at `slow_start_latency_exp` rather than `exp`
-    /// (both relative to the floor, so that the two compare).
+    /// (both relative to the floor, so that the two compare). A node out of slow start
+    /// whose mean latency is above `scan_mean_gate` times the pool's median mean counts
+    /// at least that multiple of the floor (and is not released by `scan_busy_release`):
+    /// its peak-EWMA, from few answers, can look like its busy peers'.
     fn full_scan<R: Rng + ?Sized>(
         &self,
         snap: &Snapshot,
@@ -117,14 +120,26 @@ impl Plb {
         // With them each node's slow-start ramp: a node takes part in a scan in
         // proportion to its ramp against the highest, so nodes that all returned at
         // once (the pool lost its network) compete by cost alone.
-        let mut stack = [(None, 1.0, f64::INFINITY); SCAN_STACK];
+        let mut stack = [(None, 1.0, f64::INFINITY, None); SCAN_STACK];
         let mut heap = Vec::new();
-        let lats: &mut [(Option<f64>, f64, f64)] = if n <= SCAN_STACK {
+        let lats: &mut [(Option<f64>, f64, f64, Option<f64>)] = if n <= SCAN_STACK {
             &mut stack[..n]
         } else {
-            heap.resize(n, (None, 1.0, f64::INFINITY));
+            heap.resize(n, (None, 1.0, f64::INFINITY, None));
             &mut heap
         };
+        // The mean latencies, packed, for their median (only with `scan_mean_gate`).
+        let mean_gate = self.config.scan_mean_gate;
+        let use_mean = mean_gate.is_finite() && mean_gate > 0.0;
+        let mut means_stack = [0.0f64; SCAN_STACK];
+        let mut means_heap = Vec::new();
+        let known_means: &mut [f64] = if n <= SCAN_STACK {
+            &mut means_stack[..n]
+        } else {
+            means_heap.resize(n, 0.0);
+            &mut means_heap
+        };
+        let mut means_known = 0usize;
         // The known latencies again, packed, for the floor's quantile.
         let mut known_stack = [0.0f64; SCAN_STACK];
         let mut known_heap = Vec::new();
@@ -144,10 +159,20 @@ impl Plb {
                 least_busy = least_busy.min(snap.live_at(i).in_flight());
             }
             let ready = snap.ready_since_at(i);
+            let mean = if use_mean {
+                snap.live_at(i).mean_latency_since(ready)
+            } else {
+                None
+            };
+            if let Some(m) = mean {
+                known_means[means_known] = m;
+                means_known += 1;
+            }
             *slot = (
                 snap.live_at(i).latency_since(now, ready),
                 shaping.ramp(ready, now),
                 ready.map_or(f64::INFINITY, |t| now - t),
+                mean,
             );
             if let Some(l) = slot.0 {
                 sum += l;
@@ -207,6 +232,13 @@ impl Plb {
         // Latencies are costed relative to the pool's latency floor (or mean), so that
         // nodes costed with different exponents compare.
         let lat_ref = if floor > 0.0 { floor } else { neutral }.max(MIN_LATENCY);
+        // A node whose mean latency is more than `scan_mean_gate` times the pool's
+        // median mean costs at least that multiple of the latency floor.
+        let mean_mid = if use_mean && means_known >= 3 {
+            latency_quantile(&mut known_means[..means_known], 0.5)
+        } else {
+            0.0
+        };
         let ramp_lat_exp = self.config.slow_start_latency_exp.clamp(0.0, 2.0);
         let cost = |i: usize, lat: f64, ramp: f64, share: f64, cold: bool, floor_w: f64| {
             let live = snap.live_at(i);
@@ -242,7 +274,7 @@ impl Plb {
         // The best of the nodes slow start left out: the pick when it left out all
         // (every node returning at once, after the pool lost its network).
         let mut best_skipped: Option<(usize, f64)> = None;
-        for (off, &(lat, ramp, back_for)) in lats.iter().enumerate() {
+        for (off, &(lat, ramp, back_for, mean)) in lats.iter().enumerate() {
             let i = eligible[(start + off) % n];
             let share = ramp / top_ramp.max(1e-9);
             // Slower than the pool's middle, or not yet heard from since it came back.
@@ -260,7 +292,18 @@ impl Plb {
                 Some(l) if l <= release_below => released_floor,
                 _ => weight_floor,
             };
-            let lat = lat.unwrap_or(neutral).max(floor);
+            let mut lat = lat.unwrap_or(neutral).max(floor);
+            if let Some(m) = mean.filter(|_| mean_mid > 0.0 && ramp >= 1.0) {
+                let ratio = m / mean_mid;
+                if ratio > mean_gate {
+                    lat = lat.max(lat_ref * ratio);
+                }
+            }
+            let wf = if lat > release_below {
+                weight_floor
+            } else {
+                wf
+            };
             let c = cost(i, lat, ramp, share, cold, wf);
             let slot = if skipped {
                 &mut best_skipped
@@ -1095,6 +1138,37 @@ mod tests {
         assert_eq!(latency_quantile(&mut [3.0, 1.0, 2.0], 0.5), 2.0);
         assert_eq!(latency_quantile(&mut [3.0, 1.0, 2.0], 1.0), 3.0);
         assert_eq!(latency_quantile(&mut [3.0, 1.0, 2.0], 0.0), 0.0);
+    }
+
+    #[test]
+    fn a_node_slow_on_average_is_costed_by_its_mean_though_its_peak_is_the_pools() {
+        let live = LiveSet::default();
+        let snap = build(&live, healthy(4));
+        // n1-n3 answer in 20 ms with one 60 ms outlier each (peak-EWMA 60 ms, mean
+        // 20 ms); n0 answers every request in 50 ms (peak-EWMA 50 ms, mean 50 ms). By
+        // their peaks n0 looks the fastest; by their means it is 2.5 times slower.
+        for i in 1..4 {
+            snap.live(i).expect("bound").observe(0.02, true, 0.0);
+            snap.live(i).expect("bound").observe(0.06, true, 0.001);
+            snap.live(i).expect("bound").begin(0.0);
+        }
+        snap.live(0).expect("bound").observe(0.05, true, 0.0);
+        snap.live(0).expect("bound").observe(0.05, true, 0.001);
+        // The peers each have a request in flight, n0 none. Without the mean, n0 idle
+        // (the floor, 60 ms) beats a busy peer (60 ms x 2): it takes every request.
+        let off = PolicyConfig {
+            scan_mean_gate: f64::INFINITY,
+            ..PolicyConfig::default()
+        };
+        assert_eq!(scan_picks_of(&snap, 0, off, 5), 500);
+        // With it n0 costs 2.5 x the floor (150 ms) and the busy peers (120 ms) win.
+        assert_eq!(scan_picks_of(&snap, 0, PolicyConfig::default(), 5), 0);
+        // A node within the gate of the pool's mean is costed as before.
+        let wide = PolicyConfig {
+            scan_mean_gate: 3.0,
+            ..PolicyConfig::default()
+        };
+        assert_eq!(scan_picks_of(&snap, 0, wide, 5), 500);
     }
 
     /// Of 500 decisions at 0 s with `config`, how many full-scan decisions picked node
