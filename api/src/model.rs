@@ -50,6 +50,11 @@ pub struct NodeRouting {
     pub in_flight: u64,
     /// Peak-EWMA latency of answered requests, ms.
     pub latency_ms: Option<f64>,
+    /// Time-weighted mean latency of its answers over the last few seconds, ms. In
+    /// `plb`'s full scan a node whose mean is more than 1.5x the pool's median mean
+    /// counts at least that multiple of the pool's latency.
+    #[serde(default)]
+    pub mean_latency_ms: Option<f64>,
     /// Recent error rate of answered requests, 0..=1.
     pub error_rate: f64,
     /// Route decisions that chose it since this balancer started.

@@ -485,6 +485,10 @@ impl Engine {
                             .latency(now)
                             .map(|l| l * 1000.0)
                             .filter(|l| l.is_finite()),
+                        mean_latency_ms: live
+                            .mean_latency_since(None)
+                            .map(|l| l * 1000.0)
+                            .filter(|l| l.is_finite()),
                         error_rate: finite(live.error_rate(now)),
                         decisions: live.started(),
                         completed: live.completed(),

@@ -90,6 +90,12 @@ async fn decisions_in_flight_feedback_and_validation() {
         .next()
         .expect("a latency estimate");
     assert!((a_latency - 12.5).abs() < 0.1, "{a_latency}");
+    let a_mean = v
+        .values()
+        .filter_map(|n| n.routing.as_ref()?.mean_latency_ms)
+        .next()
+        .expect("a mean latency");
+    assert!((a_mean - 12.5).abs() < 0.1, "{a_mean}");
 
     // Bad queries.
     let got = p.route_raw("size=-1").await;
