@@ -41,6 +41,31 @@ fn later(a: u32, b: u32) -> u32 {
     if (b.wrapping_sub(a) as i32) > 0 { b } else { a }
 }
 
+/// Whether the observation packed in `word` came before `since` (seconds).
+fn older_than(word: u64, since: f64) -> bool {
+    (millis(since).wrapping_sub(unpack(word).1) as i32) > 0
+}
+
+/// A time constant in seconds from a setting: at least 1 ms, `default` if not finite.
+fn time_constant(tau: f64, default: f64) -> f64 {
+    if tau.is_finite() {
+        tau.max(0.001)
+    } else {
+        default
+    }
+}
+
+/// Stores `next(current)` in `word`, retrying while another update comes between the
+/// read and the write (a compare-and-swap loop).
+fn update(word: &AtomicU64, next: impl Fn(u64) -> u64) {
+    let mut cur = word.load(Ordering::Relaxed);
+    while let Err(actual) =
+        word.compare_exchange_weak(cur, next(cur), Ordering::AcqRel, Ordering::Relaxed)
+    {
+        cur = actual;
+    }
+}
+
 /// Peak-sensitive EWMA of latency (Finagle's `PeakEwma`, linkerd's `PeakEwma`): a new
 /// observation above the estimate replaces it at once; one below it is blended in with
 /// weight `1 - exp(-dt / tau)` where `dt` is the time since the previous observation; and
@@ -55,14 +80,9 @@ pub struct PeakEwma {
 impl PeakEwma {
     /// An empty estimator with decay time constant `tau` seconds (clamped to at least 1 ms).
     pub fn new(tau: f64) -> Self {
-        let tau = if tau.is_finite() {
-            tau.max(0.001)
-        } else {
-            10.0
-        };
         PeakEwma {
             word: AtomicU64::new(EMPTY),
-            tau,
+            tau: time_constant(tau, 10.0),
         }
     }
 
@@ -79,29 +99,20 @@ impl PeakEwma {
         }
         let x = latency.max(0.0);
         let t = millis(now);
-        let mut cur = self.word.load(Ordering::Relaxed);
-        loop {
-            let next = if cur == EMPTY {
-                pack(x as f32, t)
-            } else {
-                let (v, t0) = unpack(cur);
-                let v = f64::from(v);
-                let value = if x >= v {
-                    x
-                } else {
-                    let w = (-elapsed(t0, t) / self.tau).exp();
-                    v * w + x * (1.0 - w)
-                };
-                pack(value as f32, later(t0, t))
-            };
-            match self
-                .word
-                .compare_exchange_weak(cur, next, Ordering::AcqRel, Ordering::Relaxed)
-            {
-                Ok(_) => return,
-                Err(actual) => cur = actual,
+        update(&self.word, |cur| {
+            if cur == EMPTY {
+                return pack(x as f32, t);
             }
-        }
+            let (v, t0) = unpack(cur);
+            let v = f64::from(v);
+            let value = if x >= v {
+                x
+            } else {
+                let w = (-elapsed(t0, t) / self.tau).exp();
+                v * w + x * (1.0 - w)
+            };
+            pack(value as f32, later(t0, t))
+        });
     }
 
     /// The estimate at time `now`, decayed for the time since the last observation, or
@@ -120,7 +131,7 @@ impl PeakEwma {
     /// back.
     pub fn get_since(&self, now: f64, since: f64) -> Option<f64> {
         let word = self.word.load(Ordering::Acquire);
-        if word == EMPTY || (millis(since).wrapping_sub(unpack(word).1) as i32) > 0 {
+        if word == EMPTY || older_than(word, since) {
             return None;
         }
         self.get(now)
@@ -142,14 +153,9 @@ pub struct MeanEwma {
 impl MeanEwma {
     /// An empty estimator with time constant `tau` seconds (clamped to at least 1 ms).
     pub fn new(tau: f64) -> Self {
-        let tau = if tau.is_finite() {
-            tau.max(0.001)
-        } else {
-            10.0
-        };
         MeanEwma {
             word: AtomicU64::new(EMPTY),
-            tau,
+            tau: time_constant(tau, 10.0),
         }
     }
 
@@ -161,23 +167,14 @@ impl MeanEwma {
         }
         let x = latency.max(0.0);
         let t = millis(now);
-        let mut cur = self.word.load(Ordering::Relaxed);
-        loop {
-            let next = if cur == EMPTY {
-                pack(x as f32, t)
-            } else {
-                let (v, t0) = unpack(cur);
-                let w = (-elapsed(t0, t) / self.tau).exp();
-                pack((f64::from(v) * w + x * (1.0 - w)) as f32, later(t0, t))
-            };
-            match self
-                .word
-                .compare_exchange_weak(cur, next, Ordering::AcqRel, Ordering::Relaxed)
-            {
-                Ok(_) => return,
-                Err(actual) => cur = actual,
+        update(&self.word, |cur| {
+            if cur == EMPTY {
+                return pack(x as f32, t);
             }
-        }
+            let (v, t0) = unpack(cur);
+            let w = (-elapsed(t0, t) / self.tau).exp();
+            pack((f64::from(v) * w + x * (1.0 - w)) as f32, later(t0, t))
+        });
     }
 
     /// The estimate, or `None` if nothing was observed (or nothing since `since`, when
@@ -185,14 +182,10 @@ impl MeanEwma {
     /// that came back).
     pub fn get_since(&self, since: Option<f64>) -> Option<f64> {
         let word = self.word.load(Ordering::Acquire);
-        if word == EMPTY {
+        if word == EMPTY || since.is_some_and(|t| t.is_finite() && older_than(word, t)) {
             return None;
         }
-        let (v, t0) = unpack(word);
-        match since {
-            Some(t) if t.is_finite() && (millis(t).wrapping_sub(t0) as i32) > 0 => None,
-            _ => Some(f64::from(v)),
-        }
+        Some(f64::from(unpack(word).0))
     }
 }
 
@@ -214,15 +207,10 @@ impl ErrorRate {
         } else {
             0.1
         };
-        let tau = if tau.is_finite() {
-            tau.max(0.001)
-        } else {
-            30.0
-        };
         ErrorRate {
             word: AtomicU64::new(EMPTY),
             alpha,
-            tau,
+            tau: time_constant(tau, 30.0),
         }
     }
 
@@ -230,28 +218,18 @@ impl ErrorRate {
     pub fn observe(&self, ok: bool, now: f64) {
         let x = if ok { 0.0 } else { 1.0 };
         let t = millis(now);
-        let mut cur = self.word.load(Ordering::Relaxed);
-        loop {
-            let e = if cur == EMPTY {
-                0.0
+        update(&self.word, |cur| {
+            let (e, t_new) = if cur == EMPTY {
+                (0.0, t)
             } else {
                 let (v, t0) = unpack(cur);
-                f64::from(v) * (-elapsed(t0, t) / self.tau).exp()
+                (
+                    f64::from(v) * (-elapsed(t0, t) / self.tau).exp(),
+                    later(t0, t),
+                )
             };
-            let t_new = if cur == EMPTY {
-                t
-            } else {
-                later(unpack(cur).1, t)
-            };
-            let next = pack((e + self.alpha * (x - e)) as f32, t_new);
-            match self
-                .word
-                .compare_exchange_weak(cur, next, Ordering::AcqRel, Ordering::Relaxed)
-            {
-                Ok(_) => return,
-                Err(actual) => cur = actual,
-            }
-        }
+            pack((e + self.alpha * (x - e)) as f32, t_new)
+        });
     }
 
     /// Forgets every outcome: the rate is zero again (a node that could not be reached

@@ -84,17 +84,15 @@ async fn decisions_in_flight_feedback_and_validation() {
         (acc.0 + r.in_flight, acc.1 + r.completed)
     });
     assert_eq!((in_flight, completed), (0, 6));
-    let a_latency = v
+    // Its peak-EWMA and its mean latency, both of the 12.5 ms answers.
+    let (a_latency, a_mean) = v
         .values()
-        .filter_map(|n| n.routing.as_ref()?.latency_ms)
-        .next()
+        .find_map(|n| {
+            let r = n.routing.as_ref()?;
+            Some((r.latency_ms?, r.mean_latency_ms?))
+        })
         .expect("a latency estimate");
     assert!((a_latency - 12.5).abs() < 0.1, "{a_latency}");
-    let a_mean = v
-        .values()
-        .filter_map(|n| n.routing.as_ref()?.mean_latency_ms)
-        .next()
-        .expect("a mean latency");
     assert!((a_mean - 12.5).abs() < 0.1, "{a_mean}");
 
     // Bad queries.

@@ -131,24 +131,12 @@ impl Plb {
         // The mean latencies, packed, for their median (only with `scan_mean_gate`).
         let mean_gate = self.config.scan_mean_gate;
         let use_mean = mean_gate.is_finite() && mean_gate > 0.0;
-        let mut means_stack = [0.0f64; SCAN_STACK];
-        let mut means_heap = Vec::new();
-        let known_means: &mut [f64] = if n <= SCAN_STACK {
-            &mut means_stack[..n]
-        } else {
-            means_heap.resize(n, 0.0);
-            &mut means_heap
-        };
+        let (mut means_stack, mut means_heap) = ([0.0f64; SCAN_STACK], Vec::new());
+        let known_means = scratch(&mut means_stack, &mut means_heap, n);
         let mut means_known = 0usize;
         // The known latencies again, packed, for the floor's quantile.
-        let mut known_stack = [0.0f64; SCAN_STACK];
-        let mut known_heap = Vec::new();
-        let known_lats: &mut [f64] = if n <= SCAN_STACK {
-            &mut known_stack[..n]
-        } else {
-            known_heap.resize(n, 0.0);
-            &mut known_heap
-        };
+        let (mut known_stack, mut known_heap) = ([0.0f64; SCAN_STACK], Vec::new());
+        let known_lats = scratch(&mut known_stack, &mut known_heap, n);
         let (mut sum, mut known, mut top_ramp, mut low_ramp) = (0.0, 0usize, 0.0f64, 1.0f64);
         // The fewest requests in flight on a node at (nearly) full weight.
         let busy_release = self.config.scan_busy_release;
@@ -560,6 +548,20 @@ impl Policy for Plb {
             None => None,
         };
         self.unkeyed(snap, work, now, rng, note)
+    }
+}
+
+/// `n` slots for a scan's latencies: on the stack when they fit, else in `heap`.
+fn scratch<'a>(
+    stack: &'a mut [f64; SCAN_STACK],
+    heap: &'a mut Vec<f64>,
+    n: usize,
+) -> &'a mut [f64] {
+    if n <= SCAN_STACK {
+        &mut stack[..n]
+    } else {
+        heap.resize(n, 0.0);
+        heap
     }
 }
 
