@@ -55,6 +55,30 @@ fn time_constant(tau: f64, default: f64) -> f64 {
     }
 }
 
+/// Feeds one latency (seconds) at `now` to the estimator packed in `word`: ignored if
+/// not finite, negative counts as zero; the first is stored as it is, a later one as
+/// `next(estimate, seconds since the last, latency)`.
+fn observe_latency(word: &AtomicU64, latency: f64, now: f64, next: impl Fn(f64, f64, f64) -> f64) {
+    if !latency.is_finite() {
+        return;
+    }
+    let x = latency.max(0.0);
+    let t = millis(now);
+    update(word, |cur| {
+        if cur == EMPTY {
+            return pack(x as f32, t);
+        }
+        let (v, t0) = unpack(cur);
+        pack(next(f64::from(v), elapsed(t0, t), x) as f32, later(t0, t))
+    });
+}
+
+/// `v` moved toward `x` by `1 - exp(-dt / tau)`.
+fn blend(v: f64, x: f64, dt: f64, tau: f64) -> f64 {
+    let w = (-dt / tau).exp();
+    v * w + x * (1.0 - w)
+}
+
 /// Stores `next(current)` in `word`, retrying while another update comes between the
 /// read and the write (a compare-and-swap loop).
 fn update(word: &AtomicU64, next: impl Fn(u64) -> u64) {
@@ -94,24 +118,8 @@ impl PeakEwma {
     /// Feeds one observed latency (seconds) at time `now`. Non-finite values are ignored;
     /// negative ones count as zero.
     pub fn observe(&self, latency: f64, now: f64) {
-        if !latency.is_finite() {
-            return;
-        }
-        let x = latency.max(0.0);
-        let t = millis(now);
-        update(&self.word, |cur| {
-            if cur == EMPTY {
-                return pack(x as f32, t);
-            }
-            let (v, t0) = unpack(cur);
-            let v = f64::from(v);
-            let value = if x >= v {
-                x
-            } else {
-                let w = (-elapsed(t0, t) / self.tau).exp();
-                v * w + x * (1.0 - w)
-            };
-            pack(value as f32, later(t0, t))
+        observe_latency(&self.word, latency, now, |v, dt, x| {
+            if x >= v { x } else { blend(v, x, dt, self.tau) }
         });
     }
 
@@ -162,18 +170,8 @@ impl MeanEwma {
     /// Feeds one observed latency (seconds) at time `now`. Non-finite values are ignored;
     /// negative ones count as zero.
     pub fn observe(&self, latency: f64, now: f64) {
-        if !latency.is_finite() {
-            return;
-        }
-        let x = latency.max(0.0);
-        let t = millis(now);
-        update(&self.word, |cur| {
-            if cur == EMPTY {
-                return pack(x as f32, t);
-            }
-            let (v, t0) = unpack(cur);
-            let w = (-elapsed(t0, t) / self.tau).exp();
-            pack((f64::from(v) * w + x * (1.0 - w)) as f32, later(t0, t))
+        observe_latency(&self.word, latency, now, |v, dt, x| {
+            blend(v, x, dt, self.tau)
         });
     }
 
