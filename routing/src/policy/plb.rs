@@ -276,22 +276,18 @@ impl Plb {
             // only once every other node had a queue: none at all in a calm pool, so a
             // restarted node never came back.)
             let skipped = share < 1.0 && !warm && rng.random::<f64>() >= share;
+            // Out of slow start, a mean above the gate is a floor under the latency.
+            let mean_floor = match mean {
+                Some(m) if mean_mid > 0.0 && ramp >= 1.0 && m > mean_gate * mean_mid => {
+                    lat_ref * m / mean_mid
+                }
+                _ => 0.0,
+            };
             let wf = match lat {
-                Some(l) if l <= release_below => released_floor,
+                Some(l) if l.max(floor).max(mean_floor) <= release_below => released_floor,
                 _ => weight_floor,
             };
-            let mut lat = lat.unwrap_or(neutral).max(floor);
-            if let Some(m) = mean.filter(|_| mean_mid > 0.0 && ramp >= 1.0) {
-                let ratio = m / mean_mid;
-                if ratio > mean_gate {
-                    lat = lat.max(lat_ref * ratio);
-                }
-            }
-            let wf = if lat > release_below {
-                weight_floor
-            } else {
-                wf
-            };
+            let lat = lat.unwrap_or(neutral).max(floor).max(mean_floor);
             let c = cost(i, lat, ramp, share, cold, wf);
             let slot = if skipped {
                 &mut best_skipped
