@@ -188,8 +188,8 @@ pub struct PolicyConfig {
     /// peaks carry their outliers and their queueing. In leak then crash, a node at half
     /// speed showed the same peak-EWMA as its peers and took a request whenever they
     /// all had one in flight, a fifth of which broke the SLO. Its mean latency shows
-    /// the slowdown (twice its peers'); on identical nodes the means stay within the
-    /// gate and nothing changes. Simulator, one sidecar, 20 repetitions, mean
+    /// the slowdown (at half speed, about twice its peers'); on identical nodes the
+    /// simulator saw no change. Simulator, one sidecar, 20 repetitions, mean
     /// SLO-breaking against the gate off: heterogeneous -23 %, long stall -24 %, two
     /// slow -12 %, stall -17 %, leak then crash -7 %, gradual -7 %, the rest within
     /// their noise (identical nodes +0.1 a repetition, SE 0.2); live in
