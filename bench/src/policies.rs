@@ -172,6 +172,9 @@ pub struct PipelineVariant {
     /// `scan_mean_gate`: a mean latency above this multiple of the pool's median mean
     /// costs that multiple of the latency floor (`inf` = off).
     pub scan_mean_gate: Option<f64>,
+    /// `slow_start_scouts`: requests in flight to a node in slow start before its
+    /// first answer (0 = no limit).
+    pub slow_start_scouts: Option<u64>,
     /// `peer_min_nodes`: nodes needed for peer judgement (0 = off).
     pub peer_min_nodes: Option<usize>,
     /// `trust`: whether probe metrics earn trust (false = trusted in full).
@@ -257,6 +260,9 @@ impl PipelineVariant {
                     v.slow_start_warm_after = Some(val.parse().map_err(|e| bad(&e))?)
                 }
                 "scan_mean_gate" => v.scan_mean_gate = Some(val.parse().map_err(|e| bad(&e))?),
+                "slow_start_scouts" => {
+                    v.slow_start_scouts = Some(val.parse().map_err(|e| bad(&e))?)
+                }
                 "slow_start_latency_exp" => {
                     v.slow_start_latency_exp = Some(val.parse().map_err(|e| bad(&e))?)
                 }
@@ -430,6 +436,9 @@ impl PipelineVariant {
         }
         if let Some(x) = self.scan_mean_gate {
             c.scan_mean_gate = x;
+        }
+        if let Some(x) = self.slow_start_scouts {
+            c.slow_start_scouts = x;
         }
         if let Some(x) = self.slow_start_latency_exp {
             c.slow_start_latency_exp = x;

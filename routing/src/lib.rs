@@ -42,7 +42,9 @@
 //!   service, as Envoy's slow start does: the later of its view's `ready_since` (the
 //!   pipeline saw it join or return) and the first success after three failures in a row
 //!   (`NodeLive::back_since`: a restarted process, seen from the traffic alone, as PLB's
-//!   proxy sees it without agents). In the full scan slow start lasts only while the
+//!   proxy sees it without agents). Until its first answer since then, a node in slow
+//!   start has at most `slow_start_scouts` (1) requests in flight: nothing yet says how
+//!   cold it is. In the full scan slow start lasts only while the
 //!   node is still cold (not heard from since it came back, or slower than 1.2 × the
 //!   pool's median latency): it then takes part in a share of the scans, its ramp
 //!   against the pool's highest (so nodes that all return at once compete by cost

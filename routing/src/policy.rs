@@ -195,6 +195,13 @@ pub struct PolicyConfig {
     /// their noise (identical nodes +0.1 a repetition, SE 0.2); live in
     /// `bench/RESULTS.md`.
     pub scan_mean_gate: f64,
+    /// `plb` full scan: requests a node in slow start may have in flight before its
+    /// first answer since it came back (0: no limit). Until it answers, nothing says
+    /// how cold it is, and an idle node wins every scan it takes part in: back from a
+    /// restart at a third of its speed, it took five or six requests in its first
+    /// second, a fifth of which broke the SLO. One at a time, its first answer comes
+    /// back before the next is sent, and from then on its latency prices it.
+    pub slow_start_scouts: u64,
 }
 
 impl Default for PolicyConfig {
@@ -217,6 +224,7 @@ impl Default for PolicyConfig {
             slow_start_warm_after: 2.0,
             slow_start_latency_exp: 0.5,
             scan_mean_gate: 1.5,
+            slow_start_scouts: 1,
         }
     }
 }

@@ -493,7 +493,10 @@ async fn a_post_to_a_dead_node_goes_elsewhere_unless_it_streams_and_feedback_is_
     let before = s.routing().await;
     let big = vec![b'x'; 70 * 1024];
     let (mut sent, mut bad_gateway, mut small_to_dead) = (0u64, 0u64, 0u64);
-    while sent < 600 && (bad_gateway < 1 || small_to_dead < 1 || sent < 40) {
+    // The dead node is explored a few times a second and which kind of POST meets it
+    // is chance (six in a row were all big once in a suite run): the loop ends as soon
+    // as both kinds have met it, the cap only bounds a failure.
+    while sent < 3000 && (bad_gateway < 1 || small_to_dead < 1 || sent < 40) {
         let small = sent % 2 == 0;
         let body = if small {
             b"not idempotent".to_vec()

@@ -90,10 +90,12 @@ impl Plb {
     /// of scans and its weight counts `share^slow_start_cost_exp`; a warm one takes
     /// part in every scan once it has been back `slow_start_warm_after` seconds. While
     /// it ramps, its latency counts at `slow_start_latency_exp` rather than `exp`
-    /// (both relative to the floor, so that the two compare). A node out of slow start
-    /// whose mean latency is above `scan_mean_gate` times the pool's median mean counts
-    /// at least that multiple of the floor (and is not released by `scan_busy_release`):
-    /// its peak-EWMA, from few answers, can look like its busy peers'.
+    /// (both relative to the floor, so that the two compare), and until its first
+    /// answer since it came back it has at most `slow_start_scouts` requests in flight.
+    /// A node out of slow start whose mean latency is above `scan_mean_gate` times the
+    /// median mean of the nodes out of slow start counts at least that multiple of the
+    /// floor (and is not released by `scan_busy_release`): its peak-EWMA, from few
+    /// answers, can look like its busy peers'.
     fn full_scan<R: Rng + ?Sized>(
         &self,
         snap: &Snapshot,
@@ -147,7 +149,11 @@ impl Plb {
                 least_busy = least_busy.min(snap.live_at(i).in_flight());
             }
             let ready = snap.ready_since_at(i);
-            let mean = if use_mean {
+            let ramp = shaping.ramp(ready, now);
+            // Only nodes out of slow start are gated, and only against each other: a
+            // node warming up takes fewer requests and queues less, and its lower mean
+            // would set the bar by which its busier peers are judged.
+            let mean = if use_mean && ramp >= 1.0 {
                 snap.live_at(i).mean_latency_since(ready)
             } else {
                 None
@@ -158,7 +164,7 @@ impl Plb {
             }
             *slot = (
                 snap.live_at(i).latency_since(now, ready),
-                shaping.ramp(ready, now),
+                ramp,
                 ready.map_or(f64::INFINITY, |t| now - t),
                 mean,
             );
@@ -228,6 +234,7 @@ impl Plb {
             0.0
         };
         let ramp_lat_exp = self.config.slow_start_latency_exp.clamp(0.0, 2.0);
+        let scouts = self.config.slow_start_scouts;
         let cost = |i: usize, lat: f64, ramp: f64, share: f64, cold: bool, floor_w: f64| {
             let live = snap.live_at(i);
             let w = snap.weight_at(i, now);
@@ -276,11 +283,16 @@ impl Plb {
             // only once every other node had a queue: none at all in a calm pool, so a
             // restarted node never came back.)
             let skipped = share < 1.0 && !warm && rng.random::<f64>() >= share;
+            // Not heard from since it came back: `slow_start_scouts` requests at a time
+            // until it answers.
+            let skipped = skipped
+                || (ramp < 1.0
+                    && lat.is_none()
+                    && scouts > 0
+                    && snap.live_at(i).in_flight() >= scouts);
             // Out of slow start, a mean above the gate is a floor under the latency.
             let mean_floor = match mean {
-                Some(m) if mean_mid > 0.0 && ramp >= 1.0 && m > mean_gate * mean_mid => {
-                    lat_ref * m / mean_mid
-                }
+                Some(m) if mean_mid > 0.0 && m > mean_gate * mean_mid => lat_ref * m / mean_mid,
                 _ => 0.0,
             };
             let wf = match lat {
@@ -1169,6 +1181,42 @@ mod tests {
         assert_eq!(scan_picks_of(&snap, 0, wide, 5), 500);
     }
 
+    #[test]
+    fn nodes_in_slow_start_do_not_set_the_bar_of_the_mean_gate() {
+        // n0 answers in 50 ms (peak-EWMA and mean); n1 and n2 in 40 ms with one 70 ms
+        // outlier (peak 70, mean 40); n3-n6 in 10 ms with one 60 ms outlier (peak 60,
+        // mean 10) and twenty requests in flight each, so that they never win. The
+        // latency floor (the median peak) is 60 ms.
+        let n0_picks = |n3_to_n6_back: Option<f64>| {
+            let live = LiveSet::default();
+            let mut nodes = healthy(7);
+            for n in &mut nodes[3..] {
+                n.ready_since = n3_to_n6_back;
+            }
+            let snap = build(&live, nodes);
+            let n0 = snap.live(0).expect("bound");
+            n0.observe(0.05, true, 0.0);
+            n0.observe(0.05, true, 0.001);
+            for i in 1..7 {
+                let n = snap.live(i).expect("bound");
+                let (typical, outlier) = if i < 3 { (0.04, 0.07) } else { (0.01, 0.06) };
+                n.observe(typical, true, 0.0);
+                n.observe(outlier, true, 0.001);
+                if i >= 3 {
+                    (0..20).for_each(|_| n.begin(0.0));
+                }
+            }
+            scan_picks_of(&snap, 0, PolicyConfig::default(), 5)
+        };
+        // n3-n6 back in service 10 s ago (slow start): the gate compares n0's mean with
+        // n1's and n2's only (median 40 ms; 50 ms is inside 1.5x), and n0 costs the
+        // floor (60 ms) against their 70: it wins every scan.
+        assert_eq!(n0_picks(Some(-10.0)), 500);
+        // Out of slow start, n3-n6's 10 ms means set the median: n0 costs five times
+        // the floor (300 ms), n1 and n2 four times (240 ms), and n0 never wins.
+        assert_eq!(n0_picks(None), 0);
+    }
+
     /// Of 500 decisions at 0 s with `config`, how many full-scan decisions picked node
     /// `node` (the recovery floor's picks, a trickle to a shed node, not counted).
     fn scan_picks_of(snap: &Snapshot, node: usize, config: PolicyConfig, seed: u64) -> usize {
@@ -1337,6 +1385,50 @@ mod tests {
         };
         let share = picks_of_n3_at(&snap, ramped, 103.0);
         assert!((250..550).contains(&share), "{share}");
+    }
+
+    #[test]
+    fn a_node_back_but_not_yet_heard_from_takes_one_request_at_a_time() {
+        let live = LiveSet::default();
+        let mut nodes = healthy(4);
+        nodes[3].ready_since = Some(100.0);
+        let snap = Snapshot::new(nodes, &live, Shaping::default(), 100.0).expect("builds");
+        for i in 0..3 {
+            snap.live(i).expect("bound").observe(0.02, true, 100.0);
+        }
+        // The warm nodes have six requests each (cost 0.02 x 7). Idle, priced at the
+        // pool's mean latency and at its cold weight (sqrt(0.1)), n3 costs 0.06 and
+        // wins the scans it takes part in (its ramp's tenth).
+        queue_warm(&snap, 6);
+        let idle = picks_of_n3(&snap, PolicyConfig::default());
+        assert!((100..400).contains(&idle), "{idle}");
+        // With its first request in flight and no answer yet it waits for one...
+        let n3 = snap.live(3).expect("bound");
+        n3.begin(100.0);
+        assert_eq!(picks_of_n3(&snap, PolicyConfig::default()), 0);
+        // ...which without the limit it would not (0.13 against 0.14).
+        let unlimited = PolicyConfig {
+            slow_start_scouts: 0,
+            ..PolicyConfig::default()
+        };
+        assert!(picks_of_n3(&snap, unlimited) > 50);
+        // Answered (three times as slowly as its peers), its latency prices it and the
+        // limit is off: with its peers queued deeper, it takes its share of the scans.
+        n3.end(0.06, true, 100.0);
+        n3.begin(100.0);
+        queue_warm(&snap, 9);
+        let answered = picks_of_n3(&snap, PolicyConfig::default());
+        assert!(answered > 100, "{answered}");
+        assert_eq!(answered, picks_of_n3(&snap, unlimited));
+        // A node not in slow start is not held back before its first answer.
+        let live = LiveSet::default();
+        let snap = Snapshot::new(healthy(4), &live, Shaping::default(), 100.0).expect("builds");
+        for i in 0..3 {
+            snap.live(i).expect("bound").observe(0.02, true, 100.0);
+        }
+        snap.live(3).expect("bound").begin(100.0);
+        queue_warm(&snap, 1);
+        assert!(picks_of_n3(&snap, PolicyConfig::default()) > 100);
     }
 
     #[test]
