@@ -59,8 +59,8 @@
 //!   first slow answers do not keep it idle on top of the ramp.
 //!
 //! In the full scan a node out of slow start whose mean latency is more than
-//! `scan_mean_gate` (1.5) times the pool's median mean counts at least that multiple of
-//! the latency floor. Peak-EWMA follows each node's slowest recent answer, and a node
+//! `scan_mean_gate` (1.5) times the median mean of the nodes out of slow start counts at
+//! least that multiple of the latency floor. Peak-EWMA follows each node's slowest recent answer, and a node
 //! that routing already avoids has few answers to be slow: at half speed it can show
 //! the peak of its busy peers and win whenever they all have a request in flight.
 //!

@@ -179,10 +179,10 @@ pub struct PolicyConfig {
     /// moves nothing else (`bench/RESULTS.md`, run L).
     pub slow_start_latency_exp: f64,
     /// `plb` full scan: a node whose mean latency ([`crate::live::MeanEwma`], its
-    /// answers of the last few seconds) is more than this multiple of the scanned
-    /// nodes' median mean counts a latency of at least that multiple of the latency
-    /// floor (infinite: off; not applied to a node in slow start, which has its own
-    /// rules). Peak-EWMA follows a node's slowest recent answer, and how slow that is
+    /// answers of the last few seconds) is more than this multiple of the median mean
+    /// of the scanned nodes out of slow start counts a latency of at least that
+    /// multiple of the latency floor (infinite: off; neither applied to a node in slow
+    /// start, which has its own rules, nor counted in the median). Peak-EWMA follows a node's slowest recent answer, and how slow that is
     /// depends on how many answers there were: a node that routing already avoids
     /// answers rarely, so its peak sits near its typical answer, while its busy peers'
     /// peaks carry their outliers and their queueing. In leak then crash, a node at half
@@ -197,10 +197,12 @@ pub struct PolicyConfig {
     pub scan_mean_gate: f64,
     /// `plb` full scan: requests a node in slow start may have in flight before its
     /// first answer since it came back (0: no limit). Until it answers, nothing says
-    /// how cold it is, and an idle node wins every scan it takes part in: back from a
-    /// restart at a third of its speed, it took five or six requests in its first
-    /// second, a fifth of which broke the SLO. One at a time, its first answer comes
-    /// back before the next is sent, and from then on its latency prices it.
+    /// how cold it is, and an idle node wins every scan it takes part in. One at a
+    /// time, its first answer comes back before the next is sent and from then on its
+    /// latency prices it; a node that accepts and never answers holds one request, not
+    /// a handful. (In rolling restarts live a node back at a third of its speed still
+    /// took about six requests in its first second, a fifth of which broke the SLO:
+    /// those come after its first answer, priced by slow start's rules.)
     pub slow_start_scouts: u64,
 }
 

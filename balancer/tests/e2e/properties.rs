@@ -757,8 +757,11 @@ fn feedback_item() -> impl Strategy<Value = (Value, Option<&'static str>)> {
             .expect("value")
         });
     let field = prop::sample::select(vec!["node", "latency_ms", "ok", "x_extra"]);
+    // Valid items are six in ten: a batch is accepted only when every item is, and
+    // at three in seven about an eighth of the batches were (23 of 256 once, under
+    // the tally's tenth); at six in ten about a fifth are.
     prop_oneof![
-        3 => valid.clone().prop_map(|v| (v, None)),
+        6 => valid.clone().prop_map(|v| (v, None)),
         3 => (valid.clone(), field.clone(), hostile_json()).prop_map(|(mut v, f, x)| {
             v[f] = x;
             (v, Some(f))
