@@ -152,7 +152,7 @@ impl Plb {
             let ramp = shaping.ramp(ready, now);
             // Only nodes out of slow start are gated, and only against each other: a
             // node warming up takes fewer requests and queues less, and its lower mean
-            // would set the bar by which its busier peers are judged.
+            // can set the bar by which its busier peers are judged.
             let mean = if use_mean && ramp >= 1.0 {
                 snap.live_at(i).mean_latency_since(ready)
             } else {
