@@ -169,8 +169,8 @@ pub struct PipelineVariant {
     pub slow_start_warm_after: Option<f64>,
     /// `slow_start_latency_exp`: latency's exponent for a node in slow start.
     pub slow_start_latency_exp: Option<f64>,
-    /// `scan_mean_gate`: a mean latency above this multiple of the pool's median mean
-    /// costs that multiple of the latency floor (`inf` = off).
+    /// `scan_mean_gate`: a mean latency above this multiple of the median mean of the
+    /// nodes out of slow start costs that multiple of the latency floor (`inf` = off).
     pub scan_mean_gate: Option<f64>,
     /// `slow_start_scouts`: requests in flight to a node in slow start before its
     /// first answer (0 = no limit).

@@ -38,16 +38,16 @@
 //!   sheds, so weights do not chase every wiggle of the forecast load (a weight
 //!   proportional to spare capacity has a high gain near saturation and oscillates when
 //!   forecasts lag);
-//! - *slow start* ramps linearly from 10 % to 100 % over 30 s after the node (re)entered
-//!   service, as Envoy's slow start does: the later of its view's `ready_since` (the
-//!   pipeline saw it join or return) and the first success after three failures in a row
-//!   (`NodeLive::back_since`: a restarted process, seen from the traffic alone, as PLB's
-//!   proxy sees it without agents). Until its first answer since then, a node in slow
-//!   start has at most `slow_start_scouts` (1) requests in flight: nothing yet says how
-//!   cold it is. In the full scan slow start lasts only while the
-//!   node is still cold (not heard from since it came back, or slower than 1.2 × the
-//!   pool's median latency): it then takes part in a share of the scans, its ramp
-//!   against the pool's highest (so nodes that all return at once compete by cost
+//! - *slow start* ramps linearly from 10 % to 100 % over 30 s after the node
+//!   (re)entered service, as Envoy's slow start does: the later of its view's
+//!   `ready_since` (the pipeline saw it join or return) and the first success after
+//!   three failures in a row (`NodeLive::back_since`: a restarted process, seen from
+//!   the traffic alone, as PLB's proxy sees it without agents). Until its first answer
+//!   since then, a node in slow start has at most `slow_start_scouts` (1) requests in
+//!   flight: nothing yet says how cold it is. In the full scan slow start lasts only
+//!   while the node is still cold (not heard from since it came back, or slower than
+//!   1.2 × the pool's median latency): it then takes part in a share of the scans, its
+//!   ramp against the pool's highest (so nodes that all return at once compete by cost
 //!   alone), and its weight there counts only `share^slow_start_cost_exp` (√share) of
 //!   its full weight, so a process still warming up takes requests when the warm nodes
 //!   are queued rather than whenever it is idle. Once it answers as fast as its peers
@@ -60,9 +60,10 @@
 //!
 //! In the full scan a node out of slow start whose mean latency is more than
 //! `scan_mean_gate` (1.5) times the median mean of the nodes out of slow start counts at
-//! least that multiple of the latency floor. Peak-EWMA follows each node's slowest recent answer, and a node
-//! that routing already avoids has few answers to be slow: at half speed it can show
-//! the peak of its busy peers and win whenever they all have a request in flight.
+//! least that multiple of the latency floor. Peak-EWMA follows each node's slowest
+//! recent answer, and a node that routing already avoids has few answers to be slow: at
+//! half speed it can show the peak of its busy peers and win whenever they all have a
+//! request in flight.
 //!
 //! A request then takes one of three paths:
 //! 1. **Recovery floor.** With probability `Σ floor × (1 − health) × fair share` over shed

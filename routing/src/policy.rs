@@ -178,22 +178,21 @@ pub struct PolicyConfig {
     /// with the health probe 0.73x against 0.91x. The simulator (20 repetitions)
     /// moves nothing else (`bench/RESULTS.md`, run L).
     pub slow_start_latency_exp: f64,
-    /// `plb` full scan: a node whose mean latency ([`crate::live::MeanEwma`], its
-    /// answers of the last few seconds) is more than this multiple of the median mean
-    /// of the scanned nodes out of slow start counts a latency of at least that
-    /// multiple of the latency floor (infinite: off; neither applied to a node in slow
-    /// start, which has its own rules, nor counted in the median). Peak-EWMA follows a node's slowest recent answer, and how slow that is
-    /// depends on how many answers there were: a node that routing already avoids
-    /// answers rarely, so its peak sits near its typical answer, while its busy peers'
-    /// peaks carry their outliers and their queueing. In leak then crash, a node at half
-    /// speed showed the same peak-EWMA as its peers and took a request whenever they
-    /// all had one in flight, a fifth of which broke the SLO. Its mean latency shows
-    /// the slowdown (at half speed, about twice its peers'); on identical nodes the
-    /// simulator saw no change. Simulator, one sidecar, 20 repetitions, mean
-    /// SLO-breaking against the gate off: heterogeneous -23 %, long stall -24 %, two
-    /// slow -12 %, stall -17 %, leak then crash -7 %, gradual -7 %, the rest within
-    /// their noise (identical nodes +0.1 a repetition, SE 0.2); live in
-    /// `bench/RESULTS.md`.
+    /// `plb` full scan: a node whose mean latency ([`crate::live::MeanEwma`], its answers
+    /// of the last few seconds) is more than this multiple of the median mean of the
+    /// scanned nodes out of slow start counts a latency of at least that multiple of the
+    /// latency floor (infinite: off; neither applied to a node in slow start, which has its
+    /// own rules, nor counted in the median). Peak-EWMA follows a node's slowest recent
+    /// answer, and how slow that is depends on how many answers there were: a node that
+    /// routing already avoids answers rarely, so its peak sits near its typical answer,
+    /// while its busy peers' peaks carry their outliers and their queueing. In leak then
+    /// crash, a node at half speed showed the same peak-EWMA as its peers and took a
+    /// request whenever they all had one in flight, a fifth of which broke the SLO. Its
+    /// mean latency shows the slowdown (at half speed, about twice its peers'); on
+    /// identical nodes the simulator saw no change. Simulator, one sidecar, 20 repetitions,
+    /// mean SLO-breaking against the gate off: heterogeneous -23 %, long stall -24 %, two
+    /// slow -12 %, stall -17 %, leak then crash -7 %, gradual -7 %, the rest within their
+    /// noise (identical nodes +0.1 a repetition, SE 0.2); live in `bench/RESULTS.md`.
     pub scan_mean_gate: f64,
     /// `plb` full scan: requests a node in slow start may have in flight before its
     /// first answer since it came back (0: no limit). Until it answers, nothing says
