@@ -172,9 +172,10 @@ async fn a_sample_stored_through_one_replica_reaches_the_other_replicas_engine()
             .and_then(|x| x.last_seen_ms)
     };
     let mut lags = Vec::new();
-    // Report 0 also waits for b's engine to learn the pool and the node (its first
-    // sample failed the one-second bound once in a suite run on two busy cores): 10 s
-    // for it, then 1 s for each of the five after.
+    // Report 0 can also wait for b's engine to assess the new node at all (once, in a
+    // suite run on two busy cores, b showed no sample for it a second after a took the
+    // first; the cause is read from that, not traced): 10 s for it, then 1 s for each
+    // of the five after.
     for k in 0..6 {
         let bound = Duration::from_secs(if k == 0 { 10 } else { 1 });
         let t = now_ms();
