@@ -53,6 +53,10 @@ pub struct LbArgs {
     /// Repetitions per cell (default 3, 2 with --quick).
     #[arg(long)]
     pub reps: Option<usize>,
+    /// The first repetition's number (0-based): `--first-rep 1 --reps 1` runs only the
+    /// second repetition of a full run, with its seed.
+    #[arg(long, default_value_t = 0)]
+    pub first_rep: usize,
     /// Independent balancer instances (sidecars) per policy.
     #[arg(long, default_value_t = 4)]
     pub sidecars: usize,
@@ -122,6 +126,7 @@ impl Default for LbArgs {
             nodes: Vec::new(),
             live_nodes: 16,
             reps: None,
+            first_rep: 0,
             sidecars: 4,
             json: None,
             quick: false,
@@ -233,7 +238,11 @@ pub async fn run(args: LbArgs) -> Result<Report, BenchError> {
         on: !args.no_progress,
         began: Instant::now(),
     };
-    for (si, def) in defs.iter().enumerate() {
+    let first = args.first_rep;
+    for def in &defs {
+        // Seeds follow the scenario's place in the whole table, not in the selection,
+        // so a focused run repeats a full run's repetitions.
+        let si = scenario::position(def);
         let rep_seed = |rep: usize| mix(args.seed, si as u64, rep as u64);
         if do_live {
             let sc = Arc::new(Scenario::with_shape(
@@ -243,8 +252,14 @@ pub async fn run(args: LbArgs) -> Result<Report, BenchError> {
                 scale,
                 args.shape,
             ));
-            for rep in 0..reps {
-                let label = format!("live {} {} rep {}/{}", sc.nodes, def.name, rep + 1, reps);
+            for rep in first..first + reps {
+                let label = format!(
+                    "live {} {} rep {}/{}",
+                    sc.nodes,
+                    def.name,
+                    rep + 1,
+                    first + reps
+                );
                 progress.line(&label);
                 let total = sc.duration();
                 let (stats, anchored) = live::run_rep_with(
@@ -288,8 +303,13 @@ pub async fn run(args: LbArgs) -> Result<Report, BenchError> {
                     .map(|&k| Contender::Policy(k))
                     .chain([Contender::Oracle])
                     .collect();
-                for rep in 0..reps {
-                    progress.line(&format!("sim {n} {} rep {}/{}", def.name, rep + 1, reps));
+                for rep in first..first + reps {
+                    progress.line(&format!(
+                        "sim {n} {} rep {}/{}",
+                        def.name,
+                        rep + 1,
+                        first + reps
+                    ));
                     let seed = rep_seed(rep);
                     let summaries =
                         run_sims(Arc::clone(&sc), &contenders, harness, seed, args.jobs).await?;

@@ -123,331 +123,163 @@ pub struct ProbeSample {
     pub service: Option<f64>,
 }
 
-/// Overrides of the shipped pipeline settings for one run (`--pipeline k=v,...`): how
-/// the settings the balancer ships with were settled in the simulator. Empty: the
-/// defaults, exactly as the balancer runs.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
-pub struct PipelineVariant {
-    /// `degrading_state`: whether `degrading` reaches the view.
-    pub degrading_state: Option<bool>,
-    /// `capacity_deadband`.
-    pub capacity_deadband: Option<f64>,
-    /// `refit_ms`, `keep_ms`, `ttl_ms`: capacity training schedule.
-    pub refit_ms: Option<i64>,
-    /// See `refit_ms`.
-    pub keep_ms: Option<i64>,
-    /// See `refit_ms`.
-    pub ttl_ms: Option<i64>,
-    /// `enter_after`, `leave_after`: `degrading` hysteresis.
-    pub enter_after: Option<u32>,
-    /// See `enter_after`.
-    pub leave_after: Option<u32>,
-    /// `recover_after`: passing assessments to leave `unhealthy`.
-    pub recover_after: Option<u32>,
-    /// `min_rel_scale`: profile scale floor relative to the median.
-    pub min_rel_scale: Option<f64>,
-    /// `warmup`: samples before a profile's band counts.
-    pub warmup: Option<u32>,
-    /// `max_features`: probe metrics offered to the capacity model (0 = load only).
-    pub max_features: Option<usize>,
-    /// `full_scan_max`: `plb` scans every node in pools up to this size.
-    pub full_scan_max: Option<usize>,
-    /// `scan_latency_exp`: latency's exponent in the full-scan cost.
-    pub scan_latency_exp: Option<f64>,
-    /// `scan_latency_floor`: the latency quantile below which latencies count as it.
-    pub scan_latency_floor: Option<f64>,
-    /// `scan_weight_floor`: the least weight fraction a shed node is costed at.
-    pub scan_weight_floor: Option<f64>,
-    /// `scan_busy_release`: unshed nodes' least in-flight at which shedding stops counting.
-    pub scan_busy_release: Option<f64>,
-    /// `scan_busy_release_within`: the latency (x the median) under which it applies.
-    pub scan_busy_release_within: Option<f64>,
-    /// `slow_start_cost_exp`: how far a node in slow start's weight counts its share.
-    pub slow_start_cost_exp: Option<f64>,
-    /// `slow_start_warm_after`: seconds back before a warm node in slow start takes
-    /// part in every scan (`inf`: never).
-    pub slow_start_warm_after: Option<f64>,
-    /// `slow_start_latency_exp`: latency's exponent for a node in slow start.
-    pub slow_start_latency_exp: Option<f64>,
-    /// `scan_mean_gate`: a mean latency above this multiple of the median mean of the
-    /// nodes out of slow start costs that multiple of the latency floor (`inf` = off).
-    pub scan_mean_gate: Option<f64>,
-    /// `slow_start_scouts`: requests in flight to a node in slow start before its
-    /// first answer (0 = no limit).
-    pub slow_start_scouts: Option<u64>,
-    /// `peer_min_nodes`: nodes needed for peer judgement (0 = off).
-    pub peer_min_nodes: Option<usize>,
-    /// `trust`: whether probe metrics earn trust (false = trusted in full).
-    pub trust: Option<bool>,
-    /// `trust_prior`: trust before evidence.
-    pub trust_prior: Option<f64>,
-    /// `trust_z`: standard errors below the measured correlation that trust counts.
-    pub trust_z: Option<f64>,
-    /// `capacity_shrink_rows`: shrinkage of capacity estimates toward the pool's.
-    pub capacity_shrink_rows: Option<f64>,
-    /// `peer_rel_floor`: the pool spread's floor relative to the median.
-    pub peer_rel_floor: Option<f64>,
-    /// `release`: how fast a routed degrade score may fall, per second (0 = off).
-    pub release: Option<f64>,
-    /// `release_fast`: the release of a node whose feedback latency is back with its
-    /// peers', per second.
-    pub release_fast: Option<f64>,
-    /// `release_fast_within`: how close to the pool's median level that is.
-    pub release_fast_within: Option<f64>,
-    /// `shed_budget`: most of the pool shed at once (1 = no limit).
-    pub shed_budget: Option<f64>,
-    /// `load_share_start`: a node's share of requests, against the median node's,
-    /// where the discount of its degrade score starts (inf = off).
-    pub load_share_start: Option<f64>,
-    /// `load_share_full`: where the discount is full.
-    pub load_share_full: Option<f64>,
-    /// `outlook`: whether feedback latency's outlook sheds nodes (false = off).
-    pub outlook: Option<bool>,
-    /// `outlook_start`: outlook, as a fraction of the SLO, where shedding starts.
-    pub outlook_start: Option<f64>,
-    /// `outlook_full`: outlook, as a fraction of the SLO, where shedding is full.
-    pub outlook_full: Option<f64>,
-    /// `outlook_horizon_ms`: how far ahead the outlook looks.
-    pub outlook_horizon_ms: Option<i64>,
-    /// `outlook_rel_start`: where the peer-relative outlook score starts.
-    pub outlook_rel_start: Option<f64>,
-    /// `outlook_rel_full`: where the peer-relative outlook score is full.
-    pub outlook_rel_full: Option<f64>,
-    /// `outlook_rel_z_start`: peer z-score where the relative score starts.
-    pub outlook_rel_z_start: Option<f64>,
-    /// `outlook_rel_z_full`: peer z-score where the relative score is full.
-    pub outlook_rel_z_full: Option<f64>,
-}
+/// Declares [`PipelineVariant`] from one line per knob: its field (named as on the
+/// command line), its type, and the setting of [`PipelineConfig`] or
+/// [`PolicyConfig`] it overrides, so that a knob's parsing and its application are
+/// written once.
+macro_rules! pipeline_variant {
+    ($( $(#[$doc:meta])* $name:ident: $ty:ty => $kind:ident $($path:ident).+, )*) => {
+        /// Overrides of the shipped pipeline settings for one run (`--pipeline k=v,...`):
+        /// how the settings the balancer ships with were settled in the simulator.
+        /// Empty: the defaults, exactly as the balancer runs.
+        #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+        pub struct PipelineVariant {
+            $( $(#[$doc])* pub $name: Option<$ty>, )*
+        }
 
-impl PipelineVariant {
-    /// Parses `k=v,k=v` (keys as the field names).
-    pub fn parse(text: &str) -> Result<Self, BenchError> {
-        let mut v = PipelineVariant::default();
-        for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-            let (k, val) = part
-                .split_once('=')
-                .ok_or_else(|| BenchError::Args(format!("--pipeline: `{part}` is not k=v")))?;
-            let bad = |e: &dyn std::fmt::Display| BenchError::Args(format!("--pipeline {k}: {e}"));
-            match k {
-                "degrading_state" => v.degrading_state = Some(val.parse().map_err(|e| bad(&e))?),
-                "capacity_deadband" => {
-                    v.capacity_deadband = Some(val.parse().map_err(|e| bad(&e))?)
+        impl PipelineVariant {
+            /// Parses `k=v,k=v` (keys as the field names).
+            pub fn parse(text: &str) -> Result<Self, BenchError> {
+                let mut v = PipelineVariant::default();
+                for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+                    let (k, val) = part.split_once('=').ok_or_else(|| {
+                        BenchError::Args(format!("--pipeline: `{part}` is not k=v"))
+                    })?;
+                    let bad = |e: &dyn std::fmt::Display| {
+                        BenchError::Args(format!("--pipeline {k}: {e}"))
+                    };
+                    match k {
+                        $( stringify!($name) => {
+                            v.$name = Some(val.parse().map_err(|e| bad(&e))?)
+                        } )*
+                        _ => {
+                            return Err(BenchError::Args(format!(
+                                "--pipeline: unknown setting `{k}`"
+                            )));
+                        }
+                    }
                 }
-                "refit_ms" => v.refit_ms = Some(val.parse().map_err(|e| bad(&e))?),
-                "keep_ms" => v.keep_ms = Some(val.parse().map_err(|e| bad(&e))?),
-                "ttl_ms" => v.ttl_ms = Some(val.parse().map_err(|e| bad(&e))?),
-                "enter_after" => v.enter_after = Some(val.parse().map_err(|e| bad(&e))?),
-                "leave_after" => v.leave_after = Some(val.parse().map_err(|e| bad(&e))?),
-                "recover_after" => v.recover_after = Some(val.parse().map_err(|e| bad(&e))?),
-                "min_rel_scale" => v.min_rel_scale = Some(val.parse().map_err(|e| bad(&e))?),
-                "warmup" => v.warmup = Some(val.parse().map_err(|e| bad(&e))?),
-                "max_features" => v.max_features = Some(val.parse().map_err(|e| bad(&e))?),
-                "full_scan_max" => v.full_scan_max = Some(val.parse().map_err(|e| bad(&e))?),
-                "scan_latency_exp" => v.scan_latency_exp = Some(val.parse().map_err(|e| bad(&e))?),
-                "scan_latency_floor" => {
-                    v.scan_latency_floor = Some(val.parse().map_err(|e| bad(&e))?)
-                }
-                "scan_weight_floor" => {
-                    v.scan_weight_floor = Some(val.parse().map_err(|e| bad(&e))?)
-                }
-                "scan_busy_release" => {
-                    v.scan_busy_release = Some(val.parse().map_err(|e| bad(&e))?)
-                }
-                "scan_busy_release_within" => {
-                    v.scan_busy_release_within = Some(val.parse().map_err(|e| bad(&e))?)
-                }
-                "slow_start_warm_after" => {
-                    v.slow_start_warm_after = Some(val.parse().map_err(|e| bad(&e))?)
-                }
-                "scan_mean_gate" => v.scan_mean_gate = Some(val.parse().map_err(|e| bad(&e))?),
-                "slow_start_scouts" => {
-                    v.slow_start_scouts = Some(val.parse().map_err(|e| bad(&e))?)
-                }
-                "slow_start_latency_exp" => {
-                    v.slow_start_latency_exp = Some(val.parse().map_err(|e| bad(&e))?)
-                }
-                "slow_start_cost_exp" => {
-                    v.slow_start_cost_exp = Some(val.parse().map_err(|e| bad(&e))?)
-                }
-                "peer_min_nodes" => v.peer_min_nodes = Some(val.parse().map_err(|e| bad(&e))?),
-                "trust" => v.trust = Some(val.parse().map_err(|e| bad(&e))?),
-                "trust_prior" => v.trust_prior = Some(val.parse().map_err(|e| bad(&e))?),
-                "trust_z" => v.trust_z = Some(val.parse().map_err(|e| bad(&e))?),
-                "capacity_shrink_rows" => {
-                    v.capacity_shrink_rows = Some(val.parse().map_err(|e| bad(&e))?)
-                }
-                "peer_rel_floor" => v.peer_rel_floor = Some(val.parse().map_err(|e| bad(&e))?),
-                "release" => v.release = Some(val.parse().map_err(|e| bad(&e))?),
-                "release_fast" => v.release_fast = Some(val.parse().map_err(|e| bad(&e))?),
-                "release_fast_within" => {
-                    v.release_fast_within = Some(val.parse().map_err(|e| bad(&e))?)
-                }
-                "shed_budget" => v.shed_budget = Some(val.parse().map_err(|e| bad(&e))?),
-                "load_share_start" => v.load_share_start = Some(val.parse().map_err(|e| bad(&e))?),
-                "load_share_full" => v.load_share_full = Some(val.parse().map_err(|e| bad(&e))?),
-                "outlook" => v.outlook = Some(val.parse().map_err(|e| bad(&e))?),
-                "outlook_start" => v.outlook_start = Some(val.parse().map_err(|e| bad(&e))?),
-                "outlook_full" => v.outlook_full = Some(val.parse().map_err(|e| bad(&e))?),
-                "outlook_rel_start" => {
-                    v.outlook_rel_start = Some(val.parse().map_err(|e| bad(&e))?)
-                }
-                "outlook_rel_full" => v.outlook_rel_full = Some(val.parse().map_err(|e| bad(&e))?),
-                "outlook_rel_z_start" => {
-                    v.outlook_rel_z_start = Some(val.parse().map_err(|e| bad(&e))?)
-                }
-                "outlook_rel_z_full" => {
-                    v.outlook_rel_z_full = Some(val.parse().map_err(|e| bad(&e))?)
-                }
-                "outlook_horizon_ms" => {
-                    v.outlook_horizon_ms = Some(val.parse().map_err(|e| bad(&e))?)
-                }
-                _ => {
-                    return Err(BenchError::Args(format!(
-                        "--pipeline: unknown setting `{k}`"
-                    )));
-                }
+                Ok(v)
+            }
+
+            /// The shipped settings with these overrides.
+            pub fn config(&self) -> PipelineConfig {
+                let mut c = PipelineConfig::default();
+                $( pipeline_variant!(@set pipeline $kind c self.$name, $($path).+); )*
+                c
+            }
+
+            /// The shipped routing settings with these overrides.
+            pub fn policy_config(&self) -> PolicyConfig {
+                let mut c = PolicyConfig::default();
+                $( pipeline_variant!(@set policy $kind c self.$name, $($path).+); )*
+                c
             }
         }
-        Ok(v)
-    }
+    };
+    (@set pipeline pipeline $c:ident $v:expr, $($path:ident).+) => {
+        if let Some(x) = $v {
+            $c.$($path).+ = x;
+        }
+    };
+    (@set policy policy $c:ident $v:expr, $($path:ident).+) => {
+        if let Some(x) = $v {
+            $c.$($path).+ = x;
+        }
+    };
+    (@set $want:ident $kind:ident $($rest:tt)*) => {};
+}
 
-    /// The shipped settings with these overrides.
-    pub fn config(&self) -> PipelineConfig {
-        let mut c = PipelineConfig::default();
-        if let Some(x) = self.degrading_state {
-            c.views.degrading_state = x;
-        }
-        if let Some(x) = self.capacity_deadband {
-            c.views.capacity_deadband = x;
-        }
-        if let Some(x) = self.refit_ms {
-            c.training.refit_every_ms = x;
-        }
-        if let Some(x) = self.keep_ms {
-            c.training.keep_ms = x;
-        }
-        if let Some(x) = self.ttl_ms {
-            c.training.ttl_ms = x;
-        }
-        if let Some(x) = self.enter_after {
-            c.node.state.enter_after = x;
-        }
-        if let Some(x) = self.leave_after {
-            c.node.state.leave_after = x;
-        }
-        if let Some(x) = self.recover_after {
-            c.node.state.recover_after = x;
-        }
-        if let Some(x) = self.min_rel_scale {
-            c.node.profile.min_rel_scale = x;
-        }
-        if let Some(x) = self.warmup {
-            c.node.profile.warmup = x;
-        }
-        if let Some(x) = self.max_features {
-            c.training.max_features = x;
-        }
-        if let Some(x) = self.peer_min_nodes {
-            c.views.peer_min_nodes = x;
-        }
-        if let Some(x) = self.trust {
-            c.trust.enabled = x;
-        }
-        if let Some(x) = self.trust_z {
-            c.trust.confidence_z = x;
-        }
-        if let Some(x) = self.trust_prior {
-            c.trust.prior = x;
-        }
-        if let Some(x) = self.capacity_shrink_rows {
-            c.views.capacity_shrink_rows = x;
-        }
-        if let Some(x) = self.peer_rel_floor {
-            c.views.peer_rel_floor = x;
-        }
-        if let Some(x) = self.release {
-            c.views.score_release_per_s = x;
-        }
-        if let Some(x) = self.release_fast {
-            c.views.score_release_fast_per_s = x;
-        }
-        if let Some(x) = self.release_fast_within {
-            c.views.release_fast_within = x;
-        }
-        if let Some(x) = self.shed_budget {
-            c.views.shed_budget = x;
-        }
-        if let Some(x) = self.load_share_start {
-            c.views.load_share_start = x;
-        }
-        if let Some(x) = self.load_share_full {
-            c.views.load_share_full = x;
-        }
-        if let Some(x) = self.outlook {
-            c.outlook.enabled = x;
-        }
-        if let Some(x) = self.outlook_start {
-            c.outlook.start = x;
-        }
-        if let Some(x) = self.outlook_full {
-            c.outlook.full = x;
-        }
-        if let Some(x) = self.outlook_rel_start {
-            c.outlook.rel_start = x;
-        }
-        if let Some(x) = self.outlook_rel_full {
-            c.outlook.rel_full = x;
-        }
-        if let Some(x) = self.outlook_rel_z_start {
-            c.outlook.rel_z_start = x;
-        }
-        if let Some(x) = self.outlook_rel_z_full {
-            c.outlook.rel_z_full = x;
-        }
-        if let Some(x) = self.outlook_horizon_ms {
-            c.outlook.horizon_ms = x;
-        }
-        c
-    }
-
-    /// The shipped routing settings with these overrides.
-    pub fn policy_config(&self) -> PolicyConfig {
-        let mut c = PolicyConfig::default();
-        if let Some(x) = self.full_scan_max {
-            c.full_scan_max = x;
-        }
-        if let Some(x) = self.scan_latency_exp {
-            c.scan_latency_exp = x;
-        }
-        if let Some(x) = self.scan_latency_floor {
-            c.scan_latency_floor = x;
-        }
-        if let Some(x) = self.scan_weight_floor {
-            c.scan_weight_floor = x;
-        }
-        if let Some(x) = self.scan_busy_release {
-            c.scan_busy_release = x;
-        }
-        if let Some(x) = self.scan_busy_release_within {
-            c.scan_busy_release_within = x;
-        }
-        if let Some(x) = self.slow_start_cost_exp {
-            c.slow_start_cost_exp = x;
-        }
-        if let Some(x) = self.scan_mean_gate {
-            c.scan_mean_gate = x;
-        }
-        if let Some(x) = self.slow_start_scouts {
-            c.slow_start_scouts = x;
-        }
-        if let Some(x) = self.slow_start_latency_exp {
-            c.slow_start_latency_exp = x;
-        }
-        if let Some(x) = self.slow_start_warm_after {
-            c.slow_start_warm_after = x;
-        }
-        c
-    }
+pipeline_variant! {
+    /// `degrading_state`: whether `degrading` reaches the view.
+    degrading_state: bool => pipeline views.degrading_state,
+    /// `capacity_deadband`.
+    capacity_deadband: f64 => pipeline views.capacity_deadband,
+    /// `refit_ms`, `keep_ms`, `ttl_ms`: capacity training schedule.
+    refit_ms: i64 => pipeline training.refit_every_ms,
+    /// See `refit_ms`.
+    keep_ms: i64 => pipeline training.keep_ms,
+    /// See `refit_ms`.
+    ttl_ms: i64 => pipeline training.ttl_ms,
+    /// `enter_after`, `leave_after`: `degrading` hysteresis.
+    enter_after: u32 => pipeline node.state.enter_after,
+    /// See `enter_after`.
+    leave_after: u32 => pipeline node.state.leave_after,
+    /// `recover_after`: passing assessments to leave `unhealthy`.
+    recover_after: u32 => pipeline node.state.recover_after,
+    /// `min_rel_scale`: profile scale floor relative to the median.
+    min_rel_scale: f64 => pipeline node.profile.min_rel_scale,
+    /// `warmup`: samples before a profile's band counts.
+    warmup: u32 => pipeline node.profile.warmup,
+    /// `max_features`: probe metrics offered to the capacity model (0 = load only).
+    max_features: usize => pipeline training.max_features,
+    /// `full_scan_max`: `plb` scans every node in pools up to this size.
+    full_scan_max: usize => policy full_scan_max,
+    /// `scan_latency_exp`: latency's exponent in the full-scan cost.
+    scan_latency_exp: f64 => policy scan_latency_exp,
+    /// `scan_latency_floor`: the latency quantile below which latencies count as it.
+    scan_latency_floor: f64 => policy scan_latency_floor,
+    /// `scan_weight_floor`: the least weight fraction a shed node is costed at.
+    scan_weight_floor: f64 => policy scan_weight_floor,
+    /// `scan_busy_release`: unshed nodes' least in-flight at which shedding stops counting.
+    scan_busy_release: f64 => policy scan_busy_release,
+    /// `scan_busy_release_within`: the latency (x the median) under which it applies.
+    scan_busy_release_within: f64 => policy scan_busy_release_within,
+    /// `slow_start_cost_exp`: how far a node in slow start's weight counts its share.
+    slow_start_cost_exp: f64 => policy slow_start_cost_exp,
+    /// `slow_start_warm_after`: seconds back before a warm node in slow start takes
+    /// part in every scan (`inf`: never).
+    slow_start_warm_after: f64 => policy slow_start_warm_after,
+    /// `slow_start_latency_exp`: latency's exponent for a node in slow start.
+    slow_start_latency_exp: f64 => policy slow_start_latency_exp,
+    /// `scan_mean_gate`: a mean latency above this multiple of the median mean of the
+    /// nodes out of slow start costs that multiple of the latency floor (`inf` = off).
+    scan_mean_gate: f64 => policy scan_mean_gate,
+    /// `slow_start_scouts`: requests in flight to a node in slow start before its
+    /// first answer (0 = no limit).
+    slow_start_scouts: u64 => policy slow_start_scouts,
+    /// `peer_min_nodes`: nodes needed for peer judgement (0 = off).
+    peer_min_nodes: usize => pipeline views.peer_min_nodes,
+    /// `trust`: whether probe metrics earn trust (false = trusted in full).
+    trust: bool => pipeline trust.enabled,
+    /// `trust_prior`: trust before evidence.
+    trust_prior: f64 => pipeline trust.prior,
+    /// `trust_z`: standard errors below the measured correlation that trust counts.
+    trust_z: f64 => pipeline trust.confidence_z,
+    /// `capacity_shrink_rows`: shrinkage of capacity estimates toward the pool's.
+    capacity_shrink_rows: f64 => pipeline views.capacity_shrink_rows,
+    /// `peer_rel_floor`: the pool spread's floor relative to the median.
+    peer_rel_floor: f64 => pipeline views.peer_rel_floor,
+    /// `release`: how fast a routed degrade score may fall, per second (0 = off).
+    release: f64 => pipeline views.score_release_per_s,
+    /// `release_fast`: the release of a node whose feedback latency is back with its
+    /// peers', per second.
+    release_fast: f64 => pipeline views.score_release_fast_per_s,
+    /// `release_fast_within`: how close to the pool's median level that is.
+    release_fast_within: f64 => pipeline views.release_fast_within,
+    /// `shed_budget`: most of the pool shed at once (1 = no limit).
+    shed_budget: f64 => pipeline views.shed_budget,
+    /// `load_share_start`: a node's share of requests, against the median node's,
+    /// where the discount of its degrade score starts (inf = off).
+    load_share_start: f64 => pipeline views.load_share_start,
+    /// `load_share_full`: where the discount is full.
+    load_share_full: f64 => pipeline views.load_share_full,
+    /// `outlook`: whether feedback latency's outlook sheds nodes (false = off).
+    outlook: bool => pipeline outlook.enabled,
+    /// `outlook_start`: outlook, as a fraction of the SLO, where shedding starts.
+    outlook_start: f64 => pipeline outlook.start,
+    /// `outlook_full`: outlook, as a fraction of the SLO, where shedding is full.
+    outlook_full: f64 => pipeline outlook.full,
+    /// `outlook_horizon_ms`: how far ahead the outlook looks.
+    outlook_horizon_ms: i64 => pipeline outlook.horizon_ms,
+    /// `outlook_rel_start`: where the peer-relative outlook score starts.
+    outlook_rel_start: f64 => pipeline outlook.rel_start,
+    /// `outlook_rel_full`: where the peer-relative outlook score is full.
+    outlook_rel_full: f64 => pipeline outlook.rel_full,
+    /// `outlook_rel_z_start`: peer z-score where the relative score starts.
+    outlook_rel_z_start: f64 => pipeline outlook.rel_z_start,
+    /// `outlook_rel_z_full`: peer z-score where the relative score is full.
+    outlook_rel_z_full: f64 => pipeline outlook.rel_z_full,
 }
 
 /// The probe the harness reports its samples under.
@@ -689,6 +521,43 @@ mod tests {
     use rand::rngs::SmallRng;
 
     use super::*;
+
+    #[test]
+    fn a_pipeline_variant_sets_the_knobs_it_names_and_nothing_else() {
+        let empty = PipelineVariant::parse("").expect("empty");
+        assert_eq!(empty.config(), PipelineConfig::default());
+        assert_eq!(empty.policy_config(), PolicyConfig::default());
+        let v = PipelineVariant::parse(
+            "scan_mean_gate=2.5, trust=false,refit_ms=5000,slow_start_scouts=3,outlook_rel_z_full=7",
+        )
+        .expect("valid");
+        let (c, p) = (v.config(), v.policy_config());
+        assert_eq!(p.scan_mean_gate, 2.5);
+        assert_eq!(p.slow_start_scouts, 3);
+        assert!(!c.trust.enabled);
+        assert_eq!(c.training.refit_every_ms, 5000);
+        assert_eq!(c.outlook.rel_z_full, 7.0);
+        let mut expected = PipelineConfig::default();
+        expected.trust.enabled = false;
+        expected.training.refit_every_ms = 5000;
+        expected.outlook.rel_z_full = 7.0;
+        assert_eq!(c, expected, "only the named pipeline settings move");
+        let expected = PolicyConfig {
+            scan_mean_gate: 2.5,
+            slow_start_scouts: 3,
+            ..PolicyConfig::default()
+        };
+        assert_eq!(p, expected, "only the named routing settings move");
+        for (text, says) in [
+            ("nonsense=1", "unknown setting `nonsense`"),
+            ("trust=maybe", "--pipeline trust:"),
+            ("slow_start_scouts=-1", "--pipeline slow_start_scouts:"),
+            ("scan_mean_gate", "is not k=v"),
+        ] {
+            let err = PipelineVariant::parse(text).expect_err(text).to_string();
+            assert!(err.contains(says), "{text}: {err}");
+        }
+    }
 
     fn ids(n: usize) -> Vec<(String, String)> {
         (0..n)

@@ -303,6 +303,14 @@ pub const SCENARIOS: [ScenarioDef; 14] = [
     },
 ];
 
+/// `def`'s place in [`SCENARIOS`] (its repetitions' seeds derive from it).
+pub fn position(def: &ScenarioDef) -> usize {
+    SCENARIOS
+        .iter()
+        .position(|d| d.name == def.name)
+        .unwrap_or(SCENARIOS.len())
+}
+
 /// The scenarios named by `name` (`all` for every one).
 pub fn select(name: &str) -> Result<Vec<&'static ScenarioDef>, BenchError> {
     if name == "all" {
@@ -834,6 +842,16 @@ mod tests {
         assert!(j.condition(0, 13.0).present && j.condition(0, 13.0).speed < 0.5);
         assert_eq!(j.fair_share(0, 5.0), 0.0);
         assert!((j.fair_share(1, 5.0) - 1.0 / 15.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn a_scenario_s_position_is_its_place_in_the_table() {
+        for (i, def) in SCENARIOS.iter().enumerate() {
+            assert_eq!(position(def), i, "{}", def.name);
+        }
+        let picked = select("two-slow,homogeneous").expect("known");
+        assert_eq!(position(picked[0]), SCENARIOS.len() - 1);
+        assert_eq!(position(picked[1]), 0);
     }
 
     #[test]
