@@ -308,8 +308,8 @@ pub struct NodeLive {
     error_rate: ErrorRate,
     /// Failed outcomes since the last success.
     fail_streak: AtomicU32,
-    /// When (`now`, as `f64` bits; [`EMPTY`] for never) it last succeeded after
-    /// [`OUT_AFTER_FAILURES`] failures in a row.
+    /// When (`now`, as `f64` bits; [`EMPTY`] for never) it last returned to service
+    /// ([`NodeLive::back_since`]).
     back_at: AtomicU64,
     /// Whether its last outcome was a failure to connect (nothing listening, or no
     /// route): any answer clears it.
@@ -391,17 +391,17 @@ impl NodeLive {
 
     /// A connection check found an [unreachable](Self::is_unreachable) node listening
     /// again at `now`: its refusals are forgiven (error rate back to zero), so it is
-    /// tried at once instead of after its error rate has decayed; after
-    /// [`OUT_AFTER_FAILURES`] or more of them it also returns to service (slow start
-    /// begins, the latency it showed before is forgotten). No effect on a node that is
-    /// not unreachable: one that answers with errors keeps its error rate.
+    /// tried at once instead of after its error rate has decayed, and it returns to
+    /// service (slow start begins, the latency it showed before is forgotten): a
+    /// refused connection means nothing listened, so the process that listens now is
+    /// a new one, however few requests its absence refused. No effect on a node that
+    /// is not unreachable: one that answers with errors keeps its error rate.
     pub fn reachable(&self, now: f64) {
         if !now.is_finite() || !self.unreachable.swap(false, Ordering::Relaxed) {
             return;
         }
-        if self.fail_streak.swap(0, Ordering::Relaxed) >= OUT_AFTER_FAILURES {
-            self.back_at.store(now.to_bits(), Ordering::Relaxed);
-        }
+        self.fail_streak.store(0, Ordering::Relaxed);
+        self.back_at.store(now.to_bits(), Ordering::Relaxed);
         self.error_rate.reset();
     }
 
@@ -428,7 +428,7 @@ impl NodeLive {
         }
         if ok {
             let streak = self.fail_streak.swap(0, Ordering::Relaxed);
-            if streak >= OUT_AFTER_FAILURES && now.is_finite() {
+            if (streak >= OUT_AFTER_FAILURES || was_unreachable) && now.is_finite() {
                 self.back_at.store(now.to_bits(), Ordering::Relaxed);
                 if was_unreachable {
                     // Back from being unreachable: its refusals are forgiven.
@@ -446,8 +446,9 @@ impl NodeLive {
         }
     }
 
-    /// When the node last answered after [`OUT_AFTER_FAILURES`] failures in a row (a
-    /// return to service seen from the traffic alone), if ever.
+    /// When the node last returned to service, if ever: it answered after
+    /// [`OUT_AFTER_FAILURES`] failures in a row, or after refusing a connection, or a
+    /// connection check found it listening again after a refusal.
     pub fn back_since(&self) -> Option<f64> {
         match self.back_at.load(Ordering::Relaxed) {
             EMPTY => None,
@@ -763,14 +764,16 @@ mod tests {
     fn a_node_refusing_connections_is_unreachable_until_a_check_or_an_answer() {
         let n = NodeLive::new(&LiveConfig::default());
         n.observe(0.02, true, 0.0);
-        // One refusal is enough to check; the check forgives it without a slow start.
+        // One refusal is enough to check, and to start afresh once the check finds
+        // the node listening: whatever listens now is a new process.
         n.begin(0.0);
         n.end_unreachable(0.5);
         assert!(n.is_unreachable());
         n.reachable(0.6);
         assert!(!n.is_unreachable());
         assert_eq!(n.error_rate(0.6), 0.0);
-        assert_eq!(n.back_since(), None);
+        assert_eq!(n.back_since(), Some(0.6));
+        assert_eq!(n.latency_since(0.6, n.back_since()), None);
         for t in 0..OUT_AFTER_FAILURES {
             n.begin(0.0);
             n.end_unreachable(1.0 + f64::from(t));

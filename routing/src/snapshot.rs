@@ -91,7 +91,8 @@ pub struct Shaping {
     pub degrade_floor: f64,
     /// The degrade score assumed for a `degrading` node whose score is lower.
     pub degrading_min_score: f64,
-    /// Weight factor of an `unknown` node (no fresh samples).
+    /// Weight factor of an `unknown` node (no fresh samples), while some node of the
+    /// pool is not `unknown` (1 when none is: a pool without probes).
     pub unknown_factor: f64,
     /// Forecast headroom fraction below which the weight starts to fall (smoothly, to
     /// `degrade_floor` at zero headroom).
@@ -317,6 +318,13 @@ impl Snapshot {
             caps[caps.len() / 2]
         };
 
+        // `unknown` halves a node's weight against the nodes that report. With no node
+        // reporting (a pool without probes, routed on feedback alone; or every agent
+        // gone at once), the factor would weigh every node alike and do only harm: each
+        // node would count as half shed, so the recovery floor would send a share of
+        // the requests to nodes drawn at random whatever their load, and no node would
+        // count as unshed for `scan_busy_release`.
+        let any_reporting = nodes.iter().any(|n| n.state != NodeState::Unknown);
         let derived: Vec<Derived> = nodes
             .iter()
             .map(|n| {
@@ -332,7 +340,7 @@ impl Snapshot {
                 } else {
                     n.degrade_score
                 };
-                let unknown = if n.state == NodeState::Unknown {
+                let unknown = if n.state == NodeState::Unknown && any_reporting {
                     shaping.unknown_factor.clamp(0.01, 1.0)
                 } else {
                     1.0
@@ -607,6 +615,34 @@ mod tests {
             (None, None, 0.0, 0.0)
         );
         assert!(s.eligible().is_empty(), "weight 0 drains");
+    }
+
+    #[test]
+    fn unknown_halves_a_node_only_against_nodes_that_report() {
+        let live = LiveSet::default();
+        let unknown = |id: &str| {
+            let mut n = NodeView::new(id, "x:1");
+            n.state = NodeState::Unknown;
+            n
+        };
+        // A pool without probes: every node `unknown`, every node at full health, and
+        // no request drawn at random by the recovery floor.
+        let none_report = vec![unknown("a"), unknown("b"), unknown("c")];
+        let s = Snapshot::new(none_report, &live, Shaping::default(), 0.0).expect("builds");
+        for i in 0..3 {
+            assert_eq!(s.derived(i).health, 1.0, "node {i}");
+            assert_eq!(s.weight_at(i, 0.0), 1.0, "node {i}");
+        }
+        assert_eq!(s.floor_total(), 0.0);
+        // One node reports: the silent ones weigh half, and the floor looks at them.
+        let mut one_reports = vec![unknown("a"), unknown("b"), NodeView::new("c", "x:3")];
+        one_reports[2].state = NodeState::Healthy;
+        let s = Snapshot::new(one_reports, &live, Shaping::default(), 0.0).expect("builds");
+        let half = Shaping::default().unknown_factor;
+        assert_eq!(s.derived(0).health, half);
+        assert_eq!(s.derived(1).health, half);
+        assert_eq!(s.derived(2).health, 1.0);
+        assert!(s.floor_total() > 0.0);
     }
 
     #[test]
