@@ -40,9 +40,13 @@
 //!   forecasts lag);
 //! - *slow start* ramps linearly from 10 % to 100 % over 30 s after the node
 //!   (re)entered service, as Envoy's slow start does: the later of its view's
-//!   `ready_since` (the pipeline saw it join or return) and the first success after
-//!   three failures in a row (`NodeLive::back_since`: a restarted process, seen from
-//!   the traffic alone, as PLB's proxy sees it without agents). Until its first answer
+//!   `ready_since` (the pipeline saw it join or return) and its return seen from the
+//!   traffic (`NodeLive::back_since`: the first success after three failures in a
+//!   row, or after a refused connection, or a connection check that finds a refusing
+//!   node listening again: a restarted process, as PLB's proxy sees it without
+//!   agents). A node `unknown` to the pipeline (no fresh probe samples) weighs half
+//!   while some node of its pool reports, and in full when none does (a pool without
+//!   probes). Until its first answer
 //!   since then, a node in slow start has at most `slow_start_scouts` (1) requests in
 //!   flight: nothing yet says how cold it is. In the full scan slow start lasts only
 //!   while the node is still cold (not heard from since it came back, or slower than

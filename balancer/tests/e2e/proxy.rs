@@ -233,6 +233,65 @@ impl Setup {
             .expect("register");
     }
 
+    /// Registers `node` with an agent that reports a node-sampler sample for it every
+    /// 200 ms until the returned task is aborted: the node is `healthy`, and a node
+    /// beside it that reports nothing is `unknown`, routed at half weight and tried a
+    /// few times a second by the recovery floor.
+    async fn register_reporting(
+        &self,
+        node: &str,
+        addr: SocketAddr,
+    ) -> tokio::task::JoinHandle<()> {
+        let agent = self.bal.agent(&self.client, &[POOL]).await;
+        agent
+            .register(&register(node, &addr.to_string(), &[POOL]))
+            .await
+            .expect("register");
+        let node = node.to_owned();
+        tokio::spawn(async move {
+            loop {
+                let samples = vec![common::sample(
+                    POOL,
+                    plb_api::NODE_SAMPLER_PROBE,
+                    0,
+                    plb_testkit::now_ms(),
+                )];
+                let _ = agent.report(&common::batch(&node, samples)).await;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        })
+    }
+
+    /// Waits until `reporting` is assessed `healthy` and `silent` has no assessment or
+    /// an `unknown` one.
+    async fn wait_healthy_beside_unknown(&self, reporting: &str, silent: &str) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let view = self.client.pool_nodes(POOL).await.expect("nodes view");
+            let state = |id: &str| {
+                view.nodes
+                    .iter()
+                    .find(|n| n.node == id)
+                    .and_then(|n| n.assessment.as_ref())
+                    .map(|a| a.state)
+            };
+            if state(reporting) == Some(plb_api::NodeState::Healthy)
+                && matches!(state(silent), None | Some(plb_api::NodeState::Unknown))
+            {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{reporting} not healthy beside an unknown {silent} after 10 s: {:?}",
+                view.nodes
+                    .iter()
+                    .map(|n| (&n.node, n.assessment.as_ref().map(|a| a.state)))
+                    .collect::<Vec<_>>()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Waits until the engine knows `n` nodes of the pool (its topology refresh runs every
     /// tick).
     async fn wait_for_nodes(&self, n: usize) {
@@ -482,10 +541,16 @@ async fn a_backend_killed_mid_test_fails_no_idempotent_request() {
 async fn a_post_to_a_dead_node_goes_elsewhere_unless_it_streams_and_feedback_is_recorded() {
     let s = setup().await;
     let live = Backend::start("live").await;
-    s.register("node-live", live.addr).await;
+    // The live node reports samples and the dead one nothing: an `unknown` node beside
+    // one that reports keeps the recovery floor's share of the decisions, so traffic
+    // tries it a few times a second. (In a pool where no node reports, a node that
+    // refused is left to the connection checks.)
+    let reporter = s.register_reporting("node-live", live.addr).await;
     // A free port: nothing listens there.
     s.register("node-dead", free_addr()).await;
     s.wait_for_nodes(2).await;
+    s.wait_healthy_beside_unknown("node-live", "node-dead")
+        .await;
 
     // Small POSTs (buffered by the proxy: nothing was sent when the connection was
     // refused, so they go to the live node) and POSTs larger than the retry buffer
@@ -562,6 +627,7 @@ async fn a_post_to_a_dead_node_goes_elsewhere_unless_it_streams_and_feedback_is_
     // The same pool answers every GET: a connection refused is retried on the live node.
     let served = get_until(&s, 40, |_| false).await;
     assert_eq!(served, BTreeMap::from([("live".to_owned(), 40)]));
+    reporter.abort();
     s.bal.running.stop().await.expect("stop");
 }
 
@@ -571,9 +637,13 @@ async fn a_503_is_retried_on_another_node_within_the_retry_budget() {
     let live = Backend::start("live").await;
     let down = Backend::start("down").await;
     down.seen.unavailable.store(true, Ordering::Relaxed);
-    s.register("node-live", live.addr).await;
+    // As above: the live node reports, the down node nothing, so the recovery floor
+    // tries the down node a few times a second.
+    let reporter = s.register_reporting("node-live", live.addr).await;
     s.register("node-down", down.addr).await;
     s.wait_for_nodes(2).await;
+    s.wait_healthy_beside_unknown("node-live", "node-down")
+        .await;
 
     // Every GET is answered 200 by the live node, the down node's 503s retried there
     // (its error rate makes it costly; it is explored a few times a second).
@@ -627,6 +697,7 @@ async fn a_503_is_retried_on_another_node_within_the_retry_budget() {
         attempts > SENT && attempts as f64 <= SENT as f64 + budget,
         "{attempts} attempts for {SENT} requests (budget {budget})"
     );
+    reporter.abort();
     s.bal.running.stop().await.expect("stop");
 }
 
