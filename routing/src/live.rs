@@ -803,6 +803,23 @@ mod tests {
     }
 
     #[test]
+    fn an_answer_after_one_refusal_returns_the_node() {
+        let n = NodeLive::new(&LiveConfig::default());
+        n.observe(0.02, true, 0.0);
+        n.begin(1.0);
+        n.end_unreachable(1.0);
+        assert!(n.is_unreachable());
+        assert_eq!(n.back_since(), None);
+        // Answered without a connection check in between: a new process all the same.
+        n.observe(0.03, true, 2.0);
+        assert!(!n.is_unreachable());
+        assert_eq!(n.back_since(), Some(2.0));
+        // An answer after an answer (no refusal between) changes nothing.
+        n.observe(0.03, true, 3.0);
+        assert_eq!(n.back_since(), Some(2.0));
+    }
+
+    #[test]
     fn an_answer_after_refusals_returns_the_node_and_forgives_them() {
         let n = NodeLive::new(&LiveConfig::default());
         for t in 0..OUT_AFTER_FAILURES + 3 {
