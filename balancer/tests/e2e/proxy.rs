@@ -520,6 +520,17 @@ async fn a_backend_killed_mid_test_fails_no_idempotent_request() {
     assert!(before_kill > 0, "b served before it died");
     assert!(served["a"] > 0 && served["c"] > 0, "{served:?}");
 
+    // No node reports probe samples here, so nothing but its cost sends traffic to the
+    // dead node: it is tried again once its latency estimate has decayed below its
+    // peers'. GETs (retried elsewhere when refused, so none fails) until one has met
+    // it; the deadline only bounds a failure.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while s.routing().await["node-b"].errors == 0 && tokio::time::Instant::now() < deadline {
+        for _ in 0..20 {
+            let (status, body) = send(&s, reqwest::Method::GET, "/name").await;
+            assert_eq!(status, 200, "{body}");
+        }
+    }
     // The failed attempts on the dead node were reported as feedback.
     let routing = s.routing().await;
     let dead = &routing["node-b"];
