@@ -233,6 +233,7 @@ pub async fn run(args: LbArgs) -> Result<Report, BenchError> {
     };
     let mut report = Report::new(args.seed, scale, reps, harness);
     report.shape = args.shape;
+    report.first_rep = args.first_rep;
     report.proxy_policy = args.proxy_policy;
     let progress = Progress {
         on: !args.no_progress,

@@ -153,6 +153,9 @@ pub struct Cell {
     pub contender: &'static str,
     /// Whether it is a baseline.
     pub baseline: bool,
+    /// Whether the scenario overloads the pool for every contender (bursts), so its
+    /// counts are left out of [`Report::totals`].
+    pub overload: bool,
     /// Each repetition, in order.
     pub runs: Vec<RunSummary>,
     /// Median over repetitions.
@@ -238,6 +241,9 @@ pub struct Report {
     pub scale: f64,
     /// Repetitions per cell.
     pub reps: usize,
+    /// The first repetition's number (`--first-rep`; 0 in a full run): repetition
+    /// `first_rep + i` of a scenario has the seed that repetition has in a full run.
+    pub first_rep: usize,
     /// Balancer, probe and sidecar settings.
     pub harness: HarnessConfig,
     /// The backends' shape (`--shape`).
@@ -270,6 +276,25 @@ pub struct Note {
     pub note: String,
 }
 
+/// SLO-breaking requests of one contender summed over a run's scenarios.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Total {
+    /// Live or simulated.
+    pub mode: Where,
+    /// Nodes.
+    pub nodes: usize,
+    /// Who.
+    pub contender: &'static str,
+    /// Scenarios counted.
+    pub scenarios: usize,
+    /// Repetitions counted, over those scenarios.
+    pub runs: usize,
+    /// Requests sent.
+    pub requests: u64,
+    /// Requests over the SLO or failed.
+    pub slo_breaking: u64,
+}
+
 impl Report {
     /// An empty report.
     pub fn new(seed: u64, scale: f64, reps: usize, harness: HarnessConfig) -> Self {
@@ -277,6 +302,7 @@ impl Report {
             seed,
             scale,
             reps,
+            first_rep: 0,
             harness,
             shape: Shape::Standard,
             proxy_policy: None,
@@ -322,6 +348,7 @@ impl Report {
                     nodes: key.2,
                     contender: key.3,
                     baseline: contender.is_baseline(),
+                    overload: scenario.def.kind == Kind::Bursts,
                     runs: Vec::new(),
                     median: f,
                     min: f,
@@ -432,7 +459,44 @@ impl Report {
         out
     }
 
-    /// The closing summary: every comparison on one line each.
+    /// SLO-breaking requests per mode, pool size and contender, summed over every
+    /// repetition of every scenario but those that overload the pool for everyone
+    /// (bursts, where thousands of requests break whoever routes and drown the
+    /// differences), in the order the cells were added. Contenders compare only over
+    /// the same scenarios: `scenarios` and `runs` say what each sum covers.
+    pub fn totals(&self) -> Vec<Total> {
+        let mut out: Vec<Total> = Vec::new();
+        for c in self.cells.iter().filter(|c| !c.overload) {
+            let key = (c.mode, c.nodes, c.contender);
+            let t = match out
+                .iter_mut()
+                .find(|t| (t.mode, t.nodes, t.contender) == key)
+            {
+                Some(t) => t,
+                None => {
+                    out.push(Total {
+                        mode: c.mode,
+                        nodes: c.nodes,
+                        contender: c.contender,
+                        scenarios: 0,
+                        runs: 0,
+                        requests: 0,
+                        slo_breaking: 0,
+                    });
+                    let last = out.len() - 1;
+                    &mut out[last]
+                }
+            };
+            t.scenarios += 1;
+            t.runs += c.runs.len();
+            t.requests += c.runs.iter().map(|r| r.requests).sum::<u64>();
+            t.slo_breaking += c.runs.iter().map(|r| r.slo_breaking).sum::<u64>();
+        }
+        out
+    }
+
+    /// The closing summary: every comparison on one line each, the goals missed, and
+    /// the [totals](Self::totals).
     pub fn summary(&self) -> String {
         let mut out = String::new();
         let _ = writeln!(
@@ -512,6 +576,31 @@ impl Report {
             let _ = writeln!(out, "goals missed:");
             for m in missed {
                 let _ = writeln!(out, "{m}");
+            }
+        }
+        let totals = self.totals();
+        if !totals.is_empty() {
+            let _ = writeln!(
+                out,
+                "SLO-breaking requests summed over every repetition of every scenario but bursts:"
+            );
+            for t in &totals {
+                let share = if t.requests == 0 {
+                    0.0
+                } else {
+                    100.0 * t.slo_breaking as f64 / t.requests as f64
+                };
+                let _ = writeln!(
+                    out,
+                    "  {:<5} {:>5}  {:<16} {:>8} of {:>9} ({share:.2}%) over {} scenarios, {} repetitions",
+                    t.mode.as_str(),
+                    t.nodes,
+                    t.contender,
+                    t.slo_breaking,
+                    t.requests,
+                    t.scenarios,
+                    t.runs
+                );
             }
         }
         if !self.sim_vs_live.is_empty() {
@@ -1070,5 +1159,51 @@ mod tests {
         assert!((c.gap_closed.expect("oracle ran") - 0.5).abs() < 1e-12);
         assert!(c.goals.iter().all(|g| g.met), "{:?}", c.goals);
         assert!(r.summary().contains("0.75x"));
+    }
+
+    #[test]
+    fn totals_sum_every_repetition_and_leave_out_the_overload_scenario() {
+        let mut r = Report::new(1, 1.0, 2, HarnessConfig::default());
+        let plb = Contender::Policy(PolicyKind::Plb);
+        let lc = Contender::Policy(PolicyKind::LeastConn);
+        for (name, counts) in [
+            ("heterogeneous", [3, 4]),
+            ("stall", [5, 6]),
+            ("bursts", [900, 800]),
+        ] {
+            let def = select(name).expect("known")[0];
+            let sc = Scenario::new(def, 8, 1, 1.0);
+            for n in counts {
+                r.add(&sc, Where::Sim, plb, summary(100.0, n));
+                r.add(&sc, Where::Sim, lc, summary(100.0, 2 * n));
+            }
+            if name == "stall" {
+                r.add(&sc, Where::Live, plb, summary(100.0, 7));
+            }
+        }
+        let t = r.totals();
+        assert_eq!(t.len(), 3, "{t:?}");
+        assert_eq!(
+            (
+                t[0].mode,
+                t[0].contender,
+                t[0].scenarios,
+                t[0].runs,
+                t[0].slo_breaking,
+                t[0].requests
+            ),
+            (Where::Sim, "plb", 2, 4, 18, 4000)
+        );
+        assert_eq!((t[1].contender, t[1].slo_breaking), ("least-conn", 36));
+        assert_eq!(
+            (t[2].mode, t[2].scenarios, t[2].slo_breaking),
+            (Where::Live, 1, 7)
+        );
+        assert!(
+            r.summary()
+                .contains("18 of      4000 (0.45%) over 2 scenarios, 4 repetitions"),
+            "{}",
+            r.summary()
+        );
     }
 }
