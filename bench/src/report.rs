@@ -334,15 +334,12 @@ impl Report {
     /// Adds one run's summary to its cell.
     pub fn add(&mut self, scenario: &Scenario, mode: Where, contender: Contender, run: RunSummary) {
         let key = (scenario.name(), mode, scenario.nodes, contender.name());
-        let cell = match self
-            .cells
-            .iter_mut()
-            .find(|c| (c.scenario, c.mode, c.nodes, c.contender) == key)
-        {
-            Some(c) => c,
-            None => {
+        let cell = find_or_push(
+            &mut self.cells,
+            |c| (c.scenario, c.mode, c.nodes, c.contender) == key,
+            || {
                 let f = Figures::of(&run);
-                self.cells.push(Cell {
+                Cell {
                     scenario: key.0,
                     mode,
                     nodes: key.2,
@@ -353,11 +350,9 @@ impl Report {
                     median: f,
                     min: f,
                     max: f,
-                });
-                let last = self.cells.len() - 1;
-                &mut self.cells[last]
-            }
-        };
+                }
+            },
+        );
         cell.runs.push(run);
         let figs: Vec<Figures> = cell.runs.iter().map(Figures::of).collect();
         cell.median = Figures::fold(&figs, median);
@@ -468,25 +463,19 @@ impl Report {
         let mut out: Vec<Total> = Vec::new();
         for c in self.cells.iter().filter(|c| !c.overload) {
             let key = (c.mode, c.nodes, c.contender);
-            let t = match out
-                .iter_mut()
-                .find(|t| (t.mode, t.nodes, t.contender) == key)
-            {
-                Some(t) => t,
-                None => {
-                    out.push(Total {
-                        mode: c.mode,
-                        nodes: c.nodes,
-                        contender: c.contender,
-                        scenarios: 0,
-                        runs: 0,
-                        requests: 0,
-                        slo_breaking: 0,
-                    });
-                    let last = out.len() - 1;
-                    &mut out[last]
-                }
-            };
+            let t = find_or_push(
+                &mut out,
+                |t| (t.mode, t.nodes, t.contender) == key,
+                || Total {
+                    mode: c.mode,
+                    nodes: c.nodes,
+                    contender: c.contender,
+                    scenarios: 0,
+                    runs: 0,
+                    requests: 0,
+                    slo_breaking: 0,
+                },
+            );
             t.scenarios += 1;
             t.runs += c.runs.len();
             t.requests += c.runs.iter().map(|r| r.requests).sum::<u64>();
@@ -650,6 +639,22 @@ fn fmt_num(x: f64) -> String {
 }
 
 /// `median (min-max)`, or just the median for one repetition.
+/// The first element of `items` that `is` picks, pushed from `make` if there is none.
+fn find_or_push<T>(
+    items: &mut Vec<T>,
+    is: impl Fn(&T) -> bool,
+    make: impl FnOnce() -> T,
+) -> &mut T {
+    let at = match items.iter().position(is) {
+        Some(i) => i,
+        None => {
+            items.push(make());
+            items.len() - 1
+        }
+    };
+    &mut items[at]
+}
+
 fn ranged(med: f64, lo: f64, hi: f64, reps: usize) -> String {
     if reps <= 1 || (lo == hi) {
         fmt_num(med)
