@@ -235,6 +235,9 @@ pipeline_variant! {
     /// `scan_mean_gate`: a mean latency above this multiple of the median mean of the
     /// nodes out of slow start costs that multiple of the latency floor (`inf` = off).
     scan_mean_gate: f64 => policy scan_mean_gate,
+    /// `scan_peak_cap`: out of slow start, peak-EWMA counts at most this multiple of
+    /// the node's mean latency (`inf` = off).
+    scan_peak_cap: f64 => policy scan_peak_cap,
     /// `slow_start_scouts`: requests in flight to a node in slow start before its
     /// first answer (0 = no limit).
     slow_start_scouts: u64 => policy slow_start_scouts,

@@ -194,6 +194,20 @@ pub struct PolicyConfig {
     /// slow -12 %, stall -17 %, leak then crash -7 %, gradual -7 %, the rest within their
     /// noise (identical nodes +0.1 a repetition, SE 0.2); live in `bench/RESULTS.md`.
     pub scan_mean_gate: f64,
+    /// `plb` full scan: out of slow start, a node's peak-EWMA latency counts at most
+    /// this multiple of its mean latency ([`crate::live::MeanEwma`]) in its cost
+    /// (infinite: off; the pool's latency floor and median are still read from the
+    /// peaks). Peak-EWMA jumps to a node's slowest recent answer and takes seconds to
+    /// come down: with lognormal service times one answer in a thousand is nearly five
+    /// times the median, and on identical nodes such an outlier priced a healthy node
+    /// out of the scans for a second or more while its peers queued. A node that
+    /// really slows down raises its mean as well. Simulator, one sidecar, 20
+    /// repetitions, SLO-breaking summed over every scenario but bursts: off 12102, cap
+    /// 2 12042, 2.5 11789, 3 11576, 3.5 11996, 4 11939; at 3, leak then crash -3.9 a
+    /// repetition (SE 0.8), identical nodes -0.7 (SE 0.2), no scenario worse beyond
+    /// its noise; at 1.2-2, fluctuating-slow worse by 8-14 a repetition (the mean lags
+    /// a node's turn to slow); live in `bench/RESULTS.md`.
+    pub scan_peak_cap: f64,
     /// `plb` full scan: requests a node in slow start may have in flight before its
     /// first answer since it came back (0: no limit). Until it answers, nothing says
     /// how cold it is, and an idle node wins every scan it takes part in. One at a
@@ -225,6 +239,7 @@ impl Default for PolicyConfig {
             slow_start_warm_after: 2.0,
             slow_start_latency_exp: 0.5,
             scan_mean_gate: 1.5,
+            scan_peak_cap: 3.0,
             slow_start_scouts: 1,
         }
     }

@@ -95,7 +95,9 @@ impl Plb {
     /// A node out of slow start whose mean latency is above `scan_mean_gate` times the
     /// median mean of the nodes out of slow start counts at least that multiple of the
     /// floor (and is not released by `scan_busy_release`): its peak-EWMA, from few
-    /// answers, can look like its busy peers'.
+    /// answers, can look like its busy peers'. Out of slow start, a node's peak counts
+    /// at most `scan_peak_cap` times its own mean: one outlier does not price a
+    /// healthy node out of the scans.
     fn full_scan<R: Rng + ?Sized>(
         &self,
         snap: &Snapshot,
@@ -133,6 +135,10 @@ impl Plb {
         // The mean latencies, packed, for their median (only with `scan_mean_gate`).
         let mean_gate = self.config.scan_mean_gate;
         let use_mean = mean_gate.is_finite() && mean_gate > 0.0;
+        // Out of slow start, a peak above `scan_peak_cap` times the node's mean counts
+        // as that multiple.
+        let peak_cap = self.config.scan_peak_cap;
+        let use_cap = peak_cap.is_finite() && peak_cap > 0.0;
         let (mut means_stack, mut means_heap) = ([0.0f64; SCAN_STACK], Vec::new());
         let known_means = scratch(&mut means_stack, &mut means_heap, n);
         let mut means_known = 0usize;
@@ -153,7 +159,7 @@ impl Plb {
             // Only nodes out of slow start are gated, and only against each other: a
             // node warming up takes fewer requests and queues less, and its lower mean
             // can set the bar by which its busier peers are judged.
-            let mean = if use_mean && ramp >= 1.0 {
+            let mean = if (use_mean || use_cap) && ramp >= 1.0 {
                 snap.live_at(i).mean_latency_since(ready)
             } else {
                 None
@@ -298,6 +304,10 @@ impl Plb {
             let wf = match lat {
                 Some(l) if l.max(floor).max(mean_floor) <= release_below => released_floor,
                 _ => weight_floor,
+            };
+            let lat = match (lat, mean) {
+                (Some(l), Some(m)) if use_cap => Some(l.min(m * peak_cap.max(1.0))),
+                (l, _) => l,
             };
             let lat = lat.unwrap_or(neutral).max(floor).max(mean_floor);
             let c = cost(i, lat, ramp, share, cold, wf);
@@ -1179,6 +1189,47 @@ mod tests {
             ..PolicyConfig::default()
         };
         assert_eq!(scan_picks_of(&snap, 0, wide, 5), 500);
+    }
+
+    #[test]
+    fn one_outlier_does_not_price_a_healthy_node_out_of_the_scans() {
+        let live = LiveSet::default();
+        let snap = build(&live, healthy(4));
+        // Every node answers in 20 ms; n0's last answer took 200 ms (an outlier: its
+        // peak-EWMA 200 ms, its mean about 20 ms). n1-n3 have three requests in
+        // flight each, n0 none.
+        for i in 0..4 {
+            let n = snap.live(i).expect("bound");
+            n.observe(0.02, true, 0.0);
+            if i > 0 {
+                n.observe(0.02, true, 0.001);
+                (0..3).for_each(|_| n.begin(0.0));
+            }
+        }
+        snap.live(0).expect("bound").observe(0.2, true, 0.001);
+        // By its peak n0 idle costs 200 ms against a busy peer's 20 ms x 4 = 80 ms:
+        // it is passed over while its peers queue.
+        let uncapped = PolicyConfig {
+            scan_peak_cap: f64::INFINITY,
+            ..PolicyConfig::default()
+        };
+        assert_eq!(scan_picks_of(&snap, 0, uncapped, 5), 0);
+        // Capped at three times its mean (about 60 ms), it takes every request.
+        assert_eq!(scan_picks_of(&snap, 0, PolicyConfig::default(), 5), 500);
+        // A node slow on average is not helped: at 200 ms every answer, its mean is
+        // its peak.
+        let live = LiveSet::default();
+        let snap = build(&live, healthy(4));
+        for i in 0..4 {
+            let n = snap.live(i).expect("bound");
+            let l = if i == 0 { 0.2 } else { 0.02 };
+            n.observe(l, true, 0.0);
+            n.observe(l, true, 0.001);
+            if i > 0 {
+                (0..3).for_each(|_| n.begin(0.0));
+            }
+        }
+        assert_eq!(scan_picks_of(&snap, 0, PolicyConfig::default(), 5), 0);
     }
 
     #[test]
