@@ -69,9 +69,9 @@
 //! half speed it can show the peak of its busy peers and win whenever they all have a
 //! request in flight. The other way round, a node's peak counts at most
 //! `scan_peak_cap` (3) times its own mean there: one outlier answer (with lognormal
-//! service times, one in a thousand is nearly five times the median) otherwise prices
-//! a healthy node out of the scans for a second or more while its peers queue, and a
-//! node that really slows down raises its mean too.
+//! service times, one in a thousand is nearly five times the median) can otherwise
+//! price a healthy node out of the scans while its peers queue, until its peak comes
+//! down; a node that really slows down raises its mean too.
 //!
 //! A request then takes one of three paths:
 //! 1. **Recovery floor.** With probability `Σ floor × (1 − health) × fair share` over shed

@@ -199,8 +199,8 @@ pub struct PolicyConfig {
     /// (infinite: off; the pool's latency floor and median are still read from the
     /// peaks). Peak-EWMA jumps to a node's slowest recent answer and takes seconds to
     /// come down: with lognormal service times one answer in a thousand is nearly five
-    /// times the median, and on identical nodes such an outlier priced a healthy node
-    /// out of the scans for a second or more while its peers queued. A node that
+    /// times the median, and such an outlier can price a healthy node out of the scans
+    /// while its peers queue, until its peak comes down (3 s time constant). A node that
     /// really slows down raises its mean as well. Simulator, one sidecar, 20
     /// repetitions, SLO-breaking summed over every scenario but bursts: off 12102, cap
     /// 2 12042, 2.5 11789, 3 11576, 3.5 11996, 4 11939; at 3, leak then crash -3.9 a
