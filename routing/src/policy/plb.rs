@@ -136,9 +136,9 @@ impl Plb {
         let mean_gate = self.config.scan_mean_gate;
         let use_mean = mean_gate.is_finite() && mean_gate > 0.0;
         // Out of slow start, a peak above `scan_peak_cap` times the node's mean counts
-        // as that multiple.
-        let peak_cap = self.config.scan_peak_cap;
-        let use_cap = peak_cap.is_finite() && peak_cap > 0.0;
+        // as that multiple (the means are read for either).
+        let use_cap = self.config.scan_peak_cap.is_finite() && self.config.scan_peak_cap > 0.0;
+        let peak_cap = self.config.scan_peak_cap.max(1.0);
         let (mut means_stack, mut means_heap) = ([0.0f64; SCAN_STACK], Vec::new());
         let known_means = scratch(&mut means_stack, &mut means_heap, n);
         let mut means_known = 0usize;
@@ -164,7 +164,7 @@ impl Plb {
             } else {
                 None
             };
-            if let Some(m) = mean {
+            if let Some(m) = mean.filter(|_| use_mean) {
                 known_means[means_known] = m;
                 means_known += 1;
             }
@@ -306,7 +306,7 @@ impl Plb {
                 _ => weight_floor,
             };
             let lat = match (lat, mean) {
-                (Some(l), Some(m)) if use_cap => Some(l.min(m * peak_cap.max(1.0))),
+                (Some(l), Some(m)) if use_cap => Some(l.min(m * peak_cap)),
                 (l, _) => l,
             };
             let lat = lat.unwrap_or(neutral).max(floor).max(mean_floor);
