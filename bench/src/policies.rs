@@ -238,6 +238,9 @@ pipeline_variant! {
     /// `scan_peak_cap`: out of slow start, peak-EWMA counts at most this multiple of
     /// the node's mean latency (`inf` = off).
     scan_peak_cap: f64 => policy scan_peak_cap,
+    /// `scan_mean_fade`: seconds over which an idle node's mean latency fades toward
+    /// zero for the gate and the cap (`inf` = never).
+    scan_mean_fade: f64 => policy scan_mean_fade,
     /// `slow_start_scouts`: requests in flight to a node in slow start before its
     /// first answer (0 = no limit).
     slow_start_scouts: u64 => policy slow_start_scouts,

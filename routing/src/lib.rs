@@ -71,7 +71,10 @@
 //! `scan_peak_cap` (3) times its own mean there: one outlier answer (with lognormal
 //! service times, one in a thousand is nearly five times the median) can otherwise
 //! price a healthy node out of the scans while its peers queue, until its peak comes
-//! down; a node that really slows down raises its mean too.
+//! down; a node that really slows down raises its mean too. For both, a node's mean
+//! fades toward zero while it takes in no answer (`scan_mean_fade`, 30 s time
+//! constant): a node the gate priced out gets no answers to lower its mean, and must be
+//! tried again, as its peak-EWMA's decay has it tried.
 //!
 //! A request then takes one of three paths:
 //! 1. **Recovery floor.** With probability `Σ floor × (1 − health) × fair share` over shed

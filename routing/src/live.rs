@@ -185,6 +185,17 @@ impl MeanEwma {
         }
         Some(f64::from(unpack(word).0))
     }
+
+    /// [`Self::get_since`] with the seconds from its last observation to `now`:
+    /// `(mean, idle)`.
+    pub fn get_since_at(&self, since: Option<f64>, now: f64) -> Option<(f64, f64)> {
+        let word = self.word.load(Ordering::Acquire);
+        if word == EMPTY || since.is_some_and(|t| t.is_finite() && older_than(word, t)) {
+            return None;
+        }
+        let (v, t0) = unpack(word);
+        Some((f64::from(v), elapsed(t0, millis(now))))
+    }
 }
 
 /// Fraction of failed requests: each outcome moves the estimate by `alpha` toward 0 or 1,
@@ -548,6 +559,13 @@ impl NodeLive {
     /// before it.
     pub fn mean_latency_since(&self, since: Option<f64>) -> Option<f64> {
         self.mean_latency.get_since(since)
+    }
+
+    /// [`Self::mean_latency_since`] with the seconds since the answer it last took in
+    /// at `now`: `(mean, idle)`. A node priced by its mean gets no traffic, so no
+    /// answer moves its mean; how long it has idled says how stale that mean is.
+    pub fn mean_latency_idle(&self, now: f64, since: Option<f64>) -> Option<(f64, f64)> {
+        self.mean_latency.get_since_at(since, now)
     }
 
     /// Recent error rate at `now`, 0..=1.

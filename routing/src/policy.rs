@@ -208,6 +208,18 @@ pub struct PolicyConfig {
     /// its noise; at 1.2-2, fluctuating-slow worse by 8-14 a repetition (the mean lags
     /// a node's turn to slow); live in `bench/RESULTS.md`.
     pub scan_peak_cap: f64,
+    /// `plb` full scan: a node's mean latency, as the mean gate and the peak cap read
+    /// it, fades toward zero with this time constant (seconds) while the node takes in
+    /// no answer (infinite: never; the gate's median is of the unfaded means). A node
+    /// the gate prices out gets no traffic, so nothing moves its mean: without the
+    /// fade, a node whose few answers were slow (one cold first connection, 2.5 ms
+    /// against its peers' 0.3 ms, in a proxy test on a loaded CI machine) is never tried
+    /// again while its peers keep up. Simulator, one sidecar, 20 repetitions,
+    /// SLO-breaking summed over every scenario but bursts: never 11576, 3 s 12227 (slow
+    /// nodes tried again too soon: heterogeneous +5.2 a repetition, long stall +6.2),
+    /// 10 s 11822, 30 s 11596 (every scenario within its noise: rolling restarts -3.0,
+    /// SE 1.9; fluctuating-slow +3.6, SE 3.3), 100 s 11632.
+    pub scan_mean_fade: f64,
     /// `plb` full scan: requests a node in slow start may have in flight before its
     /// first answer since it came back (0: no limit). Until it answers, nothing says
     /// how cold it is, and an idle node wins every scan it takes part in. One at a
@@ -240,6 +252,7 @@ impl Default for PolicyConfig {
             slow_start_latency_exp: 0.5,
             scan_mean_gate: 1.5,
             scan_peak_cap: 3.0,
+            scan_mean_fade: 30.0,
             slow_start_scouts: 1,
         }
     }

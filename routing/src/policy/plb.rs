@@ -97,7 +97,8 @@ impl Plb {
     /// floor (and is not released by `scan_busy_release`): its peak-EWMA, from few
     /// answers, can look like its busy peers'. Out of slow start, a node's peak counts
     /// at most `scan_peak_cap` times its own mean: one outlier does not price a
-    /// healthy node out of the scans.
+    /// healthy node out of the scans. For both, a node's mean fades while it takes in
+    /// no answer (`scan_mean_fade`), so that a node the gate priced out is tried again.
     fn full_scan<R: Rng + ?Sized>(
         &self,
         snap: &Snapshot,
@@ -139,6 +140,7 @@ impl Plb {
         // as that multiple (the means are read for either).
         let use_cap = self.config.scan_peak_cap.is_finite() && self.config.scan_peak_cap > 0.0;
         let peak_cap = self.config.scan_peak_cap.max(1.0);
+        let fade_tau = self.config.scan_mean_fade.max(1e-3);
         let (mut means_stack, mut means_heap) = ([0.0f64; SCAN_STACK], Vec::new());
         let known_means = scratch(&mut means_stack, &mut means_heap, n);
         let mut means_known = 0usize;
@@ -159,15 +161,26 @@ impl Plb {
             // Only nodes out of slow start are gated, and only against each other: a
             // node warming up takes fewer requests and queues less, and its lower mean
             // can set the bar by which its busier peers are judged.
-            let mean = if (use_mean || use_cap) && ramp >= 1.0 {
-                snap.live_at(i).mean_latency_since(ready)
+            // The pool's median is taken over the means as they are; a node is judged
+            // by its mean faded for the time it has been idle (a node the gate prices
+            // out gets no answers to lower its mean, and must be tried again as its
+            // peak-EWMA's decay would have it tried).
+            let means = if (use_mean || use_cap) && ramp >= 1.0 {
+                snap.live_at(i).mean_latency_idle(now, ready)
             } else {
                 None
             };
-            if let Some(m) = mean.filter(|_| use_mean) {
+            if let Some((m, _)) = means.filter(|_| use_mean) {
                 known_means[means_known] = m;
                 means_known += 1;
             }
+            let mean = means.map(|(m, idle)| {
+                if fade_tau.is_finite() {
+                    m * (-idle / fade_tau).exp()
+                } else {
+                    m
+                }
+            });
             *slot = (
                 snap.live_at(i).latency_since(now, ready),
                 ramp,
@@ -1192,6 +1205,40 @@ mod tests {
     }
 
     #[test]
+    fn a_node_the_mean_gate_priced_out_is_tried_again_once_it_has_been_idle() {
+        // n0's one answer took 2.5 ms; n1 and n2 answer in 0.3 ms, the last 10 ms
+        // before each decision, with nothing in flight (one client, one request at a
+        // time). n0's mean is over eight times the pool's median mean.
+        let live = LiveSet::default();
+        let snap = build(&live, healthy(3));
+        snap.live(0).expect("bound").observe(0.0025, true, 0.0);
+        let peers_answer = |at: f64| {
+            for i in 1..3 {
+                snap.live(i).expect("bound").observe(0.0003, true, at);
+            }
+        };
+        peers_answer(0.09);
+        // At once the gate prices it out: it costs its mean, its peers 0.3 ms.
+        assert_eq!(scan_picks_at(&snap, 0, PolicyConfig::default(), 5, 0.1), 0);
+        // Nothing it does can move its mean now: it gets no traffic. Its peak-EWMA
+        // decays while it idles (3 s time constant); its mean fades more slowly (30 s):
+        // half a minute on, at 0.9 ms, it still prices the node out.
+        peers_answer(29.99);
+        assert_eq!(scan_picks_at(&snap, 0, PolicyConfig::default(), 5, 30.0), 0);
+        // A minute on, faded to 0.34 ms, within the gate of its peers' 0.3 ms: it ties
+        // with them at the pool's latency floor and takes about a third.
+        peers_answer(59.99);
+        let picks = scan_picks_at(&snap, 0, PolicyConfig::default(), 5, 60.0);
+        assert!((100..250).contains(&picks), "{picks} of 500");
+        // Unfaded, it would be priced out for as long as its peers keep up.
+        let never = PolicyConfig {
+            scan_mean_fade: f64::INFINITY,
+            ..PolicyConfig::default()
+        };
+        assert_eq!(scan_picks_at(&snap, 0, never, 5, 60.0), 0);
+    }
+
+    #[test]
     fn one_outlier_does_not_price_a_healthy_node_out_of_the_scans() {
         let live = LiveSet::default();
         let snap = build(&live, healthy(4));
@@ -1271,12 +1318,23 @@ mod tests {
     /// Of 500 decisions at 0 s with `config`, how many full-scan decisions picked node
     /// `node` (the recovery floor's picks, a trickle to a shed node, not counted).
     fn scan_picks_of(snap: &Snapshot, node: usize, config: PolicyConfig, seed: u64) -> usize {
+        scan_picks_at(snap, node, config, seed, 0.0)
+    }
+
+    /// [`scan_picks_of`] at `now`.
+    fn scan_picks_at(
+        snap: &Snapshot,
+        node: usize,
+        config: PolicyConfig,
+        seed: u64,
+        now: f64,
+    ) -> usize {
         let p = Plb::new(config);
         let mut rng = SmallRng::seed_from_u64(seed);
         let mut picks = 0;
         for _ in 0..500 {
             let d = p
-                .pick(snap, &RouteRequest::default(), 0.0, &mut rng)
+                .pick(snap, &RouteRequest::default(), now, &mut rng)
                 .expect("some");
             if let Rule::FullScan { .. } = d.reason.rule {
                 picks += usize::from(d.index == node);
