@@ -140,7 +140,9 @@ impl Plb {
         // as that multiple (the means are read for either).
         let use_cap = self.config.scan_peak_cap.is_finite() && self.config.scan_peak_cap > 0.0;
         let peak_cap = self.config.scan_peak_cap.max(1.0);
+        // A mean fades while its node takes in no answer (never, when infinite).
         let fade_tau = self.config.scan_mean_fade.max(1e-3);
+        let fades = fade_tau.is_finite();
         let (mut means_stack, mut means_heap) = ([0.0f64; SCAN_STACK], Vec::new());
         let known_means = scratch(&mut means_stack, &mut means_heap, n);
         let mut means_known = 0usize;
@@ -175,7 +177,7 @@ impl Plb {
                 means_known += 1;
             }
             let mean = means.map(|(m, idle)| {
-                if fade_tau.is_finite() {
+                if fades {
                     m * (-idle / fade_tau).exp()
                 } else {
                     m
