@@ -223,4 +223,26 @@ fn crossover(keys: &[String]) {
             format!("{:.2}x", a / b)
         );
     }
+    // What fading the means costs the full scan: one exponential per node.
+    let unfaded = PolicyConfig {
+        scan_mean_fade: f64::INFINITY,
+        ..PolicyConfig::default()
+    };
+    println!();
+    println!("plb full scan, ns per decision (ratio = means faded (shipped) / unfaded, same run)");
+    println!(
+        "{:>8}{:>16}{:>16}{:>10}",
+        "nodes", "faded", "unfaded", "ratio"
+    );
+    for n in [8usize, 32] {
+        let (_live, snap) = pool(n, 7 + n as u64);
+        let a = measure_with(plb, &snap, keys, PolicyConfig::default());
+        let b = measure_with(plb, &snap, keys, unfaded);
+        println!(
+            "{n:>8}{:>16}{:>16}{:>10}",
+            format!("{a:.1}"),
+            format!("{b:.1}"),
+            format!("{:.2}x", a / b)
+        );
+    }
 }

@@ -179,22 +179,23 @@ impl MeanEwma {
     /// given: what a node measured before it left service says nothing of the process
     /// that came back).
     pub fn get_since(&self, since: Option<f64>) -> Option<f64> {
-        let word = self.word.load(Ordering::Acquire);
-        if word == EMPTY || since.is_some_and(|t| t.is_finite() && older_than(word, t)) {
-            return None;
-        }
-        Some(f64::from(unpack(word).0))
+        self.read_since(since).map(|(v, _)| f64::from(v))
     }
 
     /// [`Self::get_since`] with the seconds from its last observation to `now`:
     /// `(mean, idle)`.
     pub fn get_since_at(&self, since: Option<f64>, now: f64) -> Option<(f64, f64)> {
+        self.read_since(since)
+            .map(|(v, t0)| (f64::from(v), elapsed(t0, millis(now))))
+    }
+
+    /// The estimate and when it was last observed, unless empty or older than `since`.
+    fn read_since(&self, since: Option<f64>) -> Option<(f32, u32)> {
         let word = self.word.load(Ordering::Acquire);
         if word == EMPTY || since.is_some_and(|t| t.is_finite() && older_than(word, t)) {
             return None;
         }
-        let (v, t0) = unpack(word);
-        Some((f64::from(v), elapsed(t0, millis(now))))
+        Some(unpack(word))
     }
 }
 
