@@ -19,7 +19,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root="$(pwd)"
 
-SCHEMATHESIS_VERSION=4.32.5
 seed="${PLB_FUZZ_SEED:-15}"
 examples="${PLB_FUZZ_EXAMPLES:-100}"
 venv=target/fuzz-venv
@@ -37,20 +36,7 @@ if [ -z "$probe_wasm" ]; then
     exit 1
 fi
 
-if ! "$venv/bin/schemathesis" --version 2>/dev/null | grep -qx "schemathesis, version $SCHEMATHESIS_VERSION"; then
-    echo "installing schemathesis==$SCHEMATHESIS_VERSION from PyPI into $venv" >&2
-    rm -rf "$venv"
-    if ! python3 -m venv "$venv" 2>/dev/null; then
-        # Debian's python3 has venv in a package of its own.
-        rm -rf "$venv"
-        sudo=""
-        [ "$(id -u)" = 0 ] || sudo=sudo
-        $sudo apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends python3-venv
-        python3 -m venv "$venv"
-    fi
-    "$venv/bin/pip" install --quiet --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION"
-fi
+scripts/fuzz-venv.sh
 py="$venv/bin/python"
 st="$venv/bin/schemathesis"
 

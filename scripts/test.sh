@@ -4,7 +4,10 @@
 #   setup      the wasm32-wasip2 target, clippy and rustfmt; componentize-py for the
 #              Python probe, componentize-js for the JavaScript one; haproxy, chromium
 #              and postgresql-15 from Debian's packages (the end-to-end tests drive
-#              them; the store's tests start PostgreSQL with scripts/pg-temp.sh)
+#              them; the store's tests start PostgreSQL with scripts/pg-temp.sh);
+#              schemathesis's venv. All but the Rust components run in the
+#              background, beside the format check and the build, and the tests wait
+#              for them
 #   format     cargo fmt --check
 #   invariants scripts/check-invariants.sh (cargo metadata only)
 #   build      the workspace once, every target, dev profile, with clippy's lints in
@@ -26,18 +29,28 @@ stage() { echo "==> $1 (at ${SECONDS} s)"; }
 
 stage "setup"
 source scripts/env.sh
-need=()
-command -v haproxy >/dev/null || need+=(haproxy)
-command -v chromium >/dev/null || need+=(chromium)
-[ -x /usr/lib/postgresql/15/bin/postgres ] || need+=(postgresql-15)
-if [ ${#need[@]} -gt 0 ]; then
-    sudo=""
-    [ "$(id -u)" = 0 ] || sudo=sudo
-    $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}"
-fi
-scripts/build-python-probe.sh target/probes/python-probe.wasm
-scripts/build-js-probe.sh target/probes/js-probe.wasm
+# The rest of the set-up (Debian's packages, the Python and JavaScript sample probes,
+# schemathesis's venv) is network and a few seconds of CPU: it runs beside the format
+# check and the build, into a log printed when the tests that need it start.
+setup_log="$(mktemp)"
+(
+    set -euo pipefail
+    need=()
+    command -v haproxy >/dev/null || need+=(haproxy)
+    command -v chromium >/dev/null || need+=(chromium)
+    [ -x /usr/lib/postgresql/15/bin/postgres ] || need+=(postgresql-15)
+    if [ ${#need[@]} -gt 0 ]; then
+        sudo=""
+        [ "$(id -u)" = 0 ] || sudo=sudo
+        $sudo apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}"
+    fi
+    scripts/build-python-probe.sh target/probes/python-probe.wasm
+    scripts/build-js-probe.sh target/probes/js-probe.wasm
+    scripts/fuzz-venv.sh
+) >"$setup_log" 2>&1 &
+setup_pid=$!
+trap 'kill "$setup_pid" 2>/dev/null || true' EXIT
 
 stage "format"
 cargo fmt --all -- --check
@@ -47,6 +60,15 @@ scripts/check-invariants.sh
 
 stage "build (with clippy, warnings denied)"
 plb_build --deny-warnings
+
+stage "set-up done (packages, guest-language probes, schemathesis)"
+setup_ok=0
+wait "$setup_pid" || setup_ok=$?
+cat "$setup_log"
+if [ "$setup_ok" -ne 0 ]; then
+    echo "error: the set-up beside the build failed (exit $setup_ok)" >&2
+    exit 1
+fi
 
 stage "fast: unit and doc tests"
 cargo test --workspace --lib --bins --no-fail-fast

@@ -162,13 +162,19 @@ async fn a_slowing_node_sheds_before_its_band_and_returns_gradually() {
         })
         .collect();
     println!("ramp:\n{}", table.join("\n"));
+    // Shed: its measured share or the weight the policy publishes for it falls below
+    // three quarters of full. (The share alone flickers: the test's batches of 20
+    // unanswered decisions fill its peers past `scan_busy_release`, which gives a
+    // node within 1.2x the median latency its full weight back, and then a's share
+    // held at 0.300 while its published weight fell to 0.46 and 0.14, once in a
+    // suite run.)
     let shed = ramp_steps
         .iter()
-        .position(|s| s.share < 0.75 * fair)
-        .unwrap_or_else(|| panic!("a's share never fell: {table:#?}"));
+        .position(|s| s.share < 0.75 * fair || s.weight < 0.75)
+        .unwrap_or_else(|| panic!("a was never shed: {table:#?}"));
     assert!(
         ramp_steps[shed].value < ramp_steps[shed].band_hi,
-        "a's share fell only after its metric left its band: {table:#?}"
+        "a was shed only after its metric left its band: {table:#?}"
     );
     // Not only its feedback latency: the forecast sheds it before the band too.
     assert!(
