@@ -216,12 +216,7 @@ fn crossover(keys: &[String]) {
         let (_live, snap) = pool(n, 7 + n as u64);
         let a = measure_with(plb, &snap, keys, scan);
         let b = measure_with(plb, &snap, keys, p2c);
-        println!(
-            "{n:>8}{:>16}{:>16}{:>10}",
-            format!("{a:.1}"),
-            format!("{b:.1}"),
-            format!("{:.2}x", a / b)
-        );
+        ratio_row(n, a, b);
     }
     // What fading the means costs the full scan: one exponential per node.
     let unfaded = PolicyConfig {
@@ -238,11 +233,16 @@ fn crossover(keys: &[String]) {
         let (_live, snap) = pool(n, 7 + n as u64);
         let a = measure_with(plb, &snap, keys, PolicyConfig::default());
         let b = measure_with(plb, &snap, keys, unfaded);
-        println!(
-            "{n:>8}{:>16}{:>16}{:>10}",
-            format!("{a:.1}"),
-            format!("{b:.1}"),
-            format!("{:.2}x", a / b)
-        );
+        ratio_row(n, a, b);
     }
+}
+
+/// One row of a two-column table: nodes, both times in ns and their ratio.
+fn ratio_row(n: usize, a: f64, b: f64) {
+    println!(
+        "{n:>8}{:>16}{:>16}{:>10}",
+        format!("{a:.1}"),
+        format!("{b:.1}"),
+        format!("{:.2}x", a / b)
+    );
 }
