@@ -39,12 +39,7 @@ setup_log="$(mktemp)"
     command -v haproxy >/dev/null || need+=(haproxy)
     command -v chromium >/dev/null || need+=(chromium)
     [ -x /usr/lib/postgresql/15/bin/postgres ] || need+=(postgresql-15)
-    if [ ${#need[@]} -gt 0 ]; then
-        sudo=""
-        [ "$(id -u)" = 0 ] || sudo=sudo
-        $sudo apt-get update -qq
-        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}"
-    fi
+    scripts/apt-install.sh "${need[@]}"
     scripts/build-python-probe.sh target/probes/python-probe.wasm
     scripts/build-js-probe.sh target/probes/js-probe.wasm
     scripts/fuzz-venv.sh
@@ -64,7 +59,9 @@ plb_build --deny-warnings
 stage "set-up done (packages, guest-language probes, schemathesis)"
 setup_ok=0
 wait "$setup_pid" || setup_ok=$?
+trap - EXIT
 cat "$setup_log"
+rm -f "$setup_log"
 if [ "$setup_ok" -ne 0 ]; then
     echo "error: the set-up beside the build failed (exit $setup_ok)" >&2
     exit 1
