@@ -241,6 +241,9 @@ pipeline_variant! {
     /// `scan_mean_fade`: seconds over which an idle node's mean latency fades toward
     /// zero for the gate and the cap (`inf` = never).
     scan_mean_fade: f64 => policy scan_mean_fade,
+    /// `scan_give_ups`: a node its clients gave up on rests out of the scans and its
+    /// peak is not capped until it answers (false = costed like a slow node).
+    scan_give_ups: bool => policy scan_give_ups,
     /// `slow_start_scouts`: requests in flight to a node in slow start before its
     /// first answer (0 = no limit).
     slow_start_scouts: u64 => policy slow_start_scouts,

@@ -490,6 +490,13 @@ impl NodeLive {
         }
     }
 
+    /// Whether a client gave up on its last request (waited past its latency estimate
+    /// with no answer) and it has answered nothing since: the last thing known of it
+    /// is a wait, not an answer.
+    pub fn given_up(&self) -> bool {
+        self.gave_up.load(Ordering::Relaxed)
+    }
+
     /// Whether the node rests from looks at its recovery: its clients gave up on its
     /// last `k` requests in a row (each waited past its latency estimate, none
     /// answered) and the last give-up was less than `min(2^(k-1), MAX_REST)` seconds

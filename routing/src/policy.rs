@@ -220,6 +220,18 @@ pub struct PolicyConfig {
     /// 10 s 11822, 30 s 11596 (every scenario within its noise: rolling restarts -3.0,
     /// SE 1.9; fluctuating-slow +3.6, SE 3.3), 100 s 11632.
     pub scan_mean_fade: f64,
+    /// `plb` full scan: a node its clients gave up on (see
+    /// [`crate::live::NodeLive::abandon_after`]) sits out the scans while it rests
+    /// ([`crate::live::NodeLive::resting`]: 1, 2, 4, then 8 s after each give-up in a
+    /// row), and until it answers again its peak, which the give-up raised to the
+    /// client's wait, is not capped by its mean (`scan_peak_cap` bounds one slow
+    /// answer against the node's answers; a give-up is no answer). Without it a hung
+    /// node was costed like a slow one: once the pipeline's evidence of it went stale
+    /// (no answers, no feedback) it got its weight back, the cap held its give-ups at
+    /// three times its last mean, and it took about one request a second, each lost
+    /// to the client's timeout (leak then crash live: 14-22 timeouts a repetition
+    /// through the proxy against HAProxy leastconn's 9-10).
+    pub scan_give_ups: bool,
     /// `plb` full scan: requests a node in slow start may have in flight before its
     /// first answer since it came back (0: no limit). Until it answers, nothing says
     /// how cold it is, and an idle node wins every scan it takes part in. One at a
@@ -253,6 +265,7 @@ impl Default for PolicyConfig {
             scan_mean_gate: 1.5,
             scan_peak_cap: 3.0,
             scan_mean_fade: 30.0,
+            scan_give_ups: true,
             slow_start_scouts: 1,
         }
     }

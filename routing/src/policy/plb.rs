@@ -99,6 +99,8 @@ impl Plb {
     /// at most `scan_peak_cap` times its own mean: one outlier does not price a
     /// healthy node out of the scans. For both, a node's mean fades while it takes in
     /// no answer (`scan_mean_fade`), so that a node the gate priced out is tried again.
+    /// A node its clients gave up on sits out the scans while it rests, and its peak
+    /// is not capped until it answers (`scan_give_ups`).
     fn full_scan<R: Rng + ?Sized>(
         &self,
         snap: &Snapshot,
@@ -143,6 +145,7 @@ impl Plb {
         // A mean fades while its node takes in no answer (never, when infinite).
         let fade_tau = self.config.scan_mean_fade.max(1e-3);
         let fades = fade_tau.is_finite();
+        let give_ups = self.config.scan_give_ups;
         let (mut means_stack, mut means_heap) = ([0.0f64; SCAN_STACK], Vec::new());
         let known_means = scratch(&mut means_stack, &mut means_heap, n);
         let mut means_known = 0usize;
@@ -306,11 +309,13 @@ impl Plb {
             let skipped = share < 1.0 && !warm && rng.random::<f64>() >= share;
             // Not heard from since it came back: `slow_start_scouts` requests at a time
             // until it answers.
+            let live = snap.live_at(i);
             let skipped = skipped
-                || (ramp < 1.0
-                    && lat.is_none()
-                    && scouts > 0
-                    && snap.live_at(i).in_flight() >= scouts);
+                || (ramp < 1.0 && lat.is_none() && scouts > 0 && live.in_flight() >= scouts);
+            // Its clients gave up on it: it rests (a hung node costs one lost request
+            // per rest, not one per client timeout), and the wait stands uncapped.
+            let given_up = give_ups && live.given_up();
+            let skipped = skipped || (given_up && live.resting(now));
             // Out of slow start, a mean above the gate is a floor under the latency.
             let mean_floor = match mean {
                 Some(m) if mean_mid > 0.0 && m > mean_gate * mean_mid => lat_ref * m / mean_mid,
@@ -321,7 +326,7 @@ impl Plb {
                 _ => weight_floor,
             };
             let lat = match (lat, mean) {
-                (Some(l), Some(m)) if use_cap => Some(l.min(m * peak_cap)),
+                (Some(l), Some(m)) if use_cap && !given_up => Some(l.min(m * peak_cap)),
                 (l, _) => l,
             };
             let lat = lat.unwrap_or(neutral).max(floor).max(mean_floor);
@@ -1238,6 +1243,53 @@ mod tests {
             ..PolicyConfig::default()
         };
         assert_eq!(scan_picks_at(&snap, 0, never, 5, 60.0), 0);
+    }
+
+    #[test]
+    fn a_node_its_clients_gave_up_on_rests_out_of_the_scans_and_stays_priced_by_the_wait() {
+        // Every node answers in 20 ms; n1-n3 have three requests in flight each. n0
+        // took one more request at 0.5 s and never answered: its client gave up after
+        // 1 s (a hung node).
+        let live = LiveSet::default();
+        let snap = build(&live, healthy(4));
+        for i in 0..4 {
+            let n = snap.live(i).expect("bound");
+            n.observe(0.02, true, 0.0);
+            n.observe(0.02, true, 0.5);
+            if i > 0 {
+                (0..3).for_each(|_| n.begin(0.5));
+            }
+        }
+        let n0 = snap.live(0).expect("bound");
+        n0.begin(0.5);
+        n0.abandon_after(1.0, 1.5);
+        assert!(n0.given_up() && n0.resting(2.0));
+        let off = PolicyConfig {
+            scan_give_ups: false,
+            ..PolicyConfig::default()
+        };
+        let peers_answer = |at: f64| {
+            for i in 1..4 {
+                snap.live(i).expect("bound").observe(0.02, true, at);
+            }
+        };
+        peers_answer(1.99);
+        // Costed as a slow node, its peak (1 s) is capped at three times its mean
+        // (60 ms), under a busy peer's 20 ms x 4: it takes every request, each lost.
+        assert_eq!(scan_picks_at(&snap, 0, off, 5, 2.0), 500);
+        // It rests for a second after the give-up: no request at all.
+        assert_eq!(scan_picks_at(&snap, 0, PolicyConfig::default(), 5, 2.0), 0);
+        // Rested, it is priced by the wait (decayed to 0.6 s, uncapped): still none.
+        assert!(!n0.resting(3.0));
+        peers_answer(2.99);
+        assert_eq!(scan_picks_at(&snap, 0, PolicyConfig::default(), 5, 3.0), 0);
+        // An answer (the recovery floor's look) ends it: priced by its answers again.
+        n0.observe(0.02, true, 3.0);
+        assert!(!n0.given_up());
+        assert_eq!(
+            scan_picks_at(&snap, 0, PolicyConfig::default(), 5, 3.0),
+            500
+        );
     }
 
     #[test]
