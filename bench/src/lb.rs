@@ -77,7 +77,7 @@ pub struct LbArgs {
     /// recover_after, min_rel_scale, warmup, max_features, full_scan_max,
     /// scan_latency_exp, scan_latency_floor, scan_weight_floor, scan_busy_release, scan_busy_release_within, slow_start_cost_exp, slow_start_warm_after, slow_start_latency_exp, scan_mean_gate, scan_peak_cap, scan_mean_fade, scan_give_ups, slow_start_scouts, peer_min_nodes, trust, trust_prior, trust_z, capacity_shrink_rows,
     /// peer_rel_floor, release, release_fast, release_fast_within, shed_budget, load_share_start,
-    /// load_share_full, outlook, outlook_start, outlook_full, outlook_horizon_ms,
+    /// load_share_full, outlook, outlook_start, outlook_full, outlook_horizon_ms, outlook_restart,
     /// outlook_rel_start, outlook_rel_full, outlook_rel_z_start, outlook_rel_z_full): how
     /// the defaults were settled.
     #[arg(long, default_value = "")]

@@ -281,6 +281,8 @@ pipeline_variant! {
     outlook_full: f64 => pipeline outlook.full,
     /// `outlook_horizon_ms`: how far ahead the outlook looks.
     outlook_horizon_ms: i64 => pipeline outlook.horizon_ms,
+    /// `outlook_restart`: whether a stale outlook starts over at its next update.
+    outlook_restart: bool => pipeline outlook.restart_stale,
     /// `outlook_rel_start`: where the peer-relative outlook score starts.
     outlook_rel_start: f64 => pipeline outlook.rel_start,
     /// `outlook_rel_full`: where the peer-relative outlook score is full.

@@ -35,6 +35,9 @@ pub struct OutlookConfig {
     pub full: f64,
     /// An outlook not updated for this long scores nothing, ms.
     pub stale_ms: i64,
+    /// Whether a level not updated for `stale_ms` starts over at the next tick's mean
+    /// (trend 0) rather than being carried across the gap.
+    pub restart_stale: bool,
     /// Fewest feedback rows of a node in a tick for its mean latency to count.
     pub min_rows: u32,
     /// A tick's mean counts at most this many times the level (at least 1).
@@ -62,6 +65,7 @@ impl Default for OutlookConfig {
             start: 0.4,
             full: 1.0,
             stale_ms: 3_000,
+            restart_stale: true,
             min_rows: 3,
             max_step: 1.5,
             rel_start: 0.03,
@@ -89,7 +93,16 @@ impl Outlook {
         if !mean_ms.is_finite() || mean_ms < 0.0 {
             return;
         }
+        // A level gone stale starts over: extrapolated across the gap by its old
+        // trend, the level of a node that was climbing when it went quiet (shed, or
+        // hung) came back far above anything it answered, and shed it again for
+        // seconds after it returned at full speed.
+        let stale = cfg.restart_stale && now_ms.saturating_sub(self.at_ms) > cfg.stale_ms;
         match self.level {
+            Some(_) if stale => {
+                self.level = Some(mean_ms);
+                self.trend = 0.0;
+            }
             None => {
                 self.level = Some(mean_ms);
                 self.trend = 0.0;
@@ -270,6 +283,27 @@ mod tests {
                 .iter()
                 .all(|&x| x == 0.0)
         );
+    }
+
+    #[test]
+    fn a_node_back_after_a_silence_starts_over_at_what_it_answers_now() {
+        let cfg = OutlookConfig::default();
+        // Climbing 3 ms a second to 87 ms at 19 s, then silent (hung) for 15 s; it
+        // comes back answering in 25 ms.
+        let climbing: Vec<f64> = (0..20).map(|k| 30.0 + 3.0 * f64::from(k)).collect();
+        let mut o = fed(&climbing);
+        o.update(34_000, 25.0, &cfg);
+        assert_eq!(o.forecast(34_000, &cfg), Some(25.0));
+        assert_eq!(o.own_score(34_000, 100.0, &cfg), 0.0);
+        // Carried across the gap by its old trend, it would come back far above the
+        // SLO and be shed at full speed.
+        let carried = OutlookConfig {
+            restart_stale: false,
+            ..cfg
+        };
+        let mut o = fed(&climbing);
+        o.update(34_000, 25.0, &carried);
+        assert!(o.own_score(34_000, 100.0, &carried) > 0.9);
     }
 
     #[test]
