@@ -14,7 +14,8 @@
 //! estimate). A node's score is the larger of the two. A node without a fresh update
 //! for `stale_ms` (shed so far it gets too few requests to measure) has no outlook
 //! score: the release envelope of the views brings it back gradually, and its latency
-//! speaks again. Pure.
+//! speaks again; its next update starts the level over rather than carrying it
+//! across the gap by its old trend. Pure.
 use crate::config::ViewConfig;
 use crate::peers::{PeerStats, peer_factor, smooth_ramp};
 

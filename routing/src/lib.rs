@@ -74,7 +74,10 @@
 //! down; a node that really slows down raises its mean too. For both, a node's mean
 //! fades toward zero while it takes in no answer (`scan_mean_fade`, 30 s time
 //! constant): a node the gate priced out gets no answers to lower its mean, and must be
-//! tried again, as its peak-EWMA's decay has it tried.
+//! tried again, as its peak-EWMA's decay has it tried. A node its clients gave up on
+//! (waited past its latency with no answer) sits out the scans while it rests (1, 2,
+//! then 4 s after each give-up in a row) and is priced by the clients' wait, uncapped,
+//! until it answers (`scan_give_ups`): a hung node costs one lost request per rest.
 //!
 //! A request then takes one of three paths:
 //! 1. **Recovery floor.** With probability `Σ floor × (1 − health) × fair share` over shed
