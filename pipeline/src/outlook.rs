@@ -99,11 +99,7 @@ impl Outlook {
         // hung) came back far above anything it answered, and shed it again for
         // seconds after it returned at full speed.
         let stale = cfg.restart_stale && now_ms.saturating_sub(self.at_ms) > cfg.stale_ms;
-        match self.level {
-            Some(_) if stale => {
-                self.level = Some(mean_ms);
-                self.trend = 0.0;
-            }
+        match self.level.filter(|_| !stale) {
             None => {
                 self.level = Some(mean_ms);
                 self.trend = 0.0;

@@ -222,7 +222,7 @@ pub struct PolicyConfig {
     pub scan_mean_fade: f64,
     /// `plb` full scan: a node its clients gave up on (see
     /// [`crate::live::NodeLive::abandon_after`]) sits out the scans while it rests
-    /// ([`crate::live::NodeLive::resting`]: 1, 2, 4, then 8 s after each give-up in a
+    /// ([`crate::live::NodeLive::resting`]: 1, 2, then 4 s after each give-up in a
     /// row), and until it answers again its peak, which the give-up raised to the
     /// client's wait, is not capped by its mean (`scan_peak_cap` bounds one slow
     /// answer against the node's answers; a give-up is no answer). Without it a hung
